@@ -1,0 +1,126 @@
+"""Choosing the threshold: to a strong-call share, a quality target or (see costs) a budget.
+
+The rule everywhere: a prompt goes to the strong model when ``score >= threshold``.
+Thresholds are always scores seen on the calibration set (or 0.0 / 1.0 at the ends), so
+prompts with equal scores are never split and the achieved values are exact on that set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from router_ml.errors import CalibrationError
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """How a threshold was chosen. method: ``share``, ``quality``, ``budget`` or ``manual``;
+    target: what was asked; achieved: what the threshold gives on the calibration set
+    (share and, with labels, quality and PGR); n: calibration prompts; fingerprint: their hash."""
+
+    method: str
+    target: dict
+    achieved: dict = field(default_factory=dict)
+    n: int = 0
+    fingerprint: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_threshold(value) -> float:
+    """A threshold as a float in [0, 1]; TypeError/ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a number in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {value}")
+    return value
+
+
+def _scores(scores) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if len(s) == 0:
+        raise CalibrationError("calibration needs at least one prompt, got none")
+    if not np.isfinite(s).all():
+        raise CalibrationError("calibration scores hold NaN or infinite values")
+    return s
+
+
+def _candidates(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate thresholds (1.0, then each distinct score, highest first) and the number of
+    prompts each sends to the strong model. Scores of exactly 1.0 are strong at any threshold."""
+    uniq = np.unique(s)[::-1]
+    counts = np.searchsorted(np.sort(-s), -uniq, side="right")  # n with score >= u
+    t = np.r_[1.0, uniq]
+    k = np.r_[int((s >= 1.0).sum()), counts]
+    return t, k
+
+
+def threshold_for_share(scores, share: float) -> tuple[float, float]:
+    """The threshold whose strong-call share on ``scores`` is closest to ``share`` (ties go
+    to the lower share). share 0 gives 1.0 (only scores of exactly 1.0 go strong), share 1
+    gives 0.0 (everything goes strong). Returns (threshold, achieved share)."""
+    if isinstance(share, bool) or not isinstance(share, (int, float, np.integer, np.floating)):
+        raise TypeError(f"share must be a number in [0, 1], got {type(share).__name__}")
+    share = float(share)
+    if not math.isfinite(share) or not 0.0 <= share <= 1.0:
+        raise CalibrationError(f"target share must be in [0, 1], got {share}")
+    s = _scores(scores)
+    if share == 1.0:
+        return 0.0, 1.0
+    t, k = _candidates(s)
+    achieved = k / len(s)
+    i = int(np.argmin(np.abs(achieved - share)))
+    return float(t[i]), float(achieved[i])
+
+
+def threshold_for_quality(scores, q_strong, q_weak, *, min_pgr: float | None = None,
+                          max_drop: float | None = None) -> tuple[float, dict]:
+    """The highest threshold (fewest strong calls) that meets a quality target on a labelled set.
+
+    min_pgr: the performance gap recovered must be at least this (e.g. 0.9);
+    max_drop: mean quality may fall at most this much below always-strong (e.g. 0.01 = one
+    point of accuracy). Exactly one must be given. Returns (threshold, achieved) with achieved
+    share, quality and pgr. CalibrationError if no threshold meets the target.
+    """
+    if (min_pgr is None) == (max_drop is None):
+        raise CalibrationError("give exactly one of min_pgr or max_drop")
+    s = _scores(scores)
+    qs = np.asarray(q_strong, dtype=np.float64).ravel()
+    qw = np.asarray(q_weak, dtype=np.float64).ravel()
+    if not (len(qs) == len(qw) == len(s)):
+        raise CalibrationError(f"scores, q_strong and q_weak differ in length: {len(s)}, {len(qs)}, {len(qw)}")
+    if not (np.isfinite(qs).all() and np.isfinite(qw).all()):
+        raise CalibrationError("qualities hold NaN or infinite values")
+    target = min_pgr if min_pgr is not None else max_drop
+    if isinstance(target, bool) or not isinstance(target, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(target)):
+        raise CalibrationError(f"quality target must be a finite number, got {target!r}")
+    if max_drop is not None and max_drop < 0:
+        raise CalibrationError(f"max_drop must be >= 0, got {max_drop}")
+    n = len(s)
+    gap = qs.mean() - qw.mean()
+    t, k = _candidates(s)
+    order = np.argsort(-s, kind="stable")
+    cum_gain = np.r_[0.0, np.cumsum((qs - qw)[order])]
+    quality = qw.mean() + cum_gain[k] / n
+    t, k, quality = np.r_[t, 0.0], np.r_[k, n], np.r_[quality, qs.mean()]
+    if min_pgr is not None:
+        if gap <= 0:
+            raise CalibrationError("the strong model is not better than the weak one on this "
+                                   "calibration set; PGR is undefined")
+        pgr = (quality - qw.mean()) / gap
+        ok = pgr >= min_pgr
+    else:
+        ok = qs.mean() - quality <= max_drop + 1e-12
+    if not ok.any():
+        what = f"PGR >= {min_pgr}" if min_pgr is not None else f"quality drop <= {max_drop}"
+        raise CalibrationError(f"no threshold reaches {what} on these {n} prompts")
+    i = int(np.flatnonzero(ok)[0])
+    achieved = {"share": float(k[i] / n), "quality": float(quality[i]),
+                "pgr": float((quality[i] - qw.mean()) / gap) if gap != 0 else None}
+    return float(t[i]), achieved

