@@ -170,8 +170,11 @@ class _Builder:
         import datasets
 
         skipped = sum(self.skipped.values())
+        bad = skipped - self.skipped.get("contaminated", 0) + self.bad_scores
         if skipped or self.bad_scores or self.duplicates:
-            logger.warning(
+            # Expected removals (contaminated prompts, merged duplicates) are info; dirt is a warning.
+            logger.log(
+                logging.WARNING if bad else logging.INFO,
                 "%s: skipped %d rows (%s); %d missing or invalid scores left empty; "
                 "%d duplicate prompts merged",
                 self.what,

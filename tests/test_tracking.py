@@ -1,0 +1,275 @@
+"""router_ml.tracking: runs logged to a local sqlite store and to a real mlflow server, a dead
+server refused fast, and a disabled tracker that does nothing. Network: 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router_ml import TrackingError
+from router_ml.tracking import Tracker, default_tracking_uri, project_root, resolve_tracking_uri
+
+REPO = Path(__file__).resolve().parent.parent
+HTTP_VARS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+# mlflow's own deprecation noise (sqlalchemy, starlette) is not ours to fix.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*"),
+    pytest.mark.filterwarnings("ignore::FutureWarning:mlflow.*"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry(monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in HTTP_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    """A curve PNG and a small router directory to upload."""
+    plot = tmp_path / "out" / "curve.png"
+    router = tmp_path / "out" / "router-dir"
+    (router / "sub").mkdir(parents=True)
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n fake")
+    (router / "manifest.json").write_text('{"format_version": 1}\n')
+    (router / "sub" / "classifier.skops").write_bytes(b"zip")
+    return plot, router
+
+
+def _log_a_run(tracker, plot, router):
+    params = {"encoder": "tfidf", "C": 1.0, "extra": ("arena-hard", "dcrouter"),
+              "seed": None, "target": {"min_pgr": 0.8}}
+    report = {"n": 2808, "apgr": 0.61, "cpt50": np.float64(0.35), "cpt80": None,
+              "auc": float("nan"), "CPT(50%)": 0.35000001}
+    with tracker.run("mmlu", params) as run:
+        run.log_metrics(report)
+        run.log_metrics({"apgr": 0.5}, prefix="fold_", step=3)
+        run.log_artifact(plot)
+        run.log_dir(router, "router")
+    return run
+
+
+def _check_logged(client, run):
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FINISHED"
+    assert r.info.run_name == "mmlu"
+    assert r.data.params == {"encoder": "tfidf", "C": "1.0", "extra": "arena-hard,dcrouter",
+                             "seed": "None", "target.min_pgr": "0.8"}
+    assert r.data.metrics == pytest.approx({"n": 2808, "apgr": 0.61, "cpt50": 0.35,
+                                            "CPT_50": 0.35000001, "fold_apgr": 0.5})
+    assert [m.step for m in client.get_metric_history(run.run_id, "fold_apgr")] == [3]
+    assert r.data.tags["router_ml.version"]
+    top = {f.path for f in client.list_artifacts(run.run_id)}
+    assert top == {"curve.png", "router"}
+    files = {f.path for f in client.list_artifacts(run.run_id, "router")}
+    assert files == {"router/manifest.json", "router/sub"}
+    assert [f.path for f in client.list_artifacts(run.run_id, "router/sub")] == [
+        "router/sub/classifier.skops"]
+
+
+# ------------------------------------------------------------------------ local store
+
+
+def test_local_sqlite_store_logs_params_metrics_and_artifacts(tmp_path, outputs, monkeypatch):
+    from mlflow import MlflowClient
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # nothing may land in the working directory
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    tracker = Tracker(experiment="unit", tracking_uri=uri)
+    tracker.check()
+    run = _log_a_run(tracker, *outputs)
+
+    assert len(run.run_id) == 32 and run.url is None
+    _check_logged(MlflowClient(tracking_uri=uri), run)
+    art = tmp_path / "store" / "artifacts" / run.run_id / "artifacts"
+    assert (art / "router" / "sub" / "classifier.skops").read_bytes() == b"zip"
+    assert list(cwd.iterdir()) == []
+    assert not any(v in os.environ for v in HTTP_VARS)  # scoped, restored
+
+    # a second tracker on the same store reuses the experiment
+    again = Tracker(experiment="unit", tracking_uri=uri)
+    with again.run("second", {}) as run2:  # run() checks by itself
+        pass
+    assert run2.experiment_id == run.experiment_id
+
+
+def test_failing_block_marks_the_run_failed_and_propagates(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(experiment="unit", tracking_uri=uri)
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracker.run("broken", {"a": 1}) as run:
+            raise RuntimeError("boom")
+    assert MlflowClient(tracking_uri=uri).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_bad_metric_values_and_artifact_paths_are_clear_errors(tmp_path):
+    tracker = Tracker(experiment="unit", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with tracker.run("bad", None) as run:
+        with pytest.raises(TypeError, match="'protocol' must be a number"):
+            run.log_metrics({"apgr": 0.5, "protocol": "mmlu"})
+        with pytest.raises(TypeError, match="must be a number"):
+            run.log_metrics({"curve": [0.1, 0.2]})
+        with pytest.raises(ValueError, match="both become"):
+            run.log_metrics({"cpt(50)": 0.1, "cpt[50]": 0.2})
+        with pytest.raises(FileNotFoundError):
+            run.log_artifact(tmp_path / "missing.png")
+        with pytest.raises(NotADirectoryError):
+            run.log_dir(tmp_path / "missing-dir")
+
+
+# ------------------------------------------------------------------------ real server
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 with a temporary sqlite store and artifact directory;
+    yields its URI and always stops its whole process group."""
+    port = _free_port()
+    log = (tmp_path / "server.log").open("wb")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner processes
+    cmd = [sys.executable, "-m", "mlflow", "server",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--artifacts-destination", str(tmp_path / "server-artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # Its own session: the uvicorn child goes down with it.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            cwd=tmp_path, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}:\n"
+                            + (tmp_path / "server.log").read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow server not healthy after 90 s:\n"
+                            + (tmp_path / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield uri, tmp_path / "server-artifacts"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.slow
+def test_tracking_server_run_has_metrics_and_artifacts(mlflow_server, outputs, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri, artifacts = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as a user points the script at a server
+    tracker = Tracker(experiment="server")
+    assert tracker.uri == uri
+    tracker.check()
+    run = _log_a_run(tracker, *outputs)
+
+    assert run.url == f"{uri}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+    _check_logged(MlflowClient(tracking_uri=uri), run)
+    # uploaded through the server's artifact proxy into its --artifacts-destination
+    stored = artifacts / run.experiment_id / run.run_id / "artifacts" / "router" / "manifest.json"
+    assert stored.read_text() == '{"format_version": 1}\n'
+
+
+# ------------------------------------------------------------------------ unreachable
+
+
+def test_unreachable_server_fails_fast_with_a_clear_error(tmp_path):
+    uri = f"http://127.0.0.1:{_free_port()}"  # closed again: nothing listens
+    tracker = Tracker(tracking_uri=uri)
+    t0 = time.monotonic()
+    with pytest.raises(TrackingError, match="not reachable") as err:
+        tracker.check()
+    assert time.monotonic() - t0 < 15
+    assert uri in str(err.value) and "--no-tracking" in str(err.value)
+    assert not any(v in os.environ for v in HTTP_VARS)
+
+    entered = []
+    with pytest.raises(TrackingError):
+        with tracker.run("never", {"a": 1}):
+            entered.append(True)  # no training work before the store is known to work
+    assert entered == []
+
+
+def test_password_is_not_shown_in_errors():
+    uri = f"http://alice:s3cret@127.0.0.1:{_free_port()}"
+    with pytest.raises(TrackingError) as err:
+        Tracker(tracking_uri=uri).check()
+    assert "s3cret" not in str(err.value) and "alice:***@" in str(err.value)
+
+
+# ------------------------------------------------------------------------ disabled, defaults
+
+
+def test_disabled_tracker_does_nothing_imports_nothing_writes_nothing(tmp_path):
+    # A fresh interpreter: mlflow must not even be imported, whatever MLFLOW_TRACKING_URI says.
+    code = textwrap.dedent(f"""
+        import sys
+        from router_ml.tracking import Tracker
+        assert "mlflow" not in sys.modules, "import router_ml.tracking imported mlflow"
+        t = Tracker(experiment="x", enabled=False)
+        t.check()
+        with t.run("r", {{"a": 1}}) as run:
+            run.log_params({{"b": 2}})
+            run.log_metrics({{"apgr": 0.5, "bad": "text"}})
+            run.log_artifact("missing.png")
+            run.log_dir("missing-dir", "router")
+        assert run.run_id is None and run.url is None
+        assert "mlflow" not in sys.modules, "a disabled tracker imported mlflow"
+        print("ok")
+    """)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
+           "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tracking_uri_resolution(monkeypatch, tmp_path):
+    assert project_root() == REPO  # a source checkout
+    assert default_tracking_uri() == f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
+    assert resolve_tracking_uri() == default_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    assert resolve_tracking_uri() == default_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert Tracker().uri == "http://tracking.example:5000"
+    assert Tracker(tracking_uri="sqlite:///x.db").uri == "sqlite:///x.db"
+    assert Tracker().tracking_uri is None  # __init__ only stores
