@@ -96,6 +96,8 @@ def threshold_for_quality(scores, q_strong, q_weak, *, min_pgr: float | None = N
         raise CalibrationError(f"scores, q_strong and q_weak differ in length: {len(s)}, {len(qs)}, {len(qw)}")
     if not (np.isfinite(qs).all() and np.isfinite(qw).all()):
         raise CalibrationError("qualities hold NaN or infinite values")
+    if ((qs < 0) | (qs > 1) | (qw < 0) | (qw > 1)).any():
+        raise CalibrationError("qualities q_strong and q_weak must be in [0, 1]")
     target = min_pgr if min_pgr is not None else max_drop
     if isinstance(target, bool) or not isinstance(target, (int, float, np.integer, np.floating)) \
             or not math.isfinite(float(target)):

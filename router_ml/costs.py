@@ -459,9 +459,33 @@ class CostCurve:
     share: np.ndarray
     usd_per_month: np.ndarray
 
+    @property
+    def _slope(self) -> float:
+        return float(self.usd_per_month[-1] - self.usd_per_month[0])  # USD/month per unit share
+
+    @property
+    def increasing(self) -> bool:
+        """True when the cost never falls as the share grows and always-strong costs more than
+        always-weak: then :meth:`share_at` inverts :meth:`at` (e.g. for a secondary plot axis)."""
+        return self._slope > 0 and bool((np.diff(self.usd_per_month) >= 0).all())
+
     def at(self, share):
-        """The monthly cost at any share in [0, 1], interpolated linearly (for plot axes)."""
-        return np.interp(share, self.share, self.usd_per_month)
+        """USD per month at share(s) (fractions), linear between curve points and, for plot
+        axes that reach past the ends, beyond [0, 1] at the always-weak-to-strong slope."""
+        x = np.asarray(share, dtype=np.float64)
+        xc = np.clip(x, 0.0, 1.0)
+        return np.interp(xc, self.share, self.usd_per_month) + self._slope * (x - xc)
+
+    def share_at(self, usd):
+        """The share (fraction) whose monthly cost is ``usd``: the inverse of :meth:`at`.
+        ValueError unless the curve is :attr:`increasing`."""
+        if not self.increasing:
+            raise ValueError("the cost does not rise with the strong-call share (is the strong "
+                             "model cheaper per token?); it cannot be inverted")
+        u = np.asarray(usd, dtype=np.float64)
+        lo, hi = self.usd_per_month[0], self.usd_per_month[-1]
+        uc = np.clip(u, lo, hi)
+        return np.interp(uc, self.usd_per_month, self.share) + (u - uc) / self._slope
 
 
 def _per_prompt_costs(n: int, profile: TrafficProfile, table: PriceTable, strong: str, weak: str):

@@ -442,9 +442,13 @@ def load_table(
 
     model_columns: the score columns; by default every column except the prompt and group.
     scale: ``unit`` (0/1, booleans or fractions in [0, 1]) or ``judge10`` (1-10 scores).
+    A file with no rows, or whose rows all lack a prompt or a valid score, raises
+    :class:`DataFormatError`.
     """
     import datasets
 
+    if scale not in ("unit", "judge10"):
+        raise ValueError(f"scale must be 'unit' or 'judge10', got {scale!r}")
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path} does not exist")
@@ -452,12 +456,23 @@ def load_table(
     builders = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
     if suffix not in builders:
         raise DataFormatError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet")
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: the file is empty; expected a {prompt_column!r} column "
+                              "and one score column per model")
     try:
         # keep_default_na=False keeps an empty prompt "" rather than NaN; we decide what is missing
         kwargs = {"keep_default_na": False} if suffix == ".csv" else {}
         raw = datasets.load_dataset(builders[suffix], data_files=str(path), split="train", **kwargs)
     except Exception as e:  # datasets raises many types for unreadable files
-        raise DataFormatError(f"{path}: cannot read as {builders[suffix]} ({type(e).__name__}: {e})") from None
+        # datasets wraps the parser's error; its innermost cause says what is wrong
+        cause = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        what = f"{type(cause).__name__}: {str(cause).strip()}" if str(cause).strip() \
+            else type(cause).__name__
+        if "corresponds to no data" in str(e):
+            what = "no data rows"
+        raise DataFormatError(f"{path}: cannot read as {builders[suffix]} ({what})") from None
     columns = raw.column_names
     needed = [prompt_column] + ([group_column] if group_column else [])
     if model_columns is None:
@@ -473,6 +488,10 @@ def load_table(
     for row in raw:
         b.add(row[prompt_column], src, row[group_column] if group_column else src,
               {n: parse_score(row[c], scale=scale) for n, c in zip(names, model_columns)})
+    if not b.rows:
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(b.skipped.items())) or "no rows"
+        raise DataFormatError(f"{path}: no usable row ({skipped}); every row needs a non-empty "
+                              f"{prompt_column!r} and a valid score for at least one model")
     return b.build(names)
 
 

@@ -73,7 +73,12 @@ class TfidfEncoder:
                                vocabulary=vocabulary, dtype=np.float32)
 
     def fit(self, prompts):
-        self.vectorizer_ = self._vectorizer().fit([clean(p) for p in prompts])
+        try:
+            self.vectorizer_ = self._vectorizer().fit([clean(p) for p in prompts])
+        except ValueError as e:  # sklearn: "empty vocabulary" / "no terms remain"
+            raise ValueError(f"prompts: TF-IDF found no usable terms in {len(prompts)} training "
+                             f"prompts (min_df={self.min_df}; words need 2+ letters): {e}. "
+                             "Use more prompts or a lower min_df") from None
         return self
 
     def encode(self, prompts) -> sp.csr_matrix:
@@ -103,7 +108,11 @@ class TfidfEncoder:
         terms = parts["terms"]
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
             raise ValueError("tfidf terms must be a list of strings")
-        if len(parts["idf"]) != len(terms):
+        idf = parts["idf"]
+        if not isinstance(idf, np.ndarray) or idf.ndim != 1 or idf.dtype.kind != "f" \
+                or not np.isfinite(idf).all() or (idf <= 0).any():
+            raise ValueError("tfidf idf must be a 1-d array of finite positive floats")
+        if len(idf) != len(terms):
             raise ValueError("tfidf idf and terms differ in length")
         vec = enc._vectorizer(vocabulary={t: i for i, t in enumerate(terms)})
         vec.idf_ = parts["idf"]
@@ -172,6 +181,10 @@ class StaticEncoder:
         from model2vec import StaticModel
         from tokenizers import Tokenizer
 
+        vectors = parts["vectors"]
+        if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 \
+                or vectors.dtype.kind != "f" or not np.isfinite(vectors).all():
+            raise ValueError("static vectors must be a 2-d array of finite floats")
         tok = Tokenizer.from_str(parts["tokenizer"])
         model = StaticModel(vectors=parts["vectors"], tokenizer=tok,
                             normalize=bool(spec["normalize"]), weights=parts.get("weights"),

@@ -10,14 +10,19 @@ Layout::
     encoder.<part>.txt     text (e.g. a tokenizer definition)
     classifier.skops       the fitted scikit-learn classifier (skops)
 
-Loading checks, before building anything: the format version is known; every file named in
-the manifest is a plain file name, a regular file inside the directory (no symlink) and has
+Loading checks, before building anything: the format version is known; the manifest has only
+known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
+matches, so a changed threshold or model name is caught like a changed file (manifests written
+before that key existed load without it); every file named in the manifest is a plain file name, a regular file inside the directory (no symlink) and has
 the recorded sha256; every type in ``classifier.skops`` is on :data:`ALLOWED_TYPES`, an
-allow-list kept here in the loader's code and never read from the artifact.
+allow-list kept here in the loader's code and never read from the artifact (checked by our own
+walk of its schema and by skops' ``get_untrusted_types``). After building, a router with a
+static or TF-IDF encoder must score a probe prompt to a finite value in [0, 1].
 
 Saving is atomic: the new directory is written beside the target and swapped in with one
 rename (``renameat2(RENAME_EXCHANGE)`` on Linux), so a crash leaves the old artifact or the new
-one, never a mix.
+one, never a mix (a killed save may leave a hidden ``.<name>.tmp-*`` folder beside it; delete it
+at leisure). Saving over an existing folder that is not a router artifact is refused.
 """
 
 from __future__ import annotations
@@ -49,7 +54,13 @@ FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 CLASSIFIER_FILE = "classifier.skops"
+MANIFEST_DIGEST = "manifest_sha256"
+# The top-level keys of a version-1 manifest; any other key means a newer format or damage.
+MANIFEST_KEYS = frozenset({"format_version", "versions", "encoder", "classifier", "strong_model",
+                           "weak_model", "threshold", "calibration", "training", "evaluation",
+                           "files", MANIFEST_DIGEST})
 _MAX_MANIFEST_BYTES = 1 << 20
+_MAX_SCHEMA_BYTES = 16 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
 # Every type a saved classifier may contain. Kept in code, audited before any object is built.
@@ -75,6 +86,17 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own ``manifest_sha256`` key.
+
+    Canonical (sorted keys, no white space, ASCII) so that only a change of content counts.
+    """
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _versions() -> dict:
@@ -149,6 +171,7 @@ def save_router(router, path) -> Path:
             "evaluation": router.evaluation,
             "files": files,
         }
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True,
                                                allow_nan=False) + "\n", encoding="utf-8")
         for p in tmp.iterdir():
@@ -158,6 +181,10 @@ def save_router(router, path) -> Path:
         if path.exists() or path.is_symlink():
             if not path.is_dir() or path.is_symlink():
                 raise FileExistsError(f"{path} exists and is not a router directory")
+            if any(path.iterdir()) and not (path / MANIFEST).is_file():
+                # the swap below would delete it: only ever replace a router artifact
+                raise FileExistsError(f"{path} is a non-empty folder without {MANIFEST}, not a "
+                                      "saved router; refusing to replace it. Choose a new path.")
             if not _exchange(tmp, path):
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 os.rename(path, old)
@@ -179,9 +206,13 @@ def _audit_skops(path: Path) -> list[str]:
     """Every type named in a skops file, checked against ALLOWED_TYPES before loading."""
     try:
         with zipfile.ZipFile(path) as z:
+            if z.getinfo("schema.json").file_size > _MAX_SCHEMA_BYTES:
+                raise ArtifactIntegrityError(f"{path}: schema.json is too large for a classifier")
             schema = json.loads(z.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
-        raise ArtifactIntegrityError(f"{path}: not a readable skops file ({e})") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, OSError,
+            EOFError, NotImplementedError) as e:
+        raise ArtifactIntegrityError(f"{path}: not a readable skops file "
+                                     f"({type(e).__name__}: {e})") from None
     found: set[str] = set()
 
     def walk(node):
@@ -194,11 +225,26 @@ def _audit_skops(path: Path) -> list[str]:
             for v in node:
                 walk(v)
 
-    walk(schema)
+    try:
+        walk(schema)
+    except RecursionError:
+        raise ArtifactIntegrityError(f"{path}: schema.json is nested too deeply") from None
     bad = sorted(found - ALLOWED_TYPES)
     if bad:
         raise UntrustedTypeError(f"{path}: types not on router_ml's allow-list: {', '.join(bad)}")
-    return sorted(found)
+    # Second opinion: skops' own audit also sees types that are not class nodes (functions,
+    # methods); it reads the schema without building any object.
+    import skops.io as sio
+
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path))
+    except Exception as e:  # a malformed schema
+        raise ArtifactIntegrityError(f"{path}: not a readable skops file "
+                                     f"({type(e).__name__}: {e})") from None
+    bad = sorted(untrusted - ALLOWED_TYPES)
+    if bad:
+        raise UntrustedTypeError(f"{path}: types not on router_ml's allow-list: {', '.join(bad)}")
+    return sorted(found | untrusted)
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -209,8 +255,8 @@ def _read_manifest(folder: Path) -> dict:
         raise ArtifactIntegrityError(f"{mpath}: too large for a manifest")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactIntegrityError(f"{mpath}: not valid JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactIntegrityError(f"{mpath}: not valid JSON ({type(e).__name__}: {e})") from None
     if not isinstance(manifest, dict):
         raise ArtifactIntegrityError(f"{mpath}: not a JSON object")
     version = manifest.get("format_version")
@@ -218,6 +264,20 @@ def _read_manifest(folder: Path) -> dict:
         raise ArtifactVersionError(
             f"{mpath}: format version {version!r} is not supported by this router_ml "
             f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); retrain or upgrade router_ml")
+    unknown = sorted(set(manifest) - MANIFEST_KEYS)
+    if unknown:
+        raise ArtifactIntegrityError(f"{mpath}: unknown keys {', '.join(map(repr, unknown))} "
+                                     f"in a version-{version} manifest; the manifest was changed")
+    # Artifacts written before the digest existed have none; with the key check above, any one
+    # changed byte of a manifest that has one is caught.
+    if MANIFEST_DIGEST in manifest:
+        try:
+            ok = manifest_digest(manifest) == manifest[MANIFEST_DIGEST]
+        except (TypeError, ValueError):  # NaN or non-JSON content
+            ok = False
+        if not ok:
+            raise ArtifactIntegrityError(f"{mpath}: content differs from its {MANIFEST_DIGEST}; "
+                                         "the manifest was changed or corrupted")
     return manifest
 
 
@@ -260,7 +320,35 @@ def _read_parts(paths: dict[str, Path]) -> dict:
                 raise ArtifactIntegrityError(f"{p}: unknown part type {ext!r}")
         except ValueError as e:  # numpy refuses object (pickled) arrays here
             raise UntrustedTypeError(f"{p}: refused ({e})") from None
+        except RecursionError:
+            raise ArtifactIntegrityError(f"{p}: JSON nested too deeply") from None
     return parts
+
+
+def _uses_lazy_model(spec) -> bool:
+    """Whether an encoder spec needs a model loaded at first use (sentence-transformers)."""
+    if not isinstance(spec, dict):
+        return False
+    return spec.get("kind") == "sentence-transformers" or any(
+        _uses_lazy_model(s) for s in spec.get("encoders") or [] if isinstance(s, dict))
+
+
+def _check_router(router, folder: Path, spec) -> None:
+    """Refuse a router whose parts do not fit together (caught now rather than per request)."""
+    clf = router.classifier
+    classes = getattr(clf, "classes_", None)
+    if not callable(getattr(clf, "predict_proba", None)) or classes is None \
+            or [int(c) for c in np.asarray(classes).ravel()] != [0, 1]:
+        raise ArtifactIntegrityError(f"{folder}: the classifier is not a fitted 0/1 classifier "
+                                     "with predict_proba")
+    if _uses_lazy_model(spec):
+        return  # probing would load the transformer; its spec has no fitted parts to check
+    # raw probabilities: score() would turn a non-finite value into the safe "strong" answer
+    proba = np.asarray(clf.predict_proba(router.encoder.encode(["router_ml probe"])),
+                       dtype=np.float64)
+    if proba.shape != (1, 2) or not (np.isfinite(proba).all() and (proba >= 0).all()
+                                     and (proba <= 1).all()):
+        raise ArtifactIntegrityError(f"{folder}: the loaded router gives no valid score")
 
 
 def load_router(path):
@@ -270,6 +358,7 @@ def load_router(path):
     truncated, symlinked or misnamed files) or UntrustedTypeError (a type not allowed).
     """
     import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     from router_ml.calibration import CalibrationRecord
     from router_ml.encoders import encoder_from_parts
@@ -288,12 +377,16 @@ def load_router(path):
                         weak_model=manifest["weak_model"], threshold=manifest["threshold"])
         cal = manifest.get("calibration") or {}
         router.calibration = CalibrationRecord(**cal) if cal else router.calibration
+        router.training = manifest.get("training") or {}
+        router.evaluation = manifest.get("evaluation") or {}
+        router.manifest = manifest
+        router.fitted_ = True
+        _check_router(router, folder, manifest["encoder"])
     except ArtifactError:
         raise
-    except (KeyError, TypeError, ValueError, OSError) as e:
-        raise ArtifactIntegrityError(f"{folder}: cannot rebuild the router ({type(e).__name__}: {e})") from None
-    router.training = manifest.get("training") or {}
-    router.evaluation = manifest.get("evaluation") or {}
-    router.manifest = manifest
-    router.fitted_ = True
+    except UntrustedTypesFoundException as e:
+        raise UntrustedTypeError(f"{folder}: {e}") from None
+    except Exception as e:  # whatever the libraries raise on parts that do not fit together
+        raise ArtifactIntegrityError(
+            f"{folder}: cannot rebuild the router ({type(e).__name__}: {e})") from e
     return router

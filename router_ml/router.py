@@ -119,7 +119,12 @@ class Router:
         self.encoder.fit(prompts)
         X = self.encoder.encode(prompts)
         kw = {"sample_weight": sample_weight} if sample_weight is not None else {}
-        self.classifier.fit(X, y.astype(np.int64), **kw)
+        try:
+            self.classifier.fit(X, y.astype(np.int64), **kw)
+        except ValueError as e:  # e.g. too few rows per class for the classifier's own CV
+            raise ValueError(f"{type(self.classifier).__name__} cannot be fitted on "
+                             f"{len(prompts)} prompts ({int(y.sum())} needing the strong model): "
+                             f"{e}") from e
         self.training = {"n": len(prompts), "positives": int(y.sum()),
                          "fingerprint": fingerprint(prompts, y)}
         self.fitted_ = True
@@ -173,6 +178,8 @@ class Router:
             rec = CalibrationRecord("share", {"share": float(share)}, {"share": achieved},
                                     len(prompts), fp)
         else:
+            if min_pgr is None and max_drop is None:
+                raise ValueError("give a calibration target: share, min_pgr or max_drop")
             if q_strong is None or q_weak is None:
                 raise ValueError("a quality target needs q_strong and q_weak for the prompts")
             t, achieved = threshold_for_quality(scores, q_strong, q_weak, min_pgr=min_pgr,

@@ -240,6 +240,14 @@ def test_per_prompt_tokens_follow_the_routed_prompts():
     curve = cost_curve(scores, profile, prices, strong="s", weak="w")
     assert curve.usd_per_month[0] == pytest.approx(monthly_cost("w", profile, prices))
     assert curve.usd_per_month[-1] == pytest.approx(monthly_cost("s", profile, prices))
+    # forward and inverse for a plot axis, extrapolated past the ends
+    for x in (-0.05, 0.0, 0.25, 0.5, 0.8, 1.0, 1.05):
+        assert curve.share_at(curve.at(x)) == pytest.approx(x)
+    assert curve.at(1.1) > curve.at(1.0)
+    cheap_strong = cost_curve(scores, profile, prices, strong="w", weak="s")
+    assert not cheap_strong.increasing
+    with pytest.raises(ValueError, match="cannot be inverted"):
+        cheap_strong.share_at(1.0)
     with pytest.raises(ValueError, match="2 prompts but 3 scores"):
         cost_curve([0.1, 0.2, 0.3], profile, prices, strong="s", weak="w")
 

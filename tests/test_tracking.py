@@ -37,6 +37,12 @@ def _no_telemetry(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory):
+    """One local store for the module's local tests: creating the sqlite schema takes seconds."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,14 +101,15 @@ def test_local_sqlite_store_logs_params_metrics_and_artifacts(tmp_path, outputs,
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # nothing may land in the working directory
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    store = tmp_path / "store"  # not created yet: check() makes it
+    uri = f"sqlite:///{store / 'mlflow.db'}"
     tracker = Tracker(experiment="unit", tracking_uri=uri)
     tracker.check()
     run = _log_a_run(tracker, *outputs)
 
     assert len(run.run_id) == 32 and run.url is None
     _check_logged(MlflowClient(tracking_uri=uri), run)
-    art = tmp_path / "store" / "artifacts" / run.run_id / "artifacts"
+    art = store / "artifacts" / run.run_id / "artifacts"
     assert (art / "router" / "sub" / "classifier.skops").read_bytes() == b"zip"
     assert list(cwd.iterdir()) == []
     assert not any(v in os.environ for v in HTTP_VARS)  # scoped, restored
@@ -114,10 +121,10 @@ def test_local_sqlite_store_logs_params_metrics_and_artifacts(tmp_path, outputs,
     assert run2.experiment_id == run.experiment_id
 
 
-def test_failing_block_marks_the_run_failed_and_propagates(tmp_path):
+def test_failing_block_marks_the_run_failed_and_propagates(sqlite_uri):
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri
     tracker = Tracker(experiment="unit", tracking_uri=uri)
     with pytest.raises(RuntimeError, match="boom"):
         with tracker.run("broken", {"a": 1}) as run:
@@ -125,8 +132,8 @@ def test_failing_block_marks_the_run_failed_and_propagates(tmp_path):
     assert MlflowClient(tracking_uri=uri).get_run(run.run_id).info.status == "FAILED"
 
 
-def test_bad_metric_values_and_artifact_paths_are_clear_errors(tmp_path):
-    tracker = Tracker(experiment="unit", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_bad_metric_values_and_artifact_paths_are_clear_errors(tmp_path, sqlite_uri):
+    tracker = Tracker(experiment="unit", tracking_uri=sqlite_uri)
     with tracker.run("bad", None) as run:
         with pytest.raises(TypeError, match="'protocol' must be a number"):
             run.log_metrics({"apgr": 0.5, "protocol": "mmlu"})

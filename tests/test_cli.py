@@ -1,0 +1,91 @@
+"""The training and evaluation scripts, end to end (TF-IDF only: fast, no torch)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router_ml import data, load_router
+from router_ml.cli import evaluate_main, train_main
+from router_ml.errors import DataNotFoundError
+from router_ml.evaluation import apgr
+from router_ml.protocols import protocol_folds
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shared():
+    try:
+        return data.resolve_data_dir()
+    except DataNotFoundError as e:
+        pytest.skip(f"real data not available: {e}")
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_help(script):
+    out = subprocess.run([sys.executable, str(ROOT / "training" / script), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--protocol" in out
+
+
+def test_random_baseline_on_mmlu(shared, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert evaluate_main(["--baseline", "random", "--protocol", "mmlu", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    got = json.loads(report.read_text())
+    assert got["n"] == 2811 and abs(got["apgr"] - 0.5) < 0.05
+    assert got["oracle_apgr"] > 1.0 and got["random_apgr"] == pytest.approx(0.5)
+    for word in ("APGR", "CPT(50%)", "CPT(80%)", "oracle APGR", "weak quality"):
+        assert word in out
+    assert report.with_suffix(".png").exists()
+
+
+def test_train_and_evaluate_kfold_protocol(shared, tmp_path, capsys):
+    out = tmp_path / "gsm"
+    assert train_main(["--protocol", "gsm8k", "--out", str(out), "--no-tracking"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"fold-{k}" for k in range(5)]
+    printed = json.loads((out / "report.json").read_text())
+    # recompute independently from the saved routers
+    folds = protocol_folds("gsm8k", shared)
+    scores = np.concatenate([load_router(out / f"fold-{f.k}").score(f.test.prompts) for f in folds])
+    qs = np.concatenate([f.test.q_strong for f in folds])
+    qw = np.concatenate([f.test.q_weak for f in folds])
+    assert apgr(scores, qs, qw) == pytest.approx(printed["apgr"])
+    report = tmp_path / "e.json"
+    assert evaluate_main(["--model", str(out), "--protocol", "gsm8k", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["apgr"] == pytest.approx(printed["apgr"])
+    # a k-fold protocol needs the fold routers
+    assert evaluate_main(["--model", str(out / "fold-0"), "--protocol", "gsm8k"]) == 2
+    assert "lacks fold-0" in capsys.readouterr().err
+
+
+def test_train_on_own_table(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = ["prompt,big,small"]
+    for i in range(300):
+        hard = i % 3 == 0
+        small = int(rng.random() < 0.2) if hard else 1
+        rows.append(f"{'prove the lemma' if hard else 'say hi'} number {i},1,{small}")
+    table = tmp_path / "logs.csv"
+    table.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "mine"
+    assert train_main(["--table", str(table), "--strong", "big", "--weak", "small",
+                       "--out", str(out), "--no-tracking"]) == 0
+    r = load_router(out)
+    assert (r.strong_model, r.weak_model) == ("big", "small")
+    assert r.calibration.method == "quality" and r.calibration.target == {"min_pgr": 0.8}
+    assert r.route("prove the lemma number 7").model == "big"
+    assert r.route("say hi number 8").model == "small"
+
+
+def test_clear_error_for_unknown_model(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("prompt,a,b\nx,1,0\ny,0,1\n")
+    assert train_main(["--table", str(table), "--strong", "gpt-9", "--weak", "b",
+                       "--no-tracking", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown strong model 'gpt-9'" in err and "known models: a, b" in err
