@@ -8,7 +8,13 @@ Layout::
     encoder.<part>.npy     arrays (numpy, allow_pickle=False)
     encoder.<part>.json    lists of strings (e.g. the TF-IDF vocabulary)
     encoder.<part>.txt     text (e.g. a tokenizer definition)
-    classifier.skops       the fitted scikit-learn classifier (skops)
+    classifier.<part>.npy  a logistic regression's coefficients, intercept and classes
+                           (its hyper-parameters are in the manifest), or
+    classifier.skops       any other fitted scikit-learn classifier (skops)
+
+A logistic regression is stored as plain arrays: loading it needs no skops, whose import
+alone takes seconds (it imports every scikit-learn estimator), and the files are
+byte-identical for identical fits.
 
 Loading checks, before building anything: the format version is known; the manifest has only
 known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
@@ -141,10 +147,35 @@ def _exchange(a: Path, b: Path) -> bool:
     return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+_LOGREG = "sklearn.linear_model._logistic.LogisticRegression"
+_LOGREG_ARRAYS = ("coef", "intercept", "classes")
+
+
+def _load_logreg(params: dict, paths: dict):
+    """A LogisticHead from its arrays: scoring needs numpy only (see router.LogisticHead)."""
+    from router_ml.router import LogisticHead
+
+    arrays = {}
+    for key in _LOGREG_ARRAYS:
+        p = paths.get(f"classifier.{key}.npy")
+        if p is None:
+            raise ArtifactIntegrityError(f"classifier.{key}.npy missing from the manifest")
+        try:
+            arrays[key] = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise UntrustedTypeError(f"{p}: refused ({e})") from None
+    coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+    if coef.ndim != 2 or coef.shape[0] != 1 or intercept.shape != (1,) or classes.shape != (2,) \
+            or coef.dtype.kind != "f" or intercept.dtype.kind != "f" or classes.dtype.kind not in "iu" \
+            or not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ArtifactIntegrityError("logistic regression arrays have unexpected shapes or values")
+    if not isinstance(params, dict):
+        raise ArtifactIntegrityError("classifier params must be a JSON object")
+    return LogisticHead(coef, intercept, classes, params)
+
+
 def save_router(router, path) -> Path:
     """Write ``router`` to the directory ``path`` atomically; returns the path."""
-    import skops.io as sio
-
     if not router.fitted_:
         raise RuntimeError("cannot save a router that is not fitted")
     path = Path(path)
@@ -152,16 +183,26 @@ def save_router(router, path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         _write_parts(router.encoder.parts(), tmp)
-        sio.dump(router.classifier, tmp / CLASSIFIER_FILE)
-        _audit_skops(tmp / CLASSIFIER_FILE)  # refuse to write what we would refuse to read
+        head = router._head
+        if head is not None:
+            for key in _LOGREG_ARRAYS:
+                np.save(tmp / f"classifier.{key}.npy", np.asarray(getattr(head, f"{key}_")),
+                        allow_pickle=False)
+        else:
+            import skops.io as sio
+
+            sio.dump(router.classifier, tmp / CLASSIFIER_FILE)
+            _audit_skops(tmp / CLASSIFIER_FILE)  # refuse to write what we would refuse to read
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         cls = type(router.classifier)
+        ctype = _LOGREG if head is not None else f"{cls.__module__}.{cls.__qualname__}"
+        params = head.params if head is not None else router.classifier.get_params(deep=False)
         manifest = {
             "format_version": FORMAT_VERSION,
             "versions": _versions(),
             "encoder": router.encoder.spec(),
-            "classifier": {"type": f"{cls.__module__}.{cls.__qualname__}",
-                           "params": {k: v for k, v in router.classifier.get_params(deep=False).items()
+            "classifier": {"type": ctype,
+                           "params": {k: v for k, v in params.items()
                                       if isinstance(v, (int, float, str, bool, type(None)))}},
             "strong_model": router.strong_model,
             "weak_model": router.weak_model,
@@ -298,8 +339,8 @@ def _check_files(folder: Path, files) -> dict[str, Path]:
             raise ArtifactIntegrityError(f"{p}: sha256 differs from the manifest; the file was "
                                          "changed or truncated")
         out[name] = p
-    if CLASSIFIER_FILE not in out:
-        raise ArtifactIntegrityError(f"{folder}: {CLASSIFIER_FILE} missing from the manifest")
+    if CLASSIFIER_FILE not in out and "classifier.coef.npy" not in out:
+        raise ArtifactIntegrityError(f"{folder}: the manifest lists no classifier file")
     return out
 
 
@@ -307,7 +348,7 @@ def _read_parts(paths: dict[str, Path]) -> dict:
     parts = {}
     for name, p in paths.items():
         if not name.startswith("encoder."):
-            continue
+            continue  # classifier files are read by their own loader
         key, ext = name[len("encoder."):].rsplit(".", 1)
         try:
             if ext == "npy":
@@ -357,9 +398,6 @@ def load_router(path):
     Raises ArtifactVersionError (unknown format), ArtifactIntegrityError (missing, changed,
     truncated, symlinked or misnamed files) or UntrustedTypeError (a type not allowed).
     """
-    import skops.io as sio
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     from router_ml.calibration import CalibrationRecord
     from router_ml.encoders import encoder_from_parts
     from router_ml.router import Router
@@ -369,9 +407,17 @@ def load_router(path):
         raise ArtifactIntegrityError(f"{folder}: not a directory")
     manifest = _read_manifest(folder)
     paths = _check_files(folder, manifest.get("files"))
-    types = _audit_skops(paths[CLASSIFIER_FILE])
     try:
-        classifier = sio.load(paths[CLASSIFIER_FILE], trusted=types)
+        if CLASSIFIER_FILE in paths:
+            import skops.io as sio
+
+            types = _audit_skops(paths[CLASSIFIER_FILE])
+            classifier = sio.load(paths[CLASSIFIER_FILE], trusted=types)
+        elif manifest.get("classifier", {}).get("type") == _LOGREG:
+            classifier = _load_logreg(manifest["classifier"].get("params", {}), paths)
+        else:
+            raise ArtifactIntegrityError(f"{folder}: unknown classifier type "
+                                         f"{manifest.get('classifier', {}).get('type')!r}")
         encoder = encoder_from_parts(manifest["encoder"], _read_parts(paths))
         router = Router(encoder, classifier, strong_model=manifest["strong_model"],
                         weak_model=manifest["weak_model"], threshold=manifest["threshold"])
@@ -384,9 +430,10 @@ def load_router(path):
         _check_router(router, folder, manifest["encoder"])
     except ArtifactError:
         raise
-    except UntrustedTypesFoundException as e:
-        raise UntrustedTypeError(f"{folder}: {e}") from None
     except Exception as e:  # whatever the libraries raise on parts that do not fit together
+        # skops is imported only for skops files, so its refusal is recognised by name
+        if type(e).__name__ == "UntrustedTypesFoundException":
+            raise UntrustedTypeError(f"{folder}: {e}") from None
         raise ArtifactIntegrityError(
             f"{folder}: cannot rebuild the router ({type(e).__name__}: {e})") from e
     return router

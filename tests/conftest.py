@@ -59,7 +59,7 @@ def tiny_static_encoder(tokenizer_json: str, dim: int = 16, seed: int = 0):
     return StaticEncoder(StaticModel(vectors=vectors, tokenizer=tok, normalize=True), name="tiny")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_router(planted_set, minilm_tokenizer_json):
     """make_router(kind="tfidf" | "static", seed=0) -> a Router fitted on ``planted_set``."""
     from router_ml import Router

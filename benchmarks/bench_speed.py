@@ -1,0 +1,130 @@
+"""Per-request cost of each router profile on this machine.
+
+    python benchmarks/bench_speed.py [--profiles default,tfidf,static,minilm] [--n-route 1000]
+
+For each profile: route() latency p50/p99 over MMLU prompts (one call each), score()
+throughput on one batch of 5,000 MMLU prompts, and a fresh process's load_router() plus first
+decision (wall time and peak resident memory). The default profile is the router shipped in
+models/default; the others are trained on the mmlu protocol's training rows (as is a
+default-config router for the APGR column, so every APGR is on the same mmlu test rows).
+Numbers are comparable within one run only: the machine is shared. Writes reports/speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from router_ml import evaluation, load_router
+from router_ml.data import STRONG_MODEL, WEAK_MODEL
+from router_ml.protocols import protocol_folds
+from router_ml.training import TrainConfig, fit_router
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = {
+    "tfidf": TrainConfig(encoder="tfidf"),
+    "static": TrainConfig(encoder="static"),
+    "minilm": TrainConfig(encoder="minilm"),
+}
+
+_FRESH = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from router_ml import load_router
+r = load_router(sys.argv[1])
+d = r.route("What is the capital of France?")
+t1 = time.perf_counter()
+print(json.dumps({"load_first_s": t1 - t0, "torch": "torch" in sys.modules,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def fresh_process(path: Path, repeats: int = 3) -> dict:
+    """Median load + first decision time of a new interpreter, its peak RSS, torch imported?"""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _FRESH, str(path)], capture_output=True,
+                             text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs.sort(key=lambda r: r["load_first_s"])
+    return runs[len(runs) // 2]
+
+
+def measure(path: Path, prompts: list[str], n_route: int, n_batch: int) -> dict:
+    router = load_router(path)
+    router.route(prompts[0])  # warm up lazy imports and caches
+    lat = []
+    for p in prompts[:n_route]:
+        t = time.perf_counter()
+        router.route(p)
+        lat.append(time.perf_counter() - t)
+    batch = (prompts * (n_batch // len(prompts) + 1))[:n_batch]
+    t = time.perf_counter()
+    router.score(batch)
+    throughput = n_batch / (time.perf_counter() - t)
+    lat_ms = np.array(lat) * 1000
+    return {"p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
+            "throughput_per_s": throughput, **fresh_process(path)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--profiles", default="default,tfidf,static,minilm")
+    p.add_argument("--default-model", type=Path, default=ROOT / "models" / "default")
+    p.add_argument("--n-route", type=int, default=1000)
+    p.add_argument("--n-batch", type=int, default=5000)
+    p.add_argument("--out", type=Path, default=ROOT / "reports" / "speed.json")
+    args = p.parse_args(argv)
+    (fold,) = protocol_folds("mmlu")
+    prompts = list(fold.test.prompts)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.profiles.split(","):
+            if name == "default":
+                if not args.default_model.is_dir():
+                    print(f"skip default: {args.default_model} missing (run make train)")
+                    continue
+                path = args.default_model
+                # APGR of the default configuration, trained without the mmlu test rows
+                cfg = TrainConfig(**{k: v for k, v in load_router(path).training["config"].items()
+                                     if k in TrainConfig.__dataclass_fields__})
+                cfg.extra = tuple(cfg.extra)
+            else:
+                path, cfg = None, PROFILES[name]
+            print(f"[{name}] training on mmlu training rows", flush=True)
+            t = time.perf_counter()
+            mmlu_router = fit_router(fold.train, cfg, STRONG_MODEL, WEAK_MODEL)
+            train_s = time.perf_counter() - t
+            a = evaluation.apgr(mmlu_router.score(prompts), fold.test.q_strong, fold.test.q_weak)
+            if path is None:
+                path = Path(tmp) / name
+                mmlu_router.save(path)
+            print(f"[{name}] measuring", flush=True)
+            results[name] = {**measure(path, prompts, args.n_route, args.n_batch),
+                             "mmlu_apgr": a, "mmlu_train_s": train_s}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(to_markdown(results))
+    return 0
+
+
+def to_markdown(results: dict) -> str:
+    lines = ["| profile | route p50 (ms) | route p99 (ms) | score (prompts/s) | load + first "
+             "decision (s) | RSS (MB) | torch imported | mmlu APGR |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                     f"{r['throughput_per_s']:,.0f} | {r['load_first_s']:.2f} | {r['rss_mb']:.0f} | "
+                     f"{'yes' if r['torch'] else 'no'} | {r['mmlu_apgr']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,547 @@
+"""Safety: hostile prompts, bad training data, bad thresholds and targets, threads, fuzzing.
+
+The contract checked here: every call either returns a finite score in [0, 1] or raises a
+TypeError/ValueError (or one of router_ml's errors) whose message names the argument and what
+is wrong; never NaN, never a score outside [0, 1], never a bare error from inside a library.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import itertools
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router_ml import (
+    CalibrationError,
+    DataFormatError,
+    DataNotFoundError,
+    Router,
+    RoutingDecision,
+    UnknownModelError,
+    load_router,
+)
+from router_ml import data as rdata
+from router_ml.encoders import MAX_CHARS, TfidfEncoder
+from router_ml.labels import make_labels, pair_data
+
+KINDS = ("tfidf", "static")
+FUZZ = settings(max_examples=50, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# One short sentence in each of 20 languages.
+LANGUAGES = {
+    "en": "What is the derivative of x squared?",
+    "fr": "Quelle est la dérivée de x au carré ?",
+    "de": "Was ist die Ableitung von x zum Quadrat?",
+    "es": "¿Cuál es la derivada de x al cuadrado?",
+    "it": "Qual è la derivata di x al quadrato?",
+    "pt": "Qual é a derivada de x ao quadrado?",
+    "nl": "Wat is de afgeleide van x kwadraat?",
+    "pl": "Jaka jest pochodna x do kwadratu?",
+    "tr": "x karenin türevi nedir?",
+    "ru": "Какова производная икс в квадрате?",
+    "uk": "Яка похідна ікс у квадраті?",
+    "el": "Ποια είναι η παράγωγος του x στο τετράγωνο;",
+    "ar": "ما هي مشتقة س تربيع؟",
+    "he": "מהי הנגזרת של x בריבוע?",
+    "hi": "x के वर्ग का अवकलज क्या है?",
+    "bn": "x এর বর্গের অন্তরজ কী?",
+    "th": "อนุพันธ์ของ x กำลังสองคืออะไร",
+    "zh": "x的平方的导数是什么？",
+    "ja": "xの二乗の導関数は何ですか？",
+    "ko": "x 제곱의 도함수는 무엇입니까?",
+}
+
+VALID_PROMPTS = {
+    "empty": "",
+    "whitespace": " \t\n\r\u3000 ",
+    "one MB": "prove the theorem " * 58_255,  # 1,048,590 characters
+    "100k-char token": "x" * 100_000,
+    "NUL and controls": "say\x00hello\x01\x02\x07\x08\x1b[31m\x7f\x9f to\x0c\x0b me",
+    "lone surrogate": "prove \ud800 the \udfff theorem",
+    "mixed scripts": "Hello مرحبا שלום \u200f\u202eRTL\u202c 😀👍🏽👨‍👩‍👧 漢字 Ελληνικά \ufeff\u200b",
+    **{f"lang-{k}": v for k, v in LANGUAGES.items()},
+}
+
+# (value, message the TypeError must match for route(value), for score([value]))
+BAD_PROMPTS = {
+    "None": (None, "prompt must be str, got NoneType", r"prompts\[0\] must be str, got NoneType"),
+    "bytes": (b"hello", "prompt must be str, got bytes", r"prompts\[0\] must be str, got bytes"),
+    "int": (7, "prompt must be str, got int", r"prompts\[0\] must be str, got int"),
+    "NaN": (float("nan"), "prompt must be str, got float", r"prompts\[0\] must be str, got float"),
+}
+
+
+@pytest.fixture(scope="module")
+def routers(make_router):
+    """{"tfidf": Router, "static": Router}, fitted once for the module; do not mutate."""
+    return {k: make_router(k) for k in KINDS}
+
+
+def assert_valid_scores(s, n):
+    assert isinstance(s, np.ndarray) and s.dtype == np.float64 and s.shape == (n,)
+    assert np.isfinite(s).all() and (s >= 0).all() and (s <= 1).all(), s
+
+
+# ------------------------------------------------------------------ 1. route() and score() inputs
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", list(VALID_PROMPTS))
+def test_odd_but_valid_prompts_get_a_score_in_0_1(routers, kind, case):
+    router, prompt = routers[kind], VALID_PROMPTS[case]
+    s = router.score([prompt])
+    assert_valid_scores(s, 1)
+    d = router.route(prompt)
+    assert isinstance(d, RoutingDecision) and d.score == s[0]
+    assert d.model == (router.strong_model if s[0] >= router.threshold else router.weak_model)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_of_odd_prompts_scores_like_one_by_one(routers, kind):
+    router = routers[kind]
+    prompts = list(VALID_PROMPTS.values())
+    batch = router.score(prompts)
+    assert_valid_scores(batch, len(prompts))
+    # float32 features: a batch goes through a matrix product, one prompt through a vector
+    # product, so the last bits of a float32 may differ; nothing more.
+    np.testing.assert_allclose(batch, [router.score([p])[0] for p in prompts], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_long_prompts_are_cut_at_max_chars(routers, kind):
+    """encoders.clean keeps the first MAX_CHARS characters: what follows never changes the score."""
+    router = routers[kind]
+    head = ("derive the equation of motion " * 400)[:MAX_CHARS]
+    tails = ["", "x", "say hello " * 100_000, "\ud800" * 10]
+    s = router.score([head + t for t in tails])
+    assert (s == s[0]).all()
+    t0 = time.perf_counter()
+    router.score([VALID_PROMPTS["one MB"]] * 20)  # cost per prompt is bounded by the cut
+    assert time.perf_counter() - t0 < 5.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lone_surrogates_are_replaced(routers, kind):
+    router = routers[kind]
+    s = router.score(["prove \ud800 the \udfff theorem", "prove ? the ? theorem"])
+    assert s[0] == s[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", list(BAD_PROMPTS))
+def test_non_string_prompts_raise_type_error_naming_the_argument(routers, kind, case):
+    router = routers[kind]
+    value, route_msg, score_msg = BAD_PROMPTS[case]
+    with pytest.raises(TypeError, match=route_msg):
+        router.route(value)
+    with pytest.raises(TypeError, match=score_msg):
+        router.score([value])
+    with pytest.raises(TypeError, match=score_msg.replace("0", "2")):
+        router.route_batch(["ok", "fine", value])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_containers_raise_type_error(routers, kind):
+    router = routers[kind]
+    with pytest.raises(TypeError, match=r"prompts\[1\] must be str, got int"):
+        router.score(["hello", 3])
+    with pytest.raises(TypeError, match="prompt must be str, got list"):
+        router.route(["hello", 3])
+    with pytest.raises(TypeError, match="got a single str"):
+        router.score("hello")
+    with pytest.raises(TypeError, match="got a single bytes"):
+        router.score(b"hello")
+    for bad in (None, 5, {"a"}, (p for p in ["a"])):
+        with pytest.raises(TypeError, match="prompts must be a list of str"):
+            router.score(bad)
+    assert router.score([]).shape == (0,)
+    assert_valid_scores(router.score(("a tuple", "of prompts")), 2)
+    assert_valid_scores(router.score(np.array(["a numpy", "array"])), 2)
+
+
+def test_unfitted_router_says_so():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Router().score(["hello"])
+
+
+class _NaNClassifier:
+    """A classifier whose probabilities are NaN (a broken model)."""
+
+    classes_ = np.array([0, 1])
+
+    def fit(self, X, y, **kw):
+        return self
+
+    def predict_proba(self, X):
+        return np.full((X.shape[0], 2), np.nan)
+
+
+class _WildClassifier(_NaNClassifier):
+    def predict_proba(self, X):
+        return np.tile([[-0.5, 1.5], [2.0, -1.0], [np.inf, -np.inf]], (X.shape[0], 1))[:X.shape[0]]
+
+
+def test_a_broken_classifier_never_yields_nan_or_out_of_range(planted_set):
+    prompts, y = planted_set
+    r = Router(TfidfEncoder(min_df=1), _NaNClassifier()).fit(list(prompts), y)
+    s = r.score(["a", "b"])
+    assert_valid_scores(s, 2)
+    assert (s == 1.0).all() and r.route("a").model == r.strong_model  # the safe side
+    w = Router(TfidfEncoder(min_df=1), _WildClassifier()).fit(list(prompts), y)
+    assert_valid_scores(w.score(["a", "b", "c"]), 3)
+
+
+# ------------------------------------------------------------------ 2. training data
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.mark.usefixtures("isolated_datasets_cache")
+class TestTrainingData:
+    def test_empty_files_are_clear_errors(self, tmp_path):
+        for name, text, msg in [("e.csv", "", "is empty"), ("e.jsonl", "", "is empty"),
+                                ("h.csv", "prompt,big,small\n", "no data rows"),
+                                ("b.jsonl", "\n\n", "cannot read as json")]:
+            with pytest.raises(DataFormatError, match=rf"{name}: .*{msg}"):
+                rdata.load_table(_write(tmp_path, name, text))
+
+    def test_missing_model_column_names_file_and_column(self, tmp_path):
+        f = _write(tmp_path, "m.csv", "prompt,big\nhello,1\n")
+        with pytest.raises(DataFormatError, match=r"m.csv: missing column 'small'"):
+            rdata.load_table(f, model_columns=["big", "small"])
+        f = _write(tmp_path, "p.csv", "prompt\nhello\n")
+        with pytest.raises(DataFormatError, match=r"p.csv: no model score columns"):
+            rdata.load_table(f)
+        ds = rdata.load_table(_write(tmp_path, "ok.csv", "prompt,big,small\nhi,1,0\nho,0,1\n"))
+        with pytest.raises(UnknownModelError, match="unknown strong model 'huge'; known models"):
+            pair_data(ds, "huge", "small")
+
+    def test_all_scores_missing_is_an_error(self, tmp_path):
+        f = _write(tmp_path, "none.csv", "prompt,big,small\nhi,,\nho,n/a,\n")
+        with pytest.raises(DataFormatError, match=r"none.csv: no usable row \(no valid score: 2\)"):
+            rdata.load_table(f)
+        f = _write(tmp_path, "none.jsonl", '{"prompt": "", "big": 1}\n{"prompt": null, "big": 0}\n')
+        with pytest.raises(DataFormatError, match=r"no usable row \(empty or missing prompt: 2\)"):
+            rdata.load_table(f)
+
+    @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+    def test_nan_inf_negative_and_out_of_range_scores_are_left_empty(self, tmp_path, fmt):
+        bad = ["nan", "inf", "-inf", "-1", "1.5", "-0.0001", "abc"]
+        rows = [("ok", "1", "0")] + [(f"q{i}", v, "1") for i, v in enumerate(bad)]
+        if fmt == "csv":
+            f = _write(tmp_path, "s.csv", "prompt,big,small\n" + "".join(f"{p},{a},{b}\n" for p, a, b in rows))
+        else:
+            lit = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity", "abc": '"abc"'}
+            f = _write(tmp_path, "s.jsonl", "".join(
+                f'{{"prompt": "{p}", "big": {lit.get(a, a)}, "small": {b}}}\n' for p, a, b in rows))
+        ds = rdata.load_table(f)
+        q = rdata.quality_matrix(ds, ["big", "small"])
+        assert ds["prompt"] == [r[0] for r in rows]  # rows kept: "small" is valid
+        np.testing.assert_array_equal(q[0], [1.0, 0.0])
+        assert np.isnan(q[1:, 0]).all() and (q[1:, 1] == 1.0).all()  # never invented or clipped
+        pairs = pair_data(ds, "big", "small")  # rows without both scores are dropped
+        assert pairs.prompts == ["ok"]
+
+    def test_judge_scale_out_of_range_and_unknown_scale(self, tmp_path):
+        f = _write(tmp_path, "j.csv", "prompt,a,b\nx,0,10\ny,11,1\nz,-3,5.5\n")
+        q = rdata.quality_matrix(rdata.load_table(f, scale="judge10"), ["a", "b"])
+        assert np.isnan(q[:, 0]).all() and np.allclose(q[:, 1], [1.0, 0.0, 0.5])
+        with pytest.raises(ValueError, match="scale must be 'unit' or 'judge10', got 'percent'"):
+            rdata.load_table(f, scale="percent")
+
+    def test_conflicting_duplicates_are_merged_by_mean_whatever_the_order(self, tmp_path):
+        rows = ["same question,1,0", " same question ,0,0", "same question,1,1", "other,1,0"]
+        a = rdata.load_table(_write(tmp_path, "a.csv", "prompt,big,small\n" + "\n".join(rows) + "\n"))
+        b = rdata.load_table(_write(tmp_path, "b.csv", "prompt,big,small\n" + "\n".join(rows[::-1]) + "\n"))
+        qa = dict(zip([p.strip() for p in a["prompt"]], rdata.quality_matrix(a).tolist()))
+        qb = dict(zip([p.strip() for p in b["prompt"]], rdata.quality_matrix(b).tolist()))
+        assert qa == qb and len(a) == 2
+        np.testing.assert_allclose(qa["same question"], [2 / 3, 1 / 3])
+
+    def test_one_class_only_is_a_clear_error(self, tmp_path):
+        f = _write(tmp_path, "one.csv", "prompt,big,small\n" + "".join(f"q{i},1,1\n" for i in range(6)))
+        pairs = pair_data(rdata.load_table(f), "big", "small")
+        y, w = make_labels(pairs.q_strong, pairs.q_weak)
+        with pytest.raises(ValueError, match=r"one class only \(0\) in 6 rows"):
+            Router(TfidfEncoder(min_df=1)).fit(pairs.prompts, y, sample_weight=w)
+
+
+def test_fit_argument_checks(planted_set):
+    prompts, y = list(planted_set[0]), planted_set[1]
+    cases = [
+        (([], []), ValueError, "zero prompts"),
+        ((prompts, y[:-1]), ValueError, r"y must have shape \(80,\)"),
+        ((prompts, np.where(y == 1, 2, 0)), ValueError, "only 0 .* and 1"),
+        ((prompts, np.where(y == 1, np.nan, 0)), ValueError, "only 0 .* and 1"),
+        ((prompts, np.ones(80)), ValueError, r"one class only \(1\)"),
+        ((prompts[:-1] + [None], y), TypeError, r"prompts\[79\] must be str, got NoneType"),
+        (("one string", [1]), TypeError, "got a single str"),
+    ]
+    for args, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            Router(TfidfEncoder(min_df=1)).fit(*args)
+    for w in (np.full(80, np.nan), -np.ones(80), np.ones(3)):
+        with pytest.raises(ValueError, match="sample_weight must be finite, non-negative"):
+            Router(TfidfEncoder(min_df=1)).fit(prompts, y, sample_weight=w)
+    with pytest.raises(ValueError, match="qualities must be finite"):
+        make_labels([1.0, np.nan], [0.0, 0.0])
+
+
+def test_prompts_without_words_are_a_clear_tfidf_error():
+    for prompts in (["", " "], ["a", "?"], ["😀", "\x00"]):
+        with pytest.raises(ValueError, match=r"prompts: TF-IDF found no usable terms in 2"):
+            Router(TfidfEncoder()).fit(prompts, [0, 1])
+
+
+def test_too_few_rows_for_the_classifier_or_the_calibration(planted_set):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+
+    prompts, y = list(planted_set[0]), planted_set[1]
+    clf = CalibratedClassifierCV(LogisticRegression(), cv=5)
+    with pytest.raises(ValueError, match=r"CalibratedClassifierCV cannot be fitted on 6 prompts"):
+        Router(TfidfEncoder(min_df=1), clf).fit(prompts[:6], y[:6])
+    r = Router(TfidfEncoder(min_df=1)).fit(prompts, y)
+    with pytest.raises(CalibrationError, match="at least one prompt"):
+        r.calibrate([], share=0.5)
+    # one prompt is enough to calibrate; the achieved share is as coarse as the set
+    rec = r.calibrate(prompts[:1], share=0.3)
+    assert rec.achieved["share"] in (0.0, 1.0) and rec.n == 1
+
+
+# ------------------------------------------------------------------ 3. thresholds and targets
+
+@pytest.fixture
+def tfidf(make_router):
+    return make_router("tfidf")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.01, -1, 1.0001, 2])
+def test_out_of_range_thresholds_are_refused(tfidf, value):
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\], got"):
+        tfidf.threshold = value
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
+        Router(threshold=value)
+    assert tfidf.threshold == 0.5  # unchanged after a refused value
+
+
+@pytest.mark.parametrize("value", ["0.5", None, True, [0.5]])
+def test_non_numeric_thresholds_are_type_errors(tfidf, value):
+    with pytest.raises(TypeError, match="threshold must be a number in"):
+        tfidf.threshold = value
+
+
+def test_threshold_ends(tfidf, planted_set):
+    prompts = list(planted_set[0])
+    tfidf.threshold = 0.0
+    assert all(d.strong for d in tfidf.route_batch(prompts))
+    tfidf.threshold = 1.0  # only a score of exactly 1.0 would go strong
+    s = tfidf.score(prompts)
+    assert [d.strong for d in tfidf.route_batch(prompts)] == list(s >= 1.0)
+
+
+@pytest.mark.parametrize("share", [float("nan"), -0.1, 1.1, float("inf")])
+def test_bad_shares_are_calibration_errors(tfidf, planted_set, share):
+    with pytest.raises(CalibrationError, match=r"target share must be in \[0, 1\]"):
+        tfidf.calibrate(list(planted_set[0]), share=share)
+    assert tfidf.threshold == 0.5 and tfidf.calibration.method == "manual"
+
+
+def test_share_type_errors(tfidf, planted_set):
+    for share in ("0.3", True):
+        with pytest.raises(TypeError, match="share must be a number"):
+            tfidf.calibrate(list(planted_set[0]), share=share)
+
+
+def test_share_exactly_zero_and_one(tfidf, planted_set):
+    prompts = list(planted_set[0])
+    s = tfidf.score(prompts)
+    rec = tfidf.calibrate(prompts, share=0.0)
+    assert tfidf.threshold == 1.0 and rec.achieved["share"] == (s >= 1.0).mean() == 0.0
+    rec = tfidf.calibrate(prompts, share=1.0)
+    assert tfidf.threshold == 0.0 and rec.achieved["share"] == 1.0
+    assert all(d.strong for d in tfidf.route_batch(prompts))
+
+
+def test_quality_targets(tfidf, planted_set):
+    prompts, y = list(planted_set[0]), planted_set[1]
+    qs = np.ones(len(prompts))
+    qw = 1.0 - y.astype(float)  # the weak model fails exactly on the hard prompts
+    with pytest.raises(CalibrationError, match=r"no threshold reaches PGR >= 1.5 on these 80"):
+        tfidf.calibrate(prompts, q_strong=qs, q_weak=qw, min_pgr=1.5)
+    for bad in (float("nan"), float("inf"), "0.9"):
+        with pytest.raises(CalibrationError, match="quality target must be a finite number"):
+            tfidf.calibrate(prompts, q_strong=qs, q_weak=qw, min_pgr=bad)
+    with pytest.raises(CalibrationError, match="max_drop must be >= 0"):
+        tfidf.calibrate(prompts, q_strong=qs, q_weak=qw, max_drop=-0.01)
+    with pytest.raises(CalibrationError, match="strong model is not better"):
+        tfidf.calibrate(prompts, q_strong=qw, q_weak=qw, min_pgr=0.5)
+    with pytest.raises(CalibrationError, match="differ in length"):
+        tfidf.calibrate(prompts, q_strong=qs[:-1], q_weak=qw, min_pgr=0.5)
+    with pytest.raises(CalibrationError, match="NaN or infinite"):
+        tfidf.calibrate(prompts, q_strong=np.where(y == 1, np.nan, 1.0), q_weak=qw, min_pgr=0.5)
+    with pytest.raises(CalibrationError, match=r"must be in \[0, 1\]"):
+        tfidf.calibrate(prompts, q_strong=qs * 10, q_weak=qw, min_pgr=0.5)
+    with pytest.raises(ValueError, match="either share or a quality target"):
+        tfidf.calibrate(prompts, share=0.5, min_pgr=0.5)
+    with pytest.raises(ValueError, match="give a calibration target"):
+        tfidf.calibrate(prompts)
+    with pytest.raises(ValueError, match="needs q_strong and q_weak"):
+        tfidf.calibrate(prompts, min_pgr=0.5)
+    assert tfidf.threshold == 0.5  # failed calibrations leave the threshold alone
+    # documented edges: PGR 1 is reachable (route everything hard); a negative target or a
+    # 100 % drop is met by the highest threshold
+    tfidf.calibrate(prompts, q_strong=qs, q_weak=qw, min_pgr=1.0)
+    assert all(d.strong for d, h in zip(tfidf.route_batch(prompts), y) if h)
+    tfidf.calibrate(prompts, q_strong=qs, q_weak=qw, min_pgr=-1.0)
+    assert tfidf.threshold == 1.0
+    tfidf.calibrate(prompts, q_strong=qs, q_weak=qw, max_drop=1.0)
+    assert tfidf.threshold == 1.0
+
+
+# ------------------------------------------------------------------ 5. threads
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "total"), [("tfidf", 20_000), ("static", 8_000)])
+def test_one_router_shared_by_8_threads(make_router, tmp_path, kind, total):
+    """route() calls from 8 threads on one loaded router give the sequential results (20,000
+    calls for TF-IDF, the default; 8,000 for the static encoder, whose Rust tokenizer is
+    reconfigured by model2vec on every call)."""
+    make_router(kind).save(tmp_path / "r")
+    router = load_router(tmp_path / "r")
+    prompts = [f"{a} {b} {i}" for i, (a, b) in enumerate(itertools.product(
+        VALID_PROMPTS.values(), ["prove it", "say hi", "", "\ud800"]))]
+    prompts = [p[:2000] for p in prompts]  # keep the run short; long inputs are tested above
+    expected = [router.route(p) for p in prompts]
+    n_threads = 8
+
+    def work(k):
+        bad = []
+        for j in range(total // n_threads):
+            i = (k * 7919 + j) % len(prompts)
+            d = router.route(prompts[i])
+            if d != expected[i]:
+                bad.append((i, d))
+        return bad
+
+    with ThreadPoolExecutor(n_threads) as ex:
+        results = list(ex.map(work, range(n_threads)))  # re-raises any worker's error
+    assert results == [[]] * n_threads
+
+
+# ------------------------------------------------------------------ 7. fuzzing
+
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fuzz_route_and_score(routers, kind):
+    router = routers[kind]
+
+    @FUZZ
+    @given(prompt=any_text, batch=st.lists(st.one_of(any_text, st.none(), st.integers(),
+                                                     st.floats(), st.binary(max_size=5)),
+                                           max_size=6))
+    def check(prompt, batch):
+        d = router.route(prompt)
+        assert 0.0 <= d.score <= 1.0 and d.model in (router.strong_model, router.weak_model)
+        if all(isinstance(p, str) for p in batch):
+            assert_valid_scores(router.score(batch), len(batch))
+        else:
+            i = next(i for i, p in enumerate(batch) if not isinstance(p, str))
+            with pytest.raises(TypeError, match=rf"prompts\[{i}\] must be str, got "):
+                router.score(batch)
+
+    check()
+
+
+def _load_or_clear_error(path):
+    try:
+        ds = rdata.load_table(path)
+    except (DataFormatError, DataNotFoundError) as e:
+        assert str(path) in str(e)  # the message names the file
+        return None
+    assert len(ds) > 0 and set(ds.column_names) == {"prompt", "source", "group", "quality"}
+    q = rdata.quality_matrix(ds)
+    assert (np.isnan(q) | ((q >= 0) & (q <= 1))).all()  # in [0, 1] or missing, never invented
+    assert (~np.isnan(q)).any(axis=1).all()  # every kept row has a valid score
+    assert all(isinstance(p, str) and p.strip() for p in ds["prompt"])
+    return ds
+
+
+score_text = st.one_of(st.sampled_from(["1", "0", "0.5", "true", "False", "", "nan", "-1", "9",
+                                        "inf", "1e-3", "n/a"]), st.text(max_size=4))
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 15), st.floats(),
+                        st.text(max_size=8), st.sampled_from(["1", "0", "true", "nan", "9"]))
+json_value = st.one_of(json_scalar, st.lists(json_scalar, max_size=2),
+                       st.dictionaries(st.text(max_size=3), json_scalar, max_size=2))
+# rows that are mostly well formed, so that both outcomes (a Dataset, a clear error) occur
+json_row = st.fixed_dictionaries(
+    {"prompt": st.one_of(st.text(st.characters(codec=None), max_size=40), json_scalar)},
+    optional={"a": json_value, "b": json_value, "c/d": json_value, "": json_value,
+              "group": json_value})
+
+
+@pytest.mark.usefixtures("isolated_datasets_cache")
+def test_fuzz_load_table(tmp_path_factory):
+    """Generated CSV/JSONL/Parquet content gives a Dataset or DataFormatError, nothing else."""
+    folder = tmp_path_factory.mktemp("fuzz-tables")
+    outcomes = collections.Counter()
+
+    def check(suffix, text: str | bytes):
+        p = folder / f"{uuid.uuid4().hex}{suffix}"
+        p.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
+        outcomes[_load_or_clear_error(p) is not None] += 1
+
+    @FUZZ
+    @given(rows=st.lists(st.tuples(st.text(st.characters(codec=None), max_size=40), score_text,
+                                   score_text), max_size=6),
+           header=st.sampled_from(["prompt,a,b", "prompt,a", "a,b,c", "prompt,prompt,a", ""]),
+           junk=st.one_of(st.just(""), st.text(st.characters(codec=None), max_size=30)))
+    def csv_rows(rows, header, junk):
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        check(".csv", (header + "\n" if header else "") + buf.getvalue() + junk)
+
+    @FUZZ
+    @given(rows=st.lists(json_row, max_size=6),
+           junk=st.sampled_from(["", "", "", "\n", "{", "[]\n", "1\n", "\x00"]))
+    def jsonl_rows(rows, junk):
+        check(".jsonl", "".join(json.dumps(r) + "\n" for r in rows) + junk)
+
+    @settings(FUZZ, max_examples=25)
+    @given(raw=st.binary(max_size=200), suffix=st.sampled_from([".csv", ".jsonl", ".parquet"]))
+    def raw_bytes(raw, suffix):
+        check(suffix, raw)
+
+    csv_rows()
+    jsonl_rows()
+    raw_bytes()
+    assert outcomes[True] and outcomes[False]  # both paths were exercised
+
+
+# ------------------------------------------------------------------ real data (small sample)
+
+def test_real_gsm8k_sample(real_gsm8k):
+    train, test = real_gsm8k.subset(np.arange(150)), real_gsm8k.subset(np.arange(150, 200))
+    y, w = make_labels(train.q_strong, train.q_weak, "graded")
+    router = Router(TfidfEncoder(min_df=2)).fit(train.prompts, y, sample_weight=w)
+    assert_valid_scores(router.score(test.prompts), len(test))
+    hostile = [p + t for p, t in zip(test.prompts, itertools.cycle(
+        ["\x00", "\ud800", " 😀\u200f", "x" * 20_000, ""]))]
+    assert_valid_scores(router.score(hostile), len(test))
+    rec = router.calibrate(test.prompts, q_strong=test.q_strong, q_weak=test.q_weak, max_drop=0.05)
+    assert rec.method == "quality" and rec.achieved["quality"] >= test.q_strong.mean() - 0.05 - 1e-12
