@@ -1,0 +1,564 @@
+"""Saved routers: tampered, truncated, hostile or half-written artifacts are refused, nothing
+from a file is executed, saves are atomic and a round trip gives identical scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router_ml import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactVersionError,
+    UntrustedTypeError,
+    load_router,
+)
+from router_ml import persistence
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBES = ["prove the theorem about the integral", "say hello to my friend", "", "\ud800\x00 😀",
+          "x" * 20_000, "Какова производная?"]
+FILES = {"tfidf": ["manifest.json", "classifier.skops", "encoder.idf.npy", "encoder.terms.json"],
+         "static": ["manifest.json", "classifier.skops", "encoder.vectors.npy",
+                    "encoder.tokenizer.txt"]}
+
+
+class Payload:
+    """Unpickling this creates ``marker``: proof that code from a file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(params=["tfidf", "static"])
+def saved(request, make_router, tmp_path):
+    """(router, folder) of a fitted router saved to tmp_path / "r"."""
+    router = make_router(request.param)
+    router.calibrate(PROBES[:2], share=0.5)
+    router.save(tmp_path / "r")
+    return router, tmp_path / "r"
+
+
+@pytest.fixture
+def saved_tfidf(make_router, tmp_path):
+    router = make_router("tfidf")
+    router.save(tmp_path / "r")
+    return router, tmp_path / "r"
+
+
+def rewrite_manifest(folder: Path, edit) -> None:
+    """Apply ``edit(manifest)`` and re-seal the manifest: an attacker who knows the format."""
+    m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    edit(m)
+    m[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(m)
+    (folder / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+
+
+def reseal_file(folder: Path, name: str) -> None:
+    """Record the current sha256 of ``name`` in the manifest (and re-seal the manifest)."""
+    digest = persistence._sha256(folder / name)
+    rewrite_manifest(folder, lambda m: m["files"].__setitem__(name, digest))
+
+
+def assert_same_router(a, b):
+    np.testing.assert_array_equal(a.score(PROBES), b.score(PROBES))
+    assert (a.threshold, a.strong_model, a.weak_model) == (b.threshold, b.strong_model, b.weak_model)
+    assert a.route_batch(PROBES) == b.route_batch(PROBES)
+
+
+# ------------------------------------------------------------------ round trip
+
+def test_round_trip_gives_identical_scores(saved):
+    router, folder = saved
+    loaded = load_router(folder)
+    assert_same_router(router, loaded)
+    assert loaded.calibration == router.calibration and loaded.training == router.training
+    m = loaded.manifest
+    assert m[persistence.MANIFEST_DIGEST] == persistence.manifest_digest(m)
+    assert set(m["files"]) == {p.name for p in folder.iterdir()} - {"manifest.json"}
+    loaded.save(folder)  # saving over itself
+    assert_same_router(router, load_router(folder))
+
+
+# ------------------------------------------------------------------ damaged files
+
+def _positions(n, rng):
+    return sorted({0, 1, n // 2, n - 1, *rng.integers(0, n, 4).tolist()})
+
+
+@pytest.mark.parametrize("mask", [0x01, 0x80, 0xFF])
+def test_a_flipped_byte_in_any_file_is_refused(saved, mask):
+    router, folder = saved
+    rng = np.random.default_rng(mask)
+    for name in sorted(p.name for p in folder.iterdir()):
+        path = folder / name
+        original = path.read_bytes()
+        for pos in _positions(len(original), rng):
+            damaged = bytearray(original)
+            damaged[pos] ^= mask
+            path.write_bytes(bytes(damaged))
+            expected = (ArtifactIntegrityError, ArtifactVersionError) if name == "manifest.json" \
+                else ArtifactIntegrityError
+            with pytest.raises(expected):
+                load_router(folder)
+        path.write_bytes(original)
+    assert_same_router(router, load_router(folder))
+
+
+def test_every_single_bit_flip_of_the_manifest_is_refused(saved_tfidf):
+    """The manifest has no recorded sha256 elsewhere: its own digest and key check catch a
+    changed threshold, model name, file name or digest, wherever the bit is."""
+    _, folder = saved_tfidf
+    path = folder / "manifest.json"
+    original = path.read_bytes()
+    accepted = []
+    for pos in range(len(original)):
+        for bit in (0x01, 0x04, 0x20):
+            damaged = bytearray(original)
+            damaged[pos] ^= bit
+            path.write_bytes(bytes(damaged))
+            try:
+                load_router(folder)
+                accepted.append((pos, bit))
+            except (ArtifactIntegrityError, ArtifactVersionError):
+                pass
+    assert accepted == []
+
+
+def test_truncated_or_missing_files_are_refused(saved):
+    _, folder = saved
+    for name in sorted(p.name for p in folder.iterdir()):
+        path = folder / name
+        original = path.read_bytes()
+        # (a manifest cut just before its final newline is still the same JSON: it loads)
+        for size in (0, 1, len(original) // 2, len(original.rstrip()) - 1):
+            path.write_bytes(original[:size])
+            with pytest.raises(ArtifactIntegrityError):
+                load_router(folder)
+        path.unlink()
+        with pytest.raises(ArtifactIntegrityError, match="no manifest.json|missing"):
+            load_router(folder)
+        path.write_bytes(original)
+    load_router(folder)
+
+
+@pytest.mark.parametrize("version", [0, 2, 99, "1", None, 1.5, [1]])
+def test_unknown_format_version_is_refused(saved_tfidf, version):
+    _, folder = saved_tfidf
+    rewrite_manifest(folder, lambda m: m.__setitem__("format_version", version))
+    with pytest.raises(ArtifactVersionError, match="retrain or upgrade router_ml"):
+        load_router(folder)
+    rewrite_manifest(folder, lambda m: m.pop("format_version"))
+    with pytest.raises(ArtifactVersionError, match="format version None"):
+        load_router(folder)
+
+
+# ------------------------------------------------------------------ hostile content
+
+def _pickles(marker):
+    """A pickle payload in several shapes: raw pickles and a pickled (object) .npy."""
+    out = {f"pickle-p{p}": pickle.dumps(Payload(marker), protocol=p) for p in (0, 2, 5)}
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    out["object-npy"] = buf.getvalue()
+    return out
+
+
+def test_the_payload_really_runs_when_unpickled(tmp_path):
+    """Guards the tests below: the payload would leave its marker if anything unpickled it."""
+    for name, blob in _pickles(tmp_path / "proof").items():
+        (tmp_path / "proof").unlink(missing_ok=True)
+        if name == "object-npy":
+            import io
+
+            np.load(io.BytesIO(blob), allow_pickle=True)
+        else:
+            pickle.loads(blob)
+        assert (tmp_path / "proof").exists(), name
+
+
+@pytest.mark.parametrize("reseal", [False, True], ids=["stale-sha256", "resealed-sha256"])
+def test_a_pickle_in_place_of_a_fitted_part_is_refused_and_never_run(saved, tmp_path, reseal):
+    router, folder = saved
+    marker = tmp_path / "executed"
+    for name in [n for n in sorted(os.listdir(folder)) if n != "manifest.json"]:
+        path = folder / name
+        original, manifest = path.read_bytes(), (folder / "manifest.json").read_bytes()
+        for kind, blob in _pickles(marker).items():
+            path.write_bytes(blob)
+            if reseal:
+                reseal_file(folder, name)
+            with pytest.raises((ArtifactIntegrityError, UntrustedTypeError)) as info:
+                load_router(folder)
+            if not reseal:
+                assert info.type is ArtifactIntegrityError and "sha256 differs" in str(info.value)
+            elif name.endswith(".npy") and kind == "object-npy":
+                assert info.type is UntrustedTypeError  # numpy refuses pickled arrays
+            elif name.endswith(".skops"):
+                assert info.type is ArtifactIntegrityError and "not a readable skops" in str(info.value)
+            assert not marker.exists(), (name, kind)
+        path.write_bytes(original)
+        (folder / "manifest.json").write_bytes(manifest)
+    assert_same_router(router, load_router(folder))
+
+
+def _skops_with(obj, path):
+    import skops.io as sio
+
+    sio.dump(obj, path)
+
+
+@pytest.mark.parametrize("case", ["object", "function", "renamed-class", "sklearn-not-allowed"])
+def test_skops_files_with_types_off_the_allow_list_are_refused(saved_tfidf, tmp_path, case):
+    _, folder = saved_tfidf
+    marker = tmp_path / "executed"
+    target = folder / persistence.CLASSIFIER_FILE
+    if case == "object":
+        _skops_with(Payload(marker), target)
+    elif case == "function":
+        _skops_with({"f": open, "g": os.system}, target)
+    elif case == "renamed-class":  # the real classifier, relabelled as subprocess.Popen
+        with zipfile.ZipFile(target) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        schema = json.loads(members["schema.json"])
+        schema["__module__"], schema["__class__"] = "subprocess", "Popen"
+        members["schema.json"] = json.dumps(schema).encode()
+        with zipfile.ZipFile(target, "w") as z:
+            for n, b in members.items():
+                z.writestr(n, b)
+    else:
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import FunctionTransformer
+
+        _skops_with(make_pipeline(FunctionTransformer(np.log1p)), target)
+    reseal_file(folder, persistence.CLASSIFIER_FILE)
+    with pytest.raises(UntrustedTypeError, match="not on router_ml's allow-list"):
+        load_router(folder)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["../outside.npy", "/etc/passwd", "sub/classifier.skops", "..",
+                                  ".", "encoder.idf.npy/../../x", "classifier.skops\x00", "",
+                                  "manifest.json", "~/x", "encoder..npy/..", "C:\\x"])
+def test_path_traversal_in_the_manifest_is_refused(saved_tfidf, name):
+    _, folder = saved_tfidf
+    outside = folder.parent / "outside.npy"
+    shutil.copy(folder / "encoder.idf.npy", outside)  # a real file with the right sha256
+    digest = persistence._sha256(outside)
+    rewrite_manifest(folder, lambda m: m["files"].__setitem__(name, digest))
+    with pytest.raises(ArtifactIntegrityError, match="not a plain file name"):
+        load_router(folder)
+
+
+@pytest.mark.parametrize("name", ["encoder.idf.npy", "classifier.skops", "manifest.json"])
+def test_a_symlink_out_of_the_folder_is_refused(saved_tfidf, name):
+    router, folder = saved_tfidf
+    outside = folder.parent / f"outside-{name}"
+    shutil.move(folder / name, outside)  # same bytes, same sha256: only the link is wrong
+    (folder / name).symlink_to(outside)
+    with pytest.raises(ArtifactIntegrityError, match="symlink|no manifest.json"):
+        load_router(folder)
+    (folder / name).unlink()
+    shutil.move(outside, folder / name)
+    assert_same_router(router, load_router(folder))
+
+
+def test_unlisted_files_are_never_read(saved_tfidf, tmp_path):
+    router, folder = saved_tfidf
+    marker = tmp_path / "executed"
+    (folder / "classifier.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    assert_same_router(router, load_router(folder))
+    assert not marker.exists()
+    reseal_file(folder, "classifier.pkl")  # listed now, but not a part type router_ml reads
+    with pytest.raises(ArtifactIntegrityError):
+        load_router(folder)
+    assert not marker.exists()
+
+
+def _edit_manifest_cases():
+    def set_(key, value):
+        return lambda m: m.__setitem__(key, value)
+
+    return {
+        "threshold NaN": set_("threshold", float("nan")),
+        "threshold 2": set_("threshold", 2),
+        "threshold str": set_("threshold", "0.5"),
+        "same models": lambda m: m.__setitem__("weak_model", m["strong_model"]),
+        "unknown encoder": set_("encoder", {"kind": "pickle"}),
+        "encoder not a dict": set_("encoder", "tfidf"),
+        "calibration extra key": set_("calibration", {"method": "x", "target": {}, "evil": 1}),
+        "files empty": set_("files", {}),
+        "files a list": set_("files", ["classifier.skops"]),
+        "no classifier": lambda m: m["files"].pop("classifier.skops"),
+        "no encoder part": lambda m: m["files"].pop("encoder.idf.npy"),
+        "unknown top-level key": set_("pickle", "yes"),
+        "not an object": None,
+    }
+
+
+@pytest.mark.parametrize("case", list(_edit_manifest_cases()))
+def test_resealed_manifests_with_bad_content_are_refused(saved_tfidf, case):
+    _, folder = saved_tfidf
+    edit = _edit_manifest_cases()[case]
+    if edit is None:
+        (folder / "manifest.json").write_text("[1, 2, 3]")
+    else:
+        m = json.loads((folder / "manifest.json").read_text())
+        edit(m)
+        m[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(m) if case != "threshold NaN" \
+            else "0" * 64  # NaN has no canonical JSON
+        (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactIntegrityError):
+        load_router(folder)
+
+
+def test_stale_manifest_digest_and_oversized_or_deep_manifests(saved_tfidf):
+    _, folder = saved_tfidf
+    path = folder / "manifest.json"
+    m = json.loads(path.read_text())
+    m["strong_model"] = "some-other-model"  # digest left stale
+    path.write_text(json.dumps(m))
+    with pytest.raises(ArtifactIntegrityError, match="differs from its manifest_sha256"):
+        load_router(folder)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ArtifactIntegrityError, match="not valid JSON"):
+        load_router(folder)
+    path.write_text(" " * (persistence._MAX_MANIFEST_BYTES + 1))
+    with pytest.raises(ArtifactIntegrityError, match="too large"):
+        load_router(folder)
+
+
+def test_manifest_without_digest_still_loads(saved_tfidf):
+    """Artifacts written before manifest_sha256 existed load (their files are still checked)."""
+    router, folder = saved_tfidf
+    m = json.loads((folder / "manifest.json").read_text())
+    del m[persistence.MANIFEST_DIGEST]
+    (folder / "manifest.json").write_text(json.dumps(m))
+    assert_same_router(router, load_router(folder))
+
+
+def _replace_array(folder, name, array):
+    with open(folder / name, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    reseal_file(folder, name)
+
+
+def test_parts_that_do_not_fit_together_are_refused(saved_tfidf):
+    router, folder = saved_tfidf
+    idf = np.load(folder / "encoder.idf.npy")
+    terms = json.loads((folder / "encoder.terms.json").read_text())
+    cases = {
+        "NaN idf": (np.where(np.arange(len(idf)) == 3, np.nan, idf), terms),
+        "negative idf": (-idf, terms),
+        "string idf": (idf.astype(str), terms),
+        "2-d idf": (idf[:, None], terms),
+        "short idf": (idf[:-1], terms),
+        "fewer features than the classifier": (idf[:-1], terms[:-1]),
+        "terms not strings": (idf, [1] * len(terms)),
+    }
+    for case, (new_idf, new_terms) in cases.items():
+        _replace_array(folder, "encoder.idf.npy", new_idf)
+        (folder / "encoder.terms.json").write_text(json.dumps(new_terms))
+        reseal_file(folder, "encoder.terms.json")
+        with pytest.raises(ArtifactIntegrityError, match="cannot rebuild|no valid score"):
+            load_router(folder)
+    _replace_array(folder, "encoder.idf.npy", idf)
+    (folder / "encoder.terms.json").write_text(json.dumps(terms))
+    reseal_file(folder, "encoder.terms.json")
+    assert_same_router(router, load_router(folder))
+
+
+def test_static_vectors_that_do_not_fit_are_refused(make_router, tmp_path):
+    make_router("static").save(tmp_path / "r")
+    folder = tmp_path / "r"
+    vectors = np.load(folder / "encoder.vectors.npy")
+    for bad in (vectors[:-1], vectors[:, :-1], np.full_like(vectors, np.inf), vectors[0]):
+        _replace_array(folder, "encoder.vectors.npy", bad)
+        with pytest.raises(ArtifactIntegrityError, match="cannot rebuild|no valid score"):
+            load_router(folder)
+
+
+def test_not_a_folder():
+    with pytest.raises(ArtifactIntegrityError, match="not a directory"):
+        load_router("/nonexistent/router")
+    with pytest.raises(ArtifactIntegrityError, match="no manifest.json"):
+        load_router(ROOT / "router_ml")
+
+
+# ------------------------------------------------------------------ interrupted and atomic saves
+
+def _listing(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("where", ["encoder part", "classifier", "manifest", "swap"])
+def test_a_save_that_fails_midway_leaves_the_old_artifact(saved_tfidf, make_router, monkeypatch,
+                                                          where):
+    old, folder = saved_tfidf
+    before = _listing(folder)
+    new = make_router("static")
+
+    class Crash(Exception):
+        pass
+
+    def half_then_crash(path, data):
+        Path(path).write_bytes(data[: len(data) // 2])
+        raise Crash(where)
+
+    if where == "encoder part":
+        real = np.save
+
+        def save(f, arr, **kw):
+            real(f, arr[: len(arr) // 2], **kw)
+            raise Crash(where)
+
+        monkeypatch.setattr(persistence.np, "save", save)
+    elif where == "classifier":
+        import skops.io as sio
+
+        monkeypatch.setattr(sio, "dump", lambda obj, path: half_then_crash(path, b"PK" * 1000))
+    elif where == "manifest":
+        monkeypatch.setattr(persistence, "manifest_digest", lambda m: (_ for _ in ()).throw(Crash()))
+    else:
+        monkeypatch.setattr(persistence, "_exchange", lambda a, b: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        new.save(folder)
+    monkeypatch.undo()
+    assert _listing(folder) == before
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".r.")] == []  # cleaned
+    assert_same_router(old, load_router(folder))
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    import skops.io as sio
+    from router_ml import load_router
+
+    src, dst, ready = sys.argv[1:4]
+    router = load_router(src)
+    real_dump = sio.dump
+
+    def slow_dump(obj, path):  # write half of the classifier, then hang until killed
+        real_dump(obj, path)
+        data = open(path, "rb").read()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+        open(ready, "w").close()
+        time.sleep(60)
+
+    sio.dump = slow_dump
+    router.save(dst)
+""")
+
+
+@pytest.mark.slow
+def test_a_save_killed_mid_write_leaves_the_old_artifact(saved_tfidf, make_router, tmp_path):
+    old, folder = saved_tfidf
+    before = _listing(folder)
+    make_router("static").save(tmp_path / "new-src")
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(tmp_path / "new-src"),
+                             str(folder), str(ready)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "the saving process never reached the write"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert _listing(folder) == before
+    assert_same_router(old, load_router(folder))
+    # what a hard kill leaves behind: one hidden temporary folder beside the artifact
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".r.tmp-")]
+    assert len(leftovers) == 1
+    with pytest.raises(ArtifactError):
+        load_router(folder.parent / leftovers[0])  # never a loadable half artifact
+
+
+def test_rename_exchange_is_used_here(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    (b / "x").write_text("b")
+    assert persistence._exchange(a, b), "renameat2(RENAME_EXCHANGE) unsupported here"
+    assert (a / "x").read_text() == "b" and (b / "x").read_text() == "a"
+
+
+def test_readers_never_see_a_half_replaced_artifact(make_router, tmp_path):
+    """A reader that loads in a loop while another thread saves over the artifact always gets
+    one complete router, the old or the new."""
+    routers = [make_router("tfidf"), make_router("tfidf", seed=1)]
+    routers[1].threshold = 0.3
+    folder = tmp_path / "r"
+    routers[0].save(folder)
+    expected = {(r.threshold, tuple(r.score(PROBES))) for r in routers}
+    stop, seen, errors = threading.Event(), [], []
+
+    def reader():
+        while not stop.is_set():
+            try:
+                r = load_router(folder)
+                seen.append((r.threshold, tuple(r.score(PROBES))))
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(repr(e))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(12):
+            routers[i % 2].save(folder)
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join()
+    assert errors == [] and seen and set(seen) <= expected
+
+
+def test_saving_never_replaces_what_is_not_a_router(make_router, tmp_path):
+    router = make_router("tfidf")
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="not a saved router"):
+        router.save(precious)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a router directory"):
+        router.save(tmp_path / "file")
+    (tmp_path / "link").symlink_to(precious)
+    with pytest.raises(FileExistsError, match="not a router directory"):
+        router.save(tmp_path / "link")
+    (tmp_path / "empty").mkdir()
+    router.save(tmp_path / "empty")  # an empty folder may be filled
+    assert_same_router(router, load_router(tmp_path / "empty"))
+    from router_ml import Router
+
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Router().save(tmp_path / "unfitted")
