@@ -19,8 +19,9 @@ byte-identical for identical fits.
 Loading checks, before building anything: the format version is known; the manifest has only
 known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
 matches, so a changed threshold or model name is caught like a changed file (manifests written
-before that key existed load without it); every file named in the manifest is a plain file name, a regular file inside the directory (no symlink) and has
-the recorded sha256; every type in ``classifier.skops`` is on :data:`ALLOWED_TYPES`, an
+before that key existed load without it); every file named in the manifest is a plain file
+name, a file router_ml reads, a regular file inside the directory (no symlink) and has the
+recorded sha256; every type in ``classifier.skops`` is on :data:`ALLOWED_TYPES`, an
 allow-list kept here in the loader's code and never read from the artifact (checked by our own
 walk of its schema and by skops' ``get_untrusted_types``). After building, a router with a
 static or TF-IDF encoder must score a probe prompt to a finite value in [0, 1].
@@ -77,6 +78,9 @@ ALLOWED_TYPES = frozenset({
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    # MLPClassifier keeps its optimiser's state (learning rate, moment arrays): plain data
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.preprocessing._label.LabelBinarizer",
     "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int",
     "builtins.float", "builtins.bool", "builtins.NoneType", "builtins.slice",
@@ -341,6 +345,11 @@ def _check_files(folder: Path, files) -> dict[str, Path]:
         out[name] = p
     if CLASSIFIER_FILE not in out and "classifier.coef.npy" not in out:
         raise ArtifactIntegrityError(f"{folder}: the manifest lists no classifier file")
+    known = {CLASSIFIER_FILE, *(f"classifier.{k}.npy" for k in _LOGREG_ARRAYS)}
+    odd = sorted(n for n in out if not n.startswith("encoder.") and n not in known)
+    if odd:
+        raise ArtifactIntegrityError(f"{folder}: the manifest lists files that router_ml does "
+                                     f"not read: {', '.join(odd)}")
     return out
 
 

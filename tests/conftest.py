@@ -1,8 +1,9 @@
 """Shared test fixtures: small, fast, no network, never the sentence-transformer model.
 
 - ``planted_set``: a tiny synthetic set with a planted signal (prompts, y).
-- ``make_router``: a factory of fitted routers, ``"tfidf"`` or ``"static"`` (a model2vec
-  StaticEncoder with random 16-d vectors over the installed MiniLM tokenizer; no torch).
+- ``make_router``: a factory of fitted routers: ``"tfidf"``, ``"static"`` (a model2vec
+  StaticEncoder with random 16-d vectors over the installed MiniLM tokenizer; no torch) or
+  ``"calibrated"`` (a classifier saved with skops).
 - ``real_gsm8k``: a small sample of the shared GSM8K data; skips when no data folder is found.
 - ``isolated_datasets_cache``: Hugging Face ``datasets`` writes its cache under a temporary folder.
 """
@@ -61,19 +62,31 @@ def tiny_static_encoder(tokenizer_json: str, dim: int = 16, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def make_router(planted_set, minilm_tokenizer_json):
-    """make_router(kind="tfidf" | "static", seed=0) -> a Router fitted on ``planted_set``."""
+    """make_router(kind, seed=0) -> a Router fitted on ``planted_set``.
+
+    kind: ``"tfidf"`` (TF-IDF + logistic regression, the default router), ``"static"`` (tiny
+    StaticEncoder + logistic regression) or ``"calibrated"`` (TF-IDF + a 2-fold
+    CalibratedClassifierCV: a classifier that is saved with skops).
+    """
     from router_ml import Router
     from router_ml.encoders import TfidfEncoder
 
     def make(kind: str = "tfidf", seed: int = 0):
         prompts, y = planted_set
+        classifier = None
         if kind == "tfidf":
             encoder = TfidfEncoder(min_df=1)
         elif kind == "static":
             encoder = tiny_static_encoder(minilm_tokenizer_json, seed=seed)
+        elif kind == "calibrated":
+            from sklearn.calibration import CalibratedClassifierCV
+            from sklearn.linear_model import LogisticRegression
+
+            encoder = TfidfEncoder(min_df=1)
+            classifier = CalibratedClassifierCV(LogisticRegression(random_state=seed), cv=2)
         else:
             raise ValueError(f"unknown router kind {kind!r}")
-        return Router(encoder, random_state=seed).fit(list(prompts), y)
+        return Router(encoder, classifier, random_state=seed).fit(list(prompts), y)
 
     return make
 
