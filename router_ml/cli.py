@@ -94,7 +94,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", choices=ENCODER_CHOICES, default=d.encoder)
     p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg")
-    p.add_argument("--label", choices=("strong_better", "graded"), default=d.label)
+    p.add_argument("--label", choices=("gain", "strong_better", "graded"), default=d.label)
     p.add_argument("--extra", default=",".join(d.extra),
                    help="extra training sources, comma-separated (arena-hard, dcrouter); rows "
                         "matching a test question are dropped")

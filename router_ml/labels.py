@@ -12,7 +12,7 @@ from router_ml.errors import UnknownModelError
 
 logger = logging.getLogger(__name__)
 
-LABEL_KINDS = ("strong_better", "graded")
+LABEL_KINDS = ("gain", "strong_better", "graded")
 
 
 @dataclass(frozen=True)
@@ -73,14 +73,17 @@ def pair_data(ds, strong: str, weak: str) -> PairData:
     )
 
 
-def make_labels(q_strong, q_weak, kind: str = "strong_better") -> tuple[np.ndarray, np.ndarray]:
-    """Binary target y (1 = the strong model is needed) and sample weights.
+def make_labels(q_strong, q_weak, kind: str = "gain") -> tuple[np.ndarray, np.ndarray]:
+    """Training target y and sample weights for a pair.
 
-    - ``strong_better``: y = 1 where the strong model's quality is strictly higher; weight 1.
-    - ``graded``: the same y, weighted by how much is at stake, |q_strong - q_weak|, with
-      ties kept at a small weight (0.1) so that "no difference" still pulls towards weak.
-      For 0/1 outcomes this is ``strong_better`` with ties down-weighted; for judge scores
-      it lets a 9-vs-2 prompt count more than a 6-vs-5 one.
+    - ``gain`` (default): y = sign(q_strong - q_weak) in {-1, 0, 1}: the strong model is
+      better, as good, or worse. A router trained on it scores prompts by the expected gain of
+      the strong model, P(strong better) - P(weak better), which is the order the oracle
+      routes in (a prompt where the weak model wins is the cheapest to keep on it).
+    - ``strong_better``: y = 1 where the strong model's quality is strictly higher, else 0.
+    - ``graded``: the ``strong_better`` target weighted by how much is at stake,
+      |q_strong - q_weak|, with ties at a small weight (0.1): for judge scores a 9-vs-2
+      prompt counts more than a 6-vs-5 one.
     Returns (y int64 (n,), weight float64 (n,)).
     """
     q_strong = np.asarray(q_strong, dtype=np.float64)
@@ -91,6 +94,8 @@ def make_labels(q_strong, q_weak, kind: str = "strong_better") -> tuple[np.ndarr
         raise ValueError("qualities must be finite numbers; drop missing rows with pair_data()")
     diff = q_strong - q_weak
     y = (diff > 0).astype(np.int64)
+    if kind == "gain":
+        return np.sign(diff).astype(np.int64), np.ones_like(diff)
     if kind == "strong_better":
         w = np.ones_like(diff)
     elif kind == "graded":

@@ -169,7 +169,9 @@ def _load_logreg(params: dict, paths: dict):
         except ValueError as e:
             raise UntrustedTypeError(f"{p}: refused ({e})") from None
     coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-    if coef.ndim != 2 or coef.shape[0] != 1 or intercept.shape != (1,) or classes.shape != (2,) \
+    k = 1 if classes.shape == (2,) else len(classes)
+    if coef.ndim != 2 or coef.shape[0] != k or intercept.shape != (k,) or classes.ndim != 1 \
+            or not set(classes.tolist()) <= {-1, 0, 1} or len(classes) < 2 \
             or coef.dtype.kind != "f" or intercept.dtype.kind != "f" or classes.dtype.kind not in "iu" \
             or not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
         raise ArtifactIntegrityError("logistic regression arrays have unexpected shapes or values")
@@ -388,15 +390,15 @@ def _check_router(router, folder: Path, spec) -> None:
     clf = router.classifier
     classes = getattr(clf, "classes_", None)
     if not callable(getattr(clf, "predict_proba", None)) or classes is None \
-            or [int(c) for c in np.asarray(classes).ravel()] != [0, 1]:
-        raise ArtifactIntegrityError(f"{folder}: the classifier is not a fitted 0/1 classifier "
-                                     "with predict_proba")
+            or [int(c) for c in np.asarray(classes).ravel()] not in ([0, 1], [-1, 0, 1], [-1, 1]):
+        raise ArtifactIntegrityError(f"{folder}: the classifier is not a fitted classifier of "
+                                     "0/1 or -1/0/1 targets with predict_proba")
     if _uses_lazy_model(spec):
         return  # probing would load the transformer; its spec has no fitted parts to check
     # raw probabilities: score() would turn a non-finite value into the safe "strong" answer
     proba = np.asarray(clf.predict_proba(router.encoder.encode(["router_ml probe"])),
                        dtype=np.float64)
-    if proba.shape != (1, 2) or not (np.isfinite(proba).all() and (proba >= 0).all()
+    if proba.shape != (1, len(classes)) or not (np.isfinite(proba).all() and (proba >= 0).all()
                                      and (proba <= 1).all()):
         raise ArtifactIntegrityError(f"{folder}: the loaded router gives no valid score")
 

@@ -55,13 +55,14 @@ def check_prompt(prompt, name: str = "prompt") -> str:
 
 
 class LogisticHead:
-    """A fitted binary logistic regression reduced to its weights.
+    """A fitted logistic regression (binary or multinomial) reduced to its weights.
 
-    predict_proba(X) = [1 - p, p] with p = 1 / (1 + exp(-(X @ coef[0] + intercept[0]))), the
-    same model as scikit-learn's LogisticRegression, computed with numpy alone: a service that
-    loads a router does not pay scikit-learn's import (about 1 s and 200 MB here).
-    coef: (1, n_features) float; intercept: (1,) float; classes: (2,) int; params: the
-    LogisticRegression hyper-parameters, for ``to_sklearn()``.
+    predict_proba(X) is scikit-learn's LogisticRegression.predict_proba (a sigmoid for two
+    classes, a softmax otherwise) computed with numpy alone, so a service that loads a router
+    does not pay scikit-learn's import (about 1 s and 200 MB here).
+    coef: (1, n_features) for two classes or (n_classes, n_features); intercept: matching
+    (1,) or (n_classes,); classes: (n_classes,) ints; params: the LogisticRegression
+    hyper-parameters, for ``to_sklearn()``.
     """
 
     def __init__(self, coef, intercept, classes, params=None):
@@ -69,23 +70,26 @@ class LogisticHead:
         self.intercept_ = np.asarray(intercept, dtype=np.float64)
         self.classes_ = np.asarray(classes)
         self.params = dict(params or {})
-        self._w = np.ascontiguousarray(self.coef_[0])
-        self._b = float(self.intercept_[0])
+        self._wt = np.ascontiguousarray(self.coef_.T)
 
     @classmethod
     def from_sklearn(cls, clf) -> "LogisticHead | None":
-        """The head of a fitted binary LogisticRegression, or None for any other classifier."""
-        name = f"{type(clf).__module__}.{type(clf).__qualname__}"
-        if name != "sklearn.linear_model._logistic.LogisticRegression" or len(clf.classes_) != 2:
+        """The head of a fitted LogisticRegression, or None for any other classifier."""
+        if f"{type(clf).__module__}.{type(clf).__qualname__}" != \
+                "sklearn.linear_model._logistic.LogisticRegression":
             return None
         params = {k: v for k, v in clf.get_params().items()
                   if isinstance(v, (int, float, str, bool, type(None)))}
         return cls(clf.coef_, clf.intercept_, clf.classes_, params)
 
     def predict_proba(self, X) -> np.ndarray:
-        z = np.asarray(X @ self._w, dtype=np.float64).ravel() + self._b
-        p = np.exp(-np.logaddexp(0.0, -z))  # = 1 / (1 + exp(-z)) without overflow
-        return np.column_stack([1.0 - p, p])
+        z = np.asarray(X @ self._wt, dtype=np.float64) + self.intercept_
+        if z.shape[1] == 1:
+            p = np.exp(-np.logaddexp(0.0, -z[:, 0]))  # = 1 / (1 + exp(-z)) without overflow
+            return np.column_stack([1.0 - p, p])
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
 
     def to_sklearn(self):
         from sklearn.linear_model import LogisticRegression
@@ -94,6 +98,21 @@ class LogisticHead:
         clf.coef_, clf.intercept_, clf.classes_ = self.coef_, self.intercept_, self.classes_
         clf.n_features_in_ = self.coef_.shape[1]
         return clf
+
+
+def proba_to_score(proba: np.ndarray, classes) -> np.ndarray:
+    """Scores in [0, 1] from class probabilities.
+
+    Classes {0, 1} (label ``strong_better``): P(1), the probability that the strong model is
+    needed. Classes {-1, 0, 1} (label ``gain``): (1 + P(1) - P(-1)) / 2, i.e. 0.5 plus half
+    the expected quality gain of the strong model; above 0.5 the strong model is expected
+    to do better.
+    """
+    classes = [int(c) for c in np.asarray(classes).ravel()]
+    p_up = proba[:, classes.index(1)] if 1 in classes else 0.0
+    if -1 in classes:
+        return 0.5 + 0.5 * (p_up - proba[:, classes.index(-1)])
+    return np.asarray(p_up, dtype=np.float64)
 
 
 def default_classifier(random_state=0):
@@ -148,12 +167,14 @@ class Router:
             raise ValueError("cannot fit a router on zero prompts")
         if y.shape != (len(prompts),):
             raise ValueError(f"y must have shape ({len(prompts)},), got {y.shape}")
-        if not np.isin(y, (0, 1)).all():
-            raise ValueError("y must hold only 0 (weak model is enough) and 1 (strong needed)")
-        if len(np.unique(y)) < 2:
-            raise ValueError(f"y holds one class only ({int(y[0])}) in {len(y)} rows: the "
-                             "strong model is never (or always) better, so there is nothing "
-                             "to learn; use more or other data")
+        if not np.isin(y, (-1, 0, 1)).all():
+            raise ValueError("y must hold 1 (strong model needed) and 0 (weak model is enough), "
+                             "or for a gain target also -1 (weak model better)")
+        values = set(np.unique(y).tolist())
+        if 1 not in values or values == {1}:
+            raise ValueError(f"y holds one class only in {len(y)} rows: the strong model is "
+                             f"{'always' if values == {1} else 'never'} better, so there is "
+                             "nothing to learn; use more or other data")
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
             if sample_weight.shape != y.shape or not np.isfinite(sample_weight).all() \
@@ -176,7 +197,11 @@ class Router:
 
     # ------------------------------------------------------------------ scoring
     def score(self, prompts) -> np.ndarray:
-        """(n,) float64 scores in [0, 1]: P(the strong model is needed) for each prompt."""
+        """(n,) float64 scores in [0, 1]; higher means the strong model is more needed.
+
+        For a router trained on 0/1 labels the score is P(strong model needed); for the
+        default ``gain`` label it is (1 + expected quality gain of the strong model) / 2
+        (see :func:`proba_to_score`)."""
         if not self.fitted_:
             raise RuntimeError("the router is not fitted; call fit() or load_router()")
         prompts = check_prompts(prompts)
@@ -184,8 +209,8 @@ class Router:
             return np.zeros(0, dtype=np.float64)
         X = self.encoder.encode(prompts)
         clf = self._head if self._head is not None else self.classifier
-        p = clf.predict_proba(X)[:, list(clf.classes_).index(1)]
-        p = np.asarray(p, dtype=np.float64)
+        p = np.array(proba_to_score(np.asarray(clf.predict_proba(X), dtype=np.float64),
+                                    clf.classes_), dtype=np.float64)
         bad = ~np.isfinite(p)
         if bad.any():  # never hand back a meaningless score: fall back to the safe model
             logger.warning("%d prompts got a non-finite score; routed to the strong model",

@@ -24,7 +24,7 @@ class TrainConfig:
     encoder: ``tfidf`` (word 1-2-grams), ``static`` (model2vec embedding distilled from
     all-MiniLM-L6-v2), ``minilm`` (the transformer itself; slow, needs torch at run time) or
     ``tfidf+static``. classifier: ``logreg`` (C), ``knn`` (k neighbours) or ``mlp``.
-    label: ``strong_better`` or ``graded`` (see :func:`router_ml.labels.make_labels`).
+    label: ``gain``, ``strong_better`` or ``graded`` (see :func:`router_ml.labels.make_labels`).
     Threshold: calibrated on a held-out 20 % of the training rows to ``min_pgr`` (share of
     the strong model's quality gain to keep), or to a strong-call ``share`` if given; the
     router is then refitted on all rows with that threshold.
@@ -34,7 +34,7 @@ class TrainConfig:
     classifier: str = "logreg"
     C: float = 1.0
     k: int = 100
-    label: str = "strong_better"
+    label: str = "gain"
     min_pgr: float | None = 0.8
     share: float | None = None
     static_weight: float = 1.0
@@ -105,9 +105,9 @@ def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_mod
     if len(train) < 10:
         raise ValueError(f"training needs at least 10 labelled rows, got {len(train)}")
     y, w = make_labels(train.q_strong, train.q_weak, config.label)
-    weights = None if config.label == "strong_better" else w
+    weights = w if config.label == "graded" else None
     cal = np.array([fold(p) == 0 for p in train.prompts])
-    if 0 < cal.sum() < len(cal) and len(np.unique(y[~cal])) == 2:
+    if 0 < cal.sum() < len(cal) and 1 in y[~cal] and len(np.unique(y[~cal])) >= 2:
         probe = build_router(config, strong_model, weak_model)
         probe.fit([p for p, c in zip(train.prompts, cal) if not c], y[~cal],
                   None if weights is None else weights[~cal])
