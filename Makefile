@@ -35,5 +35,8 @@ bench-quality: $(STAMP)
 bench-speed: $(STAMP)
 	$(PY) benchmarks/bench_speed.py
 
+notebook-plot: $(STAMP)
+	ROUTER_ML_NB_PLOT=docs/threshold_curve.png $(VENV)/bin/jupyter execute notebooks/threshold_tuning.ipynb
+
 clean:
 	rm -rf $(VENV) .pytest_cache reports mlruns

@@ -69,7 +69,7 @@ def pooled_scores(folds, score_fn):
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from router_ml.training import CLASSIFIER_CHOICES, ENCODER_CHOICES, TrainConfig
+    from router_ml.training import CLASSIFIER_CHOICES, ENCODER_PARTS, TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -91,9 +91,12 @@ def train_parser() -> argparse.ArgumentParser:
                    help="scores of --table: 0/1 or [0,1] (unit) or 1-10 judge scores")
     p.add_argument("--strong", default=STRONG_MODEL, help="strong model name")
     p.add_argument("--weak", default=WEAK_MODEL, help="weak model name")
-    p.add_argument("--encoder", choices=ENCODER_CHOICES, default=d.encoder)
+    p.add_argument("--encoder", default=d.encoder,
+                   help=f"feature parts joined by '+', from {', '.join(ENCODER_PARTS)} "
+                        "(default %(default)s)")
     p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
-    p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg")
+    p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
+                   "(default: chosen by cross-validation in the training rows)")
     p.add_argument("--label", choices=("gain", "strong_better", "graded"), default=d.label)
     p.add_argument("--extra", default=",".join(d.extra),
                    help="extra training sources, comma-separated (arena-hard, dcrouter); rows "
@@ -140,7 +143,6 @@ def _train(args) -> int:
     out = args.out or PROJECT_ROOT / "models" / name
     params = {**config.to_dict(), "protocol": args.protocol or "all", "strong": args.strong,
               "weak": args.weak}
-    params.pop("notes", None)
     t0 = time.perf_counter()
     with tracker.run(name, params) as run:
         if args.protocol:

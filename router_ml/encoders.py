@@ -21,10 +21,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class TfidfEncoder:
                              "Use more prompts or a lower min_df") from None
         return self
 
-    def encode(self, prompts) -> sp.csr_matrix:
+    def encode(self, prompts):
+        """(n, vocabulary size) scipy.sparse CSR float32 matrix."""
         if self.vectorizer_ is None:
             raise RuntimeError("TfidfEncoder is not fitted; call fit(prompts) first")
         return self.vectorizer_.transform([clean(p) for p in prompts]).astype(np.float32)
@@ -117,6 +118,81 @@ class TfidfEncoder:
         vec = enc._vectorizer(vocabulary={t: i for i, t in enumerate(terms)})
         vec.idf_ = parts["idf"]
         enc.vectorizer_ = vec
+        return enc
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_DIGITS = str.maketrans("", "", "0123456789")
+_OPERATORS = str.maketrans("", "", "+-*/=^$%")
+STATS = ("log_chars", "log_words", "log_lines", "log_numbers", "digit_share", "log_number_chars",
+         "log_longest_number", "log_operators", "question_marks", "mean_word_length",
+         "log_distinct_words", "upper_share")
+
+
+def prompt_stats(prompts) -> np.ndarray:
+    """(n, 12) float64 surface statistics of each prompt (names in :data:`STATS`): length in
+    characters, words and lines, how many numbers and digits, operators, question marks, word
+    length, vocabulary size and share of capitals. Counts are log1p-scaled."""
+    rows = []
+    for t in prompts:
+        n = len(t)
+        words = t.split()
+        nums = _NUMBER.findall(t)
+        num_len = [len(x) for x in nums]
+        rows.append([
+            np.log1p(n), np.log1p(len(words)), np.log1p(t.count("\n")), np.log1p(len(nums)),
+            (n - len(t.translate(_DIGITS))) / max(n, 1), np.log1p(sum(num_len)),
+            np.log1p(max(num_len, default=0)), np.log1p(n - len(t.translate(_OPERATORS))),
+            min(t.count("?"), 20), (sum(map(len, words)) / len(words)) if words else 0.0,
+            np.log1p(len(set(t.lower().split()))), sum(c.isupper() for c in t) / max(n, 1),
+        ])
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STATS))
+
+
+class StatsEncoder:
+    """Prompt statistics (:func:`prompt_stats`), standardised with the training prompts'
+    mean and standard deviation so that they sit on the scale of an embedding."""
+
+    kind = "stats"
+    fitted_on_prompts = True
+
+    def __init__(self):
+        self.mean_ = None
+        self.scale_ = None
+
+    def fit(self, prompts):
+        X = prompt_stats([clean(p) for p in prompts])
+        self.mean_ = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        return self
+
+    def encode(self, prompts) -> np.ndarray:
+        if self.mean_ is None:
+            raise RuntimeError("StatsEncoder is not fitted; call fit(prompts) first")
+        X = (prompt_stats([clean(p) for p in prompts]) - self.mean_) / self.scale_
+        return X.astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return len(STATS)
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "stats": list(STATS)}
+
+    def parts(self) -> dict:
+        return {"mean": self.mean_, "scale": self.scale_}
+
+    @classmethod
+    def from_parts(cls, spec: dict, parts: dict) -> "StatsEncoder":
+        if list(spec.get("stats", [])) != list(STATS):
+            raise ValueError("the saved prompt statistics differ from this router_ml's")
+        mean, scale = np.asarray(parts["mean"], dtype=np.float64), np.asarray(parts["scale"], dtype=np.float64)
+        if mean.shape != (len(STATS),) or scale.shape != (len(STATS),) \
+                or not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError("prompt statistics mean/scale must be finite, positive, one per statistic")
+        enc = cls()
+        enc.mean_, enc.scale_ = mean, scale
         return enc
 
 
@@ -168,10 +244,10 @@ class StaticEncoder:
 
     def parts(self) -> dict:
         m = self.model_
-        out = {"vectors": np.asarray(m.embedding, dtype=np.float32),
+        out = {"vectors": np.asarray(m.embedding),
                "tokenizer": m.tokenizer.to_str()}
         if getattr(m, "weights", None) is not None:
-            out["weights"] = np.asarray(m.weights, dtype=np.float32)
+            out["weights"] = np.asarray(m.weights)
         if getattr(m, "token_mapping", None) is not None:
             out["token_mapping"] = np.asarray(m.token_mapping, dtype=np.int64)
         return out
@@ -346,6 +422,8 @@ class ConcatEncoder:
         return self
 
     def encode(self, prompts):
+        import scipy.sparse as sp  # only a sparse block (TF-IDF) needs it
+
         blocks = [e.encode(prompts) for e in self.encoders]
         blocks = [b * np.float32(w) for b, w in zip(blocks, self.weights)]
         if any(sp.issparse(b) for b in blocks):
@@ -368,7 +446,7 @@ class ConcatEncoder:
         return cls(encs, weights=spec["weights"])
 
 
-ENCODERS = {c.kind: c for c in (TfidfEncoder, StaticEncoder, SentenceTransformerEncoder, ConcatEncoder)}
+ENCODERS = {c.kind: c for c in (TfidfEncoder, StatsEncoder, StaticEncoder, SentenceTransformerEncoder, ConcatEncoder)}
 
 
 def encoder_from_parts(spec: dict, parts: dict):

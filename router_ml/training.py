@@ -3,44 +3,44 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from router_ml.labels import PairData, make_labels
-from router_ml.protocols import fold
 from router_ml.router import Router
 
 logger = logging.getLogger(__name__)
 
-ENCODER_CHOICES = ("tfidf", "static", "minilm", "tfidf+static")
+ENCODER_PARTS = ("tfidf", "stats", "static", "minilm")
 CLASSIFIER_CHOICES = ("logreg", "knn", "mlp")
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 @dataclass
 class TrainConfig:
     """How to train a router.
 
-    encoder: ``tfidf`` (word 1-2-grams), ``static`` (model2vec embedding distilled from
-    all-MiniLM-L6-v2), ``minilm`` (the transformer itself; slow, needs torch at run time) or
-    ``tfidf+static``. classifier: ``logreg`` (C), ``knn`` (k neighbours) or ``mlp``.
+    encoder: parts joined by ``+``, each one of ``tfidf`` (word 1-2-grams), ``stats`` (12
+    prompt statistics), ``static`` (model2vec embedding distilled from all-MiniLM-L6-v2) and
+    ``minilm`` (the transformer itself; slow, needs torch at run time).
+    classifier: ``logreg`` (inverse regularisation C; None chooses it from C_GRID by
+    cross-validation inside the training rows), ``knn`` (k neighbours) or ``mlp``.
     label: ``gain``, ``strong_better`` or ``graded`` (see :func:`router_ml.labels.make_labels`).
-    Threshold: calibrated on a held-out 20 % of the training rows to ``min_pgr`` (share of
-    the strong model's quality gain to keep), or to a strong-call ``share`` if given; the
-    router is then refitted on all rows with that threshold.
+    Threshold: calibrated on out-of-fold scores of the training rows to ``min_pgr`` (the share
+    of the strong model's quality gain to keep), or to a strong-call ``share`` if given.
     """
 
-    encoder: str = "tfidf"
+    encoder: str = "static+stats"
     classifier: str = "logreg"
-    C: float = 1.0
+    C: float | None = None
+    cv_folds: int = 3
     k: int = 100
     label: str = "gain"
     min_pgr: float | None = 0.8
     share: float | None = None
-    static_weight: float = 1.0
     random_state: int = 0
     extra: tuple = ()
-    notes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -50,7 +50,7 @@ class TrainConfig:
 
 def static_encoder():
     """The static embedding distilled from all-MiniLM-L6-v2, cached on disk after the first
-    distillation (about a minute; needs torch once)."""
+    distillation (10-60 s; needs torch once)."""
     from router_ml.encoders import StaticEncoder, default_cache_dir
 
     path = default_cache_dir() / "m2v-all-MiniLM-L6-v2-256"
@@ -65,65 +65,96 @@ def static_encoder():
 
 def build_router(config: TrainConfig, strong_model: str, weak_model: str) -> Router:
     """An unfitted router for a configuration."""
-    from router_ml.encoders import ConcatEncoder, SentenceTransformerEncoder, TfidfEncoder
+    from router_ml.encoders import (
+        ConcatEncoder,
+        SentenceTransformerEncoder,
+        StatsEncoder,
+        TfidfEncoder,
+    )
 
-    if config.encoder == "tfidf":
-        enc = TfidfEncoder()
-    elif config.encoder == "static":
-        enc = static_encoder()
-    elif config.encoder == "minilm":
-        enc = SentenceTransformerEncoder()
-    elif config.encoder == "tfidf+static":
-        enc = ConcatEncoder([TfidfEncoder(), static_encoder()], weights=[1.0, config.static_weight])
-    else:
-        raise ValueError(f"encoder must be one of {ENCODER_CHOICES}, got {config.encoder!r}")
-    if config.classifier == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        clf = LogisticRegression(C=config.C, max_iter=3000, random_state=config.random_state)
-    elif config.classifier == "knn":
-        from sklearn.neighbors import KNeighborsClassifier
-
-        clf = KNeighborsClassifier(n_neighbors=config.k, weights="distance", metric="cosine")
-    elif config.classifier == "mlp":
-        from sklearn.neural_network import MLPClassifier
-
-        clf = MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-3, early_stopping=True,
-                            random_state=config.random_state, max_iter=200)
-    else:
-        raise ValueError(f"classifier must be one of {CLASSIFIER_CHOICES}, got {config.classifier!r}")
+    makers = {"tfidf": TfidfEncoder, "stats": StatsEncoder, "static": static_encoder,
+              "minilm": SentenceTransformerEncoder}
+    names = config.encoder.split("+")
+    for n in names:
+        if n not in makers:
+            raise ValueError(f"encoder parts must be from {', '.join(makers)} joined by '+', "
+                             f"got {config.encoder!r}")
+    encs = [makers[n]() for n in names]
+    enc = encs[0] if len(encs) == 1 else ConcatEncoder(encs)
+    clf = _classifier(config)
     return Router(enc, clf, strong_model=strong_model, weak_model=weak_model,
                   random_state=config.random_state)
 
 
-def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_model: str) -> Router:
-    """Fit a router on ``train`` and calibrate its threshold on a held-out part of it.
+def _classifier(config: TrainConfig, C: float | None = None):
+    if config.classifier == "logreg":
+        from sklearn.linear_model import LogisticRegression
 
-    The calibration rows are those with fold(prompt) == 0 (20 %, the same hash rule as the
-    protocols); the threshold chosen there is kept when the router is refitted on all rows.
+        return LogisticRegression(C=C if C is not None else (config.C or 1.0), max_iter=3000,
+                                  random_state=config.random_state)
+    if config.classifier == "knn":
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return KNeighborsClassifier(n_neighbors=config.k, weights="distance", metric="cosine")
+    if config.classifier == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-3, early_stopping=True,
+                             random_state=config.random_state, max_iter=200)
+    raise ValueError(f"classifier must be one of {CLASSIFIER_CHOICES}, got {config.classifier!r}")
+
+
+def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_model: str) -> Router:
+    """Fit a router on ``train``: choose C and the threshold by cross-validation, then refit.
+
+    The encoder is fitted on all training prompts (it sees no labels). The classifier is
+    cross-validated (``cv_folds`` stratified folds) for each C in ``C_GRID`` (logreg with
+    ``C=None``) and the C with the best out-of-fold APGR is kept. The threshold is calibrated on
+    those out-of-fold scores (every training row scored by a model that did not see it) to
+    ``min_pgr`` or ``share``, and kept when the router is refitted on all rows.
     """
-    if len(train) < 10:
-        raise ValueError(f"training needs at least 10 labelled rows, got {len(train)}")
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from router_ml.calibration import CalibrationRecord, threshold_for_quality, threshold_for_share
+    from router_ml.data import fingerprint
+    from router_ml.evaluation import apgr
+    from router_ml.router import proba_to_score
+
     y, w = make_labels(train.q_strong, train.q_weak, config.label)
     weights = w if config.label == "graded" else None
-    cal = np.array([fold(p) == 0 for p in train.prompts])
-    if 0 < cal.sum() < len(cal) and 1 in y[~cal] and len(np.unique(y[~cal])) >= 2:
-        probe = build_router(config, strong_model, weak_model)
-        probe.fit([p for p, c in zip(train.prompts, cal) if not c], y[~cal],
-                  None if weights is None else weights[~cal])
-        cal_rows = train.subset(cal)
-        if config.share is not None:
-            record = probe.calibrate(cal_rows.prompts, share=config.share)
-        else:
-            record = probe.calibrate(cal_rows.prompts, q_strong=cal_rows.q_strong,
-                                     q_weak=cal_rows.q_weak, min_pgr=config.min_pgr)
-        threshold = probe.threshold
-    else:
-        record, threshold = None, 0.5
-        logger.warning("too few rows to hold out a calibration set; threshold left at 0.5")
+    _, counts = np.unique(y, return_counts=True)
+    if len(train) < 20 or counts.min() < config.cv_folds:
+        raise ValueError(f"training needs at least 20 labelled rows and {config.cv_folds} of each "
+                         f"outcome, got {len(train)} rows with outcome counts {counts.tolist()}")
     router = build_router(config, strong_model, weak_model)
+    X = router.encoder.fit(train.prompts).encode(train.prompts)
+    cv = StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.random_state)
+    grid = C_GRID if config.classifier == "logreg" and config.C is None else (config.C,)
+    best = None
+    for C in grid:
+        proba = cross_val_predict(_classifier(config, C), X, y, cv=cv, method="predict_proba",
+                                  params=None if weights is None else {"sample_weight": weights})
+        oof = proba_to_score(proba, np.unique(y))
+        try:
+            a = apgr(oof, train.q_strong, train.q_weak)
+        except ValueError:  # equal mean quality: APGR undefined, keep the first C
+            a = float("-inf")
+        logger.info("C=%s: out-of-fold APGR %.4f", C, a)
+        if best is None or a > best[0]:
+            best = (a, C, oof)
+    cv_apgr, C, oof = best
+    router.classifier = _classifier(config, C)
     router.fit(train.prompts, y, weights)
-    if record is not None:
-        router.set_threshold(threshold, record)
-    router.training.update({"config": config.to_dict(), "sources": sorted(set(train.sources))})
+    fp = fingerprint(train.prompts)
+    if config.share is not None:
+        t, achieved = threshold_for_share(oof, config.share)
+        record = CalibrationRecord("share", {"share": config.share}, {"share": achieved},
+                                   len(train), fp)
+    else:
+        t, achieved = threshold_for_quality(oof, train.q_strong, train.q_weak,
+                                            min_pgr=config.min_pgr)
+        record = CalibrationRecord("quality", {"min_pgr": config.min_pgr}, achieved, len(train), fp)
+    router.set_threshold(t, record)
+    router.training.update({"config": config.to_dict(), "C": C, "cv_apgr": cv_apgr,
+                            "sources": sorted(set(train.sources))})
     return router

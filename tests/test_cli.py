@@ -78,8 +78,12 @@ def test_train_on_own_table(tmp_path, capsys):
     r = load_router(out)
     assert (r.strong_model, r.weak_model) == ("big", "small")
     assert r.calibration.method == "quality" and r.calibration.target == {"min_pgr": 0.8}
-    assert r.route("prove the lemma number 7").model == "big"
+    # gain scores: above 0.5 the strong model is expected to do better
+    hard, easy = r.score(["prove the lemma number 7", "say hi number 8"])
+    assert hard > 0.6 and easy < 0.1
     assert r.route("say hi number 8").model == "small"
+    # the threshold keeps 80 % of the strong model's gain on the out-of-fold scores
+    assert r.calibration.achieved["pgr"] >= 0.8
 
 
 def test_clear_error_for_unknown_model(tmp_path, capsys):
