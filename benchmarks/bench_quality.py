@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "mmlu-to-gsm8k": 0.65}
 CONFIGS = {
     "default": ("default", TrainConfig()),
-    "tfidf": ("T + LR", TrainConfig(encoder="tfidf", C=1.0)),
-    "static": ("S + LR", TrainConfig(encoder="static", C=1.0)),
-    "minilm": ("E + LR", TrainConfig(encoder="minilm", C=1.0)),
+    "tfidf": ("T + LR", TrainConfig(encoder="tfidf", label="strong_better", C=1.0)),
+    "minilm": ("E + LR", TrainConfig(encoder="minilm", label="strong_better", C=1.0)),
+    "accurate": ("E + stats, gain", TrainConfig(encoder="minilm+stats")),
 }
 
 
@@ -52,7 +52,7 @@ def run_config(config: TrainConfig, folds, workdir: Path) -> tuple[np.ndarray, f
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default="default,tfidf,minilm",
+    p.add_argument("--configs", default="default,tfidf,minilm,accurate",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
     p.add_argument("--protocols", default=",".join(PROTOCOLS))
     p.add_argument("--out", type=Path, default=ROOT / "reports")
