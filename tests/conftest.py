@@ -92,6 +92,18 @@ def make_router(planted_set, minilm_tokenizer_json):
 
 
 @pytest.fixture(scope="session")
+def shared():
+    """The folder of the real data sources; the test is skipped with the reason when absent."""
+    from router_ml import data
+    from router_ml.errors import DataNotFoundError
+
+    try:
+        return data.resolve_data_dir()
+    except DataNotFoundError as e:
+        pytest.skip(f"real data not available: {e}")
+
+
+@pytest.fixture(scope="session")
 def real_gsm8k():
     """PairData of 200 GSM8K rows of the shared data (strong/weak pair of DESIGN.md)."""
     from router_ml import data

@@ -8,21 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router_ml import data, load_router
+from router_ml import load_router
 from router_ml.cli import evaluate_main, train_main
-from router_ml.errors import DataNotFoundError
 from router_ml.evaluation import apgr
 from router_ml.protocols import protocol_folds
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module")
-def shared():
-    try:
-        return data.resolve_data_dir()
-    except DataNotFoundError as e:
-        pytest.skip(f"real data not available: {e}")
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])

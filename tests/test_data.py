@@ -14,13 +14,6 @@ from router_ml.labels import make_labels, pair_data
 S, W = data.STRONG_MODEL, data.WEAK_MODEL
 
 
-@pytest.fixture(scope="module")
-def shared():
-    try:
-        return data.resolve_data_dir()
-    except DataNotFoundError as e:
-        pytest.skip(f"real data not available: {e}")
-
 
 @pytest.fixture
 def sample_dir(shared, tmp_path):

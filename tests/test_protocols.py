@@ -5,8 +5,6 @@ import hashlib
 import numpy as np
 import pytest
 
-from router_ml import data
-from router_ml.errors import DataNotFoundError
 from router_ml.protocols import PROTOCOLS, QuestionIndex, fold, protocol_folds, question_key
 
 
@@ -25,13 +23,6 @@ def test_question_key_ignores_formatting():
     assert long_q + "\nAfter careful thought, put your final answer in \\boxed{...}." in idx
     assert "Something else entirely about ducks and eggs and breakfast on the farm today." not in idx
 
-
-@pytest.fixture(scope="module")
-def shared():
-    try:
-        return data.resolve_data_dir()
-    except DataNotFoundError as e:
-        pytest.skip(f"real data not available: {e}")
 
 
 def test_mmlu_split(shared):
