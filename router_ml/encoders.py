@@ -144,7 +144,7 @@ def prompt_stats(prompts) -> np.ndarray:
             (n - len(t.translate(_DIGITS))) / max(n, 1), np.log1p(sum(num_len)),
             np.log1p(max(num_len, default=0)), np.log1p(n - len(t.translate(_OPERATORS))),
             min(t.count("?"), 20), (sum(map(len, words)) / len(words)) if words else 0.0,
-            np.log1p(len(set(t.lower().split()))), sum(c.isupper() for c in t) / max(n, 1),
+            np.log1p(len(set(t.lower().split()))), sum(map(str.isupper, t)) / max(n, 1),
         ])
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STATS))
 
@@ -200,7 +200,9 @@ class StaticEncoder:
     """A model2vec static embedding: tokenise, average token vectors, L2-normalise.
 
     Build one with :meth:`distill` (needs torch once, offline) or :meth:`load` (a model2vec
-    folder). Encoding needs numpy and tokenizers only.
+    folder). Encoding needs numpy and tokenizers only. Vectors are stored in the model's own
+    dtype (float16 for a distilled model) and computed with in float32, which averages
+    faster; a saved and reloaded encoder gives the same numbers.
     """
 
     kind = "static"
@@ -209,6 +211,10 @@ class StaticEncoder:
     def __init__(self, model=None, name: str = ""):
         self.model_ = model
         self.name = name
+        self.storage_dtype = None
+        if model is not None:
+            self.storage_dtype = np.asarray(model.embedding).dtype
+            model.embedding = np.asarray(model.embedding, dtype=np.float32)
 
     @classmethod
     def load(cls, path, name: str | None = None) -> "StaticEncoder":
@@ -244,7 +250,7 @@ class StaticEncoder:
 
     def parts(self) -> dict:
         m = self.model_
-        out = {"vectors": np.asarray(m.embedding),
+        out = {"vectors": np.asarray(m.embedding).astype(self.storage_dtype),
                "tokenizer": m.tokenizer.to_str()}
         if getattr(m, "weights", None) is not None:
             out["weights"] = np.asarray(m.weights)
