@@ -105,6 +105,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="threshold target: share of the strong model's gain to keep (default %(default)s)")
     p.add_argument("--share", type=float, help="threshold target: strong-call share instead")
     p.add_argument("--seed", type=int, default=d.random_state)
+    p.add_argument("--jobs", type=int, default=-1,
+                   help="parallel cross-validation fits (default: every core)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to mlflow")
     p.add_argument("--experiment", default="router_ml", help="mlflow experiment name")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -116,7 +118,7 @@ def _config_from_args(args):
 
     return TrainConfig(encoder=args.encoder, classifier=args.classifier, C=args.C,
                        label=args.label, min_pgr=None if args.share is not None else args.min_pgr,
-                       share=args.share, random_state=args.seed,
+                       share=args.share, random_state=args.seed, n_jobs=args.jobs,
                        extra=tuple(s for s in args.extra.split(",") if s))
 
 
