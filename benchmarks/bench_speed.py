@@ -122,7 +122,24 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(to_markdown(results))
+    print(quality_gap(args.out.parent / "quality.json"))
     return 0
+
+
+def quality_gap(path: Path) -> str:
+    """The default's APGR on every protocol next to the best profile of the quality bench."""
+    if not path.exists():
+        return f"(no {path}: run make bench-quality for the default's APGR on every protocol)"
+    results = json.loads(path.read_text())
+    lines = ["| protocol | default APGR | best profile | its APGR | gap |", "|---|---|---|---|---|"]
+    for proto, r in results.items():
+        rows = {k: v for k, v in r["rows"].items() if k not in ("random", "length")}
+        if "default" not in rows:
+            continue
+        best = max(rows, key=lambda k: rows[k]["apgr"])
+        d, b = rows["default"]["apgr"], rows[best]["apgr"]
+        lines.append(f"| {proto} | {d:.3f} | {best} | {b:.3f} | {b - d:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(results: dict) -> str:

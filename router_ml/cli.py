@@ -54,6 +54,18 @@ def format_report(title: str, report: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_threshold(router) -> str:
+    """One line on the threshold and what it achieved where it was calibrated."""
+    c = router.calibration
+    a = c.achieved
+    line = f"threshold {router.threshold:.4f} ({c.method}: {c.target})"
+    if "share" in a:
+        line += f": {100 * a['share']:.1f} % strong calls"
+    if a.get("pgr") is not None:
+        line += f", PGR {a['pgr']:.3f}, quality {100 * a['quality']:.1f} %"
+    return line + (f" on {c.n} out-of-fold scores" if c.n else "")
+
+
 def pooled_scores(folds, score_fn):
     """Concatenate each fold's test rows and scores (one curve for a k-fold protocol)."""
     scores, qs, qw, prompts = [], [], [], []
@@ -171,6 +183,8 @@ def _train(args) -> int:
             print(format_report(f"{args.protocol} (test rows, {config.encoder} + "
                                 f"{config.classifier})", report))
             print(f"\ncurve: {plot}\nrouter: {out}")
+            if len(folds) == 1:
+                print(describe_threshold(routers[folds[0].k]))
             run.log_metrics(report)
             run.log_artifact(plot)
         else:
@@ -186,9 +200,7 @@ def _train(args) -> int:
             print(f"training the default router on {len(train)} rows", flush=True)
             router = fit_router(train, config, args.strong, args.weak)
             router.save(out)
-            print(f"router: {out}  (threshold {router.threshold:.4f}, calibrated: "
-                  f"{router.calibration.method} {router.calibration.target} -> "
-                  f"{router.calibration.achieved})")
+            print(f"router: {out}\n{describe_threshold(router)}")
             run.log_metrics({f"calibration_{k}": v for k, v in router.calibration.achieved.items()})
         run.log_metrics({"train_seconds": time.perf_counter() - t0})
         run.log_dir(out, "router")
