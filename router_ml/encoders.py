@@ -122,8 +122,8 @@ class TfidfEncoder:
 
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_DIGITS = str.maketrans("", "", "0123456789")
-_OPERATORS = str.maketrans("", "", "+-*/=^$%")
+_DIGITS = "0123456789"
+_OPERATORS = "+-*/=^$%"
 STATS = ("log_chars", "log_words", "log_lines", "log_numbers", "digit_share", "log_number_chars",
          "log_longest_number", "log_operators", "question_marks", "mean_word_length",
          "log_distinct_words", "upper_share")
@@ -141,8 +141,8 @@ def prompt_stats(prompts) -> np.ndarray:
         num_len = [len(x) for x in nums]
         rows.append([
             np.log1p(n), np.log1p(len(words)), np.log1p(t.count("\n")), np.log1p(len(nums)),
-            (n - len(t.translate(_DIGITS))) / max(n, 1), np.log1p(sum(num_len)),
-            np.log1p(max(num_len, default=0)), np.log1p(n - len(t.translate(_OPERATORS))),
+            sum(map(t.count, _DIGITS)) / max(n, 1), np.log1p(sum(num_len)),
+            np.log1p(max(num_len, default=0)), np.log1p(sum(map(t.count, _OPERATORS))),
             min(t.count("?"), 20), (sum(map(len, words)) / len(words)) if words else 0.0,
             np.log1p(len(set(t.lower().split()))), sum(map(str.isupper, t)) / max(n, 1),
         ])
