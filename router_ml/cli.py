@@ -164,7 +164,8 @@ def _train(args) -> int:
                                    weak=args.weak, extra=config.extra)
             routers = {}
             for f in folds:
-                print(f"training fold {f.k if f.k is not None else '-'}: {len(f.train)} rows"
+                print((f"training fold {f.k}" if f.k is not None else "training")
+                      + f" on {len(f.train)} rows"
                       + (f" ({f.dropped} extra rows dropped: they match test questions)"
                          if config.extra else ""), flush=True)
                 routers[f.k] = fit_router(f.train, config, args.strong, args.weak)
