@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,7 @@ class StaticEncoder:
     def __init__(self, model=None, name: str = ""):
         self.model_ = model
         self.name = name
+        self._lock = threading.Lock()
         self.storage_dtype = None
         if model is not None:
             self.storage_dtype = np.asarray(model.embedding).dtype
@@ -236,8 +238,11 @@ class StaticEncoder:
 
     def encode(self, prompts) -> np.ndarray:
         texts = [clean(p) for p in prompts]
-        out = self.model_.encode(texts, use_multiprocessing=False,
-                                 show_progress_bar=len(texts) > 20_000)
+        # model2vec sets and resets the tokenizer's truncation on every call, and a tokenizer
+        # being reconfigured by one thread fails in another ("Already borrowed"): one at a time.
+        with self._lock:
+            out = self.model_.encode(texts, use_multiprocessing=False,
+                                     show_progress_bar=len(texts) > 20_000)
         return np.nan_to_num(np.asarray(out, dtype=np.float32), copy=False)
 
     @property
@@ -356,6 +361,7 @@ class SentenceTransformerEncoder:
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self._st = None
+        self._lock = threading.RLock()
 
     def _load(self):
         if self._st is None:
@@ -385,6 +391,12 @@ class SentenceTransformerEncoder:
         return np.nan_to_num(np.asarray(out, dtype=np.float32), copy=False)
 
     def encode(self, prompts) -> np.ndarray:
+        # Like model2vec, the transformers tokenizer is reconfigured on every call and cannot
+        # be shared by threads mid-call; the lock also keeps cache writes apart.
+        with self._lock:
+            return self._encode(prompts)
+
+    def _encode(self, prompts) -> np.ndarray:
         texts = [clean(p) for p in prompts]
         if self.cache_dir is False:
             return self._compute(texts)
