@@ -50,13 +50,14 @@ def _scores(scores) -> np.ndarray:
     return s
 
 
-def _candidates(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate thresholds (1.0, then each distinct score, highest first) and the number of
-    prompts each sends to the strong model. Scores of exactly 1.0 are strong at any threshold."""
+def candidate_thresholds(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate thresholds (1.0, then each distinct score, highest first, then 0.0) and the
+    number of prompts each sends to the strong model. Scores of exactly 1.0 are strong at any
+    threshold; 0.0 sends every prompt, also future ones, to the strong model."""
     uniq = np.unique(s)[::-1]
     counts = np.searchsorted(np.sort(-s), -uniq, side="right")  # n with score >= u
-    t = np.r_[1.0, uniq]
-    k = np.r_[int((s >= 1.0).sum()), counts]
+    t = np.r_[1.0, uniq, 0.0]
+    k = np.r_[int((s >= 1.0).sum()), counts, len(s)]
     return t, k
 
 
@@ -72,7 +73,7 @@ def threshold_for_share(scores, share: float) -> tuple[float, float]:
     s = _scores(scores)
     if share == 1.0:
         return 0.0, 1.0
-    t, k = _candidates(s)
+    t, k = candidate_thresholds(s)
     achieved = k / len(s)
     i = int(np.argmin(np.abs(achieved - share)))
     return float(t[i]), float(achieved[i])
@@ -106,11 +107,10 @@ def threshold_for_quality(scores, q_strong, q_weak, *, min_pgr: float | None = N
         raise CalibrationError(f"max_drop must be >= 0, got {max_drop}")
     n = len(s)
     gap = qs.mean() - qw.mean()
-    t, k = _candidates(s)
+    t, k = candidate_thresholds(s)
     order = np.argsort(-s, kind="stable")
     cum_gain = np.r_[0.0, np.cumsum((qs - qw)[order])]
     quality = qw.mean() + cum_gain[k] / n
-    t, k, quality = np.r_[t, 0.0], np.r_[k, n], np.r_[quality, qs.mean()]
     if min_pgr is not None:
         if gap <= 0:
             raise CalibrationError("the strong model is not better than the weak one on this "

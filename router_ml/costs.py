@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.calibration import CalibrationRecord, check_threshold, threshold_for_share
+from router_ml.calibration import CalibrationRecord, candidate_thresholds, check_threshold
 from router_ml.data import STRONG_MODEL, WEAK_MODEL, canonical_model, fingerprint
 from router_ml.errors import CalibrationError, DataFormatError, DataNotFoundError, UnknownModelError
 
@@ -556,22 +556,16 @@ def threshold_for_budget(scores, budget: float, profile: TrafficProfile, prices=
             f"a budget of ${budget:,.2f}/month is below the cost of sending every request to the "
             f"weak model {weak!r} (${always_weak:,.2f}/month at {profile.requests_per_month:,.0f} "
             "requests); raise the budget, lower the traffic or choose a cheaper weak model")
-    # Candidate thresholds: 1.0, then each distinct score, highest first; k prompts go strong.
-    uniq = np.unique(s)[::-1]
-    t = np.r_[1.0, uniq]
-    k = np.r_[int((s >= 1.0).sum()), np.searchsorted(np.sort(-s), -uniq, side="right")]
+    t, k = candidate_thresholds(s)
     fits = curve.usd_per_month[k] <= budget + tol
     if not fits.any():
         raise CalibrationError(
             f"a budget of ${budget:,.2f}/month cannot be met on these {n} prompts: even threshold "
             f"1.0 sends {k[0]} prompts with score 1.0 to the strong model "
             f"(${curve.usd_per_month[k[0]]:,.2f}/month)")
-    best = int(k[fits].max())
-    threshold, achieved_share = threshold_for_share(s, best / n)
-    if curve.usd_per_month[int((s >= threshold).sum())] > budget + tol:
-        # threshold_for_share picks the nearest share; never hand back one over budget.
-        threshold = float(t[fits][np.argmax(k[fits])])
-        achieved_share = best / n
+    # The most strong calls within budget; of equal ones the lowest threshold (0.0 for all).
+    best = int(np.flatnonzero(fits & (k == k[fits].max()))[-1])
+    threshold, achieved_share = float(t[best]), k[best] / n
     k_at = int((s >= threshold).sum())
     cost = float(curve.usd_per_month[k_at])
     usd, pct = _saving(cost, always_strong)

@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -217,42 +217,10 @@ def quality_matrix(ds, models: Sequence[str] | None = None) -> np.ndarray:
     for m in models:
         if m not in known:
             raise UnknownModelError(f"unknown model {m!r}; known models: {', '.join(known)}")
-    table = ds.data.column("quality")
-    cols = []
-    for m in models:
-        arr = table.combine_chunks().field(m).to_numpy(zero_copy_only=False)
-        cols.append(np.asarray([np.nan if v is None else v for v in arr], dtype=np.float64))
+    # The arrow view honours a selection of rows; pyarrow turns nulls into NaN for floats.
+    quality = ds.with_format("arrow")["quality"].combine_chunks()
+    cols = [quality.field(m).to_numpy(zero_copy_only=False).astype(np.float64) for m in models]
     return np.stack(cols, axis=1) if cols else np.zeros((len(ds), 0))
-
-
-def concat(parts: Iterable):
-    """Concatenate record Datasets whose model sets may differ (missing models become None)."""
-    import datasets
-
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        raise DataFormatError("nothing to concatenate: every part is empty")
-    models: list[str] = []
-    for p in parts:
-        for m in models_of(p):
-            if m not in models:
-                models.append(m)
-    features = datasets.Features(
-        {
-            "prompt": datasets.Value("string"),
-            "source": datasets.Value("string"),
-            "group": datasets.Value("string"),
-            "quality": {m: datasets.Value("float64") for m in models},
-        }
-    )
-    aligned = []
-    for p in parts:
-        missing = [m for m in models if m not in models_of(p)]
-        if missing:
-            p = p.map(lambda r: {"quality": {m: r["quality"].get(m) for m in models}},
-                      features=features)
-        aligned.append(p.cast(features))
-    return datasets.concatenate_datasets(aligned)
 
 
 # ---------------------------------------------------------------- routellm-evals

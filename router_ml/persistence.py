@@ -53,10 +53,11 @@ from router_ml.errors import (
     ArtifactVersionError,
     UntrustedTypeError,
 )
+from router_ml.router import LOGREG_TYPE, LogisticHead, Router
 
-# FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: add a
-# loader branch for the new number in _load_v(), keep the loaders of older numbers and their
-# test fixtures (tests/fixtures/artifact-v<N>), and list the number in SUPPORTED_VERSIONS.
+# FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: branch
+# on the version in load_router, keep reading every older number (with a saved artifact of
+# each as a test fixture), and list the new number in SUPPORTED_VERSIONS.
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MANIFEST = "manifest.json"
@@ -151,23 +152,24 @@ def _exchange(a: Path, b: Path) -> bool:
     return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-_LOGREG = "sklearn.linear_model._logistic.LogisticRegression"
 _LOGREG_ARRAYS = ("coef", "intercept", "classes")
+
+
+def _load_array(p: Path) -> np.ndarray:
+    try:
+        return np.load(p, allow_pickle=False)
+    except ValueError as e:  # numpy refuses object (pickled) arrays here
+        raise UntrustedTypeError(f"{p}: refused ({e})") from None
 
 
 def _load_logreg(params: dict, paths: dict):
     """A LogisticHead from its arrays: scoring needs numpy only (see router.LogisticHead)."""
-    from router_ml.router import LogisticHead
-
     arrays = {}
     for key in _LOGREG_ARRAYS:
         p = paths.get(f"classifier.{key}.npy")
         if p is None:
             raise ArtifactIntegrityError(f"classifier.{key}.npy missing from the manifest")
-        try:
-            arrays[key] = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise UntrustedTypeError(f"{p}: refused ({e})") from None
+        arrays[key] = _load_array(p)
     coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
     k = 1 if classes.shape == (2,) else len(classes)
     if coef.ndim != 2 or coef.shape[0] != k or intercept.shape != (k,) or classes.ndim != 1 \
@@ -201,7 +203,7 @@ def save_router(router, path) -> Path:
             _audit_skops(tmp / CLASSIFIER_FILE)  # refuse to write what we would refuse to read
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         cls = type(router.classifier)
-        ctype = _LOGREG if head is not None else f"{cls.__module__}.{cls.__qualname__}"
+        ctype = LOGREG_TYPE if head is not None else f"{cls.__module__}.{cls.__qualname__}"
         params = head.params if head is not None else router.classifier.get_params(deep=False)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -363,14 +365,14 @@ def _read_parts(paths: dict[str, Path]) -> dict:
         key, ext = name[len("encoder."):].rsplit(".", 1)
         try:
             if ext == "npy":
-                parts[key] = np.load(p, allow_pickle=False)
+                parts[key] = _load_array(p)
             elif ext == "json":
                 parts[key] = json.loads(p.read_text(encoding="utf-8"))
             elif ext == "txt":
                 parts[key] = p.read_text(encoding="utf-8")
             else:
                 raise ArtifactIntegrityError(f"{p}: unknown part type {ext!r}")
-        except ValueError as e:  # numpy refuses object (pickled) arrays here
+        except ValueError as e:  # malformed JSON
             raise UntrustedTypeError(f"{p}: refused ({e})") from None
         except RecursionError:
             raise ArtifactIntegrityError(f"{p}: JSON nested too deeply") from None
@@ -411,7 +413,6 @@ def load_router(path):
     """
     from router_ml.calibration import CalibrationRecord
     from router_ml.encoders import encoder_from_parts
-    from router_ml.router import Router
 
     folder = Path(path)
     if not folder.is_dir():
@@ -424,7 +425,7 @@ def load_router(path):
 
             types = _audit_skops(paths[CLASSIFIER_FILE])
             classifier = sio.load(paths[CLASSIFIER_FILE], trusted=types)
-        elif manifest.get("classifier", {}).get("type") == _LOGREG:
+        elif manifest.get("classifier", {}).get("type") == LOGREG_TYPE:
             classifier = _load_logreg(manifest["classifier"].get("params", {}), paths)
         else:
             raise ArtifactIntegrityError(f"{folder}: unknown classifier type "

@@ -54,6 +54,9 @@ def check_prompt(prompt, name: str = "prompt") -> str:
     return prompt
 
 
+LOGREG_TYPE = "sklearn.linear_model._logistic.LogisticRegression"
+
+
 class LogisticHead:
     """A fitted logistic regression (binary or multinomial) reduced to its weights.
 
@@ -75,8 +78,7 @@ class LogisticHead:
     @classmethod
     def from_sklearn(cls, clf) -> "LogisticHead | None":
         """The head of a fitted LogisticRegression, or None for any other classifier."""
-        if f"{type(clf).__module__}.{type(clf).__qualname__}" != \
-                "sklearn.linear_model._logistic.LogisticRegression":
+        if f"{type(clf).__module__}.{type(clf).__qualname__}" != LOGREG_TYPE:
             return None
         params = {k: v for k, v in clf.get_params().items()
                   if isinstance(v, (int, float, str, bool, type(None)))}
@@ -158,9 +160,11 @@ class Router:
         self.calibration = CalibrationRecord("manual", {"threshold": self._threshold})
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, prompts, y, sample_weight=None):
+    def fit(self, prompts, y, sample_weight=None, *, features=None):
         """Fit encoder (if it learns from prompts) and classifier. y: (n,) 0/1, 1 = strong
-        model needed; sample_weight: (n,) non-negative or None. Returns self."""
+        model needed (or -1/0/1 for a gain target); sample_weight: (n,) non-negative or None.
+        features: the already fitted encoder's output for ``prompts``, when the caller has it
+        (skips fitting and running the encoder again). Returns self."""
         prompts = check_prompts(prompts)
         y = np.asarray(y)
         if len(prompts) == 0:
@@ -180,17 +184,24 @@ class Router:
             if sample_weight.shape != y.shape or not np.isfinite(sample_weight).all() \
                     or (sample_weight < 0).any():
                 raise ValueError("sample_weight must be finite, non-negative, one per prompt")
-        self.encoder.fit(prompts)
-        X = self.encoder.encode(prompts)
+        if features is None:
+            self.encoder.fit(prompts)
+            X = self.encoder.encode(prompts)
+        else:
+            X = features
+            if X.shape[0] != len(prompts):
+                raise ValueError(f"features must have one row per prompt, got {X.shape[0]} "
+                                 f"for {len(prompts)} prompts")
         kw = {"sample_weight": sample_weight} if sample_weight is not None else {}
         try:
             self.classifier.fit(X, y.astype(np.int64), **kw)
         except ValueError as e:  # e.g. too few rows per class for the classifier's own CV
             raise ValueError(f"{type(self.classifier).__name__} cannot be fitted on "
-                             f"{len(prompts)} prompts ({int(y.sum())} needing the strong model): "
+                             f"{len(prompts)} prompts ({int((y == 1).sum())} needing the "
+                             f"strong model): "
                              f"{e}") from e
         self._head = LogisticHead.from_sklearn(self.classifier)
-        self.training = {"n": len(prompts), "positives": int(y.sum()),
+        self.training = {"n": len(prompts), "positives": int((y == 1).sum()),
                          "fingerprint": fingerprint(prompts, y)}
         self.fitted_ = True
         return self

@@ -152,7 +152,7 @@ def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_mod
             best = (a, C, oof)
     cv_apgr, C, oof = best
     router.classifier = _classifier(config, C)
-    router.fit(train.prompts, y, weights)
+    router.fit(train.prompts, y, weights, features=X)
     fp = fingerprint(train.prompts)
     if config.share is not None:
         t, achieved = threshold_for_share(oof, config.share)
