@@ -4,8 +4,8 @@
 
 For each profile: route() latency p50/p99 over MMLU prompts (one call each), score()
 throughput on one batch of 5,000 MMLU prompts, and a fresh process's load_router() plus first
-decision (wall time and peak resident memory). The default profile is the router shipped in
-models/default; the others are trained on the mmlu protocol's training rows (as is a
+decision (wall time and peak resident memory). The default profile is models/default (built
+by make train); the others are trained on the mmlu protocol's training rows (as is a
 default-config router for the APGR column, so every APGR is on the same mmlu test rows).
 Numbers are comparable within one run only: the machine is shared. Writes reports/speed.json.
 """
