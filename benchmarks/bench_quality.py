@@ -1,12 +1,15 @@
-"""Routing quality on every protocol: baselines, reference configurations and the default.
+"""Routing quality on every protocol: baselines, reference configurations, the default, and
+every configuration tried to improve it.
 
-    python benchmarks/bench_quality.py [--configs default,tfidf,minilm] [--protocols ...]
+    python benchmarks/bench_quality.py [--configs default,tfidf,...] [--protocols ...]
 
 Each learned configuration is trained per fold with the same recipe as training/train.py,
 saved, reloaded with load_router, and scored on the test rows from the reloaded router; k-fold
-protocols pool their out-of-fold scores into one curve. Writes reports/quality.json and
-reports/quality.md, and logs one mlflow run per configuration (--no-tracking to skip).
-The MiniLM reference encodes every prompt once (about 10 minutes cold, cached on disk after).
+protocols pool their out-of-fold scores into one curve. Ensembles average the ranks of two
+such routers' scores. Writes reports/quality.json and reports/quality.md, and logs one mlflow run per
+configuration and protocol (--no-tracking to skip). The MiniLM configurations encode every
+prompt once (about 10 minutes cold, cached on disk after). Every configuration takes about 35
+minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -16,25 +19,45 @@ import json
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from router_ml import evaluation, load_router
-from router_ml.data import STRONG_MODEL, WEAK_MODEL
 from router_ml.cli import PUBLISHED, baseline_scores, pooled_scores
-from router_ml.protocols import PROTOCOLS, protocol_folds
+from router_ml.data import STRONG_MODEL, WEAK_MODEL, load_source, models_of, quality_matrix
+from router_ml.protocols import PROTOCOLS, protocol_folds, question_words
 from router_ml.tracking import Tracker
 from router_ml.training import TrainConfig, fit_router
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "mmlu-to-gsm8k": 0.65}
+MMLU_CPT50_TARGET = 0.22
+# key: (label in the report, configuration). The first four are the main table's columns.
 CONFIGS = {
     "default": ("default", TrainConfig()),
     "tfidf": ("T + LR", TrainConfig(encoder="tfidf", label="strong_better", C=1.0)),
     "minilm": ("E + LR", TrainConfig(encoder="minilm", label="strong_better", C=1.0)),
     "accurate": ("E + stats, gain", TrainConfig(encoder="minilm+stats")),
+    # what else was tried: features, labels, classifiers, extra data (gain label and
+    # logistic regression with C chosen by inner cross-validation unless stated)
+    "stats": ("stats", TrainConfig(encoder="stats")),
+    "static": ("static", TrainConfig(encoder="static")),
+    "tfidf-gain": ("T", TrainConfig(encoder="tfidf")),
+    "minilm-gain": ("E", TrainConfig(encoder="minilm")),
+    "sb": ("static + stats, strong_better", TrainConfig(label="strong_better")),
+    "graded": ("static + stats, graded", TrainConfig(label="graded")),
+    "stats-hgb": ("stats, boosting", TrainConfig(encoder="stats", classifier="hgb")),
+    "hgb": ("static + stats, boosting", TrainConfig(classifier="hgb")),
+    "knn": ("static, kNN k=100", TrainConfig(encoder="static", classifier="knn", k=100)),
+    "mlp": ("static + stats, MLP", TrainConfig(classifier="mlp")),
+    "arena": ("default + arena-hard rows", TrainConfig(extra=("arena-hard",))),
 }
+# Equal-weight rank averages of two configurations above (computed when both ran).
+ENSEMBLES = {"ens-hgb": ("default + stats boosting (mean)", ("default", "stats-hgb")),
+             "ens-minilm": ("default + E (mean)", ("default", "minilm-gain"))}
+MAIN = ("random", "length", "T + LR", "E + LR", "E + stats, gain", "default")
 
 
 def run_config(config: TrainConfig, folds, workdir: Path) -> tuple[np.ndarray, float]:
@@ -50,9 +73,63 @@ def run_config(config: TrainConfig, folds, workdir: Path) -> tuple[np.ndarray, f
     return scores, seconds
 
 
+def rank_mean(*score_vectors) -> np.ndarray:
+    """Average of the score vectors after mapping each to its ranks in [0, 1]."""
+    from scipy.stats import rankdata
+
+    return np.mean([(rankdata(s) - 1) / max(len(s) - 1, 1) for s in score_vectors], axis=0)
+
+
+def diagnostics(protocols) -> dict:
+    """How much of the signal is the subject, and whether other models' outcomes on the very
+    same questions predict this pair's gain (they are what llmrouter-dcrouter could teach)."""
+    out = {}
+    for protocol in ("mmlu", "mmlu-subjects"):
+        if protocol not in protocols:
+            continue
+        folds = protocol_folds(protocol)
+        own, train_means = [], []
+        for f in folds:
+            gain_te = f.test.q_strong - f.test.q_weak
+            gain_tr = f.train.q_strong - f.train.q_weak
+            g_te, g_tr = np.asarray(f.test.groups), np.asarray(f.train.groups)
+            te_mean = {g: gain_te[g_te == g].mean() for g in set(g_te)}
+            tr_mean = {g: gain_tr[g_tr == g].mean() for g in set(g_tr)}
+            own.append([te_mean[g] for g in g_te])
+            train_means.append([tr_mean.get(g, np.nan) for g in g_te])
+        _, qs, qw, _ = pooled_scores(folds, lambda f: np.zeros(len(f.test)))
+        out[protocol] = {"subject_mean_gain_of_test_rows": evaluation.apgr(np.concatenate(own), qs, qw)}
+        train_means = np.concatenate(train_means)
+        if not np.isnan(train_means).any():  # subjects seen in training
+            out[protocol]["subject_mean_gain_of_training_rows"] = evaluation.apgr(train_means, qs, qw)
+    dc = load_source("dcrouter")
+    dc_acc = np.nanmean(quality_matrix(dc), axis=1)
+    for name in ("gsm8k", "mmlu"):
+        src = load_source(name)
+        q = quality_matrix(src, [STRONG_MODEL, WEAK_MODEL])
+        # questions whose normalised stem occurs exactly once on each side
+        keys_src = defaultdict(list)
+        for i, p in enumerate(src["prompt"]):
+            keys_src[" ".join(question_words(p))].append(i)
+        keys_dc = defaultdict(list)
+        for j, p in enumerate(dc["prompt"]):
+            keys_dc[" ".join(question_words(p))].append(j)
+        pairs = [(v[0], keys_dc[k][0]) for k, v in keys_src.items()
+                 if len(v) == 1 and len(keys_dc.get(k, ())) == 1]
+        if len(pairs) < 100:  # too few to say anything
+            continue
+        i, j = np.array(pairs).T
+        lengths = np.array([len(src["prompt"][int(a)]) for a in i], dtype=float)
+        out[f"{name}-in-dcrouter"] = {
+            "n": len(pairs), "dcrouter_models": len(models_of(dc)),
+            "minus_mean_accuracy_of_dcrouter_models": evaluation.apgr(-dc_acc[j], q[i, 0], q[i, 1]),
+            "length": evaluation.apgr(lengths, q[i, 0], q[i, 1])}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default="default,tfidf,minilm,accurate",
+    p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
     p.add_argument("--protocols", default=",".join(PROTOCOLS))
     p.add_argument("--out", type=Path, default=ROOT / "reports")
@@ -62,60 +139,113 @@ def main(argv=None) -> int:
     for c in configs:
         if c not in CONFIGS:
             p.error(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
+    protocols = [x for x in args.protocols.split(",") if x]
     tracker = Tracker(experiment="router_ml-bench-quality", enabled=not args.no_tracking)
     tracker.check()
     results = {}
-    for protocol in args.protocols.split(","):
-        folds = protocol_folds(protocol)
-        _, qs, qw, prompts = pooled_scores(folds, lambda f: np.zeros(len(f.test)))
-        rows = {}
+    for protocol in protocols:
+        folds_by_extra = {(): protocol_folds(protocol)}
+        _, qs, qw, prompts = pooled_scores(folds_by_extra[()], lambda f: np.zeros(len(f.test)))
+        rows, scores = {}, {}
         for b in ("random", "length"):
             rows[b] = evaluation.evaluate(baseline_scores(b, prompts), qs, qw).to_dict()
         for c in configs:
             label, config = CONFIGS[c]
+            if config.extra not in folds_by_extra:
+                folds_by_extra[config.extra] = protocol_folds(protocol, extra=config.extra)
+            folds = folds_by_extra[config.extra]
             print(f"[{protocol}] training {label} ({len(folds)} fold(s))", flush=True)
             with tempfile.TemporaryDirectory() as tmp, \
                     tracker.run(f"{protocol}-{c}", {**config.to_dict(), "protocol": protocol}) as run:
-                scores, seconds = run_config(config, folds, Path(tmp))
-                rep = evaluation.evaluate(scores, qs, qw).to_dict()
+                scores[c], seconds = run_config(config, folds, Path(tmp))
+                rep = evaluation.evaluate(scores[c], qs, qw).to_dict()
                 rep["train_seconds"] = round(seconds, 1)
-                run.log_metrics(rep)
+                rep["extra_rows_dropped"] = sum(f.dropped for f in folds)
+                run.log_metrics({k: v for k, v in rep.items() if v is not None})
             rows[label] = rep
             print(f"[{protocol}] {label}: APGR {rep['apgr']:.3f}, CPT50 {rep['cpt50']:.3f}", flush=True)
+        for label, members in ENSEMBLES.values():
+            if all(m in scores for m in members):
+                rows[label] = evaluation.evaluate(rank_mean(*(scores[m] for m in members)),
+                                                  qs, qw).to_dict()
         results[protocol] = {"n": len(prompts), "rows": rows, "published": PUBLISHED.get(protocol),
                              "target_apgr": TARGETS.get(protocol)}
+    report = {"protocols": results, "diagnostics": diagnostics(protocols)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = to_markdown(results)
+    (args.out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = to_markdown(report)
     (args.out / "quality.md").write_text(md)
     print(md)
     return 0
 
 
-def to_markdown(results: dict) -> str:
-    labels = []
-    for r in results.values():
-        labels += [k for k in r["rows"] if k not in labels]
-    head = "| protocol | n | " + " | ".join(labels) + " | oracle | RouteLLM (published) | target |"
-    lines = ["APGR (CPT(50%) in brackets). Command: `make bench-quality`.", "", head,
-             "|" + "---|" * (len(labels) + 5)]
+def _cell(v) -> str:
+    return "-" if v is None else f"{v['apgr']:.3f} ({100 * v['cpt50']:.1f} %)"
+
+
+def to_markdown(report: dict) -> str:
+    results = report["protocols"]
+    lines = ["# Routing quality", "",
+             "Command: `make bench-quality`. Pair: gpt-4-1106-preview (strong) and "
+             "Mixtral-8x7B-Instruct-v0.1 (weak). APGR with CPT(50%) in brackets; "
+             "protocols and metrics as in DESIGN.md section 4.", "",
+             "| protocol | n | q weak | q strong | " + " | ".join(MAIN)
+             + " | default CPT(80%) | oracle | RouteLLM (published) | target |",
+             "|" + "---|" * (len(MAIN) + 8)]
     for proto, r in results.items():
         first = next(iter(r["rows"].values()))
-        cells = []
-        for k in labels:
-            v = r["rows"].get(k)
-            cells.append("-" if v is None else f"{v['apgr']:.3f} ({100 * v['cpt50']:.1f} %)")
-        pub = r["published"]
-        pub_s = f"{pub['apgr']:.3f} ({100 * pub['cpt50']:.1f} %)" if pub else "-"
-        lines.append(f"| {proto} | {r['n']} | " + " | ".join(cells)
-                     + f" | {first['oracle_apgr']:.3f} | {pub_s} | {r['target_apgr'] or '-'} |")
-    missed = []
-    for proto, r in results.items():
         d = r["rows"].get("default")
-        if d and r["target_apgr"] and d["apgr"] < r["target_apgr"]:
-            missed.append(f"- {proto}: default APGR {d['apgr']:.3f} < target {r['target_apgr']}")
-    if missed:
-        lines += ["", "Targets not met:", *missed]
+        pub = r["published"]
+        cpt80 = "-" if d is None else f"{100 * d['cpt80']:.1f} %"
+        lines.append(f"| {proto} | {r['n']} | {first['q_weak']:.3f} | {first['q_strong']:.3f} | "
+                     + " | ".join(_cell(r["rows"].get(k)) for k in MAIN)
+                     + f" | {cpt80}"
+                     + f" | {first['oracle_apgr']:.3f} | {_cell(pub) if pub else '-'}"
+                     + f" | {r['target_apgr'] or '-'} |")
+    tried = []
+    for r in results.values():
+        tried += [k for k in r["rows"] if k not in MAIN[:2] and k not in tried]
+    lines += ["", "## Targets", ""]
+    for proto, r in results.items():
+        d, t = r["rows"].get("default"), r["target_apgr"]
+        if d is None or t is None:
+            continue
+        best = max(((v["apgr"], k) for k, v in r["rows"].items() if k in tried), default=None)
+        extra = (f" (CPT(50%) {100 * d['cpt50']:.1f} %, target at most {100 * MMLU_CPT50_TARGET:.0f} %)"
+                 if proto == "mmlu" else "")
+        met = d["apgr"] >= t and (proto != "mmlu" or d["cpt50"] <= MMLU_CPT50_TARGET)
+        lines.append(f"- {proto}: default APGR {d['apgr']:.3f}{extra}, target {t}: "
+                     f"{'met' if met else 'not met'}. Best of the {len(tried)} configurations "
+                     f"below: {best[1]} with {best[0]:.3f}.")
+    lines += ["", "## What was tried", "",
+              "Every configuration trains with training/train.py's recipe (label `gain`, "
+              "logistic regression with C from inner cross-validation, unless named); "
+              "see CONFIGS and ENSEMBLES in benchmarks/bench_quality.py.", "",
+              "| configuration | " + " | ".join(results) + " | mean |", "|" + "---|" * (len(results) + 2)]
+    for k in tried:
+        vals = [r["rows"].get(k) for r in results.values()]
+        have = [v["apgr"] for v in vals if v is not None]
+        mean = f"{np.mean(have):.3f}" if len(have) == len(vals) else "-"
+        lines.append(f"| {k} | " + " | ".join(_cell(v) for v in vals) + f" | {mean} |")
+    diag = report["diagnostics"]
+    if diag:
+        lines += ["", "## Diagnostics", ""]
+        for proto in ("mmlu", "mmlu-subjects"):
+            if proto in diag:
+                v = diag[proto]
+                seen = v.get("subject_mean_gain_of_training_rows")
+                lines.append(f"- {proto}: scoring each test prompt by its subject's mean gain gives APGR "
+                             f"{v['subject_mean_gain_of_test_rows']:.3f} when the mean is taken over the "
+                             f"test rows themselves (a ceiling for any signal that only knows the subject)"
+                             + (f" and {seen:.3f} over the training rows." if seen is not None else "."))
+        for name in ("gsm8k", "mmlu"):
+            v = diag.get(f"{name}-in-dcrouter")
+            if v:
+                lines.append(f"- {v['n']} {name} questions also appear in llmrouter-dcrouter. Ranking them "
+                             f"by the {v['dcrouter_models']} dcrouter models' mean error gives APGR "
+                             f"{v['minus_mean_accuracy_of_dcrouter_models']:.3f} on this pair "
+                             f"(length: {v['length']:.3f}): what weaker models find hard is not "
+                             f"where the strong model gains.")
     return "\n".join(lines) + "\n"
 
 

@@ -83,11 +83,23 @@ ALLOWED_TYPES = frozenset({
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.preprocessing._label.LabelBinarizer",
+    # HistGradientBoostingClassifier: its trees are arrays; the loss and link objects hold
+    # no code, only which formula to apply
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss", "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.link.Interval", "numpy.random._generator.Generator", "numpy.uint64",
     "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int",
     "builtins.float", "builtins.bool", "builtins.NoneType", "builtins.slice",
     "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64",
     "numpy.int32", "numpy.bool_", "numpy.str_", "numpy.random.mtrand.RandomState",
     "numpy.random._mt19937.MT19937",
+    # kNN on TF-IDF keeps its sparse training matrix (skops stores it in scipy's npz format)
+    "scipy.sparse._csr.csr_matrix",
 })
 
 

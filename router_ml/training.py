@@ -13,7 +13,7 @@ from router_ml.router import Router
 logger = logging.getLogger(__name__)
 
 ENCODER_PARTS = ("tfidf", "stats", "static", "minilm")
-CLASSIFIER_CHOICES = ("logreg", "knn", "mlp")
+CLASSIFIER_CHOICES = ("logreg", "knn", "mlp", "hgb")
 C_GRID = (0.03, 0.1, 0.3)
 
 
@@ -25,7 +25,8 @@ class TrainConfig:
     prompt statistics), ``static`` (model2vec embedding distilled from all-MiniLM-L6-v2) and
     ``minilm`` (the transformer itself; slow, needs torch at run time).
     classifier: ``logreg`` (inverse regularisation C; None chooses it from C_GRID by
-    cross-validation inside the training rows), ``knn`` (k neighbours) or ``mlp``.
+    cross-validation inside the training rows), ``knn`` (k neighbours), ``mlp`` or ``hgb``
+    (histogram gradient boosting; suits the dense ``stats`` features).
     label: ``gain``, ``strong_better`` or ``graded`` (see :func:`router_ml.labels.make_labels`).
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     Threshold: calibrated on out-of-fold scores of the training rows to ``min_pgr`` (the share
@@ -82,6 +83,9 @@ def build_router(config: TrainConfig, strong_model: str, weak_model: str) -> Rou
         if n not in makers:
             raise ValueError(f"encoder parts must be from {', '.join(makers)} joined by '+', "
                              f"got {config.encoder!r}")
+    if config.classifier == "hgb" and "tfidf" in names:
+        raise ValueError("classifier 'hgb' needs dense features; use it with stats, static or "
+                         f"minilm, not tfidf (encoder {config.encoder!r})")
     encs = [makers[n]() for n in names]
     enc = encs[0] if len(encs) == 1 else ConcatEncoder(encs)
     clf = _classifier(config)
@@ -104,6 +108,12 @@ def _classifier(config: TrainConfig, C: float | None = None):
 
         return MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-3, early_stopping=True,
                              random_state=config.random_state, max_iter=200)
+    if config.classifier == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+                                              l2_regularization=1.0, early_stopping=False,
+                                              random_state=config.random_state)
     raise ValueError(f"classifier must be one of {CLASSIFIER_CHOICES}, got {config.classifier!r}")
 
 
