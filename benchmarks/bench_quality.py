@@ -40,22 +40,21 @@ CONFIGS = {
     "tfidf": ("T + LR", TrainConfig(encoder="tfidf", label="strong_better", C=1.0)),
     "minilm": ("E + LR", TrainConfig(encoder="minilm", label="strong_better", C=1.0)),
     "accurate": ("E + stats, gain", TrainConfig(encoder="minilm+stats")),
-    # what else was tried: features, labels, classifiers, extra data (gain label and
-    # logistic regression with C chosen by inner cross-validation unless stated)
-    "stats": ("stats", TrainConfig(encoder="stats")),
+    # what else was tried: features, labels, classifiers, extra data (label gain and logistic
+    # regression with C chosen by inner cross-validation unless the name says otherwise)
+    "static-stats": ("static + stats", TrainConfig(encoder="static+stats")),
     "static": ("static", TrainConfig(encoder="static")),
     "tfidf-gain": ("T", TrainConfig(encoder="tfidf")),
     "minilm-gain": ("E", TrainConfig(encoder="minilm")),
-    "sb": ("static + stats, strong_better", TrainConfig(label="strong_better")),
-    "graded": ("static + stats, graded", TrainConfig(label="graded")),
-    "stats-hgb": ("stats, boosting", TrainConfig(encoder="stats", classifier="hgb")),
-    "hgb": ("static + stats, boosting", TrainConfig(classifier="hgb")),
+    "sb": ("stats, strong_better", TrainConfig(label="strong_better")),
+    "graded": ("stats, graded", TrainConfig(label="graded")),
+    "hgb": ("stats, boosting", TrainConfig(classifier="hgb")),
+    "mlp": ("stats, MLP", TrainConfig(classifier="mlp")),
     "knn": ("static, kNN k=100", TrainConfig(encoder="static", classifier="knn", k=100)),
-    "mlp": ("static + stats, MLP", TrainConfig(classifier="mlp")),
     "arena": ("default + arena-hard rows", TrainConfig(extra=("arena-hard",))),
 }
 # Equal-weight rank averages of two configurations above (computed when both ran).
-ENSEMBLES = {"ens-hgb": ("default + stats boosting (mean)", ("default", "stats-hgb")),
+ENSEMBLES = {"ens-static": ("default + static + stats (mean)", ("default", "static-stats")),
              "ens-minilm": ("default + E (mean)", ("default", "minilm-gain"))}
 MAIN = ("random", "length", "T + LR", "E + LR", "E + stats, gain", "default")
 

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+from math import log1p, sqrt
 from pathlib import Path
 
 import numpy as np
@@ -125,15 +126,76 @@ class TfidfEncoder:
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _DIGITS = "0123456789"
 _OPERATORS = "+-*/=^$%"
-STATS = ("log_chars", "log_words", "log_lines", "log_numbers", "digit_share", "log_number_chars",
-         "log_longest_number", "log_operators", "question_marks", "mean_word_length",
-         "log_distinct_words", "upper_share")
+# answer choices: lines starting "A." / "(B)" / "C)" (letters A-J)
+_CHOICE = re.compile(r"^[ \t]*\(?([A-J])[.)][ \t]*(.*)$", re.M)
+_NEGATIONS = frozenset({"not", "except", "false", "incorrect", "least", "never"})
+_ROMAN = re.compile(r"\b(?:I|II|III|IV)\b")
+_MATH_CHARS = "\\$^_{}"
+_MATH_WORDS = re.compile(r"\b(?:sqrt|log|sin|cos)\b")
+_ALL_OF = re.compile(r"(?:all|none|both) of the (?:above|following)|both [a-d] and [a-d]")
+_WORDS = re.compile(r"\w+")
+_NUMERIC = re.compile(r"[-\d.,/\s%$]+")
+
+STATS = (
+    # surface
+    "log_chars", "log_words", "log_lines", "log_numbers", "digit_share", "log_number_chars",
+    "log_longest_number", "log_operators", "question_marks", "mean_word_length",
+    "log_distinct_words", "upper_share",
+    # question type
+    "choices", "log_mean_choice_chars", "log_longest_choice_chars", "choice_length_spread",
+    "numeric_choice_share", "log_stem_chars", "stem_negations", "roman_numerals",
+    "log_math_marks", "all_none_both_of",
+    # how alike the answer choices are, to each other and to the question (word overlap)
+    "stem_choice_overlap_max", "stem_choice_overlap_mean", "stem_choice_overlap_gap",
+    "choice_jaccard_mean", "choice_jaccard_max", "choice_jaccard_min",
+)
+
+
+def _choice_stats(t: str) -> list[float]:
+    """The question-type and answer-choice statistics of one prompt (zeros without choices).
+    Plain Python arithmetic: numpy's per-call overhead would dominate on a few numbers."""
+    found = []  # a run of choice lines lettered A, B, C, ... ("I." statements are not choices)
+    for m in _CHOICE.finditer(t):
+        if len(found) < 10 and m.group(1) == "ABCDEFGHIJ"[len(found)]:
+            found.append(m)
+        elif m.group(1) == "A":
+            found = [m]
+    stem = t[: found[0].start()].rstrip() if found else t
+    choices = [m.group(2).strip() for m in found]
+    k = len(choices)
+    low = t.lower()
+    stem_words = _WORDS.findall(low[: len(stem)])
+    out = [float(k), 0.0, 0.0, 0.0, 0.0, log1p(len(stem)),
+           sum(1 for w in stem_words if w in _NEGATIONS), len(_ROMAN.findall(t)),
+           log1p(sum(map(t.count, _MATH_CHARS)) + len(_MATH_WORDS.findall(low))),
+           len(_ALL_OF.findall(low)) if ("of the" in low or "both" in low) else 0]
+    if k:
+        lengths = [len(c) for c in choices]
+        mean = sum(lengths) / k
+        sd = sqrt(sum((x - mean) ** 2 for x in lengths) / k)
+        numeric = sum(1 for c in choices if c and _NUMERIC.fullmatch(c))
+        out[1:5] = [log1p(mean), log1p(max(lengths)), sd / (mean + 1), numeric / k]
+    if k < 2:
+        return out + [0.0] * 6
+    words = [set(_WORDS.findall(c.lower())) for c in choices]
+    stem_words = set(stem_words)
+    overlap = sorted((len(w & stem_words) / max(len(w), 1) for w in words), reverse=True)
+    jaccard = [len(a & b) / max(len(a | b), 1) for i, a in enumerate(words) for b in words[i + 1:]]
+    return out + [overlap[0], sum(overlap) / k, overlap[0] - overlap[1],
+                  sum(jaccard) / len(jaccard), max(jaccard), min(jaccard)]
 
 
 def prompt_stats(prompts) -> np.ndarray:
-    """(n, 12) float64 surface statistics of each prompt (names in :data:`STATS`): length in
-    characters, words and lines, how many numbers and digits, operators, question marks, word
-    length, vocabulary size and share of capitals. Counts are log1p-scaled."""
+    """(n, 28) float64 statistics of each prompt (names in :data:`STATS`).
+
+    Surface: length in characters, words and lines, how many numbers and digits, operators,
+    question marks, word length, vocabulary size and share of capitals. Question type: how
+    many answer choices (lines starting ``A.``, ``(B)``, ``C)``), their length and how many are
+    numbers, the question's own length, negations (not, except, false, ...), Roman numerals,
+    maths notation, "all/none of the above". Answer choices: how much each shares its words
+    with the question and with the other choices (similar choices make harder questions).
+    Counts are log1p-scaled.
+    """
     rows = []
     for t in prompts:
         n = len(t)
@@ -141,11 +203,12 @@ def prompt_stats(prompts) -> np.ndarray:
         nums = _NUMBER.findall(t)
         num_len = [len(x) for x in nums]
         rows.append([
-            np.log1p(n), np.log1p(len(words)), np.log1p(t.count("\n")), np.log1p(len(nums)),
-            sum(map(t.count, _DIGITS)) / max(n, 1), np.log1p(sum(num_len)),
-            np.log1p(max(num_len, default=0)), np.log1p(sum(map(t.count, _OPERATORS))),
+            log1p(n), log1p(len(words)), log1p(t.count("\n")), log1p(len(nums)),
+            sum(map(t.count, _DIGITS)) / max(n, 1), log1p(sum(num_len)),
+            log1p(max(num_len, default=0)), log1p(sum(map(t.count, _OPERATORS))),
             min(t.count("?"), 20), (sum(map(len, words)) / len(words)) if words else 0.0,
-            np.log1p(len(set(t.lower().split()))), sum(map(str.isupper, t)) / max(n, 1),
+            log1p(len(set(t.lower().split()))), sum(map(str.isupper, t)) / max(n, 1),
+            *_choice_stats(t),
         ])
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STATS))
 

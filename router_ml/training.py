@@ -21,8 +21,8 @@ C_GRID = (0.03, 0.1, 0.3)
 class TrainConfig:
     """How to train a router.
 
-    encoder: parts joined by ``+``, each one of ``tfidf`` (word 1-2-grams), ``stats`` (12
-    prompt statistics), ``static`` (model2vec embedding distilled from all-MiniLM-L6-v2) and
+    encoder: parts joined by ``+``, each one of ``tfidf`` (word 1-2-grams), ``stats`` (28
+    prompt statistics, the default: see :func:`router_ml.encoders.prompt_stats`), ``static`` (model2vec embedding distilled from all-MiniLM-L6-v2) and
     ``minilm`` (the transformer itself; slow, needs torch at run time).
     classifier: ``logreg`` (inverse regularisation C; None chooses it from C_GRID by
     cross-validation inside the training rows), ``knn`` (k neighbours), ``mlp`` or ``hgb``
@@ -33,7 +33,7 @@ class TrainConfig:
     of the strong model's quality gain to keep), or to a strong-call ``share`` if given.
     """
 
-    encoder: str = "static+stats"
+    encoder: str = "stats"
     classifier: str = "logreg"
     C: float | None = None
     cv_folds: int = 3
