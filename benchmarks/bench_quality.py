@@ -52,6 +52,8 @@ CONFIGS = {
     "mlp": ("stats, MLP", TrainConfig(classifier="mlp")),
     "knn": ("static, kNN k=100", TrainConfig(encoder="static", classifier="knn", k=100)),
     "arena": ("default + arena-hard rows", TrainConfig(extra=("arena-hard",))),
+    "graded-arena": ("stats, graded + arena-hard rows",
+                     TrainConfig(label="graded", extra=("arena-hard",))),
 }
 # Equal-weight rank averages of two configurations above (computed when both ran).
 ENSEMBLES = {"ens-static": ("default + static + stats (mean)", ("default", "static-stats")),
@@ -77,6 +79,20 @@ def rank_mean(*score_vectors) -> np.ndarray:
     from scipy.stats import rankdata
 
     return np.mean([(rankdata(s) - 1) / max(len(s) - 1, 1) for s in score_vectors], axis=0)
+
+
+def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
+    """Bootstrap standard error of APGR(a) - APGR(b) over resampled test prompts (the same
+    resample for both score vectors)."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(a), len(a))
+        try:
+            diffs.append(evaluation.apgr(a[i], qs[i], qw[i]) - evaluation.apgr(b[i], qs[i], qw[i]))
+        except ValueError:  # a resample where both models are equally good: APGR undefined
+            continue
+    return float(np.std(diffs, ddof=1))
 
 
 def diagnostics(protocols) -> dict:
@@ -163,10 +179,16 @@ def main(argv=None) -> int:
                 run.log_metrics({k: v for k, v in rep.items() if v is not None})
             rows[label] = rep
             print(f"[{protocol}] {label}: APGR {rep['apgr']:.3f}, CPT50 {rep['cpt50']:.3f}", flush=True)
-        for label, members in ENSEMBLES.values():
+        for key, (label, members) in ENSEMBLES.items():
             if all(m in scores for m in members):
-                rows[label] = evaluation.evaluate(rank_mean(*(scores[m] for m in members)),
-                                                  qs, qw).to_dict()
+                scores[key] = rank_mean(*(scores[m] for m in members))
+                rows[label] = evaluation.evaluate(scores[key], qs, qw).to_dict()
+        if "default" in scores:  # is a difference to the default more than noise?
+            labels = {**{k: v[0] for k, v in CONFIGS.items()}, **{k: v[0] for k, v in ENSEMBLES.items()}}
+            for key, s in scores.items():
+                if key != "default":
+                    rows[labels[key]]["minus_default"] = rows[labels[key]]["apgr"] - rows["default"]["apgr"]
+                    rows[labels[key]]["minus_default_se"] = paired_se(s, scores["default"], qs, qw)
         results[protocol] = {"n": len(prompts), "rows": rows, "published": PUBLISHED.get(protocol),
                              "target_apgr": TARGETS.get(protocol)}
     report = {"protocols": results, "diagnostics": diagnostics(protocols)}
@@ -226,6 +248,17 @@ def to_markdown(report: dict) -> str:
         have = [v["apgr"] for v in vals if v is not None]
         mean = f"{np.mean(have):.3f}" if len(have) == len(vals) else "-"
         lines.append(f"| {k} | " + " | ".join(_cell(v) for v in vals) + f" | {mean} |")
+    lines += ["", "Difference to the default in APGR, with its paired bootstrap standard error (200 "
+              "resamples of the test prompts); a difference within about two standard errors is "
+              "noise:", "", "| configuration | " + " | ".join(results) + " |",
+              "|" + "---|" * (len(results) + 1)]
+    for k in tried:
+        vals = [r["rows"].get(k) for r in results.values()]
+        if k == "default" or all(v is None or "minus_default" not in v for v in vals):
+            continue
+        lines.append(f"| {k} | " + " | ".join(
+            "-" if v is None or "minus_default" not in v
+            else f"{v['minus_default']:+.3f} ± {v['minus_default_se']:.3f}" for v in vals) + " |")
     diag = report["diagnostics"]
     if diag:
         lines += ["", "## Diagnostics", ""]

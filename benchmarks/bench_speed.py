@@ -1,6 +1,6 @@
 """Per-request cost of each router profile on this machine.
 
-    python benchmarks/bench_speed.py [--profiles default,tfidf,static,minilm] [--n-route 1000]
+    python benchmarks/bench_speed.py [--profiles default,tfidf,static,static+stats,minilm] [--n-route 1000]
 
 For each profile: route() latency p50/p99 over MMLU prompts (one call each), score()
 throughput on one batch of 5,000 MMLU prompts, and a fresh process's load_router() plus first
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROFILES = {
     "tfidf": TrainConfig(encoder="tfidf"),
     "static": TrainConfig(encoder="static"),
+    "static+stats": TrainConfig(encoder="static+stats"),
     "minilm": TrainConfig(encoder="minilm"),
 }
 
@@ -86,7 +87,7 @@ def measure(path: Path, prompts: list[str], n_route: int, n_batch: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--profiles", default="default,tfidf,static,minilm")
+    p.add_argument("--profiles", default="default,tfidf,static,static+stats,minilm")
     p.add_argument("--default-model", type=Path, default=ROOT / "models" / "default")
     p.add_argument("--n-route", type=int, default=1000)
     p.add_argument("--n-batch", type=int, default=5000)
@@ -130,7 +131,7 @@ def quality_gap(path: Path) -> str:
     """The default's APGR on every protocol next to the best profile of the quality bench."""
     if not path.exists():
         return f"(no {path}: run make bench-quality for the default's APGR on every protocol)"
-    results = json.loads(path.read_text())
+    results = json.loads(path.read_text())["protocols"]
     lines = ["| protocol | default APGR | best profile | its APGR | gap |", "|---|---|---|---|---|"]
     for proto, r in results.items():
         rows = {k: v for k, v in r["rows"].items() if k not in ("random", "length")}

@@ -628,3 +628,24 @@ def test_saving_never_replaces_what_is_not_a_router(make_router, tmp_path):
 
     with pytest.raises(RuntimeError, match="not fitted"):
         Router().save(tmp_path / "unfitted")
+
+
+def test_the_committed_default_router_is_the_code_default():
+    """models/default is committed; it must be what `make train` builds with today's code."""
+    from router_ml.data import STRONG_MODEL, WEAK_MODEL
+    from router_ml.encoders import STATS
+    from router_ml.training import TrainConfig
+
+    folder = ROOT / "models" / "default"
+    router = load_router(folder)
+    config = dict(router.training["config"])
+    assert config == TrainConfig().to_dict()
+    assert router.manifest["encoder"]["stats"] == list(STATS)
+    assert (router.strong_model, router.weak_model) == (STRONG_MODEL, WEAK_MODEL)
+    s = router.score(PROBES)
+    assert s.shape == (len(PROBES),) and ((s >= 0) & (s <= 1)).all()
+    code = ("import sys; from router_ml import load_router; "
+            f"r = load_router({str(folder)!r}); r.route('What is 2+2?'); "
+            "print(sorted(m for m in ('torch', 'sklearn', 'model2vec') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -51,3 +51,12 @@ def test_rank_mean_is_a_rank_average(bench):
     a = np.array([0.1, 0.5, 0.9, 0.3])
     np.testing.assert_allclose(bench.rank_mean(a, a * 100), [0, 2 / 3, 1, 1 / 3])
     np.testing.assert_allclose(bench.rank_mean(a, -a), [0.5] * 4)
+
+
+def test_paired_bootstrap_se(bench):
+    rng = np.random.default_rng(0)
+    qs, qw = (rng.random(400) < 0.85).astype(float), (rng.random(400) < 0.6).astype(float)
+    good = (qs - qw) + rng.normal(0, 1, 400)
+    assert bench.paired_se(good, good, qs, qw) == 0.0
+    se = bench.paired_se(good, rng.random(400), qs, qw)
+    assert 0.005 < se < 0.2
