@@ -110,9 +110,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
                    "(default: chosen by cross-validation in the training rows)")
     p.add_argument("--label", choices=("gain", "strong_better", "graded"), default=d.label)
-    p.add_argument("--extra", default=",".join(d.extra),
-                   help="extra training sources, comma-separated (arena-hard, dcrouter); rows "
-                        "matching a test question are dropped")
+    p.add_argument("--extra", default=None,
+                   help="extra training sources for the pair, comma-separated (arena-hard, "
+                        "dcrouter), '' for none; rows matching a test question are dropped "
+                        f"(default: {','.join(d.extra)}; none with --table)")
     p.add_argument("--min-pgr", type=float, default=d.min_pgr,
                    help="threshold target: share of the strong model's gain to keep (default %(default)s)")
     p.add_argument("--share", type=float, help="threshold target: strong-call share instead")
@@ -131,7 +132,8 @@ def _config_from_args(args):
     return TrainConfig(encoder=args.encoder, classifier=args.classifier, C=args.C,
                        label=args.label, min_pgr=None if args.share is not None else args.min_pgr,
                        share=args.share, random_state=args.seed, n_jobs=args.jobs,
-                       extra=tuple(s for s in args.extra.split(",") if s))
+                       extra=(TrainConfig().extra if args.extra is None and not args.table
+                              else tuple(s for s in (args.extra or "").split(",") if s)))
 
 
 def train_main(argv=None) -> int:
@@ -146,7 +148,7 @@ def train_main(argv=None) -> int:
 def _train(args) -> int:
     from router_ml import evaluation
     from router_ml.labels import pair_data
-    from router_ml.protocols import all_training_rows
+    from router_ml.protocols import add_extra_rows, all_training_rows
     from router_ml.tracking import Tracker
     from router_ml.training import fit_router
 
@@ -196,8 +198,12 @@ def _train(args) -> int:
                 ds = load_table(args.table, prompt_column=args.prompt_column,
                                 model_columns=cols, scale=args.scale)
                 train = pair_data(ds, args.strong, args.weak)
+                if config.extra:
+                    train = add_extra_rows(train, config.extra, args.data_dir,
+                                           strong=args.strong, weak=args.weak)
             else:
-                train = all_training_rows(args.data_dir, strong=args.strong, weak=args.weak)
+                train = all_training_rows(args.data_dir, strong=args.strong, weak=args.weak,
+                                          extra=config.extra)
             print(f"training the default router on {len(train)} rows", flush=True)
             router = fit_router(train, config, args.strong, args.weak)
             router.save(out)

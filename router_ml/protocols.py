@@ -162,7 +162,17 @@ def protocol_folds(
     return folds
 
 
+def add_extra_rows(train: PairData, extra: Sequence[str], data_dir=None, *,
+                   strong: str = STRONG_MODEL, weak: str = WEAK_MODEL) -> PairData:
+    """``train`` plus the pair's rows from each extra source (a source without both models is
+    skipped with a warning). No test set here, so nothing is dropped."""
+    return _concat([train, *_extra_rows(extra, strong, weak, data_dir)])
+
+
 def all_training_rows(data_dir=None, *, strong: str = STRONG_MODEL, weak: str = WEAK_MODEL,
-                      sources: Sequence[str] = ("mmlu", "gsm8k")) -> PairData:
-    """Every labelled row of the pair from the given sources (for the default router)."""
-    return _concat([pair_data(load_source(s, data_dir), strong, weak) for s in sources])
+                      sources: Sequence[str] = ("mmlu", "gsm8k"),
+                      extra: Sequence[str] = ()) -> PairData:
+    """Every labelled row of the pair from the given sources, plus the pair's rows of the
+    ``extra`` sources (for the default router)."""
+    rows = _concat([pair_data(load_source(s, data_dir), strong, weak) for s in sources])
+    return add_extra_rows(rows, extra, data_dir, strong=strong, weak=weak) if extra else rows

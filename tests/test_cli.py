@@ -69,6 +69,8 @@ def test_train_on_own_table(tmp_path, capsys):
                        "--out", str(out), "--no-tracking"]) == 0
     r = load_router(out)
     assert (r.strong_model, r.weak_model) == ("big", "small")
+    # your own table alone: the default extra sources are not mixed in
+    assert r.training["config"]["extra"] == [] and r.training["n"] == 300
     assert r.calibration.method == "quality" and r.calibration.target == {"min_pgr": 0.8}
     # gain scores: above 0.5 the strong model is expected to do better
     hard, easy = r.score(["prove the lemma number 7", "say hi number 8"])
@@ -85,3 +87,18 @@ def test_clear_error_for_unknown_model(tmp_path, capsys):
                        "--no-tracking", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "unknown strong model 'gpt-9'" in err and "known models: a, b" in err
+
+
+def test_default_router_trains_on_the_extra_rows_too(shared):
+    """Without --protocol, the default extra source (arena-hard) joins MMLU and GSM8K."""
+    from router_ml import cli
+    from router_ml.protocols import all_training_rows
+
+    base = all_training_rows(shared)
+    rows = all_training_rows(shared, extra=("arena-hard",))
+    added = len(rows) - len(base)
+    assert 250 < added < 300 and set(rows.sources[len(base):]) == {"arena-hard"}
+    args = cli.train_parser().parse_args([])
+    assert cli._config_from_args(args).extra == ("arena-hard",)
+    args = cli.train_parser().parse_args(["--extra", ""])
+    assert cli._config_from_args(args).extra == ()
