@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-batch", type=int, default=5000)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "speed.json")
     args = p.parse_args(argv)
-    (fold,) = protocol_folds("mmlu")
+    folds = {(): protocol_folds("mmlu")[0]}  # by extra training sources
+    fold = folds[()]
     prompts = list(fold.test.prompts)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +110,9 @@ def main(argv=None) -> int:
                 cfg.extra = tuple(cfg.extra)
             else:
                 path, cfg = None, PROFILES[name]
+            if cfg.extra not in folds:
+                folds[cfg.extra] = protocol_folds("mmlu", extra=cfg.extra)[0]
+            fold = folds[cfg.extra]
             print(f"[{name}] training on mmlu training rows", flush=True)
             t = time.perf_counter()
             mmlu_router = fit_router(fold.train, cfg, STRONG_MODEL, WEAK_MODEL)

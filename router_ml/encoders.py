@@ -165,9 +165,13 @@ def _choice_stats(t: str) -> list[float]:
     k = len(choices)
     low = t.lower()
     stem_words = _WORDS.findall(low[: len(stem)])
+    # (substring tests first: they skip most regex scans and change no result)
+    math_words = (len(_MATH_WORDS.findall(low)) if any(w in low for w in ("sqrt", "log", "sin", "cos"))
+                  else 0)
     out = [float(k), 0.0, 0.0, 0.0, 0.0, log1p(len(stem)),
-           sum(1 for w in stem_words if w in _NEGATIONS), len(_ROMAN.findall(t)),
-           log1p(sum(map(t.count, _MATH_CHARS)) + len(_MATH_WORDS.findall(low))),
+           sum(1 for w in stem_words if w in _NEGATIONS),
+           len(_ROMAN.findall(t)) if ("I" in t or "V" in t) else 0,
+           log1p(sum(map(t.count, _MATH_CHARS)) + math_words),
            len(_ALL_OF.findall(low)) if ("of the" in low or "both" in low) else 0]
     if k:
         lengths = [len(c) for c in choices]
