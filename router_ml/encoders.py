@@ -58,7 +58,6 @@ class TfidfEncoder:
     """
 
     kind = "tfidf"
-    fitted_on_prompts = True
 
     def __init__(self, ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True):
         self.ngram_range = tuple(ngram_range)
@@ -87,7 +86,7 @@ class TfidfEncoder:
         """(n, vocabulary size) scipy.sparse CSR float32 matrix."""
         if self.vectorizer_ is None:
             raise RuntimeError("TfidfEncoder is not fitted; call fit(prompts) first")
-        return self.vectorizer_.transform([clean(p) for p in prompts]).astype(np.float32)
+        return self.vectorizer_.transform([clean(p) for p in prompts]).astype(np.float32, copy=False)
 
     @property
     def dim(self) -> int:
@@ -222,7 +221,6 @@ class StatsEncoder:
     mean and standard deviation so that they sit on the scale of an embedding."""
 
     kind = "stats"
-    fitted_on_prompts = True
 
     def __init__(self):
         self.mean_ = None
@@ -274,7 +272,6 @@ class StaticEncoder:
     """
 
     kind = "static"
-    fitted_on_prompts = False
 
     def __init__(self, model=None, name: str = ""):
         self.model_ = model
@@ -425,7 +422,6 @@ class SentenceTransformerEncoder:
     """
 
     kind = "sentence-transformers"
-    fitted_on_prompts = False
 
     def __init__(self, model: str = DEFAULT_ST_MODEL, batch_size: int = 64, cache_dir=None):
         self.model = model
@@ -501,10 +497,6 @@ class ConcatEncoder:
         self.encoders = list(encoders)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.encoders)
 
-    @property
-    def fitted_on_prompts(self):
-        return any(e.fitted_on_prompts for e in self.encoders)
-
     def fit(self, prompts):
         for e in self.encoders:
             e.fit(prompts)
@@ -514,7 +506,7 @@ class ConcatEncoder:
         import scipy.sparse as sp  # only a sparse block (TF-IDF) needs it
 
         blocks = [e.encode(prompts) for e in self.encoders]
-        blocks = [b * np.float32(w) for b, w in zip(blocks, self.weights)]
+        blocks = [b if w == 1.0 else b * np.float32(w) for b, w in zip(blocks, self.weights)]
         if any(sp.issparse(b) for b in blocks):
             return sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr", dtype=np.float32)
         return np.hstack(blocks).astype(np.float32, copy=False)

@@ -65,7 +65,7 @@ class LogisticHead:
     does not pay scikit-learn's import (about 1 s and 200 MB here).
     coef: (1, n_features) for two classes or (n_classes, n_features); intercept: matching
     (1,) or (n_classes,); classes: (n_classes,) ints; params: the LogisticRegression
-    hyper-parameters, for ``to_sklearn()``.
+    hyper-parameters (recorded in the manifest).
     """
 
     def __init__(self, coef, intercept, classes, params=None):
@@ -92,14 +92,6 @@ class LogisticHead:
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
-
-    def to_sklearn(self):
-        from sklearn.linear_model import LogisticRegression
-
-        clf = LogisticRegression(**self.params)
-        clf.coef_, clf.intercept_, clf.classes_ = self.coef_, self.intercept_, self.classes_
-        clf.n_features_in_ = self.coef_.shape[1]
-        return clf
 
 
 def proba_to_score(proba: np.ndarray, classes) -> np.ndarray:
@@ -137,17 +129,26 @@ class Router:
 
         self.encoder = encoder if encoder is not None else TfidfEncoder()
         self.classifier = classifier if classifier is not None else default_classifier(random_state)
-        self._head = self.classifier if isinstance(self.classifier, LogisticHead) else None
         self.strong_model = canonical_model(strong_model)
         self.weak_model = canonical_model(weak_model)
         if self.strong_model == self.weak_model:
             raise ValueError(f"strong and weak model must differ, both are {self.strong_model!r}")
         self._threshold = check_threshold(threshold)
-        self.random_state = random_state
         self.calibration = CalibrationRecord("manual", {"threshold": self._threshold})
         self.training: dict = {}
         self.evaluation: dict = {}
         self.fitted_ = False
+
+    # ------------------------------------------------------------------ classifier
+    @property
+    def classifier(self):
+        return self._classifier
+
+    @classifier.setter
+    def classifier(self, value):
+        # a fitted logistic regression scores through its numpy head (set by fit or load)
+        self._classifier = value
+        self._head = value if isinstance(value, LogisticHead) else None
 
     # ------------------------------------------------------------------ threshold
     @property
