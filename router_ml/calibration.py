@@ -31,9 +31,14 @@ class CalibrationRecord:
         return asdict(self)
 
 
+def is_number(value) -> bool:
+    """A real number given as a Python or numpy int or float (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
 def check_threshold(value) -> float:
     """A threshold as a float in [0, 1]; TypeError/ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_number(value):
         raise TypeError(f"threshold must be a number in [0, 1], got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
@@ -41,7 +46,8 @@ def check_threshold(value) -> float:
     return value
 
 
-def _scores(scores) -> np.ndarray:
+def check_scores(scores) -> np.ndarray:
+    """Calibration scores as a flat float64 array; CalibrationError if empty or not finite."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     if len(s) == 0:
         raise CalibrationError("calibration needs at least one prompt, got none")
@@ -65,12 +71,12 @@ def threshold_for_share(scores, share: float) -> tuple[float, float]:
     """The threshold whose strong-call share on ``scores`` is closest to ``share`` (ties go
     to the lower share). share 0 gives 1.0 (only scores of exactly 1.0 go strong), share 1
     gives 0.0 (everything goes strong). Returns (threshold, achieved share)."""
-    if isinstance(share, bool) or not isinstance(share, (int, float, np.integer, np.floating)):
+    if not is_number(share):
         raise TypeError(f"share must be a number in [0, 1], got {type(share).__name__}")
     share = float(share)
     if not math.isfinite(share) or not 0.0 <= share <= 1.0:
         raise CalibrationError(f"target share must be in [0, 1], got {share}")
-    s = _scores(scores)
+    s = check_scores(scores)
     if share == 1.0:
         return 0.0, 1.0
     t, k = candidate_thresholds(s)
@@ -90,7 +96,7 @@ def threshold_for_quality(scores, q_strong, q_weak, *, min_pgr: float | None = N
     """
     if (min_pgr is None) == (max_drop is None):
         raise CalibrationError("give exactly one of min_pgr or max_drop")
-    s = _scores(scores)
+    s = check_scores(scores)
     qs = np.asarray(q_strong, dtype=np.float64).ravel()
     qw = np.asarray(q_weak, dtype=np.float64).ravel()
     if not (len(qs) == len(qw) == len(s)):
@@ -100,7 +106,7 @@ def threshold_for_quality(scores, q_strong, q_weak, *, min_pgr: float | None = N
     if ((qs < 0) | (qs > 1) | (qw < 0) | (qw > 1)).any():
         raise CalibrationError("qualities q_strong and q_weak must be in [0, 1]")
     target = min_pgr if min_pgr is not None else max_drop
-    if isinstance(target, bool) or not isinstance(target, (int, float, np.integer, np.floating)) \
+    if not is_number(target) \
             or not math.isfinite(float(target)):
         raise CalibrationError(f"quality target must be a finite number, got {target!r}")
     if max_drop is not None and max_drop < 0:

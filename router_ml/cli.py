@@ -81,6 +81,7 @@ def pooled_scores(folds, score_fn):
 
 
 def train_parser() -> argparse.ArgumentParser:
+    from router_ml.labels import LABEL_KINDS
     from router_ml.training import CLASSIFIER_CHOICES, ENCODER_PARTS, TrainConfig
 
     d = TrainConfig()
@@ -109,7 +110,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
                    "(default: chosen by cross-validation in the training rows)")
-    p.add_argument("--label", choices=("gain", "strong_better", "graded"), default=d.label)
+    p.add_argument("--label", choices=LABEL_KINDS, default=d.label)
     p.add_argument("--extra", default=None,
                    help="extra training sources for the pair, comma-separated (arena-hard, "
                         "dcrouter), '' for none; rows matching a test question are dropped "

@@ -32,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.calibration import CalibrationRecord, candidate_thresholds, check_threshold
+from router_ml.calibration import (
+    CalibrationRecord,
+    candidate_thresholds,
+    check_scores,
+    check_threshold,
+    is_number,
+)
 from router_ml.data import STRONG_MODEL, WEAK_MODEL, canonical_model, fingerprint
 from router_ml.errors import CalibrationError, DataFormatError, DataNotFoundError, UnknownModelError
 
@@ -46,13 +52,9 @@ _METADATA_KEYS = ("unit", "as_of", "note", "source")
 # ---------------------------------------------------------------------------- validation
 
 
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-
-
 def _non_negative(value, name: str, unit: str) -> float:
     """``value`` as a finite float >= 0, or ValueError naming ``name`` and its unit."""
-    if not _is_number(value):
+    if not is_number(value):
         raise ValueError(f"{name} must be a number >= 0 ({unit}), got {type(value).__name__} "
                          f"{value!r}")
     x = float(value)
@@ -63,7 +65,7 @@ def _non_negative(value, name: str, unit: str) -> float:
 
 def _tokens(value, name: str):
     """A token count: a float >= 0 (mean per request) or a read-only (n,) float64 array."""
-    if _is_number(value):
+    if is_number(value):
         return _non_negative(value, name, "tokens per request")
     if isinstance(value, (str, bytes)):
         raise ValueError(f"{name} must be a number or a sequence of numbers (tokens per "
@@ -85,7 +87,7 @@ def _tokens(value, name: str):
 
 def _share(share):
     """A strong-call share (fraction in [0, 1]) as a float or a float64 array."""
-    if _is_number(share):
+    if is_number(share):
         s = float(share)
         if not math.isfinite(s) or not 0.0 <= s <= 1.0:
             raise ValueError(f"share must be a fraction in [0, 1] (strong-model calls / all "
@@ -382,7 +384,7 @@ def _count_tokens(text: str, tokenizer, chars_per_token: float) -> float:
     if tokenizer is None:
         return len(text) / chars_per_token
     out = tokenizer.encode(text) if hasattr(tokenizer, "encode") else tokenizer(text)
-    if _is_number(out):
+    if is_number(out):
         return float(out)
     return float(len(getattr(out, "ids", out)))
 
@@ -436,7 +438,7 @@ def cost_summary(share: float, profile: TrafficProfile, prices=None, *, strong: 
         raise ValueError("cost_summary takes one share; use router_monthly_cost for many")
     table = _prices(prices)
     lo, hi = monthly_cost(weak, profile, table), monthly_cost(strong, profile, table)
-    cost = router_monthly_cost(s, profile, table, strong=strong, weak=weak)
+    cost = lo + s * (hi - lo)  # = router_monthly_cost(s, ...), without pricing both again
     usd, pct = _saving(cost, hi)
     return CostSummary(s, lo, hi, cost, float(usd), float(pct))
 
@@ -537,14 +539,10 @@ def threshold_for_budget(scores, budget: float, profile: TrafficProfile, prices=
     CalibrationError; a budget at or above the always-strong bill gives share 1 (threshold 0).
     Returns (threshold, CalibrationRecord(method="budget")) for ``router.set_threshold``.
     """
-    if not _is_number(budget) or not math.isfinite(float(budget)) or float(budget) < 0:
+    if not is_number(budget) or not math.isfinite(float(budget)) or float(budget) < 0:
         raise CalibrationError(f"budget must be a finite number >= 0 (USD per month), got {budget!r}")
     budget = float(budget)
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if len(s) == 0:
-        raise CalibrationError("calibration needs at least one prompt, got none")
-    if not np.isfinite(s).all():
-        raise CalibrationError("calibration scores hold NaN or infinite values")
+    s = check_scores(scores)
     table = _prices(prices)
     n = len(s)
     curve = cost_curve(s, profile, table, strong=strong, weak=weak)
@@ -610,7 +608,7 @@ def quality_sampling_cost(share: float, rate: float, profile: TrafficProfile, pr
     s = _share(share)
     if not isinstance(s, float):
         raise ValueError("quality_sampling_cost takes one share")
-    if not _is_number(rate) or not math.isfinite(float(rate)) or not 0 <= float(rate) <= 1:
+    if not is_number(rate) or not math.isfinite(float(rate)) or not 0 <= float(rate) <= 1:
         raise ValueError(f"rate must be a fraction in [0, 1] (share of weak-routed requests "
                          f"re-sent to the strong model), got {rate!r}")
     n = profile.requests_per_month * (1.0 - s) * float(rate)

@@ -104,9 +104,7 @@ def parse_score(value, *, scale: str = "unit") -> float | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool):
-        x = float(value)
-    elif isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (int, float, np.integer, np.floating)):  # bool is an int
         x = float(value)
     elif isinstance(value, str):
         s = value.strip()
@@ -190,7 +188,8 @@ class _Builder:
             records["source"].append(row["source"])
             records["group"].append(row["group"])
             records["quality"].append(
-                {m: (float(np.mean(acc[m])) if m in acc else None) for m in models}
+                {m: (None if m not in acc else acc[m][0] if len(acc[m]) == 1
+                     else float(np.mean(acc[m]))) for m in models}
             )
         features = datasets.Features(
             {
@@ -464,7 +463,8 @@ def load_table(
 
 
 def load_source(name: str, data_dir=None):
-    """Load a named source: ``mmlu``, ``gsm8k``, ``arena-hard``, ``dcrouter`` (train split)."""
+    """Load a named source: ``mmlu``, ``gsm8k``, ``arena-hard``, ``dcrouter`` (its train and
+    test files)."""
     loaders = {
         "mmlu": lambda: load_routellm("mmlu", data_dir),
         "gsm8k": lambda: load_routellm("gsm8k", data_dir),

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import auc, roc_auc_score
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,8 @@ def cpt(share: np.ndarray, pgr_values: np.ndarray, target: float) -> float:
 
 def apgr(scores, q_strong, q_weak) -> float:
     """Average performance gap recovered: area under PGR(c) for c in [0, 1]."""
+    from sklearn.metrics import auc  # imported on use: loading a router never needs sklearn
+
     s, qs, qw = _as_inputs(scores, q_strong, q_weak)
     curve = cost_quality_curve(s, qs, qw)
     return float(auc(curve.share, pgr(curve, qs.mean(), qw.mean())))
@@ -115,6 +116,8 @@ def evaluate(scores, q_strong, q_weak) -> Report:
 
     AUC is the ROC AUC of the scores for the label "strong strictly better" (NaN if one class).
     """
+    from sklearn.metrics import auc, roc_auc_score
+
     s, qs, qw = _as_inputs(scores, q_strong, q_weak)
     curve = cost_quality_curve(s, qs, qw)
     p = pgr(curve, qs.mean(), qw.mean())
@@ -141,6 +144,7 @@ def plot_curves(curves: dict, q_strong, q_weak, path=None, *, title: str = "", t
     a strong-call share on the first curve. Writes a PNG to ``path`` if given; returns the figure.
     """
     import matplotlib
+    from sklearn.metrics import auc
 
     if ax is None and path is not None:
         matplotlib.use("Agg", force=False)
@@ -160,7 +164,7 @@ def plot_curves(curves: dict, q_strong, q_weak, path=None, *, title: str = "", t
     first = None
     for label, scores in curves.items():
         c = cost_quality_curve(scores, qs, qw)
-        a = apgr(scores, qs, qw)
+        a = float(auc(c.share, pgr(c, qs.mean(), qw.mean())))
         ax.plot(c.share * 100, c.quality * 100, lw=1.8, label=f"{label} (APGR {a:.3f})")
         first = first or c
     if threshold_share is not None and first is not None:

@@ -62,13 +62,13 @@ def pair_data(ds, strong: str, weak: str) -> PairData:
         logger.warning("pair %s/%s: %d of %d rows lack a quality for one of the two models "
                        "and are dropped", strong, weak, int((~keep).sum()), len(ds))
     idx = np.flatnonzero(keep)
-    prompts = ds["prompt"]
+    prompts = ds["prompt"][:]  # whole columns at once: row access is one Arrow lookup each
     return PairData(
         prompts=[prompts[i] for i in idx],
         q_strong=q[idx, 0],
         q_weak=q[idx, 1],
-        groups=np.asarray(ds["group"], dtype=object)[idx],
-        sources=np.asarray(ds["source"], dtype=object)[idx],
+        groups=np.asarray(ds["group"][:], dtype=object)[idx],
+        sources=np.asarray(ds["source"][:], dtype=object)[idx],
         index=idx,
     )
 
