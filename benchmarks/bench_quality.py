@@ -27,7 +27,7 @@ import numpy as np
 from router_ml import evaluation, load_router
 from router_ml.cli import PUBLISHED, baseline_scores, pooled_scores
 from router_ml.data import STRONG_MODEL, WEAK_MODEL, load_source, models_of, quality_matrix
-from router_ml.protocols import PROTOCOLS, protocol_folds, question_words
+from router_ml.protocols import PROTOCOLS, protocol_folds, question_words, with_extra
 from router_ml.tracking import Tracker
 from router_ml.training import TrainConfig, fit_router
 
@@ -95,14 +95,23 @@ def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
     return float(np.std(diffs, ddof=1))
 
 
-def diagnostics(protocols) -> dict:
+def _by_stem(prompts) -> dict:
+    """Positions of the prompts by normalised question stem."""
+    out = defaultdict(list)
+    for i, p in enumerate(prompts):
+        out[" ".join(question_words(p))].append(i)
+    return out
+
+
+def diagnostics(folds_by_protocol: dict) -> dict:
     """How much of the signal is the subject, and whether other models' outcomes on the very
-    same questions predict this pair's gain (they are what llmrouter-dcrouter could teach)."""
+    same questions predict this pair's gain (they are what llmrouter-dcrouter could teach).
+    folds_by_protocol: {protocol: its folds without extra rows}."""
     out = {}
     for protocol in ("mmlu", "mmlu-subjects"):
-        if protocol not in protocols:
+        if protocol not in folds_by_protocol:
             continue
-        folds = protocol_folds(protocol)
+        folds = folds_by_protocol[protocol]
         own, train_means = [], []
         for f in folds:
             gain_te = f.test.q_strong - f.test.q_weak
@@ -119,22 +128,19 @@ def diagnostics(protocols) -> dict:
             out[protocol]["subject_mean_gain_of_training_rows"] = evaluation.apgr(train_means, qs, qw)
     dc = load_source("dcrouter")
     dc_acc = np.nanmean(quality_matrix(dc), axis=1)
+    keys_dc = _by_stem(dc["prompt"][:])
     for name in ("gsm8k", "mmlu"):
         src = load_source(name)
         q = quality_matrix(src, [STRONG_MODEL, WEAK_MODEL])
         # questions whose normalised stem occurs exactly once on each side
-        keys_src = defaultdict(list)
-        for i, p in enumerate(src["prompt"]):
-            keys_src[" ".join(question_words(p))].append(i)
-        keys_dc = defaultdict(list)
-        for j, p in enumerate(dc["prompt"]):
-            keys_dc[" ".join(question_words(p))].append(j)
+        prompts = src["prompt"][:]
+        keys_src = _by_stem(prompts)
         pairs = [(v[0], keys_dc[k][0]) for k, v in keys_src.items()
                  if len(v) == 1 and len(keys_dc.get(k, ())) == 1]
         if len(pairs) < 100:  # too few to say anything
             continue
         i, j = np.array(pairs).T
-        lengths = np.array([len(src["prompt"][int(a)]) for a in i], dtype=float)
+        lengths = np.array([len(prompts[int(a)]) for a in i], dtype=float)
         out[f"{name}-in-dcrouter"] = {
             "n": len(pairs), "dcrouter_models": len(models_of(dc)),
             "minus_mean_accuracy_of_dcrouter_models": evaluation.apgr(-dc_acc[j], q[i, 0], q[i, 1]),
@@ -157,9 +163,10 @@ def main(argv=None) -> int:
     protocols = [x for x in args.protocols.split(",") if x]
     tracker = Tracker(experiment="router_ml-bench-quality", enabled=not args.no_tracking)
     tracker.check()
-    results = {}
+    results, base_folds = {}, {}
     for protocol in protocols:
         folds_by_extra = {(): protocol_folds(protocol)}
+        base_folds[protocol] = folds_by_extra[()]
         _, qs, qw, prompts = pooled_scores(folds_by_extra[()], lambda f: np.zeros(len(f.test)))
         rows, scores = {}, {}
         for b in ("random", "length"):
@@ -167,7 +174,7 @@ def main(argv=None) -> int:
         for c in configs:
             label, config = CONFIGS[c]
             if config.extra not in folds_by_extra:
-                folds_by_extra[config.extra] = protocol_folds(protocol, extra=config.extra)
+                folds_by_extra[config.extra] = with_extra(folds_by_extra[()], config.extra)
             folds = folds_by_extra[config.extra]
             print(f"[{protocol}] training {label} ({len(folds)} fold(s))", flush=True)
             with tempfile.TemporaryDirectory() as tmp, \
@@ -176,7 +183,7 @@ def main(argv=None) -> int:
                 rep = evaluation.evaluate(scores[c], qs, qw).to_dict()
                 rep["train_seconds"] = round(seconds, 1)
                 rep["extra_rows_dropped"] = sum(f.dropped for f in folds)
-                run.log_metrics({k: v for k, v in rep.items() if v is not None})
+                run.log_metrics(rep)
             rows[label] = rep
             print(f"[{protocol}] {label}: APGR {rep['apgr']:.3f}, CPT50 {rep['cpt50']:.3f}", flush=True)
         for key, (label, members) in ENSEMBLES.items():
@@ -191,7 +198,7 @@ def main(argv=None) -> int:
                     rows[labels[key]]["minus_default_se"] = paired_se(s, scores["default"], qs, qw)
         results[protocol] = {"n": len(prompts), "rows": rows, "published": PUBLISHED.get(protocol),
                              "target_apgr": TARGETS.get(protocol)}
-    report = {"protocols": results, "diagnostics": diagnostics(protocols)}
+    report = {"protocols": results, "diagnostics": diagnostics(base_folds)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     md = to_markdown(report)

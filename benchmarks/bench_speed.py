@@ -24,7 +24,7 @@ import numpy as np
 
 from router_ml import evaluation, load_router
 from router_ml.data import STRONG_MODEL, WEAK_MODEL
-from router_ml.protocols import protocol_folds
+from router_ml.protocols import protocol_folds, with_extra
 from router_ml.training import TrainConfig, fit_router
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
             else:
                 path, cfg = None, PROFILES[name]
             if cfg.extra not in folds:
-                folds[cfg.extra] = protocol_folds("mmlu", extra=cfg.extra)[0]
+                folds[cfg.extra] = with_extra([folds[()]], cfg.extra)[0]
             fold = folds[cfg.extra]
             print(f"[{name}] training on mmlu training rows", flush=True)
             t = time.perf_counter()

@@ -138,8 +138,6 @@ def protocol_folds(
     """The train/test folds of a protocol (one for ``mmlu`` and ``mmlu-to-gsm8k``, five else)."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
-    extras = _extra_rows(extra, strong, weak, data_dir)
-    folds = []
     if name == "mmlu":
         rows = pair_data(load_source("mmlu", data_dir), strong, weak)
         f = np.array([fold(p) for p in rows.prompts])
@@ -153,13 +151,23 @@ def protocol_folds(
         keys = rows.groups if name == "mmlu-subjects" else rows.prompts
         f = np.array([fold(str(t)) for t in keys])
         splits = [(k, rows.subset(f != k), rows.subset(f == k)) for k in range(N_FOLDS)]
-    for k, train, test in splits:
-        train, dropped = _with_extra(train, test, extras)
+    folds = [Fold(name, k, train, test) for k, train, test in splits]
+    return with_extra(folds, extra, data_dir, strong=strong, weak=weak) if extra else folds
+
+
+def with_extra(folds: Sequence[Fold], extra: Sequence[str], data_dir=None, *,
+               strong: str = STRONG_MODEL, weak: str = WEAK_MODEL) -> list[Fold]:
+    """The folds with each extra source's rows of the pair added to the training rows, minus
+    those that match a test question of the fold (counted in ``Fold.dropped``)."""
+    extras = _extra_rows(extra, strong, weak, data_dir)
+    out = []
+    for f in folds:
+        train, dropped = _with_extra(f.train, f.test, extras)
         if extras:
             logger.info("%s fold %s: dropped %d extra rows that match a test question",
-                        name, k, dropped)
-        folds.append(Fold(name, k, train, test, dropped))
-    return folds
+                        f.protocol, f.k, dropped)
+        out.append(Fold(f.protocol, f.k, train, f.test, f.dropped + dropped))
+    return out
 
 
 def add_extra_rows(train: PairData, extra: Sequence[str], data_dir=None, *,
