@@ -132,3 +132,25 @@ def threshold_for_quality(scores, q_strong, q_weak, *, min_pgr: float | None = N
     achieved = {"share": float(k[i] / n), "quality": float(quality[i]),
                 "pgr": float((quality[i] - qw.mean()) / gap) if gap != 0 else None}
     return float(t[i]), achieved
+
+
+def calibrate(scores, *, share: float | None = None, q_strong=None, q_weak=None,
+              min_pgr: float | None = None, max_drop: float | None = None, n: int = 0,
+              fingerprint: str = "") -> tuple[float, CalibrationRecord]:
+    """The threshold for a target on ``scores`` and its record: a strong-call ``share``, or
+    ``min_pgr`` / ``max_drop`` with the qualities q_strong, q_weak (see
+    :func:`threshold_for_quality`). n, fingerprint: what the scores were computed on."""
+    if share is not None:
+        if min_pgr is not None or max_drop is not None:
+            raise ValueError("give either share or a quality target, not both")
+        t, achieved = threshold_for_share(scores, share)
+        return t, CalibrationRecord("share", {"share": float(share)}, {"share": achieved}, n,
+                                    fingerprint)
+    if min_pgr is None and max_drop is None:
+        raise ValueError("give a calibration target: share, min_pgr or max_drop")
+    if q_strong is None or q_weak is None:
+        raise ValueError("a quality target needs q_strong and q_weak for the prompts")
+    t, achieved = threshold_for_quality(scores, q_strong, q_weak, min_pgr=min_pgr,
+                                        max_drop=max_drop)
+    target = {"min_pgr": min_pgr} if min_pgr is not None else {"max_drop": max_drop}
+    return t, CalibrationRecord("quality", target, achieved, n, fingerprint)

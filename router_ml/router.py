@@ -9,12 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router_ml.calibration import (
-    CalibrationRecord,
-    check_threshold,
-    threshold_for_quality,
-    threshold_for_share,
-)
+from router_ml.calibration import CalibrationRecord, calibrate, check_threshold
 from router_ml.data import STRONG_MODEL, WEAK_MODEL, canonical_model, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -252,24 +247,10 @@ class Router:
         """
         prompts = check_prompts(prompts)
         scores = self.score(prompts)
-        fp = fingerprint(prompts)
-        if share is not None:
-            if min_pgr is not None or max_drop is not None:
-                raise ValueError("give either share or a quality target, not both")
-            t, achieved = threshold_for_share(scores, share)
-            rec = CalibrationRecord("share", {"share": float(share)}, {"share": achieved},
-                                    len(prompts), fp)
-        else:
-            if min_pgr is None and max_drop is None:
-                raise ValueError("give a calibration target: share, min_pgr or max_drop")
-            if q_strong is None or q_weak is None:
-                raise ValueError("a quality target needs q_strong and q_weak for the prompts")
-            t, achieved = threshold_for_quality(scores, q_strong, q_weak, min_pgr=min_pgr,
-                                                max_drop=max_drop)
-            target = {"min_pgr": min_pgr} if min_pgr is not None else {"max_drop": max_drop}
-            rec = CalibrationRecord("quality", target, achieved, len(prompts), fp)
-        self._threshold = check_threshold(t)
-        self.calibration = rec
+        t, rec = calibrate(scores, share=share, q_strong=q_strong, q_weak=q_weak,
+                           min_pgr=min_pgr, max_drop=max_drop, n=len(prompts),
+                           fingerprint=fingerprint(prompts))
+        self.set_threshold(t, rec)
         return rec
 
     def set_threshold(self, threshold: float, record: CalibrationRecord):

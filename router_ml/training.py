@@ -134,7 +134,7 @@ def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_mod
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
 
-    from router_ml.calibration import CalibrationRecord, threshold_for_quality, threshold_for_share
+    from router_ml.calibration import calibrate
     from router_ml.data import fingerprint
     from router_ml.evaluation import apgr
     from router_ml.router import proba_to_score
@@ -168,15 +168,9 @@ def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_mod
     cv_apgr, C, oof = best
     router.classifier = _classifier(config, C)
     router.fit(train.prompts, y, weights, features=X)
-    fp = fingerprint(train.prompts)
-    if config.share is not None:
-        t, achieved = threshold_for_share(oof, config.share)
-        record = CalibrationRecord("share", {"share": config.share}, {"share": achieved},
-                                   len(train), fp)
-    else:
-        t, achieved = threshold_for_quality(oof, train.q_strong, train.q_weak,
-                                            min_pgr=config.min_pgr)
-        record = CalibrationRecord("quality", {"min_pgr": config.min_pgr}, achieved, len(train), fp)
+    t, record = calibrate(oof, share=config.share, q_strong=train.q_strong, q_weak=train.q_weak,
+                          min_pgr=None if config.share is not None else config.min_pgr,
+                          n=len(train), fingerprint=fingerprint(train.prompts))
     router.set_threshold(t, record)
     router.training.update({"config": config.to_dict(), "C": C, "cv_apgr": cv_apgr,
                             "sources": sorted(set(train.sources))})
