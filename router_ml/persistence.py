@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import json
 import os
 import re
@@ -164,21 +165,21 @@ def _exchange(a: Path, b: Path) -> bool:
 _LOGREG_ARRAYS = ("coef", "intercept", "classes")
 
 
-def _load_array(p: Path) -> np.ndarray:
+def _load_array(data: bytes, p: Path) -> np.ndarray:
     try:
-        return np.load(p, allow_pickle=False)
+        return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as e:  # numpy refuses object (pickled) arrays here
         raise UntrustedTypeError(f"{p}: refused ({e})") from None
 
 
-def _load_logreg(params: dict, paths: dict):
+def _load_logreg(params: dict, contents: dict, folder: Path):
     """A LogisticHead from its arrays: scoring needs numpy only (see router.LogisticHead)."""
     arrays = {}
     for key in _LOGREG_ARRAYS:
-        p = paths.get(f"classifier.{key}.npy")
-        if p is None:
-            raise ArtifactIntegrityError(f"classifier.{key}.npy missing from the manifest")
-        arrays[key] = _load_array(p)
+        name = f"classifier.{key}.npy"
+        if name not in contents:
+            raise ArtifactIntegrityError(f"{name} missing from the manifest")
+        arrays[key] = _load_array(contents[name], folder / name)
     coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
     k = 1 if classes.shape == (2,) else len(classes)
     if coef.ndim != 2 or coef.shape[0] != k or intercept.shape != (k,) or classes.ndim != 1 \
@@ -209,7 +210,7 @@ def save_router(router, path) -> Path:
             import skops.io as sio
 
             sio.dump(router.classifier, tmp / CLASSIFIER_FILE)
-            _audit_skops(tmp / CLASSIFIER_FILE)  # refuse to write what we would refuse to read
+            _audit_skops((tmp / CLASSIFIER_FILE).read_bytes(), tmp / CLASSIFIER_FILE)  # refuse to write what we would refuse to read
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         cls = type(router.classifier)
         ctype = LOGREG_TYPE if head is not None else f"{cls.__module__}.{cls.__qualname__}"
@@ -260,10 +261,10 @@ def save_router(router, path) -> Path:
 # ---------------------------------------------------------------------------- loading
 
 
-def _audit_skops(path: Path) -> list[str]:
-    """Every type named in a skops file, checked against ALLOWED_TYPES before loading."""
+def _audit_skops(data: bytes, path: Path) -> list[str]:
+    """Every type named in a skops file's bytes, checked against ALLOWED_TYPES before loading."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
             if z.getinfo("schema.json").file_size > _MAX_SCHEMA_BYTES:
                 raise ArtifactIntegrityError(f"{path}: schema.json is too large for a classifier")
             schema = json.loads(z.read("schema.json"))
@@ -295,7 +296,7 @@ def _audit_skops(path: Path) -> list[str]:
     import skops.io as sio
 
     try:
-        untrusted = set(sio.get_untrusted_types(file=path))
+        untrusted = set(sio.get_untrusted_types(data=data))
     except Exception as e:  # a malformed schema
         raise ArtifactIntegrityError(f"{path}: not a readable skops file "
                                      f"({type(e).__name__}: {e})") from None
@@ -339,7 +340,9 @@ def _read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def _check_files(folder: Path, files) -> dict[str, Path]:
+def _check_files(folder: Path, files) -> dict[str, bytes]:
+    """The content of every file the manifest lists, read once and checked against its sha256
+    (what is loaded is exactly what was checked)."""
     if not isinstance(files, dict) or not files:
         raise ArtifactIntegrityError(f"{folder / MANIFEST}: 'files' must list the artifact's files")
     root = folder.resolve()
@@ -352,10 +355,11 @@ def _check_files(folder: Path, files) -> dict[str, Path]:
             raise ArtifactIntegrityError(f"{p}: is a symlink; refused")
         if not p.is_file() or p.resolve().parent != root:
             raise ArtifactIntegrityError(f"{p}: missing or not a regular file in {folder}")
-        if _sha256(p) != digest:
+        data = p.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
             raise ArtifactIntegrityError(f"{p}: sha256 differs from the manifest; the file was "
                                          "changed or truncated")
-        out[name] = p
+        out[name] = data
     if CLASSIFIER_FILE not in out and "classifier.coef.npy" not in out:
         raise ArtifactIntegrityError(f"{folder}: the manifest lists no classifier file")
     known = {CLASSIFIER_FILE, *(f"classifier.{k}.npy" for k in _LOGREG_ARRAYS)}
@@ -366,22 +370,23 @@ def _check_files(folder: Path, files) -> dict[str, Path]:
     return out
 
 
-def _read_parts(paths: dict[str, Path]) -> dict:
+def _read_parts(contents: dict[str, bytes], folder: Path) -> dict:
     parts = {}
-    for name, p in paths.items():
+    for name, data in contents.items():
         if not name.startswith("encoder."):
             continue  # classifier files are read by their own loader
         key, ext = name[len("encoder."):].rsplit(".", 1)
+        p = folder / name
         try:
             if ext == "npy":
-                parts[key] = _load_array(p)
+                parts[key] = _load_array(data, p)
             elif ext == "json":
-                parts[key] = json.loads(p.read_text(encoding="utf-8"))
+                parts[key] = json.loads(data.decode("utf-8"))
             elif ext == "txt":
-                parts[key] = p.read_text(encoding="utf-8")
+                parts[key] = data.decode("utf-8")
             else:
                 raise ArtifactIntegrityError(f"{p}: unknown part type {ext!r}")
-        except ValueError as e:  # malformed JSON
+        except ValueError as e:  # malformed JSON or text that is not UTF-8
             raise UntrustedTypeError(f"{p}: refused ({e})") from None
         except RecursionError:
             raise ArtifactIntegrityError(f"{p}: JSON nested too deeply") from None
@@ -427,19 +432,19 @@ def load_router(path):
     if not folder.is_dir():
         raise ArtifactIntegrityError(f"{folder}: not a directory")
     manifest = _read_manifest(folder)
-    paths = _check_files(folder, manifest.get("files"))
+    contents = _check_files(folder, manifest.get("files"))
     try:
-        if CLASSIFIER_FILE in paths:
+        if CLASSIFIER_FILE in contents:
             import skops.io as sio
 
-            types = _audit_skops(paths[CLASSIFIER_FILE])
-            classifier = sio.load(paths[CLASSIFIER_FILE], trusted=types)
+            data = contents[CLASSIFIER_FILE]
+            classifier = sio.loads(data, trusted=_audit_skops(data, folder / CLASSIFIER_FILE))
         elif manifest.get("classifier", {}).get("type") == LOGREG_TYPE:
-            classifier = _load_logreg(manifest["classifier"].get("params", {}), paths)
+            classifier = _load_logreg(manifest["classifier"].get("params", {}), contents, folder)
         else:
             raise ArtifactIntegrityError(f"{folder}: unknown classifier type "
                                          f"{manifest.get('classifier', {}).get('type')!r}")
-        encoder = encoder_from_parts(manifest["encoder"], _read_parts(paths))
+        encoder = encoder_from_parts(manifest["encoder"], _read_parts(contents, folder))
         router = Router(encoder, classifier, strong_model=manifest["strong_model"],
                         weak_model=manifest["weak_model"], threshold=manifest["threshold"])
         cal = manifest.get("calibration") or {}
