@@ -377,23 +377,29 @@ class EmbeddingCache:
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         return self.root / key
 
-    def get_many(self, spec: dict, texts, dim: int) -> tuple[np.ndarray, list[int]]:
-        """(embeddings with zeros where missing, positions that are missing)."""
+    def get_many(self, spec: dict, texts) -> tuple[list, list[int]]:
+        """(one vector or None per text, positions that are None). An entry that cannot be
+        read, is not a finite float32 vector or is wider or narrower than the first good
+        entry counts as missing."""
         d = self._dir(spec)
-        out = np.zeros((len(texts), dim), dtype=np.float32)
-        missing = []
+        out, missing, width = [], [], None
         for i, t in enumerate(texts):
             h = text_hash(t)
             path = d / h[:2] / f"{h}.npy"
+            v = None
             try:
                 v = np.load(path, allow_pickle=False)
-                if v.shape != (dim,) or v.dtype != np.float32 or not np.isfinite(v).all():
+                if v.ndim != 1 or v.dtype != np.float32 or not np.isfinite(v).all() \
+                        or v.shape[0] != (width or v.shape[0]):
                     raise ValueError("bad cache entry")
-                out[i] = v
+                width = v.shape[0]
             except FileNotFoundError:
-                missing.append(i)
+                pass
             except Exception:  # corrupt entry: recompute, and say so
                 logger.warning("embedding cache: corrupt entry %s is recomputed", path)
+                v = None
+            out.append(v)
+            if v is None:
                 missing.append(i)
         return out, missing
 
@@ -468,13 +474,18 @@ class SentenceTransformerEncoder:
         if self.cache_dir is False:
             return self._compute(texts)
         cache = EmbeddingCache(self.cache_dir or default_cache_dir())
-        out, missing = cache.get_many(self.spec(), texts, self.dim)
-        if missing:
-            todo = [texts[i] for i in missing]
-            vecs = self._compute(todo)
-            out[missing] = vecs
-            cache.put_many(self.spec(), todo, vecs)
-        return out
+        found, missing = cache.get_many(self.spec(), texts)
+        if missing:  # the model is loaded only when some text is not cached
+            vecs = self._compute([texts[i] for i in missing])
+            width = next((len(v) for v in found if v is not None), vecs.shape[1])
+            if vecs.shape[1] != width:  # the cache holds another model's vectors
+                logger.warning("embedding cache: entries of width %d differ from the model's %d; "
+                               "all are recomputed", width, vecs.shape[1])
+                missing, vecs = list(range(len(texts))), self._compute(texts)
+            for i, v in zip(missing, vecs):
+                found[i] = v
+            cache.put_many(self.spec(), [texts[i] for i in missing], vecs)
+        return np.stack(found) if found else np.zeros((0, self.dim), dtype=np.float32)
 
     def parts(self) -> dict:
         return {}

@@ -140,3 +140,38 @@ def test_boosting_on_sparse_tfidf_is_a_clear_error():
 
     with pytest.raises(ValueError, match="'hgb' needs dense features.*not tfidf"):
         build_router(TrainConfig(encoder="tfidf+stats", classifier="hgb"), "a", "b")
+
+
+def test_sentence_transformer_cache_is_used_without_the_model(tmp_path, monkeypatch, caplog):
+    """Cached texts never load the model; a corrupt entry or one of another width is recomputed."""
+    from router_ml.encoders import EmbeddingCache, SentenceTransformerEncoder, text_hash, clean
+
+    enc = SentenceTransformerEncoder(cache_dir=tmp_path)
+    texts = ["first prompt", "second prompt", "third prompt"]
+    cached = np.arange(12, dtype=np.float32).reshape(3, 4)
+    EmbeddingCache(tmp_path).put_many(enc.spec(), [clean(t) for t in texts], cached)
+    monkeypatch.setattr(enc, "_load", lambda: pytest.fail("the model was loaded"))
+    np.testing.assert_array_equal(enc.encode(texts), cached)
+
+    computed = []
+
+    def compute(batch):
+        computed.append(list(batch))
+        return np.full((len(batch), 4), 7, dtype=np.float32)
+
+    monkeypatch.setattr(enc, "_compute", compute)
+    h = text_hash(clean(texts[1]))
+    (EmbeddingCache(tmp_path)._dir(enc.spec()) / h[:2] / f"{h}.npy").write_bytes(b"not numpy")
+    out = enc.encode(texts)
+    assert computed == [[clean(texts[1])]] and "corrupt entry" in caplog.text
+    np.testing.assert_array_equal(out, [cached[0], np.full(4, 7), cached[2]])
+
+    computed.clear()
+    EmbeddingCache(tmp_path).put_many(enc.spec(), [clean(texts[2])], np.ones((1, 3), np.float32))
+    out = enc.encode(texts)  # the 3-wide entry is a miss; the 4-wide model output fits
+    assert computed == [[clean(texts[2])]] and out.shape == (3, 4)
+
+    computed.clear()
+    monkeypatch.setattr(enc, "_compute", lambda b: computed.append(list(b)) or np.ones((len(b), 5), np.float32))
+    out = enc.encode(texts + ["a new prompt"])  # the model now gives 5-wide vectors
+    assert out.shape == (4, 5) and len(computed[-1]) == 4 and "all are recomputed" in caplog.text
