@@ -1,6 +1,7 @@
 """Encoders: a list of prompts in, a float32 feature matrix out (n_prompts, n_features).
 
-Each encoder has ``encode(prompts)``, a JSON-able ``spec()`` that identifies it, and
+Each encoder has ``fit(prompts)``, ``encode(prompts)``, ``fit_encode(prompts)`` (the two in
+one pass over the prompts), a JSON-able ``spec()`` that identifies it, and
 ``parts()``/``from_parts()`` that give and take its fitted state as plain arrays, JSON and text
 so that :mod:`router_ml.persistence` can store it without pickle.
 
@@ -81,6 +82,11 @@ class TfidfEncoder:
                              f"prompts (min_df={self.min_df}; words need 2+ letters): {e}. "
                              "Use more prompts or a lower min_df") from None
         return self
+
+    def fit_encode(self, prompts):
+        """fit(prompts).encode(prompts), tokenising the prompts once."""
+        X = self.fit(prompts).vectorizer_.transform([clean(p) for p in prompts])
+        return X.astype(np.float32, copy=False)
 
     def encode(self, prompts):
         """(n, vocabulary size) scipy.sparse CSR float32 matrix."""
@@ -227,17 +233,24 @@ class StatsEncoder:
         self.scale_ = None
 
     def fit(self, prompts):
+        self.fit_encode(prompts)
+        return self
+
+    def fit_encode(self, prompts) -> np.ndarray:
+        """fit(prompts).encode(prompts), computing the statistics once."""
         X = prompt_stats([clean(p) for p in prompts])
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
-        return self
+        return self._standardise(X)
 
     def encode(self, prompts) -> np.ndarray:
         if self.mean_ is None:
             raise RuntimeError("StatsEncoder is not fitted; call fit(prompts) first")
-        X = (prompt_stats([clean(p) for p in prompts]) - self.mean_) / self.scale_
-        return X.astype(np.float32)
+        return self._standardise(prompt_stats([clean(p) for p in prompts]))
+
+    def _standardise(self, X) -> np.ndarray:
+        return ((X - self.mean_) / self.scale_).astype(np.float32)
 
     @property
     def dim(self) -> int:
@@ -303,6 +316,9 @@ class StaticEncoder:
 
     def fit(self, prompts):
         return self
+
+    def fit_encode(self, prompts) -> np.ndarray:
+        return self.encode(prompts)  # nothing to fit
 
     def encode(self, prompts) -> np.ndarray:
         texts = [clean(p) for p in prompts]
@@ -453,6 +469,9 @@ class SentenceTransformerEncoder:
     def fit(self, prompts):
         return self
 
+    def fit_encode(self, prompts) -> np.ndarray:
+        return self.encode(prompts)  # nothing to fit
+
     def spec(self) -> dict:
         return {"kind": self.kind, "model": str(self.model).rsplit("/", 1)[-1]
                 if str(self.model).rsplit("/", 1)[-1] == DEFAULT_ST_MODEL else str(self.model)}
@@ -513,10 +532,15 @@ class ConcatEncoder:
             e.fit(prompts)
         return self
 
+    def fit_encode(self, prompts):
+        return self._join([e.fit_encode(prompts) for e in self.encoders])
+
     def encode(self, prompts):
+        return self._join([e.encode(prompts) for e in self.encoders])
+
+    def _join(self, blocks):
         import scipy.sparse as sp  # only a sparse block (TF-IDF) needs it
 
-        blocks = [e.encode(prompts) for e in self.encoders]
         blocks = [b if w == 1.0 else b * np.float32(w) for b, w in zip(blocks, self.weights)]
         if any(sp.issparse(b) for b in blocks):
             return sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr", dtype=np.float32)

@@ -181,8 +181,7 @@ class Router:
                     or (sample_weight < 0).any():
                 raise ValueError("sample_weight must be finite, non-negative, one per prompt")
         if features is None:
-            self.encoder.fit(prompts)
-            X = self.encoder.encode(prompts)
+            X = self.encoder.fit_encode(prompts)
         else:
             X = features
             if X.shape[0] != len(prompts):

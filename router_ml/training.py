@@ -146,7 +146,7 @@ def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_mod
         raise ValueError(f"training needs at least 20 labelled rows and {config.cv_folds} of each "
                          f"outcome, got {len(train)} rows with outcome counts {counts.tolist()}")
     router = build_router(config, strong_model, weak_model)
-    X = router.encoder.fit(train.prompts).encode(train.prompts)
+    X = router.encoder.fit_encode(train.prompts)
     cv = StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.random_state)
     grid = C_GRID if config.classifier == "logreg" and config.C is None else (config.C,)
     best = None

@@ -175,3 +175,17 @@ def test_sentence_transformer_cache_is_used_without_the_model(tmp_path, monkeypa
     monkeypatch.setattr(enc, "_compute", lambda b: computed.append(list(b)) or np.ones((len(b), 5), np.float32))
     out = enc.encode(texts + ["a new prompt"])  # the model now gives 5-wide vectors
     assert out.shape == (4, 5) and len(computed[-1]) == 4 and "all are recomputed" in caplog.text
+
+
+def test_fit_encode_equals_fit_then_encode():
+    from router_ml.encoders import ConcatEncoder, StatsEncoder
+
+    prompts, *_ = planted(60)
+    for make in (TfidfEncoder, StatsEncoder, lambda: ConcatEncoder([StatsEncoder(), TfidfEncoder()])):
+        a, b = make(), make()
+        dense = [m.toarray() if hasattr(m, "toarray") else m for m in (
+            a.fit_encode(prompts), b.fit(prompts).encode(prompts),
+            a.encode(prompts[:5]), b.encode(prompts[:5]))]
+        assert all(m.dtype == np.float32 for m in dense)
+        np.testing.assert_array_equal(dense[0], dense[1])
+        np.testing.assert_array_equal(dense[2], dense[3])
