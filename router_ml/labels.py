@@ -20,7 +20,7 @@ class PairData:
     """Rows of a records Dataset where both models of the pair have a quality.
 
     prompts: n prompts; q_strong, q_weak: (n,) float64 qualities in [0, 1];
-    groups, sources: (n,) object arrays; index: (n,) positions in the Dataset.
+    groups, sources: (n,) object arrays.
     """
 
     prompts: list[str]
@@ -28,7 +28,6 @@ class PairData:
     q_weak: np.ndarray
     groups: np.ndarray
     sources: np.ndarray
-    index: np.ndarray
 
     def __len__(self):
         return len(self.prompts)
@@ -36,7 +35,7 @@ class PairData:
     def subset(self, mask_or_index) -> "PairData":
         idx = np.arange(len(self))[mask_or_index]
         return PairData([self.prompts[i] for i in idx], self.q_strong[idx], self.q_weak[idx],
-                        self.groups[idx], self.sources[idx], self.index[idx])
+                        self.groups[idx], self.sources[idx])
 
 
 def check_pair(ds, strong: str, weak: str) -> tuple[str, str]:
@@ -69,7 +68,6 @@ def pair_data(ds, strong: str, weak: str) -> PairData:
         q_weak=q[idx, 1],
         groups=np.asarray(ds["group"][:], dtype=object)[idx],
         sources=np.asarray(ds["source"][:], dtype=object)[idx],
-        index=idx,
     )
 
 

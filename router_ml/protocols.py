@@ -111,7 +111,6 @@ def _concat(parts: Sequence[PairData]) -> PairData:
         q_weak=np.concatenate([p.q_weak for p in parts]),
         groups=np.concatenate([p.groups for p in parts]),
         sources=np.concatenate([p.sources for p in parts]),
-        index=np.concatenate([p.index for p in parts]),
     )
 
 

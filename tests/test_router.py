@@ -100,7 +100,7 @@ def test_extra_rows_matching_a_test_question_are_dropped():
     def rows(prompts):
         n = len(prompts)
         return PairData(list(prompts), np.ones(n), np.zeros(n), np.array(["g"] * n, dtype=object),
-                        np.array(["s"] * n, dtype=object), np.arange(n))
+                        np.array(["s"] * n, dtype=object))
 
     test = rows(["What is the capital of France, the country in western Europe?\nA. Paris\nB. Rome\nAnswer:"])
     train = rows(["Some other training question about rivers and mountains in Asia?"])
@@ -122,7 +122,7 @@ def test_every_classifier_learns_saves_and_reloads(classifier, label, tmp_path):
     qw = np.where(np.arange(300) % 17 == 0, 1.0, qw)
     qs = np.where(np.arange(300) % 17 == 0, 0.0, qs)
     train = PairData(prompts=prompts, q_strong=qs, q_weak=qw, groups=["g"] * 300,
-                     sources=["s"] * 300, index=np.arange(300))
+                     sources=["s"] * 300)
     # mlp and hgb get the dense statistics (hgb refuses sparse TF-IDF; mlp's early stopping
     # gives up on 300 TF-IDF rows); kNN keeps the sparse matrix in its saved file
     encoder = "stats" if classifier in ("mlp", "hgb") else "tfidf"
