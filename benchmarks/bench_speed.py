@@ -57,11 +57,14 @@ def no_cache(encoder):
 
 
 def fresh_process(path: Path, repeats: int = 3) -> dict:
-    """Median load + first decision time of a new interpreter, its peak RSS, torch imported?"""
+    """Median load + first decision time of a new interpreter, its peak RSS, torch imported?
+    Each run starts with an empty embedding cache, so a transformer is loaded as on a cold start."""
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _FRESH, str(path)], capture_output=True,
-                             text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+        with tempfile.TemporaryDirectory() as cache:
+            out = subprocess.run([sys.executable, "-c", _FRESH, str(path)], capture_output=True,
+                                 text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                                                             "ROUTER_ML_CACHE": cache})
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     runs.sort(key=lambda r: r["load_first_s"])
     return runs[len(runs) // 2]
