@@ -84,13 +84,17 @@ def cpt(share: np.ndarray, pgr_values: np.ndarray, target: float) -> float:
     return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
 
 
-def apgr(scores, q_strong, q_weak) -> float:
-    """Average performance gap recovered: area under PGR(c) for c in [0, 1]."""
+def _area(curve: Curve, pgr_values: np.ndarray) -> float:
     from sklearn.metrics import auc  # imported on use: loading a router never needs sklearn
 
+    return float(auc(curve.share, pgr_values))
+
+
+def apgr(scores, q_strong, q_weak) -> float:
+    """Average performance gap recovered: area under PGR(c) for c in [0, 1]."""
     s, qs, qw = _as_inputs(scores, q_strong, q_weak)
     curve = cost_quality_curve(s, qs, qw)
-    return float(auc(curve.share, pgr(curve, qs.mean(), qw.mean())))
+    return _area(curve, pgr(curve, qs.mean(), qw.mean()))
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def evaluate(scores, q_strong, q_weak) -> Report:
 
     AUC is the ROC AUC of the scores for the label "strong strictly better" (NaN if one class).
     """
-    from sklearn.metrics import auc, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     s, qs, qw = _as_inputs(scores, q_strong, q_weak)
     curve = cost_quality_curve(s, qs, qw)
@@ -127,7 +131,7 @@ def evaluate(scores, q_strong, q_weak) -> Report:
         n=len(s),
         q_weak=float(qw.mean()),
         q_strong=float(qs.mean()),
-        apgr=float(auc(curve.share, p)),
+        apgr=_area(curve, p),
         cpt50=cpt(curve.share, p, 0.5),
         cpt80=cpt(curve.share, p, 0.8),
         auc=roc,
@@ -144,7 +148,6 @@ def plot_curves(curves: dict, q_strong, q_weak, path=None, *, title: str = "", t
     a strong-call share on the first curve. Writes a PNG to ``path`` if given; returns the figure.
     """
     import matplotlib
-    from sklearn.metrics import auc
 
     if ax is None and path is not None:
         matplotlib.use("Agg", force=False)
@@ -164,7 +167,7 @@ def plot_curves(curves: dict, q_strong, q_weak, path=None, *, title: str = "", t
     first = None
     for label, scores in curves.items():
         c = cost_quality_curve(scores, qs, qw)
-        a = float(auc(c.share, pgr(c, qs.mean(), qw.mean())))
+        a = _area(c, pgr(c, qs.mean(), qw.mean()))
         ax.plot(c.share * 100, c.quality * 100, lw=1.8, label=f"{label} (APGR {a:.3f})")
         first = first or c
     if threshold_share is not None and first is not None:

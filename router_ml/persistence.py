@@ -210,7 +210,8 @@ def save_router(router, path) -> Path:
             import skops.io as sio
 
             sio.dump(router.classifier, tmp / CLASSIFIER_FILE)
-            _audit_skops((tmp / CLASSIFIER_FILE).read_bytes(), tmp / CLASSIFIER_FILE)  # refuse to write what we would refuse to read
+            # refuse to write what we would refuse to read
+            _audit_skops((tmp / CLASSIFIER_FILE).read_bytes(), tmp / CLASSIFIER_FILE)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         cls = type(router.classifier)
         ctype = LOGREG_TYPE if head is not None else f"{cls.__module__}.{cls.__qualname__}"
