@@ -9,7 +9,7 @@ protocols pool their out-of-fold scores into one curve. Ensembles average the ra
 such routers' scores. Writes reports/quality.json and reports/quality.md, and logs one mlflow run per
 configuration and protocol (--no-tracking to skip). The MiniLM configurations encode every
 prompt once and cache the embeddings on disk; with that cache warm, all configurations took
-14 minutes on 2 cores here.
+10 minutes on 2 cores here.
 """
 
 from __future__ import annotations
