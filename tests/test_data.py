@@ -168,6 +168,234 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
         data.resolve_data_dir(tmp_path / "nope")
 
 
+# ------------------------------------------------------------------ alpaca-eval-pairs
+
+FIRST_ALPACA = "What are the names of some famous actors that started their careers on Broadway?"
+
+
+def test_alpaca_tiers_view(shared):
+    ds = data.load_alpaca_eval(shared)
+    models = data.models_of(ds)
+    assert len(ds) == 801 and set(ds["source"]) == {"alpaca-eval"}
+    assert set(ds["group"]) == {"selfinstruct", "oasst", "koala", "helpful_base", "vicuna"}
+    assert models[0] == S and len(models) == 67  # 66 columns plus the baseline
+    assert "gpt4" in models and W in models  # column names kept exactly
+    q = data.quality_matrix(ds)
+    assert (q[:, 0] == 0.5).all()  # the baseline against itself, by construction
+    assert np.isnan(q).sum() == 10  # the 10 empty cells of the README, never invented
+    ok = q[~np.isnan(q)]
+    assert ((ok >= 0) & (ok <= 1)).all()
+    i = ds["prompt"].index(FIRST_ALPACA)
+    assert ds["group"][i] == "helpful_base"
+    assert data.quality_matrix(ds, ["claude-2", W])[i].tolist() == [0.00012, 1.0]
+    assert data.quality_matrix(ds, [W])[:, 0].mean() == pytest.approx(0.227, abs=0.002)
+    assert data.load_source("alpaca-tiers", shared)["prompt"] == ds["prompt"]
+
+
+def test_alpaca_pair_view(shared):
+    tiers = data.load_alpaca_eval(shared, view="tiers")
+    ds = data.load_alpaca_eval(shared, view="pair")
+    assert data.models_of(ds) == [S, W] and len(ds) == 801
+    assert ds["prompt"] == tiers["prompt"]
+    p = data.quality_matrix(tiers, [W])[:, 0]
+    pair = pair_data(ds, S, W)
+    np.testing.assert_allclose(pair.q_weak, p)
+    np.testing.assert_allclose(pair.q_strong, 1 - p)  # DESIGN: quality(strong) = 1 - p
+    assert pair.q_strong.mean() == pytest.approx(0.773, abs=0.002)
+    # the named source is the pair view: it feeds the pair protocol alpaca-eval
+    np.testing.assert_array_equal(data.quality_matrix(data.load_source("alpaca-eval", shared)),
+                                  data.quality_matrix(ds))
+    with pytest.raises(ValueError, match="view must be 'tiers' or 'pair'"):
+        data.load_alpaca_eval(shared, view="both")
+
+
+def _alpaca_dir(tmp_path, instructions, header, rows):
+    d = tmp_path / "alpaca-eval-pairs"
+    d.mkdir()
+    (d / "instructions.jsonl").write_text("".join(
+        json.dumps({"instruction": t, "dataset": "oasst"}) + "\n" for t in instructions))
+    (d / "preferences.csv").write_text(header + "\n" + "".join(r + "\n" for r in rows))
+    return tmp_path
+
+
+def test_alpaca_files_that_do_not_line_up(tmp_path):
+    root = _alpaca_dir(tmp_path, ["a?", "b?", "c?"], f"instruction,{W}",
+                       ["a? ,0.1", "b ?,0.2", "c?,0.3"])  # match on the exact text only
+    with pytest.raises(DataFormatError,
+                       match=r"preferences.csv: column 'instruction': only 1 of 3 rows match"):
+        data.load_alpaca_eval(root)
+    (root / "alpaca-eval-pairs/preferences.csv").write_text(f"prompt,{W}\na?,0.1\n")
+    with pytest.raises(DataFormatError, match=r"preferences.csv: the first column must be "
+                                              r"'instruction'"):
+        data.load_alpaca_eval(root)
+    (root / "alpaca-eval-pairs/preferences.csv").write_text("instruction,gemini-pro\na?,0.1\n")
+    with pytest.raises(DataFormatError, match=rf"missing column '{W}'"):
+        data.load_alpaca_eval(root, view="pair")
+
+
+# ------------------------------------------------------------------ pairwise preferences
+
+def test_load_preferences_winner(tmp_path, caplog):
+    f = tmp_path / "arena.csv"
+    f.write_text("prompt,model_a,model_b,winner\n"
+                 "p1,big,small,model_a\n"
+                 "p1,small,big,tie\n"           # big on p1: (1 + 0.5) / 2
+                 "p1,small,mid,B\n"             # case ignored: mid wins
+                 "p2,big,small,tie (bothbad)\n"
+                 "p2,big,mid,a\n"
+                 "p2,big,small,draw\n"          # unknown winner: skipped and counted
+                 "p3,big,big,model_a\n"         # same model on both sides: skipped
+                 "p3,,small,model_a\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        ds = data.load_preferences(f)
+    assert ds["prompt"] == ["p1", "p2"] and data.models_of(ds) == ["big", "small", "mid"]
+    q = data.quality_matrix(ds)
+    np.testing.assert_allclose(q[0], [0.75, 1 / 6, 1.0])  # small: 0, 0.5, 0
+    np.testing.assert_allclose(q[1], [0.5, 0.0, 0.0])  # tie (bothbad) scores 0.0 for both
+    assert "unknown winner: 1" in caplog.text and "'draw'" in caplog.text
+    assert "same model on both sides: 1" in caplog.text and "missing model name: 1" in caplog.text
+    q2 = data.quality_matrix(data.load_preferences(f, tie_bothbad=0.5))
+    np.testing.assert_allclose(q2[1], [0.75, 0.5, 0.0])
+    with pytest.raises(DataFormatError, match=r"arena.csv: missing column 'verdict'.*prob=NAME"):
+        data.load_preferences(f, winner="verdict")
+
+
+def test_load_preferences_probability(tmp_path):
+    f = tmp_path / "judge.jsonl"
+    rows = [{"q": "x", "a": "openai/gpt-4o", "b": "azure/gpt-4o", "p": 0.8, "t": "chat"},
+            {"q": "x", "a": "azure/gpt-4o", "b": "openai/gpt-4o", "p": 0.4, "t": "chat"},
+            {"q": "y", "a": "openai/gpt-4o", "b": "azure/gpt-4o", "p": "n/a", "t": "code"},
+            {"q": "y", "a": "openai/gpt-4o", "b": "azure/gpt-4o", "p": 1, "t": "code"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ds = data.load_preferences(f, prompt_column="q", model_a="a", model_b="b", prob="p",
+                               group_column="t", source="judge")
+    assert data.models_of(ds) == ["openai/gpt-4o", "azure/gpt-4o"]  # names kept as written
+    np.testing.assert_allclose(data.quality_matrix(ds), [[0.7, 0.3], [1.0, 0.0]])
+    assert ds["group"] == ["chat", "code"] and set(ds["source"]) == {"judge"}
+    bad = tmp_path / "none.csv"
+    bad.write_text("prompt,model_a,model_b,winner\nx,a,b,?\n")
+    with pytest.raises(DataFormatError, match=r"none.csv: no usable comparison \(unknown winner"):
+        data.load_preferences(bad)
+
+
+# ------------------------------------------------------------------ names, costs, scales
+
+def test_load_table_keeps_provider_prefixes(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("prompt,openai/gpt-4o,azure/gpt-4o\nq1,1,0\nq2,0,1\n")
+    ds = data.load_table(f)
+    assert data.models_of(ds) == ["openai/gpt-4o", "azure/gpt-4o"]
+    np.testing.assert_array_equal(data.quality_matrix(ds, ["azure/gpt-4o"])[:, 0], [0, 1])
+
+
+def test_load_table_duplicate_model_names(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("prompt,big, big\nq1,1,0\n")
+    with pytest.raises(DataFormatError, match=r"d.csv: columns 'big' and ' big' both give the "
+                                              r"model name 'big'; rename one"):
+        data.load_table(f)
+    f.write_text("prompt,big,big\nq1,1,0\n")
+    with pytest.raises(DataFormatError, match=r"d.csv: more than one column is named 'big'"):
+        data.load_table(f)
+
+
+ROUTERBENCH = ("sample_id,prompt,eval_name,big,big|model_response,big|total_cost,"
+               "small,small|model_response,small|total_cost,input_tokens\n"
+               "s1,q1,mmlu,1,A,0.002,0,B,0.0001,12\n"
+               "s2,q2,mmlu,0,C,0.003,1,D,,20\n"      # a missing cost is left empty
+               "s3,q1,mmlu,1,A,0.004,1,B,0.0003,12\n")  # duplicate prompt: costs averaged
+
+
+def test_load_table_cost_columns(tmp_path, caplog):
+    f = tmp_path / "rb.csv"
+    f.write_text(ROUTERBENCH, encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="router_ml.data"):
+        ds = data.load_table(f, model_columns=["big", "small"])
+        auto = data.load_table(tmp_path / "rb.csv")
+    assert data.models_of(ds) == ["big", "small"] and "cost" in ds.column_names
+    np.testing.assert_allclose(data.cost_matrix(ds), [[0.003, 0.0002], [0.003, np.nan]])
+    np.testing.assert_allclose(data.cost_matrix(ds.select([1]), ["small", "big"]),
+                               [[np.nan, 0.003]])
+    np.testing.assert_array_equal(data.quality_matrix(ds), [[1, 0.5], [0, 1]])
+    # recognised by name and excluded: costs, token counts, other per-model fields
+    assert {"big", "small"} <= set(data.models_of(auto))
+    assert not {m for m in data.models_of(auto) if "|" in m or "tokens" in m}
+    assert "'big|total_cost'" in caplog.text and "'input_tokens'" in caplog.text
+    np.testing.assert_array_equal(data.cost_matrix(auto, ["big", "small"]), data.cost_matrix(ds))
+    with pytest.raises(DataFormatError, match=r"rb.csv: column 'big\|total_cost' looks like a "
+                                              r"cost column.*drop it"):
+        data.load_table(f, model_columns=["big", "big|total_cost"])
+    with pytest.raises(DataFormatError, match=r"'input_tokens' looks like a tokens column"):
+        data.load_table(f, model_columns=["big", "input_tokens"])
+    plain = tmp_path / "plain.csv"
+    plain.write_text("prompt,big,small\nq,1,0\n")
+    ds = data.load_table(plain)
+    assert "cost" not in ds.column_names and data.cost_matrix(ds) is None
+
+
+def test_load_table_scale_must_fit_the_column(tmp_path):
+    f = tmp_path / "judge.csv"
+    f.write_text("prompt,a,b\n" + "".join(f"q{i},{s},1\n" for i, s in enumerate([7, 9, 3, 1, 8])))
+    with pytest.raises(DataFormatError, match=r"judge.csv: column 'a' .* 4 of 5 numbers are "
+                                              r"above 1 \(max 9\).*--scale judge10"):
+        data.load_table(f)
+    q = data.quality_matrix(data.load_table(f, model_columns=["a"], scale="judge10"))
+    np.testing.assert_allclose(q[:, 0], [6 / 9, 8 / 9, 2 / 9, 0, 7 / 9])
+    zero_one = tmp_path / "zero_one.csv"
+    zero_one.write_text("prompt,b\nq1,1\nq2,0\nq3,1\n")
+    with pytest.raises(DataFormatError, match=r"zero_one.csv: column 'b' holds only values in "
+                                              r"\[0, 1\].*--scale unit"):
+        data.load_table(zero_one, scale="judge10")
+    # a few bad cells are not a wrong scale: left empty and counted
+    few = tmp_path / "few.csv"
+    few.write_text("prompt,a,b\nq1,1,1\nq2,0,1\nq3,7,1\n")
+    assert np.isnan(data.quality_matrix(data.load_table(few))[2, 0])
+
+
+def test_load_table_long_fields_and_malformed_lines(tmp_path, caplog):
+    long = "x" * 300_000  # above the csv module's default field limit
+    f = tmp_path / "long.csv"
+    f.write_text(f"prompt,big\n{long},1\nq,0,1\nr,1\n")  # "q" has an extra field
+    with caplog.at_level(logging.WARNING):
+        ds = data.load_table(f)
+    assert ds["prompt"] == [long, "r"] and "malformed row: 1" in caplog.text
+    j = tmp_path / "cut.jsonl"
+    j.write_text('{"prompt": "a", "big": 1}\n{"prompt": "b", "big"')  # a truncated last line
+    assert data.load_table(j)["prompt"] == ["a"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json", ".parquet"])
+def test_load_table_leaves_no_cache_copy(tmp_path, monkeypatch, suffix):
+    import datasets
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+
+    def no_load_dataset(*args, **kwargs):
+        raise AssertionError("load_table must not go through datasets.load_dataset")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_load_dataset)
+    rows = [{"prompt": "q1", "big": 1, "small": 0}, {"prompt": "q2", "big": 0, "small": 1}]
+    f = tmp_path / f"logs{suffix}"
+    if suffix == ".csv":
+        f.write_text("prompt,big,small\nq1,1,0\nq2,0,1\n")
+    elif suffix == ".jsonl":
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif suffix == ".json":
+        f.write_text(json.dumps(rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), f)
+    ds = data.load_table(f)
+    np.testing.assert_array_equal(data.quality_matrix(ds), [[1, 0], [0, 1]])
+    assert list(cache.rglob("*")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["hf-cache", f.name])
+
+
 # ------------------------------------------------------------------ labels
 
 def test_pair_checks(tmp_path):
