@@ -154,3 +154,90 @@ def calibrate(scores, *, share: float | None = None, q_strong=None, q_weak=None,
                                         max_drop=max_drop)
     target = {"min_pgr": min_pgr} if min_pgr is not None else {"max_drop": max_drop}
     return t, CalibrationRecord("quality", target, achieved, n, fingerprint)
+
+
+# ---------------------------------------------------------------------------- lam (N models)
+
+_MAX_CANDIDATES = 2000
+
+
+def lam_candidates(values, costs) -> np.ndarray:
+    """Knob values worth trying: 0, the values at which some row switches between two models
+    (at most ``_MAX_CANDIDATES`` of them, evenly spaced in rank), and inf (cheapest)."""
+    V = np.asarray(values, dtype=np.float64)
+    C = np.asarray(costs, dtype=np.float64)
+    dv = V[:, :, None] - V[:, None, :]
+    dc = C[:, :, None] - C[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = dv / dc
+    cross = np.unique(cross[(dc > 0) & (dv > 0) & np.isfinite(cross)])
+    if len(cross) > _MAX_CANDIDATES:
+        cross = cross[np.linspace(0, len(cross) - 1, _MAX_CANDIDATES).round().astype(int)]
+    mids = np.r_[cross[:-1] + np.diff(cross) / 2, cross[-1:] * 1.0001] if len(cross) else cross
+    return np.r_[0.0, cross, mids, np.inf]
+
+
+def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
+                   budget: float | None = None, dearest_share: float | None = None,
+                   fingerprint: str = "") -> tuple[float, CalibrationRecord]:
+    """The knob ``lam`` for a target on labelled reference rows, and its record.
+
+    values: (n, m) the router's decision values on the rows; qualities: (n, m) true qualities
+    in [0, 1] (rows with a missing quality are left out); costs: (n, m) USD per row and model.
+    Exactly one target: ``max_drop`` (mean quality at most this far below the best single
+    model's: the largest such lam, i.e. the cheapest), ``budget`` (mean USD per request at most
+    this: the best quality within it; a monthly budget is budget / requests per month) or
+    ``dearest_share`` (the share of calls to the dearest model closest to this, ties to the
+    lower share). CalibrationError if no lam meets it.
+    """
+    from router_ml.router import choose
+
+    given = {k: v for k, v in (("max_drop", max_drop), ("budget", budget),
+                               ("dearest_share", dearest_share)) if v is not None}
+    if len(given) != 1:
+        raise CalibrationError("give exactly one of max_drop, budget or dearest_share")
+    (what, target), = given.items()
+    if not is_number(target) or not math.isfinite(float(target)) or target < 0 \
+            or (what == "dearest_share" and target > 1):
+        raise CalibrationError(f"{what} must be a finite number >= 0"
+                               f"{' and <= 1' if what == 'dearest_share' else ''}, got {target!r}")
+    V = np.asarray(values, dtype=np.float64)
+    Q = np.asarray(qualities, dtype=np.float64)
+    C = np.asarray(costs, dtype=np.float64)
+    if not (V.shape == Q.shape == C.shape) or V.ndim != 2:
+        raise CalibrationError(f"values, qualities and costs must have one shape (n, m), got "
+                               f"{V.shape}, {Q.shape}, {C.shape}")
+    keep = np.isfinite(Q).all(axis=1)
+    V, Q, C = V[keep], Q[keep], C[keep]
+    if len(V) == 0:
+        raise CalibrationError("calibration needs rows with a quality for every model, got none")
+    if not (np.isfinite(V).all() and np.isfinite(C).all()):
+        raise CalibrationError("calibration values or costs hold NaN or infinite values")
+    n = len(V)
+    rows = np.arange(n)
+    dearest = int(C.mean(axis=0).argmax())
+    best_single = float(Q.mean(axis=0).max())
+    lams = lam_candidates(V, C)
+    picks = [choose(V, C, lam) for lam in lams]
+    cost = np.array([C[rows, p].mean() for p in picks])
+    quality = np.array([Q[rows, p].mean() for p in picks])
+    share = np.array([(p == dearest).mean() for p in picks])
+    if what == "max_drop":
+        ok = np.flatnonzero(quality >= best_single - target - 1e-12)
+        i = None if not len(ok) else ok[np.lexsort((-lams[ok], cost[ok]))[0]]
+    elif what == "budget":
+        ok = np.flatnonzero(cost <= target * (1 + 1e-12))
+        i = None if not len(ok) else ok[np.lexsort((cost[ok], -quality[ok]))[0]]
+    else:
+        i = int(np.lexsort((share, np.abs(share - target)))[0])
+    if i is None:
+        raise CalibrationError(f"no lam reaches {what} {target} on these {n} rows "
+                               f"(best single model quality {best_single:.4f}, least mean cost "
+                               f"{cost.min():.3g} USD)")
+    lam = float(lams[i])
+    achieved = {"lam": lam if math.isfinite(lam) else None, "mean_cost": float(cost[i]),
+                "quality": float(quality[i]), "dearest_share": float(share[i]),
+                "best_single_quality": best_single}
+    method = {"max_drop": "quality", "budget": "budget", "dearest_share": "share"}[what]
+    return (lam if math.isfinite(lam) else 1e12), CalibrationRecord(method, {what: float(target)},
+                                                                    achieved, n, fingerprint)

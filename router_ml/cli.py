@@ -14,9 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.data import STRONG_MODEL, WEAK_MODEL
 from router_ml.errors import RouterMLError
-from router_ml.protocols import PROTOCOLS, protocol_folds
+from router_ml.protocols import (
+    MULTI_PROTOCOLS,
+    PROTOCOLS,
+    STRONG_MODEL,
+    WEAK_MODEL,
+    protocol_folds,
+    protocol_prices,
+)
 
 logger = logging.getLogger("router_ml")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -54,10 +60,17 @@ def format_report(title: str, report: dict) -> str:
     return "\n".join(lines)
 
 
-def describe_threshold(router) -> str:
-    """One line on the threshold and what it achieved where it was calibrated."""
+def describe_knob(router) -> str:
+    """One line on the knob and what it achieved where it was calibrated."""
     c = router.calibration
     a = c.achieved
+    if router.threshold is None:
+        line = f"lam {router.lam:.4g} ({c.method}: {c.target})"
+        if "mean_cost" in a:
+            line += (f": quality {100 * a['quality']:.1f} % (best single model "
+                     f"{100 * a['best_single_quality']:.1f} %), ${a['mean_cost']:.3g} per request, "
+                     f"{100 * a['dearest_share']:.1f} % to the dearest model")
+        return line + (f" on {c.n} out-of-fold predictions" if c.n else "")
     line = f"threshold {router.threshold:.4f} ({c.method}: {c.target})"
     if "share" in a:
         line += f": {100 * a['share']:.1f} % strong calls"
@@ -77,11 +90,68 @@ def pooled_scores(folds, score_fn):
     return np.concatenate(scores), np.concatenate(qs), np.concatenate(qw), prompts
 
 
+def evaluate_rows(routers: dict, folds, prices=None) -> tuple[dict, object]:
+    """The report of routers (one per fold key) on the folds' pooled test rows: APGR and
+    friends for two models, AIQ and the saving for more. Returns (report dict, plot data)."""
+    from router_ml import evaluation
+
+    if len(folds[0].test.models) == 2:
+        scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
+        return evaluation.evaluate(scores, qs, qw).to_dict(), (scores, qs, qw)
+    qhat, q, c = [], [], []
+    for f in folds:
+        keep = np.isfinite(f.test.quality).all(axis=1)
+        test = f.test.subset(keep)
+        r = routers[f.k]
+        qhat.append(r.predict_quality(test.prompts))
+        q.append(test.quality)
+        c.append(test.costs if test.costs is not None else
+                 r.costs(test.prompts) if prices is None else
+                 _costs(test.prompts, test.models, prices))
+    rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c),
+                                    list(folds[0].test.models))
+    return rep.to_dict(), rep
+
+
+def _costs(prompts, models, prices):
+    from router_ml.costs import prompt_costs
+
+    return prompt_costs(prompts, models, prices)
+
+
+def _plot(data, path: Path, title: str):
+    from router_ml import evaluation
+
+    if isinstance(data, tuple):
+        scores, qs, qw = data
+        evaluation.plot_curves({"router": scores}, qs, qw, path, title=title)
+    else:
+        evaluation.plot_multi(data, path, title=title)
+
+
+def format_multi(title: str, r: dict) -> str:
+    def usd(v):
+        return "-" if v is None else f"${v:.3g}"
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    lines = [title, "-" * len(title), f"{'prompts (n)':<28}{r['n']:>10}",
+             f"{'best single model':<28}{r['best_model']:>10}",
+             f"{'  its quality, cost':<28}{r['best_quality']:>10.3f}  {usd(r['best_cost'])}",
+             f"{'AIQ':<28}{r['aiq']:>10.3f}",
+             f"{'highest quality':<28}{r['max_quality']:>10.3f}",
+             f"{'cost share at best quality':<28}{pct(r['cost_share_at_best']):>10}",
+             f"{'oracle AIQ':<28}{r['oracle_aiq']:>10.3f}",
+             f"{'oracle cost share at best':<28}{pct(r['oracle_cost_share_at_best']):>10}"]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------- train
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from router_ml.labels import LABEL_KINDS
+    from router_ml.labels import TARGETS
     from router_ml.training import CLASSIFIER_CHOICES, ENCODER_PARTS, TrainConfig
 
     d = TrainConfig()
@@ -89,35 +159,46 @@ def train_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train a router. With --protocol: on that protocol's training rows (one "
                     "router per fold in OUT/fold-K for a k-fold protocol), evaluated on its "
-                    "test rows. Without: the default router on all training data, into "
+                    "test rows. With --table: on your own file (two or more model columns). "
+                    "Without either: the default router on all training data, into "
                     "models/default.")
     p.add_argument("--protocol", choices=PROTOCOLS, help="evaluation protocol to train for")
     p.add_argument("--out", type=Path, help="output directory (default: models/default, or "
-                   "models/<protocol> with --protocol)")
+                   "models/<protocol> with --protocol, or models/<table name>)")
     p.add_argument("--data-dir", type=Path, help="folder with the data sources (default: "
                    "$ROUTER_ML_DATA or ../shared/data)")
     p.add_argument("--table", type=Path, help="train on your own CSV/JSONL/Parquet file instead")
     p.add_argument("--prompt-column", default="prompt", help="prompt column of --table")
-    p.add_argument("--model-columns", help="comma-separated score columns of --table "
-                   "(default: all other columns)")
+    p.add_argument("--model-columns", help="comma-separated quality columns of --table, one "
+                   "per candidate model (default: every column but the prompt and any cost or "
+                   "token column); for two, the first is the strong model unless --strong/--weak")
     p.add_argument("--scale", choices=("unit", "judge10"), default="unit",
                    help="scores of --table: 0/1 or [0,1] (unit) or 1-10 judge scores")
-    p.add_argument("--strong", default=STRONG_MODEL, help="strong model name")
-    p.add_argument("--weak", default=WEAK_MODEL, help="weak model name")
+    p.add_argument("--prices", type=Path, help="price file (JSON/TOML/YAML, USD per million "
+                   "input/output tokens) over the built-in table; stored in the router")
+    p.add_argument("--strong", help=f"strong model of a pair (protocols: {STRONG_MODEL})")
+    p.add_argument("--weak", help=f"weak model of a pair (protocols: {WEAK_MODEL})")
     p.add_argument("--encoder", default=d.encoder,
                    help=f"feature parts joined by '+', from {', '.join(ENCODER_PARTS)} "
                         "(default %(default)s)")
     p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
                    "(default: chosen by cross-validation in the training rows)")
-    p.add_argument("--label", choices=LABEL_KINDS, default=d.label)
+    p.add_argument("--target", choices=TARGETS, default=d.target,
+                   help="what the heads learn (default %(default)s)")
     p.add_argument("--extra", default=None,
-                   help="extra training sources for the pair, comma-separated (arena-hard, "
+                   help="extra training sources, comma-separated (arena-hard, alpaca-eval, "
                         "dcrouter), '' for none; rows matching a test question are dropped "
-                        f"(default: {','.join(d.extra)}; none with --table)")
+                        f"(default: {','.join(d.extra) or 'none'}; none with --table)")
     p.add_argument("--min-pgr", type=float, default=d.min_pgr,
-                   help="threshold target: share of the strong model's gain to keep (default %(default)s)")
-    p.add_argument("--share", type=float, help="threshold target: strong-call share instead")
+                   help="two models: keep this share of the strong model's gain (default %(default)s)")
+    p.add_argument("--share", type=float, help="two models: strong-call share instead")
+    p.add_argument("--max-drop", type=float, default=d.max_drop,
+                   help="more models: mean quality at most this below the best single model's "
+                        "(default %(default)s)")
+    p.add_argument("--budget", type=float, help="more models: mean USD per request instead")
+    p.add_argument("--dearest-share", type=float, help="more models: share of calls to the "
+                   "dearest model instead")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")
@@ -130,9 +211,13 @@ def train_parser() -> argparse.ArgumentParser:
 def _config_from_args(args):
     from router_ml.training import TrainConfig
 
+    lam_target = args.budget is not None or args.dearest_share is not None
     return TrainConfig(encoder=args.encoder, classifier=args.classifier, C=args.C,
-                       label=args.label, min_pgr=None if args.share is not None else args.min_pgr,
-                       share=args.share, random_state=args.seed, n_jobs=args.jobs,
+                       target=args.target,
+                       min_pgr=None if args.share is not None else args.min_pgr,
+                       share=args.share, max_drop=None if lam_target else args.max_drop,
+                       budget=args.budget, dearest_share=args.dearest_share,
+                       random_state=args.seed, n_jobs=args.jobs,
                        extra=(TrainConfig().extra if args.extra is None and not args.table
                               else tuple(s for s in (args.extra or "").split(",") if s)))
 
@@ -146,10 +231,49 @@ def train_main(argv=None) -> int:
         return _fail(f"{type(e).__name__}: {e}")
 
 
+def _table_rows(args, config):
+    """The user's table as training rows, models in the order given (strong first)."""
+    from router_ml.data import load_table
+    from router_ml.labels import rows_of
+    from router_ml.protocols import add_extra_rows
+
+    cols = [c.strip() for c in args.model_columns.split(",")] if args.model_columns else None
+    ds = load_table(args.table, prompt_column=args.prompt_column, model_columns=cols,
+                    scale=args.scale)
+    from router_ml.data import models_of
+
+    models = list(models_of(ds))
+    if args.strong or args.weak:
+        if not (args.strong and args.weak):
+            raise ValueError("give both --strong and --weak, or neither")
+        models = [args.strong, args.weak]
+    train = rows_of(ds, models, complete=len(models) == 2)
+    if config.extra:
+        train = add_extra_rows(train, config.extra, args.data_dir)
+    return train
+
+
+def _prices(args, models):
+    """The price table for the router: the built-in one with --prices over it, reduced to
+    the models (a model without a price is an error for more than two models)."""
+    from router_ml.costs import load_prices
+    from router_ml.errors import UnknownModelError
+
+    table = load_prices(args.prices) if args.prices else load_prices()
+    out = {}
+    for m in models:
+        try:
+            p = table[m]
+        except UnknownModelError:
+            if len(models) > 2:
+                raise
+            return None  # a pair routes by its threshold; costs are optional
+        out[m] = {"input": p.input, "output": p.output}
+    return out
+
+
 def _train(args) -> int:
-    from router_ml import evaluation
-    from router_ml.labels import pair_data
-    from router_ml.protocols import add_extra_rows, all_training_rows
+    from router_ml.protocols import all_training_rows
     from router_ml.tracking import Tracker
     from router_ml.training import fit_router
 
@@ -158,58 +282,60 @@ def _train(args) -> int:
     tracker.check()  # fail before any training work if the server is unreachable
     name = args.protocol or (args.table.stem if args.table else "default")
     out = args.out or PROJECT_ROOT / "models" / name
-    params = {**config.to_dict(), "protocol": args.protocol or "all", "strong": args.strong,
-              "weak": args.weak}
+    strong, weak = args.strong or STRONG_MODEL, args.weak or WEAK_MODEL
+    params = {**config.to_dict(), "protocol": args.protocol or "all"}
     t0 = time.perf_counter()
     with tracker.run(name, params) as run:
         if args.protocol:
-            folds = protocol_folds(args.protocol, args.data_dir, strong=args.strong,
-                                   weak=args.weak, extra=config.extra)
+            folds = protocol_folds(args.protocol, args.data_dir, strong=strong, weak=weak,
+                                   extra=config.extra)
+            prices = protocol_prices(args.protocol, args.data_dir) \
+                if args.protocol in MULTI_PROTOCOLS else None
             routers = {}
             for f in folds:
                 print((f"training fold {f.k}" if f.k is not None else "training")
                       + f" on {len(f.train)} rows"
-                      + (f" ({f.dropped} extra rows dropped: they match test questions)"
-                         if config.extra else ""), flush=True)
-                routers[f.k] = fit_router(f.train, config, args.strong, args.weak)
-            scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
-            report = evaluation.evaluate(scores, qs, qw).to_dict()
+                      + (f" ({f.dropped} rows of other sources dropped: they match test "
+                         "questions)" if f.dropped or config.extra else ""), flush=True)
+                routers[f.k] = fit_router(f.train, config, prices)
+            report, data = evaluate_rows(routers, folds, prices)
             out.mkdir(parents=True, exist_ok=True)
             for f in folds:
                 r = routers[f.k]
-                r.evaluation = {"protocol": args.protocol, "fold": f.k, **report}
+                r.evaluation = {"protocol": args.protocol, "fold": f.k,
+                                **{k: v for k, v in report.items() if not isinstance(v, list)}}
                 r.save(out if f.k is None else out / f"fold-{f.k}")
             plot = out / "curve.png"
-            evaluation.plot_curves({"router": scores}, qs, qw, plot,
-                                   title=f"{args.protocol}: cost-quality curve")
+            _plot(data, plot, f"{args.protocol}: cost-quality curve")
             (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             print()
-            print(format_report(f"{args.protocol} (test rows, {config.encoder} + "
-                                f"{config.classifier})", report))
+            title = f"{args.protocol} (test rows, {config.encoder} + {config.classifier})"
+            print(format_report(title, report) if isinstance(data, tuple)
+                  else format_multi(title, report))
             print(f"\ncurve: {plot}\nrouter: {out}")
             if len(folds) == 1:
-                print(describe_threshold(routers[folds[0].k]))
-            run.log_metrics(report)
+                print(describe_knob(routers[folds[0].k]))
+            run.log_metrics({k: v for k, v in report.items() if not isinstance(v, (list, dict))})
             run.log_artifact(plot)
         else:
             if args.table:
-                from router_ml.data import load_table
-
-                cols = args.model_columns.split(",") if args.model_columns else None
-                ds = load_table(args.table, prompt_column=args.prompt_column,
-                                model_columns=cols, scale=args.scale)
-                train = pair_data(ds, args.strong, args.weak)
-                if config.extra:
-                    train = add_extra_rows(train, config.extra, args.data_dir,
-                                           strong=args.strong, weak=args.weak)
+                train = _table_rows(args, config)
+                run.log_params({"table": str(args.table), "columns": ",".join(train.models),
+                                "rows": len(train)})
             else:
-                train = all_training_rows(args.data_dir, strong=args.strong, weak=args.weak,
+                train = all_training_rows(args.data_dir, strong=strong, weak=weak,
                                           extra=config.extra)
-            print(f"training the default router on {len(train)} rows", flush=True)
-            router = fit_router(train, config, args.strong, args.weak)
+            prices = _prices(args, train.models)
+            print(f"training on {len(train)} rows, models: {', '.join(train.models)}", flush=True)
+            router = fit_router(train, config, prices)
             router.save(out)
-            print(f"router: {out}\n{describe_threshold(router)}")
-            run.log_metrics({f"calibration_{k}": v for k, v in router.calibration.achieved.items()})
+            cv = router.training.get("cv_apgr", router.training.get("cv_aiq"))
+            what = "APGR" if len(train.models) == 2 else "AIQ"
+            print(f"router: {out}\nout-of-fold {what}: "
+                  f"{'-' if cv is None else f'{cv:.3f}'}\n{describe_knob(router)}")
+            run.log_metrics({f"cv_{what.lower()}": cv,
+                             **{f"calibration_{k}": v for k, v in
+                                router.calibration.achieved.items()}})
         run.log_metrics({"train_seconds": time.perf_counter() - t0})
         run.log_dir(out, "router")
     return 0
@@ -221,15 +347,20 @@ def _train(args) -> int:
 def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",
-        description="Evaluate a saved router (or a baseline) on a protocol's test rows: prints "
-                    "n, weak and strong quality, APGR, CPT(50%), CPT(80%), AUC and the random "
-                    "and oracle APGR, and writes them as JSON.")
+        description="Evaluate a saved router (or a baseline) on a protocol's test rows or on "
+                    "your own held-out table. Two models: n, weak and strong quality, APGR, "
+                    "CPT(50%), CPT(80%), AUC and the random and oracle APGR. More models: AIQ, "
+                    "the best single model, the saving and the oracle. Writes them as JSON.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="router directory (for a k-fold protocol: the "
                      "directory holding fold-0 .. fold-4)")
     src.add_argument("--baseline", choices=BASELINES, help="random or length (longer prompt, "
-                     "higher score)")
+                     "higher score; pair protocols)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="mmlu")
+    p.add_argument("--table", type=Path, help="your held-out rows (CSV/JSONL/Parquet) instead "
+                   "of a protocol; needs --model")
+    p.add_argument("--prompt-column", default="prompt")
+    p.add_argument("--scale", choices=("unit", "judge10"), default="unit")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--report", type=Path, help="JSON output (default: reports/<name>-<protocol>.json)")
     p.add_argument("--plot", type=Path, help="PNG of the curve (default: next to the report)")
@@ -258,34 +389,59 @@ def evaluate_main(argv=None) -> int:
 
 def _evaluate(args) -> int:
     from router_ml import evaluation, load_router
+    from router_ml.protocols import Fold
 
-    folds = protocol_folds(args.protocol, args.data_dir)
-    if args.baseline:
-        name = args.baseline
-        score_fn = lambda f: baseline_scores(args.baseline, f.test.prompts, args.seed)  # noqa: E731
+    if args.table:
+        if not args.model:
+            raise ValueError("--table needs --model (a router to evaluate)")
+        from router_ml.data import load_table
+        from router_ml.labels import rows_of
+
+        router = load_router(args.model)
+        ds = load_table(args.table, prompt_column=args.prompt_column,
+                        model_columns=router.models, scale=args.scale)
+        rows = rows_of(ds, router.models, complete=True)
+        folds, routers, name, where = [Fold("table", None, rows, rows)], {None: router}, \
+            args.model.name, args.table.stem
+        prices = None
     else:
-        name = args.model.name
-        if len(folds) > 1:
-            missing = [f"fold-{f.k}" for f in folds if not (args.model / f"fold-{f.k}").is_dir()]
-            if missing:
-                raise FileNotFoundError(
-                    f"{args.protocol} has {len(folds)} folds; {args.model} lacks "
-                    f"{', '.join(missing)} (train with: python training/train.py "
-                    f"--protocol {args.protocol} --out {args.model})")
-            routers = {f.k: load_router(args.model / f"fold-{f.k}") for f in folds}
+        folds = protocol_folds(args.protocol, args.data_dir)
+        where = args.protocol
+        prices = protocol_prices(args.protocol, args.data_dir) \
+            if args.protocol in MULTI_PROTOCOLS else None
+        if args.baseline:
+            if prices is not None:
+                raise ValueError("baselines are for pair protocols")
+            name = args.baseline
+            scores, qs, qw, _ = pooled_scores(
+                folds, lambda f: baseline_scores(args.baseline, f.test.prompts, args.seed))
+            report, data = evaluation.evaluate(scores, qs, qw).to_dict(), (scores, qs, qw)
+            routers = None
         else:
-            routers = {folds[0].k: load_router(args.model)}
-        score_fn = lambda f: routers[f.k].score(f.test.prompts)  # noqa: E731
-    scores, qs, qw, _ = pooled_scores(folds, score_fn)
-    report = evaluation.evaluate(scores, qs, qw).to_dict()
-    out = args.report or PROJECT_ROOT / "reports" / f"{name}-{args.protocol}.json"
+            name = args.model.name
+            if len(folds) > 1:
+                missing = [f"fold-{f.k}" for f in folds if not (args.model / f"fold-{f.k}").is_dir()]
+                if missing:
+                    raise FileNotFoundError(
+                        f"{args.protocol} has {len(folds)} folds; {args.model} lacks "
+                        f"{', '.join(missing)} (train with: python training/train.py "
+                        f"--protocol {args.protocol} --out {args.model})")
+                routers = {f.k: load_router(args.model / f"fold-{f.k}") for f in folds}
+            else:
+                routers = {folds[0].k: load_router(args.model)}
+    if routers is not None:
+        report, data = evaluate_rows(routers, folds, prices)
+    out = args.report or PROJECT_ROOT / "reports" / f"{name}-{where}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     plot = args.plot or out.with_suffix(".png")
-    evaluation.plot_curves({name: scores}, qs, qw, plot, title=f"{args.protocol}: {name}")
-    payload = {"protocol": args.protocol, "router": str(args.model) if args.model else None,
+    _plot(data, plot, f"{where}: {name}")
+    payload = {"protocol": None if args.table else args.protocol,
+               "table": str(args.table) if args.table else None,
+               "router": str(args.model) if args.model else None,
                "baseline": args.baseline, **report,
-               "published": PUBLISHED.get(args.protocol)}
+               "published": None if args.table else PUBLISHED.get(args.protocol)}
     out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(format_report(f"{args.protocol}: {name}", report))
+    print(format_report(f"{where}: {name}", report) if isinstance(data, tuple)
+          else format_multi(f"{where}: {name}", report))
     print(f"\nreport: {out}\ncurve: {plot}")
     return 0

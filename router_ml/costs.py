@@ -624,3 +624,32 @@ __all__ = [
     "quality_sampling_cost", "read_price_file", "router_monthly_cost", "saving",
     "threshold_for_budget",
 ]
+
+
+# ---------------------------------------------------------------------------- per prompt
+
+OUTPUT_TOKENS = 256  # DESIGN.md: assumed output length where a data set has no token counts
+
+
+def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,
+                 output_tokens: float = OUTPUT_TOKENS) -> np.ndarray:
+    """(n, len(models)) USD of answering each prompt with each model.
+
+    cost(m, p) = (input_price_m * ceil(len(p) / 4) + output_price_m * output_tokens) / 1e6,
+    prices in USD per million tokens: a :class:`PriceTable` or {model: {"input", "output"}}
+    (an exact name first, else matched as :class:`PriceTable` does). A model without a price
+    raises :class:`~router_ml.errors.UnknownModelError` naming it and the table.
+    """
+    table = prices if isinstance(prices, PriceTable) else None
+    rates = []
+    for m in models:
+        if table is None and isinstance(prices, Mapping) and m in prices:
+            p = _entry(m, prices[m], "the router's price table")
+        else:
+            if table is None:
+                table = PriceTable(prices or {}, source="the router's price table")
+            p = table[m]
+        rates.append((p.input, p.output))
+    r = np.asarray(rates, dtype=np.float64).reshape(len(models), 2)
+    tokens = np.ceil(np.fromiter((len(p) for p in prompts), dtype=np.float64, count=len(prompts)) / 4)
+    return (tokens[:, None] * r[:, 0] + output_tokens * r[:, 1]) / TOKENS_PER_MILLION

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from router_ml.router import choose as _choose
+
 
 @dataclass(frozen=True)
 class Curve:
@@ -234,17 +236,6 @@ def choose(qhat, costs, lam) -> np.ndarray:
     q = _as_matrix("qhat", qhat)
     c = _as_costs(costs, q.shape)
     return _choose(q, c, _check_lam(lam))
-
-
-def _choose(q: np.ndarray, c: np.ndarray, lam: float) -> np.ndarray:
-    if np.isinf(lam):
-        key1, key2 = -c, q  # cheapest first, then the best prediction
-    else:
-        key1, key2 = q - lam * c, -c
-    cand = key1 == key1.max(axis=1, keepdims=True)
-    k2 = np.where(cand, key2, -np.inf)
-    cand &= k2 == k2.max(axis=1, keepdims=True)
-    return np.argmax(cand, axis=1)  # the first True: the lowest index among exact ties
 
 
 def _dedupe_equal_costs(q: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -1,103 +1,117 @@
-"""Training targets for a (strong, weak) pair of models."""
+"""Training rows: prompts and every candidate model's quality on them, as arrays.
+
+:class:`Rows` is what splits, training and evaluation pass around: n prompts, a (n, m)
+quality matrix for m candidate models (NaN where a model has no outcome), and per row its
+group and source. A pair (strong, weak) is the case m = 2 with the strong model first.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from router_ml.data import canonical_model, models_of, quality_matrix
+from router_ml.data import models_of, quality_matrix
 from router_ml.errors import UnknownModelError
 
 logger = logging.getLogger(__name__)
 
-LABEL_KINDS = ("gain", "strong_better", "graded")
+TARGETS = ("gain", "quality")
 
 
 @dataclass(frozen=True)
-class PairData:
-    """Rows of a records Dataset where both models of the pair have a quality.
-
-    prompts: n prompts; q_strong, q_weak: (n,) float64 qualities in [0, 1];
-    groups, sources: (n,) object arrays.
-    """
+class Rows:
+    """prompts: n prompts; quality: (n, m) float64 in [0, 1], NaN where missing; models: the m
+    column names; groups, sources: (n,) object arrays; costs: (n, m) observed USD per prompt
+    and model, or None (then costs come from prices)."""
 
     prompts: list[str]
-    q_strong: np.ndarray
-    q_weak: np.ndarray
+    quality: np.ndarray
+    models: tuple
     groups: np.ndarray
     sources: np.ndarray
+    costs: np.ndarray | None = None
 
     def __len__(self):
         return len(self.prompts)
 
-    def subset(self, mask_or_index) -> "PairData":
+    def subset(self, mask_or_index) -> "Rows":
         idx = np.arange(len(self))[mask_or_index]
-        return PairData([self.prompts[i] for i in idx], self.q_strong[idx], self.q_weak[idx],
-                        self.groups[idx], self.sources[idx])
+        return Rows([self.prompts[i] for i in idx], self.quality[idx], self.models,
+                    self.groups[idx], self.sources[idx],
+                    None if self.costs is None else self.costs[idx])
+
+    @property
+    def q_strong(self) -> np.ndarray:
+        """Pairs: the strong (first) model's qualities, (n,)."""
+        return self._pair_column(0)
+
+    @property
+    def q_weak(self) -> np.ndarray:
+        """Pairs: the weak (second) model's qualities, (n,)."""
+        return self._pair_column(1)
+
+    def _pair_column(self, j: int) -> np.ndarray:
+        if len(self.models) != 2:
+            raise AttributeError(f"q_strong/q_weak exist for two models; these rows have "
+                                 f"{len(self.models)}")
+        return self.quality[:, j]
 
 
-def check_pair(ds, strong: str, weak: str) -> tuple[str, str]:
-    """Canonical names of the pair; UnknownModelError lists the known models."""
-    strong, weak = canonical_model(strong), canonical_model(weak)
+def concat(parts: Sequence[Rows]) -> Rows:
+    """Rows of several parts with the same models, in order."""
+    models = parts[0].models
+    for p in parts[1:]:
+        if tuple(p.models) != tuple(models):
+            raise ValueError(f"cannot join rows of models {list(p.models)} to rows of {list(models)}")
+    costs = None
+    if all(p.costs is not None for p in parts):
+        costs = np.concatenate([p.costs for p in parts])
+    return Rows([x for p in parts for x in p.prompts],
+                np.concatenate([p.quality for p in parts]), tuple(models),
+                np.concatenate([p.groups for p in parts]),
+                np.concatenate([p.sources for p in parts]), costs)
+
+
+def check_models(ds, models: Sequence[str]) -> list[str]:
+    """The models, each a model of ``ds`` (exact names); UnknownModelError lists the known ones."""
     known = models_of(ds)
-    for role, m in (("strong", strong), ("weak", weak)):
+    models = [str(m) for m in models]
+    for m in models:
         if m not in known:
-            raise UnknownModelError(
-                f"unknown {role} model {m!r}; known models: {', '.join(sorted(known))}"
-            )
-    if strong == weak:
-        raise ValueError(f"strong and weak model must differ, both are {strong!r}")
-    return strong, weak
+            raise UnknownModelError(f"unknown model {m!r}; known models: {', '.join(known)}")
+    dup = sorted({m for m in models if models.count(m) > 1})
+    if dup:
+        raise ValueError(f"models must differ; repeated: {', '.join(dup)}")
+    return models
 
 
-def pair_data(ds, strong: str, weak: str) -> PairData:
-    """The rows of ``ds`` with a quality for both models (others are dropped and counted)."""
-    strong, weak = check_pair(ds, strong, weak)
-    q = quality_matrix(ds, [strong, weak])
-    keep = ~np.isnan(q).any(axis=1)
+def rows_of(ds, models: Sequence[str], *, complete: bool = False) -> Rows:
+    """The rows of a records Dataset for these models. complete: keep only rows with a
+    quality for every model (others are dropped and counted); else rows with at least one."""
+    models = check_models(ds, models)
+    q = quality_matrix(ds, models)
+    keep = ~np.isnan(q).any(axis=1) if complete else ~np.isnan(q).all(axis=1)
     if (~keep).sum():
-        logger.warning("pair %s/%s: %d of %d rows lack a quality for one of the two models "
-                       "and are dropped", strong, weak, int((~keep).sum()), len(ds))
+        logger.warning("%s: %d of %d rows lack a quality for %s and are dropped",
+                       "/".join(models) if len(models) <= 3 else f"{len(models)} models",
+                       int((~keep).sum()), len(ds),
+                       "one of the models" if complete else "every model")
     idx = np.flatnonzero(keep)
     prompts = ds["prompt"][:]  # whole columns at once: row access is one Arrow lookup each
-    return PairData(
-        prompts=[prompts[i] for i in idx],
-        q_strong=q[idx, 0],
-        q_weak=q[idx, 1],
-        groups=np.asarray(ds["group"][:], dtype=object)[idx],
-        sources=np.asarray(ds["source"][:], dtype=object)[idx],
-    )
+    costs = None
+    if "cost" in ds.column_names:
+        from router_ml.data import cost_matrix
+
+        c = cost_matrix(ds, models)
+        costs = None if c is None else c[idx]
+    return Rows([prompts[i] for i in idx], q[idx], tuple(models),
+                np.asarray(ds["group"][:], dtype=object)[idx],
+                np.asarray(ds["source"][:], dtype=object)[idx], costs)
 
 
-def make_labels(q_strong, q_weak, kind: str = "gain") -> tuple[np.ndarray, np.ndarray]:
-    """Training target y and sample weights for a pair.
-
-    - ``gain`` (default): y = sign(q_strong - q_weak) in {-1, 0, 1}: the strong model is
-      better, as good, or worse. A router trained on it scores prompts by the expected gain of
-      the strong model, P(strong better) - P(weak better), which is the order the oracle
-      routes in (a prompt where the weak model wins is the cheapest to keep on it).
-    - ``strong_better``: y = 1 where the strong model's quality is strictly higher, else 0.
-    - ``graded``: the ``strong_better`` target weighted by how much is at stake,
-      |q_strong - q_weak|, with ties at a small weight (0.1): for judge scores a 9-vs-2
-      prompt counts more than a 6-vs-5 one.
-    Returns (y int64 (n,), weight float64 (n,)).
-    """
-    q_strong = np.asarray(q_strong, dtype=np.float64)
-    q_weak = np.asarray(q_weak, dtype=np.float64)
-    if q_strong.shape != q_weak.shape:
-        raise ValueError(f"q_strong and q_weak differ in shape: {q_strong.shape} vs {q_weak.shape}")
-    if not (np.isfinite(q_strong).all() and np.isfinite(q_weak).all()):
-        raise ValueError("qualities must be finite numbers; drop missing rows with pair_data()")
-    diff = q_strong - q_weak
-    y = (diff > 0).astype(np.int64)
-    if kind == "gain":
-        return np.sign(diff).astype(np.int64), np.ones_like(diff)
-    if kind == "strong_better":
-        w = np.ones_like(diff)
-    elif kind == "graded":
-        w = np.where(diff == 0, 0.1, np.abs(diff))
-    else:
-        raise ValueError(f"label kind must be one of {LABEL_KINDS}, got {kind!r}")
-    return y, w
+def pair_data(ds, strong: str, weak: str) -> Rows:
+    """The rows of ``ds`` with a quality for both models of the pair, strong first."""
+    return rows_of(ds, [strong, weak], complete=True)

@@ -1,25 +1,28 @@
 """Saving and loading a router as a directory, without executing code from the files.
 
-Layout::
+Layout (format version 2)::
 
-    manifest.json          format version, versions, encoder spec, classifier type, models,
-                           threshold and its calibration, training and evaluation summaries,
-                           and the sha256 of every other file
+    manifest.json          format version, versions, encoder spec, estimator type and heads,
+                           candidate models and their prices, the knob (threshold or lam) and
+                           its calibration, training and evaluation summaries, the sha256 of
+                           every other file, and its own sha256
     encoder.<part>.npy     arrays (numpy, allow_pickle=False)
     encoder.<part>.json    lists of strings (e.g. the TF-IDF vocabulary)
     encoder.<part>.txt     text (e.g. a tokenizer definition)
-    classifier.<part>.npy  a logistic regression's coefficients, intercept and classes
-                           (its hyper-parameters are in the manifest), or
-    classifier.skops       any other fitted scikit-learn classifier (skops)
+    estimator.coef.npy     the logistic heads' weights stacked (rows, n_features) and
+    estimator.intercept.npy  their intercepts (rows,); the manifest gives each head's kind,
+                           classes and number of rows, or
+    estimator.skops        an estimator with other heads (skops)
 
-A logistic regression is stored as plain arrays: loading it needs no skops, whose import
-alone takes seconds (it imports every scikit-learn estimator), and the files are
-byte-identical for identical fits.
+Logistic heads are stored as plain arrays: loading them needs no skops, whose import alone
+takes seconds (it imports every scikit-learn estimator), and the files are byte-identical for
+identical fits. Version-1 artifacts (a strong/weak pair, ``classifier.*`` files, the
+threshold at the top level) still load: :func:`_load_v1` turns them into the same router.
 
 Loading checks, before building anything: the format version is known; the manifest has only
 known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
-matches, so a changed threshold or model name is caught like a changed file (manifests written
-before that key existed load without it); every file named in the manifest is a plain file
+matches, so a changed threshold or model name is caught like a changed file (required: a
+manifest with the key removed is refused); every file named in the manifest is a plain file
 name, a file router_ml reads, a regular file inside the directory (no symlink) and has the
 recorded sha256; every type in ``classifier.skops`` is on :data:`ALLOWED_TYPES`, an
 allow-list kept here in the loader's code and never read from the artifact (checked by our own
@@ -54,26 +57,39 @@ from router_ml.errors import (
     ArtifactVersionError,
     UntrustedTypeError,
 )
-from router_ml.router import LOGREG_TYPE, LogisticHead, Router
 
 # FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: branch
 # on the version in load_router, keep reading every older number (with a saved artifact of
 # each as a test fixture), and list the new number in SUPPORTED_VERSIONS.
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+# FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: keep
+# the loader of every older number (load_router branches on the version; version 1 is read by
+# _load_v1), add a saved artifact of the new version as a test fixture next to
+# tests/fixtures/artifact-v1, list the new number in SUPPORTED_VERSIONS and its manifest keys
+# in MANIFEST_KEYS, and never make an old loader less strict than the new one.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
-CLASSIFIER_FILE = "classifier.skops"
+ESTIMATOR_FILE = "estimator.skops"
+V1_CLASSIFIER_FILE = "classifier.skops"
 MANIFEST_DIGEST = "manifest_sha256"
-# The top-level keys of a version-1 manifest; any other key means a newer format or damage.
-MANIFEST_KEYS = frozenset({"format_version", "versions", "encoder", "classifier", "strong_model",
-                           "weak_model", "threshold", "calibration", "training", "evaluation",
-                           "files", MANIFEST_DIGEST})
+# The top-level keys of each version's manifest; any other key means a newer format or damage.
+MANIFEST_KEYS = {
+    1: frozenset({"format_version", "versions", "encoder", "classifier", "strong_model",
+                  "weak_model", "threshold", "calibration", "training", "evaluation",
+                  "files", MANIFEST_DIGEST}),
+    2: frozenset({"format_version", "versions", "encoder", "estimator", "models", "prices",
+                  "knob", "calibration", "training", "evaluation", "files", MANIFEST_DIGEST}),
+}
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_SCHEMA_BYTES = 16 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
 # Every type a saved classifier may contain. Kept in code, audited before any object is built.
 ALLOWED_TYPES = frozenset({
+    # our own estimator and its constant head: plain attributes, no code from the file
+    "router_ml.estimator.QualityEstimator", "router_ml.estimator._Constant",
+    "sklearn.linear_model._logistic.LogisticRegressionCV",
+    "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.linear_model._logistic.LogisticRegression",
     "sklearn.neighbors._classification.KNeighborsClassifier",
     "sklearn.calibration.CalibratedClassifierCV",
@@ -162,8 +178,6 @@ def _exchange(a: Path, b: Path) -> bool:
     return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-_LOGREG_ARRAYS = ("coef", "intercept", "classes")
-
 
 def _load_array(data: bytes, p: Path) -> np.ndarray:
     try:
@@ -172,24 +186,10 @@ def _load_array(data: bytes, p: Path) -> np.ndarray:
         raise UntrustedTypeError(f"{p}: refused ({e})") from None
 
 
-def _load_logreg(params: dict, contents: dict, folder: Path):
-    """A LogisticHead from its arrays: scoring needs numpy only (see router.LogisticHead)."""
-    arrays = {}
-    for key in _LOGREG_ARRAYS:
-        name = f"classifier.{key}.npy"
-        if name not in contents:
-            raise ArtifactIntegrityError(f"{name} missing from the manifest")
-        arrays[key] = _load_array(contents[name], folder / name)
-    coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-    k = 1 if classes.shape == (2,) else len(classes)
-    if coef.ndim != 2 or coef.shape[0] != k or intercept.shape != (k,) or classes.ndim != 1 \
-            or not set(classes.tolist()) <= {-1, 0, 1} or len(classes) < 2 \
-            or coef.dtype.kind != "f" or intercept.dtype.kind != "f" or classes.dtype.kind not in "iu" \
-            or not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
-        raise ArtifactIntegrityError("logistic regression arrays have unexpected shapes or values")
-    if not isinstance(params, dict):
-        raise ArtifactIntegrityError("classifier params must be a JSON object")
-    return LogisticHead(coef, intercept, classes, params)
+def _json_params(params: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()
+            if isinstance(v, (int, float, str, bool, type(None), tuple))
+            and not (isinstance(v, tuple) and not all(isinstance(x, (int, float)) for x in v))}
 
 
 def save_router(router, path) -> Path:
@@ -201,31 +201,34 @@ def save_router(router, path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         _write_parts(router.encoder.parts(), tmp)
-        head = router._head
-        if head is not None:
-            for key in _LOGREG_ARRAYS:
-                np.save(tmp / f"classifier.{key}.npy", np.asarray(getattr(head, f"{key}_")),
-                        allow_pickle=False)
+        heads = router.heads
+        est = router.estimator
+        params = {} if est is heads else _json_params(est.get_params(deep=False))
+        if heads is not None:
+            np.save(tmp / "estimator.coef.npy", np.vstack(heads.coefs), allow_pickle=False)
+            np.save(tmp / "estimator.intercept.npy", np.concatenate(heads.intercepts),
+                    allow_pickle=False)
+            estimator = {"type": "heads", "params": params,
+                         "heads": [{"kind": k, "classes": c.tolist(), "rows": len(w)}
+                                   for k, c, w in zip(heads.kinds, heads.classes, heads.coefs)]}
         else:
             import skops.io as sio
 
-            sio.dump(router.classifier, tmp / CLASSIFIER_FILE)
+            sio.dump(est, tmp / ESTIMATOR_FILE)
             # refuse to write what we would refuse to read
-            _audit_skops((tmp / CLASSIFIER_FILE).read_bytes(), tmp / CLASSIFIER_FILE)
+            _audit_skops((tmp / ESTIMATOR_FILE).read_bytes(), tmp / ESTIMATOR_FILE)
+            estimator = {"type": "skops", "params": params}
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-        cls = type(router.classifier)
-        ctype = LOGREG_TYPE if head is not None else f"{cls.__module__}.{cls.__qualname__}"
-        params = head.params if head is not None else router.classifier.get_params(deep=False)
+        knob = ({"kind": "threshold", "value": router.threshold} if router.threshold is not None
+                else {"kind": "lam", "value": router.lam})
         manifest = {
             "format_version": FORMAT_VERSION,
             "versions": _versions(),
             "encoder": router.encoder.spec(),
-            "classifier": {"type": ctype,
-                           "params": {k: v for k, v in params.items()
-                                      if isinstance(v, (int, float, str, bool, type(None)))}},
-            "strong_model": router.strong_model,
-            "weak_model": router.weak_model,
-            "threshold": router.threshold,
+            "estimator": estimator,
+            "models": list(router.models),
+            "prices": router.prices,
+            "knob": knob,
             "calibration": router.calibration.to_dict(),
             "training": router.training,
             "evaluation": router.evaluation,
@@ -260,7 +263,6 @@ def save_router(router, path) -> Path:
 
 
 # ---------------------------------------------------------------------------- loading
-
 
 def _audit_skops(data: bytes, path: Path) -> list[str]:
     """Every type named in a skops file's bytes, checked against ALLOWED_TYPES before loading."""
@@ -324,12 +326,15 @@ def _read_manifest(folder: Path) -> dict:
         raise ArtifactVersionError(
             f"{mpath}: format version {version!r} is not supported by this router_ml "
             f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); retrain or upgrade router_ml")
-    unknown = sorted(set(manifest) - MANIFEST_KEYS)
+    unknown = sorted(set(manifest) - MANIFEST_KEYS[version])
     if unknown:
         raise ArtifactIntegrityError(f"{mpath}: unknown keys {', '.join(map(repr, unknown))} "
                                      f"in a version-{version} manifest; the manifest was changed")
-    # Artifacts written before the digest existed have none; with the key check above, any one
-    # changed byte of a manifest that has one is caught.
+    # Required in every version, so that removing it to hide a change is caught too (the
+    # earliest version-1 artifacts had none: save them again with this router_ml to load them).
+    if MANIFEST_DIGEST not in manifest:
+        raise ArtifactIntegrityError(f"{mpath}: no {MANIFEST_DIGEST}; the manifest was changed "
+                                     "or predates digests; re-save the router to load it")
     if MANIFEST_DIGEST in manifest:
         try:
             ok = manifest_digest(manifest) == manifest[MANIFEST_DIGEST]
@@ -341,7 +346,13 @@ def _read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def _check_files(folder: Path, files) -> dict[str, bytes]:
+
+_READ = {1: {V1_CLASSIFIER_FILE, "classifier.coef.npy", "classifier.intercept.npy",
+             "classifier.classes.npy"},
+         2: {ESTIMATOR_FILE, "estimator.coef.npy", "estimator.intercept.npy"}}
+
+
+def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
     """The content of every file the manifest lists, read once and checked against its sha256
     (what is loaded is exactly what was checked)."""
     if not isinstance(files, dict) or not files:
@@ -361,14 +372,61 @@ def _check_files(folder: Path, files) -> dict[str, bytes]:
             raise ArtifactIntegrityError(f"{p}: sha256 differs from the manifest; the file was "
                                          "changed or truncated")
         out[name] = data
-    if CLASSIFIER_FILE not in out and "classifier.coef.npy" not in out:
-        raise ArtifactIntegrityError(f"{folder}: the manifest lists no classifier file")
-    known = {CLASSIFIER_FILE, *(f"classifier.{k}.npy" for k in _LOGREG_ARRAYS)}
+    known = _READ[version]
+    if not any(n in out for n in known):
+        raise ArtifactIntegrityError(f"{folder}: the manifest lists no estimator file")
     odd = sorted(n for n in out if not n.startswith("encoder.") and n not in known)
     if odd:
         raise ArtifactIntegrityError(f"{folder}: the manifest lists files that router_ml does "
                                      f"not read: {', '.join(odd)}")
     return out
+
+
+def _heads(spec: dict, contents: dict, folder: Path):
+    """QualityHeads from the stacked arrays and the manifest's per-head layout."""
+    from router_ml.router import QualityHeads
+
+    arrays = {}
+    for key in ("coef", "intercept"):
+        name = f"estimator.{key}.npy"
+        if name not in contents:
+            raise ArtifactIntegrityError(f"{folder}: {name} missing from the manifest")
+        arrays[key] = _load_array(contents[name], folder / name)
+    coef, icpt = arrays["coef"], arrays["intercept"]
+    layout = spec.get("heads")
+    if not isinstance(layout, list) or not layout or coef.ndim != 2 or icpt.ndim != 1 \
+            or coef.dtype.kind != "f" or icpt.dtype.kind != "f" \
+            or not (np.isfinite(coef).all() and np.isfinite(icpt).all()):
+        raise ArtifactIntegrityError(f"{folder}: estimator arrays have unexpected shapes or values")
+    kinds, coefs, icpts, classes, at = [], [], [], [], 0
+    for h in layout:
+        ok = isinstance(h, dict) and h.get("kind") in ("quality", "gain") \
+            and isinstance(h.get("rows"), int) and isinstance(h.get("classes"), list) \
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in h["classes"])
+        cl = h["classes"] if ok else []
+        valid = {"quality": {0, 1}, "gain": {-1, 0, 1}}.get(h.get("kind") if ok else None, set())
+        rows = h["rows"] if ok else -1
+        expect = 1 if len(cl) <= 2 else len(cl)
+        if not ok or not cl or not set(cl) <= valid or rows != expect or at + rows > len(coef):
+            raise ArtifactIntegrityError(f"{folder}: estimator head {len(kinds)} is malformed")
+        kinds.append(h["kind"])
+        coefs.append(coef[at:at + rows])
+        icpts.append(icpt[at:at + rows])
+        classes.append(cl)
+        at += rows
+    if at != len(coef) or len(icpt) != len(coef):
+        raise ArtifactIntegrityError(f"{folder}: estimator arrays do not match the heads")
+    try:
+        return QualityHeads(kinds, coefs, icpts, classes)
+    except ValueError as e:
+        raise ArtifactIntegrityError(f"{folder}: {e}") from None
+
+
+def _skops(contents: dict, name: str, folder: Path):
+    import skops.io as sio
+
+    data = contents[name]
+    return sio.loads(data, trusted=_audit_skops(data, folder / name))
 
 
 def _read_parts(contents: dict[str, bytes], folder: Path) -> dict:
@@ -402,22 +460,82 @@ def _uses_lazy_model(spec) -> bool:
         _uses_lazy_model(s) for s in spec.get("encoders") or [] if isinstance(s, dict))
 
 
+
 def _check_router(router, folder: Path, spec) -> None:
     """Refuse a router whose parts do not fit together (caught now rather than per request)."""
-    clf = router.classifier
-    classes = getattr(clf, "classes_", None)
-    if not callable(getattr(clf, "predict_proba", None)) or classes is None \
-            or [int(c) for c in np.asarray(classes).ravel()] not in ([0, 1], [-1, 0, 1], [-1, 1]):
-        raise ArtifactIntegrityError(f"{folder}: the classifier is not a fitted classifier of "
-                                     "0/1 or -1/0/1 targets with predict_proba")
+    heads = router.heads
+    if heads is None and not callable(getattr(router.estimator, "decision_function", None)):
+        raise ArtifactIntegrityError(f"{folder}: the estimator is not a fitted QualityEstimator")
+    if heads is not None and len(heads.kinds) != len(router.models):
+        raise ArtifactIntegrityError(f"{folder}: {len(heads.kinds)} estimator heads for "
+                                     f"{len(router.models)} models")
     if _uses_lazy_model(spec):
         return  # probing would load the transformer; its spec has no fitted parts to check
-    # raw probabilities: score() would turn a non-finite value into the safe "strong" answer
-    proba = np.asarray(clf.predict_proba(router.encoder.encode(["router_ml probe"])),
-                       dtype=np.float64)
-    if proba.shape != (1, len(classes)) or not (np.isfinite(proba).all() and (proba >= 0).all()
-                                     and (proba <= 1).all()):
-        raise ArtifactIntegrityError(f"{folder}: the loaded router gives no valid score")
+    X = router.encoder.encode(["router_ml probe"])
+    if heads is not None and X.shape[1] != heads.n_features:
+        raise ArtifactIntegrityError(f"{folder}: the encoder gives {X.shape[1]} features, the "
+                                     f"estimator expects {heads.n_features}")
+    # raw values: decision_function would turn a non-finite value into the safe answer
+    V = heads.decision_function(X) if heads is not None else router.estimator.decision_function(X)
+    if np.shape(V) != (1, len(router.models)) or not np.isfinite(V).all():
+        raise ArtifactIntegrityError(f"{folder}: the loaded router gives no valid prediction")
+
+
+def _load_v1(manifest: dict, contents: dict, folder: Path):
+    """A version-1 artifact (a pair classifier) as the router of today's format.
+
+    The classifier predicted the strong model's gain (classes -1/0/1: score 0.5 + (P(1) -
+    P(-1)) / 2) or P(strong better) (classes 0/1). It becomes a gain head of the weak model
+    with the classes negated, next to a constant reference head of 0.5 for the strong model
+    (version 1 knew no absolute qualities): the score of a gain classifier is unchanged; a
+    0/1 classifier's score p becomes 0.5 + p / 2, and its threshold t becomes 0.5 + t / 2,
+    so every decision is the same."""
+    from router_ml.router import QualityHeads, Router
+
+    ctype = manifest.get("classifier", {}).get("type")
+    threshold = manifest["threshold"]
+    if V1_CLASSIFIER_FILE in contents:
+        clf = _skops(contents, V1_CLASSIFIER_FILE, folder)
+        estimator = _V1Classifier(clf)
+        classes = [int(c) for c in np.asarray(clf.classes_).ravel()]
+    elif ctype == "sklearn.linear_model._logistic.LogisticRegression":
+        arrays = {k: _load_array(contents[f"classifier.{k}.npy"], folder / f"classifier.{k}.npy")
+                  for k in ("coef", "intercept", "classes") if f"classifier.{k}.npy" in contents}
+        if len(arrays) != 3:
+            raise ArtifactIntegrityError(f"{folder}: logistic regression arrays are missing")
+        coef, icpt, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+        classes = [int(c) for c in classes.ravel()] if classes.dtype.kind in "iu" else []
+        k = 1 if len(classes) == 2 else len(classes)
+        if coef.ndim != 2 or coef.shape[0] != k or icpt.shape != (k,) \
+                or classes not in ([0, 1], [-1, 0, 1], [-1, 1]) \
+                or not (np.isfinite(coef).all() and np.isfinite(icpt).all()):
+            raise ArtifactIntegrityError(f"{folder}: logistic regression arrays have unexpected "
+                                         "shapes or values")
+        d = coef.shape[1]
+        estimator = QualityHeads(["quality", "gain"], [np.zeros((1, d)), coef],
+                                 [np.zeros(1), icpt], [[0, 1], [-c for c in classes]])
+    else:
+        raise ArtifactIntegrityError(f"{folder}: unknown classifier type {ctype!r}")
+    if classes == [0, 1] and isinstance(threshold, (int, float)):
+        threshold = 0.5 + 0.5 * threshold
+    return Router(None, estimator, models=[manifest["strong_model"], manifest["weak_model"]],
+                  threshold=threshold)
+
+
+class _V1Classifier:
+    """A version-1 skops pair classifier seen through the estimator's decision_function."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+
+    def decision_function(self, X) -> np.ndarray:
+        clf = self.classifier
+        classes = [int(c) for c in np.asarray(clf.classes_).ravel()]
+        if classes not in ([0, 1], [-1, 0, 1], [-1, 1]):
+            raise ValueError(f"classes {classes} are not a pair target")
+        p = np.asarray(clf.predict_proba(X), dtype=np.float64)
+        gain = p[:, classes.index(1)] - (p[:, classes.index(-1)] if -1 in classes else 0.0)
+        return np.column_stack([np.full(len(p), 0.5), 0.5 - gain])
 
 
 def load_router(path):
@@ -428,28 +546,37 @@ def load_router(path):
     """
     from router_ml.calibration import CalibrationRecord
     from router_ml.encoders import encoder_from_parts
+    from router_ml.router import Router
 
     folder = Path(path)
     if not folder.is_dir():
         raise ArtifactIntegrityError(f"{folder}: not a directory")
     manifest = _read_manifest(folder)
-    contents = _check_files(folder, manifest.get("files"))
+    version = manifest["format_version"]
+    contents = _check_files(folder, manifest.get("files"), version)
     try:
-        if CLASSIFIER_FILE in contents:
-            import skops.io as sio
-
-            data = contents[CLASSIFIER_FILE]
-            classifier = sio.loads(data, trusted=_audit_skops(data, folder / CLASSIFIER_FILE))
-        elif manifest.get("classifier", {}).get("type") == LOGREG_TYPE:
-            classifier = _load_logreg(manifest["classifier"].get("params", {}), contents, folder)
-        else:
-            raise ArtifactIntegrityError(f"{folder}: unknown classifier type "
-                                         f"{manifest.get('classifier', {}).get('type')!r}")
         encoder = encoder_from_parts(manifest["encoder"], _read_parts(contents, folder))
-        router = Router(encoder, classifier, strong_model=manifest["strong_model"],
-                        weak_model=manifest["weak_model"], threshold=manifest["threshold"])
+        if version == 1:
+            router = _load_v1(manifest, contents, folder)
+        else:
+            spec = manifest["estimator"]
+            if not isinstance(spec, dict) or spec.get("type") not in ("heads", "skops"):
+                raise ArtifactIntegrityError(f"{folder}: unknown estimator type "
+                                             f"{spec.get('type') if isinstance(spec, dict) else spec!r}")
+            estimator = (_heads(spec, contents, folder) if spec["type"] == "heads"
+                         else _skops(contents, ESTIMATOR_FILE, folder))
+            knob = manifest["knob"]
+            if not isinstance(knob, dict) or knob.get("kind") not in ("threshold", "lam"):
+                raise ArtifactIntegrityError(f"{folder}: unknown knob {knob!r}")
+            prices = manifest.get("prices") or {}
+            if not isinstance(prices, dict) or not isinstance(manifest["models"], list):
+                raise ArtifactIntegrityError(f"{folder}: models or prices are malformed")
+            router = Router(None, estimator, models=manifest["models"], prices=prices,
+                            **{knob["kind"]: knob["value"]})
+        router.encoder = encoder
         cal = manifest.get("calibration") or {}
-        router.calibration = CalibrationRecord(**cal) if cal else router.calibration
+        if cal:
+            router.calibration = CalibrationRecord(**cal)
         router.training = manifest.get("training") or {}
         router.evaluation = manifest.get("evaluation") or {}
         router.manifest = manifest

@@ -1,32 +1,62 @@
-"""The router: an encoder and a scikit-learn classifier give a score per prompt; a threshold
-decides strong or weak."""
+"""The router: an encoder and an estimator predict each candidate model's quality on a prompt;
+a knob trades that quality against the model's cost.
+
+Two knobs, one decision rule underneath:
+
+- ``lam`` (any number of models): the candidate maximising ``predicted quality - lam * cost``
+  (cost in USD for the prompt, from the router's prices), ties to the cheaper model.
+  ``lam`` is the USD one would pay for one unit of quality (1.0 = always right).
+- ``threshold`` (two models, the first being the strong one): the strong model when
+  ``score >= threshold``, with ``score = 0.5 + (q_strong - q_weak) / 2`` from the predicted
+  qualities. At a fixed cost per request this is the ``lam`` rule with
+  ``threshold = 0.5 + lam * (cost_strong - cost_weak) / 2``.
+
+Loading and routing need numpy only: the logistic heads predict through
+:class:`QualityHeads`; scikit-learn is imported only to train.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from router_ml.calibration import CalibrationRecord, calibrate, check_threshold
-from router_ml.data import STRONG_MODEL, WEAK_MODEL, canonical_model, fingerprint
+from router_ml.calibration import CalibrationRecord, calibrate, check_threshold, is_number
+from router_ml.data import fingerprint
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RoutingDecision:
-    """model: the chosen model's name; score: P(strong model needed) in [0, 1];
-    threshold: the threshold the score was compared with (strong iff score >= threshold)."""
+    """One routing decision.
+
+    model: the chosen model, named exactly as in the training data or by the user.
+    score: for a two-model router, 0.5 + (q_strong - q_weak) / 2 in [0, 1] (higher = strong
+    model more needed); for more models, the chosen model's predicted quality.
+    threshold: the threshold the score was compared with (None when ``lam`` decides).
+    lam: the knob value when ``lam`` decides (None for a threshold decision).
+    qualities: predicted quality in [0, 1] per candidate. cost: estimated USD of the chosen
+    model for this prompt (None without prices). reason: why, in words.
+    covered: whether the prompt is close to the training prompts (None if not measured).
+    """
 
     model: str
     score: float
-    threshold: float
+    threshold: float | None
+    lam: float | None = None
+    qualities: dict = field(default_factory=dict)
+    cost: float | None = None
+    reason: str = ""
+    covered: bool | None = None
 
     @property
     def strong(self) -> bool:
-        return self.score >= self.threshold
+        """Two-model routers: whether the strong model was chosen."""
+        return self.threshold is not None and self.score >= self.threshold
 
 
 def check_prompts(prompts, name: str = "prompts") -> list[str]:
@@ -49,196 +79,314 @@ def check_prompt(prompt, name: str = "prompt") -> str:
     return prompt
 
 
-LOGREG_TYPE = "sklearn.linear_model._logistic.LogisticRegression"
+def prompt_text(prompt, name: str = "prompt") -> str:
+    """The text a router scores: a str as it is, or for OpenAI-style chat messages (a list of
+    ``{"role", "content"}`` dicts) the content of the last ``user`` message. The latest turn
+    is what the chosen model must answer; earlier turns and system prompts are not read.
+    Content given as a list of parts contributes its ``text`` parts."""
+    if isinstance(prompt, str):
+        return prompt
+    if not isinstance(prompt, (list, tuple)) or not all(isinstance(m, Mapping) for m in prompt):
+        raise TypeError(f"{name} must be str or a list of chat messages "
+                        f"({{'role': ..., 'content': ...}}), got {type(prompt).__name__}")
+    for m in reversed(prompt):
+        if m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(p.get("text", "") for p in content
+                                 if isinstance(p, Mapping) and p.get("type") == "text")
+            raise TypeError(f"{name}: the last user message's content must be str or a list "
+                            f"of parts, got {type(content).__name__}")
+    raise ValueError(f"{name}: no message with role 'user' among {len(prompt)} messages")
 
 
-class LogisticHead:
-    """A fitted logistic regression (binary or multinomial) reduced to its weights.
+class QualityHeads:
+    """Fitted logistic heads reduced to their weights, one per candidate model.
 
-    predict_proba(X) is scikit-learn's LogisticRegression.predict_proba (a sigmoid for two
-    classes, a softmax otherwise) computed with numpy alone, so a service that loads a router
-    does not pay scikit-learn's import (about 1 s and 200 MB here).
-    coef: (1, n_features) for two classes or (n_classes, n_features); intercept: matching
-    (1,) or (n_classes,); classes: (n_classes,) ints; params: the LogisticRegression
-    hyper-parameters (recorded in the manifest).
+    kinds[j]: ``quality`` (the head predicts model j's quality, classes 0/1) or ``gain``
+    (classes among -1/0/1: model j worse than, as good as or better than the reference, the
+    one ``quality`` head). coefs[j]: (1, d) for two classes, (k, d) for k > 2 (and (1, d) of
+    zeros for a single class); intercepts[j]: matching (1,) or (k,); classes[j]: int labels.
+    The same formulas as scikit-learn's LogisticRegression.predict_proba (sigmoid or
+    softmax), computed with numpy in one matrix product.
     """
 
-    def __init__(self, coef, intercept, classes, params=None):
-        self.coef_ = np.asarray(coef, dtype=np.float64)
-        self.intercept_ = np.asarray(intercept, dtype=np.float64)
-        self.classes_ = np.asarray(classes)
-        self.params = dict(params or {})
-        self._wt = np.ascontiguousarray(self.coef_.T)
+    def __init__(self, kinds, coefs, intercepts, classes):
+        self.kinds = list(kinds)
+        self.coefs = [np.asarray(c, dtype=np.float64) for c in coefs]
+        self.intercepts = [np.asarray(b, dtype=np.float64).ravel() for b in intercepts]
+        self.classes = [np.asarray(c, dtype=np.int64).ravel() for c in classes]
+        if not (len(self.kinds) == len(self.coefs) == len(self.intercepts) == len(self.classes)):
+            raise ValueError("QualityHeads: kinds, coefs, intercepts and classes differ in length")
+        if self.kinds.count("quality") != 1 and "gain" in self.kinds:
+            raise ValueError("QualityHeads: gain heads need exactly one quality (reference) head")
+        self._w = np.ascontiguousarray(np.vstack(self.coefs).T)
+        self._b = np.concatenate(self.intercepts)
+        self._rows = np.cumsum([0] + [len(c) for c in self.coefs])
 
-    @classmethod
-    def from_sklearn(cls, clf) -> "LogisticHead | None":
-        """The head of a fitted LogisticRegression, or None for any other classifier."""
-        if f"{type(clf).__module__}.{type(clf).__qualname__}" != LOGREG_TYPE:
-            return None
-        params = {k: v for k, v in clf.get_params().items()
-                  if isinstance(v, (int, float, str, bool, type(None)))}
-        return cls(clf.coef_, clf.intercept_, clf.classes_, params)
+    @property
+    def n_features(self) -> int:
+        return self._w.shape[0]
 
-    def predict_proba(self, X) -> np.ndarray:
-        z = np.asarray(X @ self._wt, dtype=np.float64) + self.intercept_
-        if z.shape[1] == 1:
-            p = np.exp(-np.logaddexp(0.0, -z[:, 0]))  # = 1 / (1 + exp(-z)) without overflow
-            return np.column_stack([1.0 - p, p])
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+    def head_values(self, X) -> np.ndarray:
+        """(n, m) per head: the expected class label (quality in [0, 1] or gain in [-1, 1])."""
+        z = np.asarray(X @ self._w, dtype=np.float64) + self._b
+        out = np.empty((z.shape[0], len(self.kinds)))
+        for j, cl in enumerate(self.classes):
+            zj = z[:, self._rows[j]:self._rows[j + 1]]
+            if len(cl) == 1:
+                out[:, j] = cl[0]
+            elif len(cl) == 2:
+                p = np.exp(-np.logaddexp(0.0, -zj[:, 0]))  # sigmoid without overflow
+                out[:, j] = cl[0] + (cl[1] - cl[0]) * p
+            else:
+                e = np.exp(zj - zj.max(axis=1, keepdims=True))
+                out[:, j] = (e @ cl) / e.sum(axis=1)
+        return out
+
+    @staticmethod
+    def combine(kinds, values) -> np.ndarray:
+        """Decision values (n, m): quality heads as they are, gain heads plus the reference."""
+        out = np.array(values, dtype=np.float64)
+        if "gain" in kinds:
+            ref = list(kinds).index("quality")
+            gains = [j for j, k in enumerate(kinds) if k == "gain"]
+            out[:, gains] += out[:, [ref]]
+        return out
+
+    def decision_function(self, X) -> np.ndarray:
+        return self.combine(self.kinds, self.head_values(X))
 
 
-def proba_to_score(proba: np.ndarray, classes) -> np.ndarray:
-    """Scores in [0, 1] from class probabilities.
+def choose(values, costs, lam: float) -> np.ndarray:
+    """(n,) column chosen per row: argmax of ``values - lam * costs``, ties to the cheaper
+    model, then to the lower column. values, costs: (n, m); lam >= 0, or inf: the cheapest
+    model, among equally cheap ones the highest value (the limit of a large finite lam)."""
+    if np.isinf(lam):
+        key1, key2 = -costs, values  # cheapest first, then the best prediction
+    else:
+        key1, key2 = values - lam * costs, -costs
+    cand = key1 == key1.max(axis=1, keepdims=True)
+    k2 = np.where(cand, key2, -np.inf)
+    cand &= k2 == k2.max(axis=1, keepdims=True)
+    return np.argmax(cand, axis=1)  # the first True: the lowest index among exact ties
 
-    Classes {0, 1} (label ``strong_better``): P(1), the probability that the strong model is
-    needed. Classes {-1, 0, 1} (label ``gain``): (1 + P(1) - P(-1)) / 2, i.e. 0.5 plus half
-    the expected quality gain of the strong model; above 0.5 the strong model is expected
-    to do better.
-    """
-    classes = [int(c) for c in np.asarray(classes).ravel()]
-    p_up = proba[:, classes.index(1)] if 1 in classes else 0.0
-    if -1 in classes:
-        return 0.5 + 0.5 * (p_up - proba[:, classes.index(-1)])
-    return np.asarray(p_up, dtype=np.float64)
 
-
-def default_classifier(random_state=0):
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=1.0, max_iter=2000, random_state=random_state)
+def check_lam(value) -> float:
+    if not is_number(value):
+        raise TypeError(f"lam must be a number >= 0, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"lam must be >= 0 (USD per unit of quality), got {value}")
+    return value
 
 
 class Router:
-    """Encoder + classifier -> score = P(strong model needed); threshold -> model.
+    """Encoder + estimator -> predicted quality per model; a knob -> the model to call.
 
-    encoder: an encoder from :mod:`router_ml.encoders` (default: TF-IDF word 1-2-grams).
-    classifier: any scikit-learn classifier with ``predict_proba`` (default: logistic
-    regression). threshold: a prompt goes to the strong model when score >= threshold.
+    encoder: an encoder from :mod:`router_ml.encoders` (default: the prompt statistics).
+    estimator: a :class:`router_ml.estimator.QualityEstimator` (default one) or, after
+    loading, its :class:`QualityHeads`. models: the candidate names, exactly as given (the
+    columns of the training qualities, in order); for two models the first is the strong one.
+    prices: {model: {"input": USD/M tokens, "output": USD/M tokens}} for costs and ``lam``.
+    threshold (two models) or lam: the knob; two-model routers start at threshold 0.5,
+    others at lam 0 (the best predicted quality, whatever it costs).
     """
 
-    def __init__(self, encoder=None, classifier=None, *, strong_model: str = STRONG_MODEL,
-                 weak_model: str = WEAK_MODEL, threshold: float = 0.5, random_state: int = 0):
-        from router_ml.encoders import TfidfEncoder
+    def __init__(self, encoder=None, estimator=None, *, models, prices=None,
+                 threshold: float | None = None, lam: float | None = None):
+        models = [str(m) for m in models]
+        if len(models) < 2:
+            raise ValueError(f"a router needs at least two candidate models, got {models}")
+        dup = sorted({m for m in models if models.count(m) > 1})
+        if dup:
+            raise ValueError(f"candidate models must be distinct; repeated: {', '.join(dup)}")
+        if threshold is not None and lam is not None:
+            raise ValueError("give threshold or lam, not both")
+        if encoder is None:
+            from router_ml.encoders import StatsEncoder
 
-        self.encoder = encoder if encoder is not None else TfidfEncoder()
-        self.classifier = classifier if classifier is not None else default_classifier(random_state)
-        self.strong_model = canonical_model(strong_model)
-        self.weak_model = canonical_model(weak_model)
-        if self.strong_model == self.weak_model:
-            raise ValueError(f"strong and weak model must differ, both are {self.strong_model!r}")
-        self._threshold = check_threshold(threshold)
-        self.calibration = CalibrationRecord("manual", {"threshold": self._threshold})
+            encoder = StatsEncoder()
+        if estimator is None:
+            from router_ml.estimator import QualityEstimator
+
+            estimator = QualityEstimator()
+        self.encoder = encoder
+        self.estimator = estimator
+        self.models = models
+        self.prices = {m: dict(p) for m, p in (prices or {}).items()}
         self.training: dict = {}
         self.evaluation: dict = {}
-        self.fitted_ = False
+        self.fitted_ = isinstance(estimator, QualityHeads)
+        if lam is None and (threshold is not None or len(models) == 2):
+            self.threshold = 0.5 if threshold is None else threshold
+        else:
+            self.lam = 0.0 if lam is None else lam
 
-    # ------------------------------------------------------------------ classifier
+    # ------------------------------------------------------------------ the knob
     @property
-    def classifier(self):
-        return self._classifier
-
-    @classifier.setter
-    def classifier(self, value):
-        # a fitted logistic regression scores through its numpy head (set by fit or load)
-        self._classifier = value
-        self._head = value if isinstance(value, LogisticHead) else None
-
-    # ------------------------------------------------------------------ threshold
-    @property
-    def threshold(self) -> float:
+    def threshold(self) -> float | None:
+        """Two-model routers: the strong model when score >= threshold; None when lam decides."""
         return self._threshold
 
     @threshold.setter
     def threshold(self, value):
-        self._threshold = check_threshold(value)
-        self.calibration = CalibrationRecord("manual", {"threshold": self._threshold})
+        self.set_threshold(value, None)
+
+    @property
+    def lam(self) -> float | None:
+        """The knob of the lam rule (USD per unit of quality); None when a threshold decides."""
+        return self._lam
+
+    @lam.setter
+    def lam(self, value):
+        self.set_lam(value, None)
+
+    def set_threshold(self, threshold: float, record: CalibrationRecord | None):
+        """Decide by a threshold on the score (two models), with how it was chosen."""
+        if len(self.models) != 2:
+            raise ValueError(f"a threshold needs exactly two models, this router has "
+                             f"{len(self.models)}; set lam instead")
+        self._threshold, self._lam = check_threshold(threshold), None
+        self.calibration = record or CalibrationRecord("manual", {"threshold": self._threshold})
+
+    def set_lam(self, lam: float, record: CalibrationRecord | None):
+        """Decide by ``quality - lam * cost``, with how lam was chosen."""
+        self._lam, self._threshold = check_lam(lam), None
+        self.calibration = record or CalibrationRecord("manual", {"lam": self._lam})
+
+    @property
+    def strong_model(self) -> str:
+        return self._pair()[0]
+
+    @property
+    def weak_model(self) -> str:
+        return self._pair()[1]
+
+    def _pair(self):
+        if len(self.models) != 2:
+            raise AttributeError(f"strong_model/weak_model exist for two-model routers; this "
+                                 f"one has {len(self.models)} models: {', '.join(self.models)}")
+        return self.models
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, prompts, y, sample_weight=None, *, features=None):
-        """Fit encoder (if it learns from prompts) and classifier. y: (n,) 0/1, 1 = strong
-        model needed (or -1/0/1 for a gain target); sample_weight: (n,) non-negative or None.
-        features: the already fitted encoder's output for ``prompts``, when the caller has it
-        (skips fitting and running the encoder again). Returns self."""
+    def fit(self, prompts, qualities, sample_weight=None, *, features=None):
+        """Fit the encoder (if it learns from prompts) and the estimator.
+
+        qualities: (n, len(models)) in [0, 1], NaN where a model has no outcome.
+        features: the fitted encoder's output for ``prompts``, when the caller has it.
+        Returns self."""
         prompts = check_prompts(prompts)
-        y = np.asarray(y)
+        Y = np.asarray(qualities, dtype=np.float64)
         if len(prompts) == 0:
             raise ValueError("cannot fit a router on zero prompts")
-        if y.shape != (len(prompts),):
-            raise ValueError(f"y must have shape ({len(prompts)},), got {y.shape}")
-        if not np.isin(y, (-1, 0, 1)).all():
-            raise ValueError("y must hold 1 (strong model needed) and 0 (weak model is enough), "
-                             "or for a gain target also -1 (weak model better)")
-        values = set(np.unique(y).tolist())
-        if 1 not in values or values == {1}:
-            raise ValueError(f"y holds one class only in {len(y)} rows: the strong model is "
-                             f"{'always' if values == {1} else 'never'} better, so there is "
-                             "nothing to learn; use more or other data")
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64)
-            if sample_weight.shape != y.shape or not np.isfinite(sample_weight).all() \
-                    or (sample_weight < 0).any():
-                raise ValueError("sample_weight must be finite, non-negative, one per prompt")
-        if features is None:
-            X = self.encoder.fit_encode(prompts)
-        else:
-            X = features
-            if X.shape[0] != len(prompts):
-                raise ValueError(f"features must have one row per prompt, got {X.shape[0]} "
-                                 f"for {len(prompts)} prompts")
-        kw = {"sample_weight": sample_weight} if sample_weight is not None else {}
-        try:
-            self.classifier.fit(X, y.astype(np.int64), **kw)
-        except ValueError as e:  # e.g. too few rows per class for the classifier's own CV
-            raise ValueError(f"{type(self.classifier).__name__} cannot be fitted on "
-                             f"{len(prompts)} prompts ({int((y == 1).sum())} needing the "
-                             f"strong model): "
-                             f"{e}") from e
-        self._head = LogisticHead.from_sklearn(self.classifier)
-        self.training = {"n": len(prompts), "positives": int((y == 1).sum()),
-                         "fingerprint": fingerprint(prompts, y)}
+        if Y.shape != (len(prompts), len(self.models)):
+            raise ValueError(f"qualities must have shape ({len(prompts)}, {len(self.models)}) "
+                             f"(one column per model: {', '.join(self.models)}), got {Y.shape}")
+        X = self.encoder.fit_encode(prompts) if features is None else features
+        if X.shape[0] != len(prompts):
+            raise ValueError(f"features must have one row per prompt, got {X.shape[0]} "
+                             f"for {len(prompts)} prompts")
+        self.estimator.fit(X, Y, sample_weight=sample_weight)
+        self.training = {"n": len(prompts), "fingerprint": fingerprint(prompts, np.nan_to_num(Y, nan=-1))}
         self.fitted_ = True
         return self
 
-    # ------------------------------------------------------------------ scoring
-    def score(self, prompts) -> np.ndarray:
-        """(n,) float64 scores in [0, 1]; higher means the strong model is more needed.
+    @property
+    def heads(self) -> QualityHeads | None:
+        est = self.estimator
+        return est if isinstance(est, QualityHeads) else getattr(est, "heads_", None)
 
-        For a router trained on 0/1 labels the score is P(strong model needed); for the
-        default ``gain`` label it is (1 + expected quality gain of the strong model) / 2
-        (see :func:`proba_to_score`)."""
+    # ------------------------------------------------------------------ predicting
+    def _texts(self, prompts) -> list[str]:
+        if isinstance(prompts, (str, bytes)):
+            return check_prompts(prompts)  # the error that names a single prompt
+        if not isinstance(prompts, (Sequence, np.ndarray)):
+            raise TypeError(f"prompts must be a list of str, got {type(prompts).__name__}")
+        return [prompt_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+
+    def decision_function(self, prompts) -> np.ndarray:
+        """(n, len(models)) unclipped expected qualities, the values the knob compares
+        (clipping would tie models whose estimates pass 0 or 1). Non-finite values (a
+        broken estimator) become 1.0 for the first model and 0.0 for the others, so such a
+        prompt goes to the first (for a pair: the strong) model."""
         if not self.fitted_:
             raise RuntimeError("the router is not fitted; call fit() or load_router()")
-        prompts = check_prompts(prompts)
-        if not prompts:
-            return np.zeros(0, dtype=np.float64)
-        X = self.encoder.encode(prompts)
-        clf = self._head if self._head is not None else self.classifier
-        p = np.array(proba_to_score(np.asarray(clf.predict_proba(X), dtype=np.float64),
-                                    clf.classes_), dtype=np.float64)
-        bad = ~np.isfinite(p)
-        if bad.any():  # never hand back a meaningless score: fall back to the safe model
-            logger.warning("%d prompts got a non-finite score; routed to the strong model",
-                           int(bad.sum()))
-            p[bad] = 1.0
-        return np.clip(p, 0.0, 1.0)
+        texts = self._texts(prompts)
+        if not texts:
+            return np.zeros((0, len(self.models)))
+        X = self.encoder.encode(texts)
+        heads = self.heads
+        V = heads.decision_function(X) if heads is not None else self.estimator.decision_function(X)
+        V = np.asarray(V, dtype=np.float64)
+        bad = ~np.isfinite(V).all(axis=1)
+        if bad.any():
+            logger.warning("%d prompts got a non-finite prediction; routed to %s",
+                           int(bad.sum()), self.models[0])
+            V[bad] = 0.0
+            V[bad, 0] = 1.0
+        return V
 
-    def route(self, prompt: str) -> RoutingDecision:
-        """The decision for one prompt."""
-        return self.route_batch([check_prompt(prompt)])[0]
+    def predict_quality(self, prompts) -> np.ndarray:
+        """(n, len(models)) float64 predicted quality of each candidate in [0, 1]."""
+        return np.clip(self.decision_function(prompts), 0.0, 1.0)
+
+    def score(self, prompts) -> np.ndarray:
+        """Two-model routers: (n,) float64 in [0, 1], 0.5 + (q_strong - q_weak) / 2 from the
+        predicted qualities; higher means the strong model is more needed."""
+        self._pair()
+        return self._score(self.decision_function(prompts))
+
+    @staticmethod
+    def _score(V) -> np.ndarray:
+        return np.clip(0.5 + 0.5 * (V[:, 0] - V[:, 1]), 0.0, 1.0)
+
+    def costs(self, prompts) -> np.ndarray:
+        """(n, len(models)) estimated USD per prompt and model from the router's prices
+        (DESIGN.md: input tokens ceil(chars / 4), 256 output tokens)."""
+        from router_ml.costs import prompt_costs
+
+        return prompt_costs(self._texts(prompts), self.models, self.prices)
+
+    # ------------------------------------------------------------------ routing
+    def route(self, prompt) -> RoutingDecision:
+        """The decision for one prompt (a str or a list of chat messages)."""
+        if not isinstance(prompt, (list, tuple)):
+            check_prompt(prompt)
+        return self.route_batch([prompt])[0]
 
     def route_batch(self, prompts) -> list[RoutingDecision]:
-        """Decisions for a list of prompts."""
-        s = self.score(prompts)
-        t = self._threshold
-        return [RoutingDecision(self.strong_model if v >= t else self.weak_model, float(v), t)
-                for v in s]
+        """Decisions for a list of prompts (str or chat messages)."""
+        texts = self._texts(prompts)
+        V = self.decision_function(texts)
+        Q = np.clip(V, 0.0, 1.0)
+        C = self.costs(texts) if self.prices or self._lam is not None else None
+        out = []
+        if self._threshold is not None:
+            s, t = self._score(V), self._threshold
+            for i, v in enumerate(s):
+                j = 0 if v >= t else 1
+                out.append(RoutingDecision(
+                    self.models[j], float(v), t, None, dict(zip(self.models, Q[i].tolist())),
+                    None if C is None else float(C[i, j]),
+                    f"score {v:.4f} {'>=' if j == 0 else '<'} threshold {t:.4f}"))
+            return out
+        lam = self._lam
+        pick = choose(V, C, lam)
+        for i, j in enumerate(pick):
+            out.append(RoutingDecision(
+                self.models[j], float(Q[i, j]), None, lam, dict(zip(self.models, Q[i].tolist())),
+                float(C[i, j]),
+                f"highest predicted quality - {lam:g} x cost: {self.models[j]} "
+                f"({Q[i, j]:.3f}, ${C[i, j]:.2e})"))
+        return out
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, prompts, *, share: float | None = None, q_strong=None, q_weak=None,
                   min_pgr: float | None = None, max_drop: float | None = None) -> CalibrationRecord:
-        """Set the threshold from reference prompts.
+        """Two-model routers: set the threshold from reference prompts.
 
         share: the target strong-call share on ``prompts`` (RouteLLM's quantile method), or
         min_pgr / max_drop with the prompts' qualities q_strong, q_weak (see
@@ -252,10 +400,17 @@ class Router:
         self.set_threshold(t, rec)
         return rec
 
-    def set_threshold(self, threshold: float, record: CalibrationRecord):
-        """Set a threshold chosen elsewhere (e.g. for a budget) with its record."""
-        self._threshold = check_threshold(threshold)
-        self.calibration = record
+    def calibrate_lam(self, prompts, qualities, **target) -> CalibrationRecord:
+        """Set lam from reference prompts and their true qualities (n, len(models)); target:
+        one of ``max_drop``, ``budget`` or ``dearest_share`` (see
+        :func:`router_ml.calibration.lam_for_target`). Returns the record it saves."""
+        from router_ml.calibration import lam_for_target
+
+        prompts = check_prompts(prompts)
+        lam, rec = lam_for_target(self.decision_function(prompts), qualities, self.costs(prompts),
+                                  fingerprint=fingerprint(prompts), **target)
+        self.set_lam(lam, rec)
+        return rec
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
@@ -265,6 +420,7 @@ class Router:
         save_router(self, path)
 
     def __repr__(self):
+        knob = (f"threshold={self._threshold:.4f}" if self._threshold is not None
+                else f"lam={self._lam:g}")
         return (f"Router(encoder={self.encoder.spec()['kind']}, "
-                f"classifier={type(self.classifier).__name__}, strong={self.strong_model!r}, "
-                f"weak={self.weak_model!r}, threshold={self._threshold:.4f})")
+                f"estimator={type(self.estimator).__name__}, models={self.models}, {knob})")

@@ -1,4 +1,4 @@
-"""Training a router from labelled pairs: the configuration and the fit-then-calibrate recipe."""
+"""Training a router: the configuration and the fit-then-calibrate recipe."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from router_ml.labels import PairData, make_labels
+from router_ml.labels import TARGETS, Rows
 from router_ml.router import Router
 
 logger = logging.getLogger(__name__)
@@ -22,20 +22,22 @@ class TrainConfig:
     """How to train a router.
 
     encoder: parts joined by ``+``, each one of ``tfidf`` (word 1-2-grams), ``stats`` (28
-    prompt statistics, the default: see :func:`router_ml.encoders.prompt_stats`), ``static``
-    (model2vec embedding distilled from all-MiniLM-L6-v2) and ``minilm`` (the transformer
-    itself; slow, needs torch at run time).
-    classifier: ``logreg`` (inverse regularisation C; None chooses it from C_GRID by
-    cross-validation inside the training rows), ``knn`` (k neighbours), ``mlp`` or ``hgb``
-    (histogram gradient boosting; suits the dense ``stats`` features).
-    label: ``gain``, ``strong_better`` or ``graded`` (see :func:`router_ml.labels.make_labels`).
-    extra: sources whose rows of the pair are added to the training rows (rows that match a
-    protocol's test question are dropped). The default adds arena-hard-v1's 293 chat prompts:
-    open-ended prompts teach what MMLU's multiple-choice rows cannot (``make bench-quality``:
-    +0.037 APGR on mmlu-to-gsm8k, no significant change elsewhere).
+    prompt statistics: see :func:`router_ml.encoders.prompt_stats`), ``static`` (model2vec
+    embedding distilled from all-MiniLM-L6-v2) and ``minilm`` (the transformer itself; slow,
+    needs torch at run time).
+    classifier: the heads of the :class:`~router_ml.estimator.QualityEstimator`: ``logreg``
+    (C chosen per head from ``C_GRID`` by cross-validation, or fixed by ``C``), ``knn`` (k
+    neighbours), ``mlp`` or ``hgb`` (histogram gradient boosting; dense features only).
+    target: ``gain`` (the first model is the reference: for a pair, the strong one) or
+    ``quality`` (see :mod:`router_ml.estimator`).
+    extra: sources whose rows of the same models are added to the training rows (rows that
+    match a protocol's test question are dropped).
+    The knob is calibrated on out-of-fold predictions of the training rows (every row
+    predicted by a model that did not see it): two models, a threshold keeping ``min_pgr`` of
+    the strong model's quality gain (or a strong-call ``share``); more models, ``lam`` for
+    ``max_drop`` (mean quality at most this far below the best single model's), or a
+    ``budget`` (mean USD per request), or a ``dearest_share`` of calls to the dearest model.
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
-    Threshold: calibrated on out-of-fold scores of the training rows to ``min_pgr`` (the share
-    of the strong model's quality gain to keep), or to a strong-call ``share`` if given.
     """
 
     encoder: str = "stats"
@@ -44,9 +46,12 @@ class TrainConfig:
     cv_folds: int = 3
     n_jobs: int | None = None
     k: int = 100
-    label: str = "gain"
+    target: str = "gain"
     min_pgr: float | None = 0.8
     share: float | None = None
+    max_drop: float | None = 0.01
+    budget: float | None = None
+    dearest_share: float | None = None
     random_state: int = 0
     extra: tuple = ("arena-hard",)
 
@@ -72,8 +77,7 @@ def static_encoder():
     return StaticEncoder.load(path, name=name)
 
 
-def build_router(config: TrainConfig, strong_model: str, weak_model: str) -> Router:
-    """An unfitted router for a configuration."""
+def build_encoder(spec: str):
     from router_ml.encoders import (
         ConcatEncoder,
         SentenceTransformerEncoder,
@@ -83,27 +87,27 @@ def build_router(config: TrainConfig, strong_model: str, weak_model: str) -> Rou
 
     makers = {"tfidf": TfidfEncoder, "stats": StatsEncoder, "static": static_encoder,
               "minilm": SentenceTransformerEncoder}
-    names = config.encoder.split("+")
+    names = spec.split("+")
     for n in names:
         if n not in makers:
             raise ValueError(f"encoder parts must be from {', '.join(makers)} joined by '+', "
-                             f"got {config.encoder!r}")
-    if config.classifier == "hgb" and "tfidf" in names:
-        raise ValueError("classifier 'hgb' needs dense features; use it with stats, static or "
-                         f"minilm, not tfidf (encoder {config.encoder!r})")
+                             f"got {spec!r}")
     encs = [makers[n]() for n in names]
-    enc = encs[0] if len(encs) == 1 else ConcatEncoder(encs)
-    clf = _classifier(config)
-    return Router(enc, clf, strong_model=strong_model, weak_model=weak_model,
-                  random_state=config.random_state)
+    return encs[0] if len(encs) == 1 else ConcatEncoder(encs)
 
 
-def _classifier(config: TrainConfig, C: float | None = None):
+def build_estimator(config: TrainConfig, C: float | None = None):
+    from router_ml.estimator import QualityEstimator
+
+    if config.target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {config.target!r}")
+    return QualityEstimator(target=config.target, C=C or config.C or 1.0,
+                            classifier=_classifier(config), random_state=config.random_state)
+
+
+def _classifier(config: TrainConfig):
     if config.classifier == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(C=C if C is not None else (config.C or 1.0), max_iter=3000,
-                                  random_state=config.random_state)
+        return None  # QualityEstimator's own logistic heads
     if config.classifier == "knn":
         from sklearn.neighbors import KNeighborsClassifier
 
@@ -114,6 +118,9 @@ def _classifier(config: TrainConfig, C: float | None = None):
         return MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-3, early_stopping=True,
                              random_state=config.random_state, max_iter=200)
     if config.classifier == "hgb":
+        if "tfidf" in config.encoder.split("+"):
+            raise ValueError("classifier 'hgb' needs dense features; use it with stats, static "
+                             f"or minilm, not tfidf (encoder {config.encoder!r})")
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
@@ -122,56 +129,97 @@ def _classifier(config: TrainConfig, C: float | None = None):
     raise ValueError(f"classifier must be one of {CLASSIFIER_CHOICES}, got {config.classifier!r}")
 
 
-def fit_router(train: PairData, config: TrainConfig, strong_model: str, weak_model: str) -> Router:
-    """Fit a router on ``train``: choose C and the threshold by cross-validation, then refit.
+def build_router(config: TrainConfig, models, prices=None) -> Router:
+    """An unfitted router for a configuration."""
+    return Router(build_encoder(config.encoder), build_estimator(config), models=list(models),
+                  prices=prices)
 
-    The encoder is fitted on all training prompts (it sees no labels). The classifier is
-    cross-validated (``cv_folds`` stratified folds) for each C in ``C_GRID`` (logreg with
-    ``C=None``) and the C with the best out-of-fold APGR is kept. The threshold is calibrated on
-    those out-of-fold scores (every training row scored by a model that did not see it) to
-    ``min_pgr`` or ``share``, and kept when the router is refitted on all rows.
-    """
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+def out_of_fold(estimator, X, train: Rows, config: TrainConfig) -> np.ndarray:
+    """(n, m) decision values of the training rows, each from a model fitted without it."""
+    from joblib import Parallel, delayed
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold
     from threadpoolctl import threadpool_limits
 
-    from router_ml.calibration import calibrate
-    from router_ml.data import fingerprint
-    from router_ml.evaluation import apgr
-    from router_ml.router import proba_to_score
+    # (cross_val_predict label-encodes y for decision_function, which would turn qualities
+    # into class indices, hence this loop.)
+    cv = KFold(config.cv_folds, shuffle=True, random_state=config.random_state)
+    Y = train.quality
 
-    y, w = make_labels(train.q_strong, train.q_weak, config.label)
-    weights = w if config.label == "graded" else None
-    _, counts = np.unique(y, return_counts=True)
-    if len(train) < 20 or counts.min() < config.cv_folds:
-        raise ValueError(f"training needs at least 20 labelled rows and {config.cv_folds} of each "
-                         f"outcome, got {len(train)} rows with outcome counts {counts.tolist()}")
-    router = build_router(config, strong_model, weak_model)
+    def one(tr, te):
+        return te, clone(estimator).fit(X[tr], Y[tr]).decision_function(X[te])
+
+    # One BLAS thread per fit, as in joblib's workers: the out-of-fold values, hence the
+    # knob, are then the same bit for bit whatever n_jobs is.
+    with threadpool_limits(1):
+        parts = Parallel(n_jobs=config.n_jobs)(delayed(one)(tr, te) for tr, te in cv.split(X))
+    oof = np.empty(Y.shape)
+    for te, v in parts:
+        oof[te] = v
+    return oof
+
+
+def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
+    """Fit a router on ``train`` and calibrate its knob on out-of-fold predictions.
+
+    The encoder is fitted on all training prompts (it sees no labels). For each C of
+    ``C_GRID`` (logistic heads, ``C=None``) the rows get out-of-fold decision values
+    (``cv_folds`` folds: every row predicted by a model that did not see it); the C whose
+    values route best is kept (APGR for two models, AIQ for more). Those values calibrate
+    the threshold (two models) or ``lam`` (more models, with costs from ``train.costs`` where
+    the rows carry them, else from ``prices``); the router is then refitted on all rows with
+    that C and keeps that knob.
+    """
+    from router_ml.calibration import calibrate, lam_for_target
+    from router_ml.data import fingerprint
+
+    if len(train) < 20:
+        raise ValueError(f"training needs at least 20 labelled rows, got {len(train)}")
+    router = build_router(config, train.models, prices)
     X = router.encoder.fit_encode(train.prompts)
-    cv = StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.random_state)
+    pair = len(train.models) == 2
+    costs = None if pair else (train.costs if train.costs is not None
+                               else router.costs(train.prompts))
     grid = C_GRID if config.classifier == "logreg" and config.C is None else (config.C,)
     best = None
     for C in grid:
-        # One BLAS thread per fit, as in joblib's workers: the out-of-fold scores, hence C
-        # and the threshold, are then the same bit for bit whatever n_jobs is.
-        with threadpool_limits(1):
-            proba = cross_val_predict(_classifier(config, C), X, y, cv=cv,
-                                      method="predict_proba", n_jobs=config.n_jobs,
-                                      params=None if weights is None else {"sample_weight": weights})
-        oof = proba_to_score(proba, np.unique(y))
-        try:
-            a = apgr(oof, train.q_strong, train.q_weak)
-        except ValueError:  # equal mean quality: APGR undefined, keep the first C
-            a = float("-inf")
-        logger.info("C=%s: out-of-fold APGR %.4f", C, a)
-        if best is None or a > best[0]:
-            best = (a, C, oof)
-    cv_apgr, C, oof = best
-    router.classifier = _classifier(config, C)
-    router.fit(train.prompts, y, weights, features=X)
-    t, record = calibrate(oof, share=config.share, q_strong=train.q_strong, q_weak=train.q_weak,
-                          min_pgr=None if config.share is not None else config.min_pgr,
-                          n=len(train), fingerprint=fingerprint(train.prompts))
-    router.set_threshold(t, record)
-    router.training.update({"config": config.to_dict(), "C": C, "cv_apgr": cv_apgr,
-                            "sources": sorted(set(train.sources))})
+        oof = out_of_fold(build_estimator(config, C), X, train, config)
+        quality = _routing_quality(oof, train, costs)
+        logger.info("C=%s: out-of-fold %s %.4f", C, "APGR" if pair else "AIQ", quality)
+        if best is None or quality > best[0]:
+            best = (quality, C, oof)
+    cv_quality, C, oof = best
+    router.estimator = build_estimator(config, C)
+    router.fit(train.prompts, train.quality, features=X)
+    fp = fingerprint(train.prompts)
+    info = {"config": config.to_dict(), "C": C, "sources": sorted(set(train.sources)),
+            "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality}
+    if pair:
+        qs, qw = train.q_strong, train.q_weak
+        score = Router._score(oof)
+        t, record = calibrate(score, share=config.share, q_strong=qs, q_weak=qw,
+                              min_pgr=None if config.share is not None else config.min_pgr,
+                              n=len(train), fingerprint=fp)
+        router.set_threshold(t, record)
+    else:
+        target = ({"budget": config.budget} if config.budget is not None else
+                  {"dearest_share": config.dearest_share} if config.dearest_share is not None
+                  else {"max_drop": config.max_drop})
+        lam, record = lam_for_target(oof, train.quality, costs, fingerprint=fp, **target)
+        router.set_lam(lam, record)
+    router.training.update(info)
     return router
+
+
+def _routing_quality(oof, train: Rows, costs) -> float:
+    """APGR (two models) or AIQ (more) of out-of-fold values; -inf where undefined."""
+    from router_ml.evaluation import apgr, evaluate_multi
+
+    try:
+        if costs is None:
+            return apgr(Router._score(oof), train.q_strong, train.q_weak)
+        keep = np.isfinite(train.quality).all(axis=1)
+        return evaluate_multi(oof[keep], train.quality[keep], costs[keep], train.models).aiq
+    except ValueError:  # e.g. equal mean quality: APGR undefined
+        return float("-inf")
