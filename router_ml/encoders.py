@@ -222,15 +222,32 @@ def prompt_stats(prompts) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STATS))
 
 
+# The statistics that describe any prompt (length, numbers, symbols, vocabulary), as opposed
+# to those that read a multiple-choice layout.
+SURFACE_STATS = STATS[:12]
+
+
 class StatsEncoder:
     """Prompt statistics (:func:`prompt_stats`), standardised with the training prompts'
-    mean and standard deviation so that they sit on the scale of an embedding."""
+    mean and standard deviation so that they sit on the scale of an embedding.
+
+    stats: the names to keep, a subset of :data:`STATS` in its order (default all 28;
+    :data:`SURFACE_STATS` are the 12 that describe any prompt, not one benchmark's format)."""
 
     kind = "stats"
 
-    def __init__(self):
+    def __init__(self, stats=STATS):
+        self.stats = tuple(stats)
+        unknown = [n for n in self.stats if n not in STATS]
+        if unknown or not self.stats:
+            raise ValueError(f"unknown prompt statistics {unknown}; choose from {', '.join(STATS)}")
+        self._cols = [STATS.index(n) for n in self.stats]
         self.mean_ = None
         self.scale_ = None
+
+    def _raw(self, prompts) -> np.ndarray:
+        X = prompt_stats([clean(p) for p in prompts])
+        return X if len(self._cols) == len(STATS) else X[:, self._cols]
 
     def fit(self, prompts):
         self.fit_encode(prompts)
@@ -238,7 +255,7 @@ class StatsEncoder:
 
     def fit_encode(self, prompts) -> np.ndarray:
         """fit(prompts).encode(prompts), computing the statistics once."""
-        X = prompt_stats([clean(p) for p in prompts])
+        X = self._raw(prompts)
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
@@ -247,30 +264,33 @@ class StatsEncoder:
     def encode(self, prompts) -> np.ndarray:
         if self.mean_ is None:
             raise RuntimeError("StatsEncoder is not fitted; call fit(prompts) first")
-        return self._standardise(prompt_stats([clean(p) for p in prompts]))
+        return self._standardise(self._raw(prompts))
 
     def _standardise(self, X) -> np.ndarray:
         return ((X - self.mean_) / self.scale_).astype(np.float32)
 
     @property
     def dim(self) -> int:
-        return len(STATS)
+        return len(self.stats)
 
     def spec(self) -> dict:
-        return {"kind": self.kind, "stats": list(STATS)}
+        return {"kind": self.kind, "stats": list(self.stats)}
 
     def parts(self) -> dict:
         return {"mean": self.mean_, "scale": self.scale_}
 
     @classmethod
     def from_parts(cls, spec: dict, parts: dict) -> "StatsEncoder":
-        if list(spec.get("stats", [])) != list(STATS):
-            raise ValueError("the saved prompt statistics differ from this router_ml's")
+        names = list(spec.get("stats", []))
+        if not names or any(n not in STATS for n in names) \
+                or names != [n for n in STATS if n in names]:
+            raise ValueError("the saved prompt statistics are not statistics of this router_ml")
+        k = len(names)
         mean, scale = np.asarray(parts["mean"], dtype=np.float64), np.asarray(parts["scale"], dtype=np.float64)
-        if mean.shape != (len(STATS),) or scale.shape != (len(STATS),) \
+        if mean.shape != (k,) or scale.shape != (k,) \
                 or not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
             raise ValueError("prompt statistics mean/scale must be finite, positive, one per statistic")
-        enc = cls()
+        enc = cls(names)
         enc.mean_, enc.scale_ = mean, scale
         return enc
 

@@ -12,7 +12,7 @@ from router_ml.router import Router
 
 logger = logging.getLogger(__name__)
 
-ENCODER_PARTS = ("tfidf", "stats", "static", "minilm")
+ENCODER_PARTS = ("tfidf", "stats", "surface", "static", "minilm")
 CLASSIFIER_CHOICES = ("logreg", "knn", "mlp", "hgb")
 C_GRID = (0.03, 0.1, 0.3)
 
@@ -22,7 +22,8 @@ class TrainConfig:
     """How to train a router.
 
     encoder: parts joined by ``+``, each one of ``tfidf`` (word 1-2-grams), ``stats`` (28
-    prompt statistics: see :func:`router_ml.encoders.prompt_stats`), ``static`` (model2vec
+    prompt statistics: see :func:`router_ml.encoders.prompt_stats`), ``surface`` (the 12 of
+    them that describe any prompt, not a multiple-choice layout), ``static`` (model2vec
     embedding distilled from all-MiniLM-L6-v2) and ``minilm`` (the transformer itself; slow,
     needs torch at run time).
     classifier: the heads of the :class:`~router_ml.estimator.QualityEstimator`: ``logreg``
@@ -40,7 +41,7 @@ class TrainConfig:
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     """
 
-    encoder: str = "stats"
+    encoder: str = "static+surface"
     classifier: str = "logreg"
     C: float | None = None
     cv_folds: int = 3
@@ -53,7 +54,7 @@ class TrainConfig:
     budget: float | None = None
     dearest_share: float | None = None
     random_state: int = 0
-    extra: tuple = ("arena-hard",)
+    extra: tuple = ("arena-hard", "alpaca-eval")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,7 +86,10 @@ def build_encoder(spec: str):
         TfidfEncoder,
     )
 
-    makers = {"tfidf": TfidfEncoder, "stats": StatsEncoder, "static": static_encoder,
+    from router_ml.encoders import SURFACE_STATS
+
+    makers = {"tfidf": TfidfEncoder, "stats": StatsEncoder,
+              "surface": lambda: StatsEncoder(SURFACE_STATS), "static": static_encoder,
               "minilm": SentenceTransformerEncoder}
     names = spec.split("+")
     for n in names:
