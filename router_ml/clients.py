@@ -59,3 +59,25 @@ def _as_completion(r) -> Completion:
 def as_completion(r) -> Completion:
     """A client's return value as a Completion."""
     return r if isinstance(r, Completion) else Completion(str(r))
+
+
+class Pricer:
+    """USD of a call from its token counts: ``pricer(model, completion)``; None for a model
+    without a price. prices: a :class:`router_ml.costs.PriceTable` (default: built-in)."""
+
+    def __init__(self, prices=None):
+        self._prices, self._cache = prices, {}
+
+    def __call__(self, model: str, c: Completion) -> float | None:
+        if model not in self._cache:
+            from router_ml.costs import load_prices
+            from router_ml.errors import UnknownModelError
+
+            if self._prices is None:
+                self._prices = load_prices()
+            try:
+                self._cache[model] = self._prices[model]
+            except UnknownModelError:
+                self._cache[model] = None
+        p = self._cache[model]
+        return None if p is None else float(p.request_cost(c.input_tokens, c.output_tokens))

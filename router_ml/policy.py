@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from router_ml.clients import Completion, LiteLLMClient, as_completion
+from router_ml.clients import Completion, LiteLLMClient, Pricer, as_completion
 from router_ml.errors import RouterMLError
 from router_ml.validators import (
     JsonSchemaValid,
@@ -307,8 +307,7 @@ class Policy:
                                    else max_escalations)
         self.validators = tuple(validators)
         self.sampler, self.log, self.store_prompts = sampler, log, store_prompts
-        self._prices = prices
-        self._price_cache: dict = {}
+        self._pricer = Pricer(prices)
 
     @staticmethod
     def _router_ladder(router) -> tuple:
@@ -369,18 +368,7 @@ class Policy:
     # ------------------------------------------------------------------ answering
     def cost(self, model: str, c: Completion) -> float | None:
         """Estimated USD of one call from its token counts, None for a model without a price."""
-        if model not in self._price_cache:
-            from router_ml.costs import load_prices
-            from router_ml.errors import UnknownModelError
-
-            if self._prices is None:
-                self._prices = load_prices()
-            try:
-                self._price_cache[model] = self._prices[model]
-            except UnknownModelError:
-                self._price_cache[model] = None
-        p = self._price_cache[model]
-        return None if p is None else float(p.request_cost(c.input_tokens, c.output_tokens))
+        return self._pricer(model, c)
 
     def _next(self, model: str, tried: set) -> str | None:
         rungs = self.ladder[self.ladder.index(model) + 1:] if model in self.ladder else self.ladder
