@@ -291,13 +291,13 @@ class Policy:
     its first rung. validators: callables checking each answer (see :func:`check_answer`).
     prices: a :class:`router_ml.costs.PriceTable` for estimated costs (default: built-in);
     models without a price get cost None. sampler: quality sampling (see
-    :class:`router_ml.monitoring.QualitySampler`). log: where decisions go (``write(decision)``).
-    store_prompts: put the prompt text in the Decision (and so the log).
+    :class:`router_ml.monitoring.QualitySampler`). log: where decisions go (``write(decision)``;
+    a :class:`router_ml.monitoring.DecisionLog` keeps only the text's sha256 unless asked).
     """
 
     def __init__(self, router=None, config: PolicyConfig | None = None, *, rules=None,
                  ladder=None, fallback=None, max_escalations=None, validators=(), prices=None,
-                 sampler=None, log=None, store_prompts: bool = False):
+                 sampler=None, log=None):
         config = config or PolicyConfig()
         self.router = router
         self.rules = tuple(config.rules if rules is None else rules)
@@ -306,7 +306,7 @@ class Policy:
         self.max_escalations = int(config.max_escalations if max_escalations is None
                                    else max_escalations)
         self.validators = tuple(validators)
-        self.sampler, self.log, self.store_prompts = sampler, log, store_prompts
+        self.sampler, self.log = sampler, log
         self._pricer = Pricer(prices)
 
     @staticmethod
@@ -363,7 +363,7 @@ class Policy:
     def _new(self, text: str, model: str, why: str, **kw) -> Decision:
         return Decision(uuid.uuid4().hex, hashlib.sha256(text.encode("utf-8", "replace"))
                         .hexdigest(), model, why, time=time.time(),
-                        prompt=text if self.store_prompts else None, **kw)
+                        prompt=text, **kw)
 
     # ------------------------------------------------------------------ answering
     def cost(self, model: str, c: Completion) -> float | None:

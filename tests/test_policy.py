@@ -92,7 +92,7 @@ def test_rules_file_loads_and_first_match_wins(rules_file, pair_router):
         ("learned", None, STRONG), ("learned", None, CHEAP)]
     for d in ds[4:]:
         assert 0 <= d.score <= 1 and d.threshold == pair_router.threshold
-    assert all(d.prompt is None and len(d.prompt_sha256) == 64 for d in ds)
+    assert all(len(d.prompt_sha256) == 64 and d.prompt == r[0] for d, r in zip(ds, reqs))
     assert all(d.score is None and d.qualities is None for d in ds[:4])
 
 
