@@ -142,6 +142,6 @@ def test_the_whole_loop(tmp_path, planted_set, base_rows):
                   base=base_rows, tracking_uri=uri, config=TrainConfig(encoder="tfidf", extra=()))
     assert res.promoted and res.apgr_new > res.apgr_current and res.n_heldout >= 10
     champion = MlflowClient(tracking_uri=uri).get_model_version_by_alias("router_ml", "champion")
-    assert champion.version == res.new_version != res.current_version
+    assert str(champion.version) == res.new_version != res.current_version
     shifted = ["say hello to my friend about quantum field theory 7"]
     assert load_router(tmp_path / "new").score(shifted)[0] > router.score(shifted)[0]
