@@ -1,0 +1,190 @@
+"""Monitoring: the decision log (schema, rotation, concurrent writers, feedback), drift, the
+report with its alerts and dashboard, and quality sampling."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from router_ml.monitoring import (
+    COLUMNS,
+    DecisionLog,
+    MonitoringError,
+    QualitySampler,
+    psi,
+    report,
+    report_main,
+)
+from router_ml.policy import Completion, Decision, Step
+
+T0 = 1_700_000_000.0  # 2023-11-14 22:13 UTC
+
+
+def decision(i=0, *, ts=T0, model="gpt-4o-mini", score=0.3, escalated=False, sample=None,
+             prompt="p"):
+    d = Decision(uuid.uuid4().hex, f"{i:064x}", model, "learned", score=score, threshold=0.5,
+                 qualities={"gpt-4o-mini": 0.6, "gpt-4o": 0.8}, time=ts, prompt=prompt,
+                 answer="a", input_tokens=100, output_tokens=50, cost_usd=0.001,
+                 strongest_cost_usd=0.01, decision_ms=0.1, latency_ms=100.0)
+    if escalated:
+        d.steps.append(Step(model, "gpt-4o", "escalated", "not valid JSON"))
+        d.model, d.reason, d.validator = "gpt-4o", "escalated", "passed"
+    d.sample = sample
+    return d
+
+
+def test_log_round_trip_keeps_no_prompt_by_default(tmp_path):
+    with DecisionLog(tmp_path / "log") as log:
+        log.write(decision(1, prompt="secret prompt"))
+        log.write(decision(2, escalated=True, sample={"model": "gpt-4o", "answer": "b",
+                                                      "strong_better": 1.0, "judge": "B"}))
+    rows = DecisionLog(tmp_path / "log").read()
+    assert [r["prompt"] for r in rows] == [None, None]
+    assert set(rows[0]) == set(COLUMNS)
+    assert rows[1]["escalations"] == 1 and json.loads(rows[1]["steps"])[0][2] == "escalated"
+    assert rows[1]["sampled"] == 1 and rows[1]["answer"] == "a" and rows[1]["sample_answer"] == "b"
+    assert rows[0]["answer"] is None and json.loads(rows[0]["qualities"])["gpt-4o"] == 0.8
+    assert "secret prompt" not in b"".join(p.read_bytes() for p in (tmp_path / "log").iterdir()).decode("latin-1")
+    log = DecisionLog(tmp_path / "log2", store_prompts="sampled")
+    log.write(decision(1, prompt="plain"))
+    log.write(decision(2, prompt="kept", sample={"model": "gpt-4o", "answer": "b"}))
+    d3 = decision(3)
+    log.write(d3)
+    assert log.feedback(d3.request_id, 0.0) and not log.feedback("nope", 1.0)
+    rows = log.read()
+    assert [r["prompt"] for r in rows] == [None, "kept", None]
+    assert [r["feedback"] for r in rows] == [None, None, 0.0]
+    log.close()
+
+
+def test_eight_threads_lose_no_decision(tmp_path):
+    log = DecisionLog(tmp_path / "log", batch_size=1000)
+    per, threads = 5000, 8
+    batches = [[decision(t * per + i, ts=T0 + i * 1e-3) for i in range(per)] for t in range(threads)]
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=lambda b=b: [log.write(d) for d in b]) for b in batches]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    log.close()
+    seconds = time.perf_counter() - t0
+    rows = DecisionLog(tmp_path / "log").read()
+    assert len(rows) == per * threads
+    assert len({r["request_id"] for r in rows}) == per * threads
+    assert seconds < 30, f"{per * threads} decisions took {seconds:.1f} s"
+
+
+def test_separate_writers_on_one_folder(tmp_path):
+    # one DecisionLog per thread, as separate processes would have: SQLite's lock serialises
+    logs = [DecisionLog(tmp_path / "log", batch_size=100) for _ in range(4)]
+    ids = [[decision(i) for i in range(1000)] for _ in logs]
+    ws = [threading.Thread(target=lambda lg=lg, ds=ds: ([lg.write(d) for d in ds], lg.close()))
+          for lg, ds in zip(logs, ids)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    assert len(DecisionLog(tmp_path / "log").read()) == 4000
+
+
+def test_rotation_by_day_and_size(tmp_path):
+    log = DecisionLog(tmp_path / "day", keep=2)
+    for day in range(3):
+        log.write(decision(day, ts=T0 + day * 86400))
+        log.flush()
+    assert [p.name for p in log.files()] == ["decisions-20231115.sqlite", "decisions-20231116.sqlite"]
+    assert len(log.read()) == 2
+    log.close()
+    log = DecisionLog(tmp_path / "size", rotate="none", max_bytes=40_000, keep=100, batch_size=50)
+    for i in range(2000):
+        log.write(decision(i, ts=T0 + i))
+    log.close()
+    assert len(log.files()) > 2 and len(log.read()) == 2000
+    assert len(log.read(since=T0 + 1000, until=T0 + 1500)) == 500
+    with pytest.raises(ValueError, match="rotate"):
+        DecisionLog(tmp_path, rotate="week")
+
+
+def test_psi():
+    rng = np.random.default_rng(0)
+    ref = rng.beta(2, 5, 5000)
+    assert psi(ref, rng.beta(2, 5, 2000)) < 0.05
+    assert psi(ref, rng.beta(5, 2, 2000)) > 0.2
+
+
+def test_report_flags_escalation_rise_and_drift(tmp_path):
+    rng = np.random.default_rng(1)
+    ref = rng.beta(2, 5, 3000)
+    log = DecisionLog(tmp_path / "log", rotate="none")
+    n = 1000
+    for i in range(n):
+        late = i >= 900
+        log.write(decision(i, ts=T0 + i * 36, score=float(rng.beta(5, 2) if late else rng.beta(2, 5)),
+                           escalated=bool(rng.random() < (0.5 if late else 0.05)),
+                           model="gpt-4o" if i % 4 == 0 else "gpt-4o-mini",
+                           sample={"model": "gpt-4o", "answer": "b", "strong_better": float(i % 3 == 0),
+                                   "cost_usd": 0.01} if i % 10 == 1 else None))
+    log.close()
+    rep = report(log, reference_scores=ref)
+    assert rep["n"] == n and abs(sum(rep["models"].values()) - 1) < 1e-9
+    assert rep["escalation"]["rising"] and rep["escalation"]["buckets"][-1]["rate"] > 0.3
+    assert any("escalations rose" in a for a in rep["alerts"])
+    assert rep["spend"]["usd"] == pytest.approx(n * 0.001)
+    assert rep["spend"]["saving_pct"] == pytest.approx(90.0)
+    assert rep["coverage"]["learned"] == 1.0
+    # the shift is only in the last tenth: over everything PSI stays low, the late window drifts
+    early = report(log, until=T0 + 900 * 36, reference_scores=ref)
+    late = report(log, since=T0 + 900 * 36, reference_scores=ref)
+    assert not early["drift"]["drifted"] and early["alerts"] == []
+    assert late["drift"]["drifted"] and any("score drift" in a for a in late["alerts"])
+    q = rep["quality"]
+    assert q["n_judged"] == 100 and 0 < q["ci95"][0] < q["strong_better"] < q["ci95"][1] < 1
+    assert q["sampling_usd_per_month"] > 0
+    with pytest.raises(MonitoringError, match="no decisions"):
+        report(log, since=T0 + 10 * n * 36)
+
+
+def test_report_cli(tmp_path, capsys):
+    log = DecisionLog(tmp_path / "log")
+    for i in range(50):
+        log.write(decision(i, ts=T0 + i, score=0.9))
+    log.close()
+    ref = tmp_path / "ref.npy"
+    np.save(ref, np.random.default_rng(0).beta(2, 5, 500))
+    out, png = tmp_path / "rep.json", tmp_path / "dash.png"
+    code = report_main([str(tmp_path / "log"), "--reference", str(ref), "--json", str(out),
+                        "--dashboard", str(png), "--fail-on-alert"])
+    text = capsys.readouterr().out
+    assert code == 2 and "ALERT: score drift" in text
+    assert json.loads(out.read_text())["drift"]["drifted"] is True
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert report_main([str(tmp_path / "nothing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_quality_sampler():
+    calls = []
+
+    def call(model, msgs):
+        calls.append(model)
+        return Completion("strong answer", 10, 10)
+
+    cost = lambda m, c: 0.5  # noqa: E731
+    d = decision(0)
+    assert QualitySampler(lambda m, a, b: 1.0, rate=1.0).maybe_sample(d, [], call, "gpt-4o", cost)
+    assert d.sample == {"model": "gpt-4o", "answer": "strong answer", "cost_usd": 0.5,
+                        "strong_better": 1.0, "judge": "1.0"}
+    d = decision(1)
+    QualitySampler(lambda m, a, b: 1 / 0, rate=1.0).maybe_sample(d, [], call, "gpt-4o", cost)
+    assert d.sample["judge"].startswith("error: ZeroDivisionError")
+    never = QualitySampler(lambda m, a, b: 1.0, rate=0.0)
+    assert not any(never.maybe_sample(decision(i), [], call, "gpt-4o", cost) for i in range(100))
+    s = QualitySampler(lambda m, a, b: 0.0, seed=0)
+    hits = sum(s.maybe_sample(decision(i), [], call, "gpt-4o", cost) for i in range(3000))
+    assert 50 < hits < 130  # 3 % of 3,000
