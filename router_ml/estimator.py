@@ -43,7 +43,8 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
     classifier: None (logistic regression) or an unfitted scikit-learn classifier cloned
     for every head.
     Fitted: ``heads_`` (numpy heads, logistic only), ``estimators_`` (one fitted classifier
-    per column, None for a constant head), ``n_outputs_``.
+    per column; a fixed-share head for a column with one outcome only), ``n_outputs_``,
+    ``n_iter_`` (per head).
     """
 
     _parameter_constraints = {
@@ -69,18 +70,26 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """X: (n, d) numeric; y: (n, m) or (n,) qualities in [0, 1] (NaN = no outcome);
         sample_weight: (n,) non-negative or None. Returns self."""
         self._validate_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
+                             "y is None")
         X, Y = self._check_xy(X, y)
-        self._one_d = np.ndim(y) == 1
         n, m = Y.shape
         finite = np.isfinite(Y)
         if ((Y[finite] < 0) | (Y[finite] > 1)).any():
             raise ValueError("qualities must be in [0, 1] (NaN where a model has no outcome); "
                              f"got values from {Y[finite].min():.4g} to {Y[finite].max():.4g}")
+        empty = np.flatnonzero(~finite.any(axis=0))
+        if len(empty):
+            raise ValueError(f"y columns {empty.tolist()} hold no quality at all (only NaN); "
+                             "drop those models or give them outcomes")
         if self.target == "gain" and self.reference >= m:
             raise ValueError(f"reference column {self.reference} does not exist: y has {m} columns")
         w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
             raise ValueError(f"sample_weight must be {n} finite non-negative numbers")
+        if not w.any():
+            raise ValueError("sample_weight must hold at least one non-zero weight; all are zero")
         ref = self.reference if self.target == "gain" else None
         self.estimators_, kinds = [], []
         for j in range(m):
@@ -95,6 +104,8 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.estimators_.append(est)
         self.kinds_ = kinds
         self.n_outputs_ = m
+        # iterations of each head's solver (1 for a constant or a non-iterative head)
+        self.n_iter_ = np.array([int(np.max(getattr(e, "n_iter_", 1))) for e in self.estimators_])
         self.heads_ = self._numpy_heads()
         return self
 
@@ -102,6 +113,7 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         X = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32),
                           ensure_min_samples=2)
         Y = np.asarray(y, dtype=np.float64)
+        self._one_d = Y.ndim == 1
         if Y.ndim == 1:
             Y = Y[:, None]
         if Y.ndim != 2 or Y.shape[0] != X.shape[0]:

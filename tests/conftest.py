@@ -1,10 +1,14 @@
 """Shared test fixtures: small, fast, no network, never the sentence-transformer model.
 
-- ``planted_set``: a tiny synthetic set with a planted signal (prompts, y).
-- ``make_router``: a factory of fitted routers: ``"tfidf"``, ``"static"`` (a model2vec
+- ``planted_set``: a tiny synthetic set with a planted signal (prompts, y); y = 1 where the
+  strong model is needed; :func:`pair_qualities` turns y into the (n, 2) qualities of the
+  pair ``PAIR`` (strong right and weak wrong on hard prompts, the reverse on easy ones, so
+  the pair's score 0.5 + (q_strong - q_weak) / 2 learns P(y = 1)).
+- ``make_router``: a factory of fitted pair routers: ``"tfidf"``, ``"static"`` (a model2vec
   StaticEncoder with random 16-d vectors over the installed MiniLM tokenizer; no torch) or
   ``"calibrated"`` (a classifier saved with skops).
-- ``real_gsm8k``: a small sample of the shared GSM8K data; skips when no data folder is found.
+- ``real_gsm8k``: a small sample (``labels.Rows``) of the shared GSM8K data; skips when no
+  data folder is found.
 - ``isolated_datasets_cache``: Hugging Face ``datasets`` writes its cache under a temporary folder.
 """
 
@@ -31,6 +35,26 @@ def planted_data(n: int = 80, seed: int = 0) -> tuple[list[str], np.ndarray]:
         prompts.append(f"{stem} number {i}")
         y.append(int(hard))
     return prompts, np.asarray(y, dtype=np.int64)
+
+
+PAIR = ("strong", "weak")
+
+
+def pair_qualities(y) -> np.ndarray:
+    """(n, 2) qualities of PAIR for a 0/1 "strong model needed" label y."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.column_stack([y, 1.0 - y])
+
+
+def planted_router(encoder, classifier=None, seed: int = 0, prompts=None, y=None):
+    """A pair router (``PAIR``) with ``encoder`` fitted on the planted set (or prompts, y)."""
+    from router_ml import Router
+    from router_ml.estimator import QualityEstimator
+
+    if prompts is None:
+        prompts, y = planted_data()
+    estimator = QualityEstimator(classifier=classifier, random_state=seed)
+    return Router(encoder, estimator, models=PAIR).fit(list(prompts), pair_qualities(y))
 
 
 @pytest.fixture(scope="session")
@@ -62,13 +86,12 @@ def tiny_static_encoder(tokenizer_json: str, dim: int = 16, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def make_router(planted_set, minilm_tokenizer_json):
-    """make_router(kind, seed=0) -> a Router fitted on ``planted_set``.
+    """make_router(kind, seed=0) -> a pair Router (``PAIR``) fitted on ``planted_set``.
 
     kind: ``"tfidf"`` (TF-IDF + logistic regression, the default router), ``"static"`` (tiny
     StaticEncoder + logistic regression) or ``"calibrated"`` (TF-IDF + a 2-fold
     CalibratedClassifierCV: a classifier that is saved with skops).
     """
-    from router_ml import Router
     from router_ml.encoders import TfidfEncoder
 
     def make(kind: str = "tfidf", seed: int = 0):
@@ -86,7 +109,7 @@ def make_router(planted_set, minilm_tokenizer_json):
             classifier = CalibratedClassifierCV(LogisticRegression(random_state=seed), cv=2)
         else:
             raise ValueError(f"unknown router kind {kind!r}")
-        return Router(encoder, classifier, random_state=seed).fit(list(prompts), y)
+        return planted_router(encoder, classifier, seed, prompts, y)
 
     return make
 
@@ -105,17 +128,18 @@ def shared():
 
 @pytest.fixture(scope="session")
 def real_gsm8k():
-    """PairData of 200 GSM8K rows of the shared data (strong/weak pair of DESIGN.md)."""
+    """Rows of 200 GSM8K rows of the shared data (strong/weak pair of DESIGN.md)."""
     from router_ml import data
     from router_ml.errors import DataNotFoundError
     from router_ml.labels import pair_data
+    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL
 
     try:
         data.resolve_data_dir()
         ds = data.load_routellm("gsm8k")
     except DataNotFoundError as e:
         pytest.skip(f"shared data not available: {e}")
-    pairs = pair_data(ds, data.STRONG_MODEL, data.WEAK_MODEL)
+    pairs = pair_data(ds, STRONG_MODEL, WEAK_MODEL)
     idx = np.random.default_rng(0).choice(len(pairs), size=min(200, len(pairs)), replace=False)
     return pairs.subset(np.sort(idx))
 
