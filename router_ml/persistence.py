@@ -78,7 +78,8 @@ MANIFEST_KEYS = {
                   "weak_model", "threshold", "calibration", "training", "evaluation",
                   "files", MANIFEST_DIGEST}),
     2: frozenset({"format_version", "versions", "encoder", "estimator", "models", "prices",
-                  "knob", "calibration", "training", "evaluation", "files", MANIFEST_DIGEST}),
+                  "knob", "coverage", "calibration", "training", "evaluation", "files",
+                  MANIFEST_DIGEST}),
 }
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_SCHEMA_BYTES = 16 << 20
@@ -218,6 +219,10 @@ def save_router(router, path) -> Path:
             # refuse to write what we would refuse to read
             _audit_skops((tmp / ESTIMATOR_FILE).read_bytes(), tmp / ESTIMATOR_FILE)
             estimator = {"type": "skops", "params": params}
+        coverage = None
+        if router.coverage is not None:
+            np.save(tmp / "coverage.reference.npy", router.coverage.reference, allow_pickle=False)
+            coverage = {**router.coverage.to_dict(), "fallback": router.fallback}
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         knob = ({"kind": "threshold", "value": router.threshold} if router.threshold is not None
                 else {"kind": "lam", "value": router.lam})
@@ -229,6 +234,7 @@ def save_router(router, path) -> Path:
             "models": list(router.models),
             "prices": router.prices,
             "knob": knob,
+            "coverage": coverage,
             "calibration": router.calibration.to_dict(),
             "training": router.training,
             "evaluation": router.evaluation,
@@ -349,7 +355,8 @@ def _read_manifest(folder: Path) -> dict:
 
 _READ = {1: {V1_CLASSIFIER_FILE, "classifier.coef.npy", "classifier.intercept.npy",
              "classifier.classes.npy"},
-         2: {ESTIMATOR_FILE, "estimator.coef.npy", "estimator.intercept.npy"}}
+         2: {ESTIMATOR_FILE, "estimator.coef.npy", "estimator.intercept.npy",
+             "coverage.reference.npy"}}
 
 
 def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
@@ -373,7 +380,7 @@ def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
                                          "changed or truncated")
         out[name] = data
     known = _READ[version]
-    if not any(n in out for n in known):
+    if not any(n in out for n in known - {"coverage.reference.npy"}):
         raise ArtifactIntegrityError(f"{folder}: the manifest lists no estimator file")
     odd = sorted(n for n in out if not n.startswith("encoder.") and n not in known)
     if odd:
@@ -573,6 +580,17 @@ def load_router(path):
                 raise ArtifactIntegrityError(f"{folder}: models or prices are malformed")
             router = Router(None, estimator, models=manifest["models"], prices=prices,
                             **{knob["kind"]: knob["value"]})
+            cov = manifest.get("coverage")
+            if cov is not None:
+                from router_ml.coverage import Coverage
+
+                name = "coverage.reference.npy"
+                if not isinstance(cov, dict) or name not in contents:
+                    raise ArtifactIntegrityError(f"{folder}: coverage is malformed or {name} "
+                                                 "is not listed")
+                router.coverage = Coverage(_load_array(contents[name], folder / name),
+                                           cov["tau"], cov["level"], cov["n_calibration"])
+                router.fallback = cov.get("fallback")
         router.encoder = encoder
         cal = manifest.get("calibration") or {}
         if cal:

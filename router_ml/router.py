@@ -41,7 +41,8 @@ class RoutingDecision:
     lam: the knob value when ``lam`` decides (None for a threshold decision).
     qualities: predicted quality in [0, 1] per candidate. cost: estimated USD of the chosen
     model for this prompt (None without prices). reason: why, in words.
-    covered: whether the prompt is close to the training prompts (None if not measured).
+    covered: whether the prompt is close to the training prompts (None if not measured);
+    an uncovered prompt goes to the router's fallback model when it has one.
     """
 
     model: str
@@ -219,6 +220,8 @@ class Router:
         self.prices = {m: dict(p) for m, p in (prices or {}).items()}
         self.training: dict = {}
         self.evaluation: dict = {}
+        self.coverage = None  # a router_ml.coverage.Coverage, set by training
+        self._fallback = None
         self.fitted_ = isinstance(estimator, QualityHeads)
         if lam is None and (threshold is not None or len(models) == 2):
             self.threshold = 0.5 if threshold is None else threshold
@@ -312,11 +315,14 @@ class Router:
         (clipping would tie models whose estimates pass 0 or 1). Non-finite values (a
         broken estimator) become 1.0 for the first model and 0.0 for the others, so such a
         prompt goes to the first (for a pair: the strong) model."""
+        return self._predict(self._texts(prompts))[0]
+
+    def _predict(self, texts: list[str]):
+        """(decision values (n, m), features (n, d) or None for no prompts)."""
         if not self.fitted_:
             raise RuntimeError("the router is not fitted; call fit() or load_router()")
-        texts = self._texts(prompts)
         if not texts:
-            return np.zeros((0, len(self.models)))
+            return np.zeros((0, len(self.models))), None
         X = self.encoder.encode(texts)
         heads = self.heads
         V = heads.decision_function(X) if heads is not None else self.estimator.decision_function(X)
@@ -327,7 +333,15 @@ class Router:
                            int(bad.sum()), self.models[0])
             V[bad] = 0.0
             V[bad, 0] = 1.0
-        return V
+        return V, X
+
+    def covered(self, prompts) -> np.ndarray | None:
+        """(n,) bool: whether each prompt is close to the training prompts (see
+        :mod:`router_ml.coverage`), or None for a router without a coverage signal."""
+        if self.coverage is None:
+            return None
+        texts = self._texts(prompts)
+        return self.coverage.covered(self.encoder.encode(texts)) if texts else np.zeros(0, bool)
 
     def predict_quality(self, prompts) -> np.ndarray:
         """(n, len(models)) float64 predicted quality of each candidate in [0, 1]."""
@@ -358,30 +372,52 @@ class Router:
         return self.route_batch([prompt])[0]
 
     def route_batch(self, prompts) -> list[RoutingDecision]:
-        """Decisions for a list of prompts (str or chat messages)."""
+        """Decisions for a list of prompts (str or chat messages). With a coverage signal
+        and a ``fallback`` model, an uncovered prompt goes to the fallback."""
         texts = self._texts(prompts)
-        V = self.decision_function(texts)
+        V, X = self._predict(texts)
         Q = np.clip(V, 0.0, 1.0)
-        C = self.costs(texts) if self.prices or self._lam is not None else None
-        out = []
+        C = self.costs(texts) if self.prices else None
         if self._threshold is not None:
-            s, t = self._score(V), self._threshold
-            for i, v in enumerate(s):
-                j = 0 if v >= t else 1
-                out.append(RoutingDecision(
-                    self.models[j], float(v), t, None, dict(zip(self.models, Q[i].tolist())),
-                    None if C is None else float(C[i, j]),
-                    f"score {v:.4f} {'>=' if j == 0 else '<'} threshold {t:.4f}"))
-            return out
-        lam = self._lam
-        pick = choose(V, C, lam)
-        for i, j in enumerate(pick):
-            out.append(RoutingDecision(
-                self.models[j], float(Q[i, j]), None, lam, dict(zip(self.models, Q[i].tolist())),
-                float(C[i, j]),
-                f"highest predicted quality - {lam:g} x cost: {self.models[j]} "
-                f"({Q[i, j]:.3f}, ${C[i, j]:.2e})"))
-        return out
+            s = self._score(V)
+            pick = np.where(s >= self._threshold, 0, 1)
+            why = [f"score {v:.4f} {'>=' if j == 0 else '<'} threshold {self._threshold:.4f}"
+                   for v, j in zip(s, pick)]
+        else:
+            if C is None and self._lam > 0:
+                raise ValueError("routing by lam > 0 needs the models' prices; pass prices= "
+                                 "to the router (USD per million input/output tokens)")
+            pick = choose(V, np.zeros_like(V) if C is None else C, self._lam)
+            s = Q[np.arange(len(pick)), pick]
+            why = [f"highest predicted quality - {self._lam:g} x cost: {self.models[j]} "
+                   f"({Q[i, j]:.3f})" for i, j in enumerate(pick)]
+        cov = None
+        if self.coverage is not None and X is not None:
+            sim = self.coverage.similarity(X)
+            cov = sim >= self.coverage.tau
+            if self.fallback is not None:
+                fb = self.models.index(self.fallback)
+                for i in np.flatnonzero(~cov):
+                    why[i] = (f"not covered (similarity {sim[i]:.3f} < {self.coverage.tau:.3f}): "
+                              f"fallback {self.fallback}")
+                    pick[i] = fb
+        return [RoutingDecision(self.models[j], float(s[i]), self._threshold, self._lam,
+                                dict(zip(self.models, Q[i].tolist())),
+                                None if C is None else float(C[i, j]), why[i],
+                                None if cov is None else bool(cov[i]))
+                for i, j in enumerate(pick)]
+
+    @property
+    def fallback(self) -> str | None:
+        """The model an uncovered prompt goes to (None: the knob decides as for any prompt)."""
+        return self._fallback
+
+    @fallback.setter
+    def fallback(self, model):
+        if model is not None and model not in self.models:
+            raise ValueError(f"fallback {model!r} is not a candidate model; choose from "
+                             f"{', '.join(self.models)}")
+        self._fallback = model
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, prompts, *, share: float | None = None, q_strong=None, q_weak=None,

@@ -38,6 +38,9 @@ class TrainConfig:
     the strong model's quality gain (or a strong-call ``share``); more models, ``lam`` for
     ``max_drop`` (mean quality at most this far below the best single model's), or a
     ``budget`` (mean USD per request), or a ``dearest_share`` of calls to the dearest model.
+    coverage: the share of held-out training prompts that count as covered (see
+    :mod:`router_ml.coverage`; None: no coverage signal). fallback: the model for uncovered
+    prompts (default: the strong model of a pair, none for more models).
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     """
 
@@ -55,6 +58,8 @@ class TrainConfig:
     dearest_share: float | None = None
     random_state: int = 0
     extra: tuple = ("arena-hard", "alpaca-eval")
+    coverage: float | None = 0.95
+    fallback: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -196,6 +201,12 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     cv_quality, C, oof = best
     router.estimator = build_estimator(config, C)
     router.fit(train.prompts, train.quality, features=X)
+    if config.coverage is not None:
+        from router_ml.coverage import Coverage
+
+        router.coverage = Coverage.fit(X, level=config.coverage, random_state=config.random_state)
+        router.fallback = config.fallback if config.fallback is not None else (
+            train.models[0] if pair else None)
     fp = fingerprint(train.prompts)
     info = {"config": config.to_dict(), "C": C, "sources": sorted(set(train.sources)),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality}
