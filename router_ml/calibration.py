@@ -136,10 +136,21 @@ def threshold_for_quality(scores, q_strong, q_weak, *, min_pgr: float | None = N
 
 def calibrate(scores, *, share: float | None = None, q_strong=None, q_weak=None,
               min_pgr: float | None = None, max_drop: float | None = None, n: int = 0,
-              fingerprint: str = "") -> tuple[float, CalibrationRecord]:
+              fingerprint: str = "", delta: float | None = None) -> tuple[float, CalibrationRecord]:
     """The threshold for a target on ``scores`` and its record: a strong-call ``share``, or
     ``min_pgr`` / ``max_drop`` with the qualities q_strong, q_weak (see
-    :func:`threshold_for_quality`). n, fingerprint: what the scores were computed on."""
+    :func:`threshold_for_quality`); ``max_drop`` with ``delta``: with probability 1 - delta
+    the drop on new traffic is at most max_drop (see :func:`threshold_with_guarantee`).
+    n, fingerprint: what the scores were computed on."""
+    if delta is not None:
+        if max_drop is None or share is not None or min_pgr is not None:
+            raise ValueError("delta goes with max_drop only")
+        if q_strong is None or q_weak is None:
+            raise ValueError("a quality target needs q_strong and q_weak for the prompts")
+        t, achieved = threshold_with_guarantee(scores, q_strong, q_weak, max_drop=max_drop,
+                                               delta=delta)
+        return t, CalibrationRecord("guarantee", {"max_drop": max_drop, "delta": delta},
+                                    achieved, n, fingerprint)
     if share is not None:
         if min_pgr is not None or max_drop is not None:
             raise ValueError("give either share or a quality target, not both")
@@ -241,3 +252,56 @@ def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
     method = {"max_drop": "quality", "budget": "budget", "dearest_share": "share"}[what]
     return (lam if math.isfinite(lam) else 1e12), CalibrationRecord(method, {what: float(target)},
                                                                     achieved, n, fingerprint)
+
+
+# ---------------------------------------------------------------------------- a guarantee
+
+
+def threshold_with_guarantee(scores, q_strong, q_weak, *, max_drop: float,
+                             delta: float = 0.1) -> tuple[float, dict]:
+    """The highest threshold whose quality drop is at most ``max_drop`` with probability at
+    least 1 - ``delta`` on new traffic (Learn-then-Test, Angelopoulos et al. 2021).
+
+    The drop of a prompt sent to the weak model is q_strong - q_weak (in [-1, 1]), 0 for one
+    sent to the strong model; the risk of a threshold is the mean drop. Thresholds are tested
+    from the lowest (every prompt strong: no drop) upwards, each at level ``delta`` with the
+    empirical-Bernstein upper bound of Maurer and Pontil (2009), and the walk stops at the
+    first that fails (fixed-sequence testing, so the whole family keeps level delta).
+    Assumption: the calibration rows and the future traffic are exchangeable (drawn from the
+    same distribution); under drift the guarantee does not hold. Returns (threshold,
+    achieved: share, quality, drop and its upper bound on these rows).
+    """
+    s = check_scores(scores)
+    qs = np.asarray(q_strong, dtype=np.float64).ravel()
+    qw = np.asarray(q_weak, dtype=np.float64).ravel()
+    if not (len(qs) == len(qw) == len(s)) or not (np.isfinite(qs).all() and np.isfinite(qw).all()):
+        raise CalibrationError("scores, q_strong and q_weak must be finite and of one length")
+    for name, v, hi in (("max_drop", max_drop, 1.0), ("delta", delta, 1.0)):
+        if not is_number(v) or not 0 < float(v) < hi:
+            raise CalibrationError(f"{name} must be a number in (0, 1), got {v!r}")
+    n = len(s)
+    if n < 2:
+        raise CalibrationError("a guarantee needs at least two calibration prompts")
+    t, k = candidate_thresholds(s)
+    order = np.argsort(-s, kind="stable")
+    gain = (qs - qw)[order]
+    # drop of routing the top k strong: the gains of the rows after k
+    after = np.r_[np.cumsum(gain[::-1])[::-1], 0.0]
+    after_sq = np.r_[np.cumsum((gain ** 2)[::-1])[::-1], 0.0]
+    mean = after[k] / n
+    var = np.maximum(after_sq[k] / n - mean ** 2, 0.0) * n / (n - 1)
+    log_term = math.log(2 / delta)
+    ucb = mean + np.sqrt(2 * var * log_term / n) + 7 * 2.0 * log_term / (3 * (n - 1))
+    i_last = None
+    for i in range(len(t) - 1, -1, -1):  # lowest threshold (most strong calls) first
+        if ucb[i] > max_drop:
+            break
+        i_last = i
+    if i_last is None:
+        raise CalibrationError(f"no threshold guarantees a drop <= {max_drop} at delta "
+                               f"{delta} on {n} prompts; use more calibration rows or a "
+                               "larger max_drop")
+    quality = qs.mean() - mean[i_last]
+    return float(t[i_last]), {"share": float(k[i_last] / n), "quality": float(quality),
+                              "drop": float(mean[i_last]), "drop_upper_bound": float(ucb[i_last]),
+                              "delta": float(delta)}

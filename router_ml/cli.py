@@ -196,6 +196,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=d.max_drop,
                    help="more models: mean quality at most this below the best single model's "
                         "(default %(default)s)")
+    p.add_argument("--delta", type=float, help="two models: calibrate for --max-drop with "
+                   "probability 1 - delta on new traffic (Learn-then-Test; assumes the traffic "
+                   "is like the training rows)")
     p.add_argument("--budget", type=float, help="more models: mean USD per request instead")
     p.add_argument("--dearest-share", type=float, help="more models: share of calls to the "
                    "dearest model instead")
@@ -216,7 +219,7 @@ def _config_from_args(args):
                        target=args.target,
                        min_pgr=None if args.share is not None else args.min_pgr,
                        share=args.share, max_drop=None if lam_target else args.max_drop,
-                       budget=args.budget, dearest_share=args.dearest_share,
+                       budget=args.budget, dearest_share=args.dearest_share, delta=args.delta,
                        random_state=args.seed, n_jobs=args.jobs,
                        extra=(TrainConfig().extra if args.extra is None and not args.table
                               else tuple(s for s in (args.extra or "").split(",") if s)))

@@ -38,6 +38,9 @@ class TrainConfig:
     the strong model's quality gain (or a strong-call ``share``); more models, ``lam`` for
     ``max_drop`` (mean quality at most this far below the best single model's), or a
     ``budget`` (mean USD per request), or a ``dearest_share`` of calls to the dearest model.
+    Two models with ``delta``: a threshold whose quality drop is at most ``max_drop`` with
+    probability 1 - delta on exchangeable traffic
+    (:func:`router_ml.calibration.threshold_with_guarantee`).
     coverage: the share of held-out training prompts that count as covered (see
     :mod:`router_ml.coverage`; None: no coverage signal). fallback: the model for uncovered
     prompts (default: the strong model of a pair, none for more models).
@@ -58,6 +61,7 @@ class TrainConfig:
     dearest_share: float | None = None
     random_state: int = 0
     extra: tuple = ("arena-hard", "alpaca-eval")
+    delta: float | None = None
     coverage: float | None = 0.95
     fallback: str | None = None
 
@@ -213,9 +217,12 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     if pair:
         qs, qw = train.q_strong, train.q_weak
         score = Router._score(oof)
+        guarantee = config.delta is not None
         t, record = calibrate(score, share=config.share, q_strong=qs, q_weak=qw,
-                              min_pgr=None if config.share is not None else config.min_pgr,
-                              n=len(train), fingerprint=fp)
+                              min_pgr=None if config.share is not None or guarantee
+                              else config.min_pgr,
+                              max_drop=config.max_drop if guarantee else None,
+                              delta=config.delta, n=len(train), fingerprint=fp)
         router.set_threshold(t, record)
     else:
         target = ({"budget": config.budget} if config.budget is not None else
