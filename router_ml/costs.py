@@ -647,7 +647,11 @@ def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,
             p = _entry(m, prices[m], "the router's price table")
         else:
             if table is None:
-                table = PriceTable(prices or {}, source="the router's price table")
+                # not strict: the router's prices may name one model at two providers
+                # (openai/gpt-4o, azure/gpt-4o), which a strict table refuses as duplicates
+                table = PriceTable({}, source="the router's price table")
+                for name, spec in (prices or {}).items():
+                    table._add(name, spec, table.source, override=False, strict=False)
             p = table[m]
         rates.append((p.input, p.output))
     r = np.asarray(rates, dtype=np.float64).reshape(len(models), 2)

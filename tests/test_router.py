@@ -1,13 +1,17 @@
-"""Router: fit, score, route, calibrate, save and load on a synthetic set with a planted signal."""
+"""Router: fit, score, route, calibrate, save and load on synthetic sets with a planted signal
+(a strong/weak pair, and three models each best on one kind of prompt)."""
 
 import numpy as np
 import pytest
 
-from router_ml import Router, RoutingDecision, load_router
-from router_ml.encoders import TfidfEncoder
+from router_ml import CalibrationError, Router, RoutingDecision, UnknownModelError, load_router
+from router_ml.encoders import StatsEncoder, TfidfEncoder
 from router_ml.evaluation import apgr
-from router_ml.labels import PairData
-from router_ml.protocols import _with_extra
+from router_ml.labels import Rows
+from router_ml.protocols import Fold, with_extra
+from router_ml.router import prompt_text
+
+PAIR = ["strong", "weak"]
 
 
 def planted(n=400, seed=0):
@@ -27,8 +31,8 @@ def planted(n=400, seed=0):
 @pytest.fixture(scope="module")
 def fitted():
     prompts, qs, qw = planted()
-    y = (qs > qw).astype(int)
-    return Router(TfidfEncoder(min_df=1)).fit(prompts, y), prompts, qs, qw
+    router = Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, np.column_stack([qs, qw]))
+    return router, prompts, qs, qw
 
 
 def test_learns_planted_signal(fitted):
@@ -43,10 +47,12 @@ def test_learns_planted_signal(fitted):
 
 def test_route_and_batch(fitted):
     router, *_ = fitted
-    router.threshold = 0.5
+    # gain scores: about 0.5 + 0.05 / 2 where the weak model is right 95 % of the time, about
+    # 0.5 + 0.8 / 2 where it is right 20 %: 0.7 lies between
+    router.threshold = 0.7
     d = router.route("prove the theorem about omega")
     assert isinstance(d, RoutingDecision) and d.model == router.strong_model and d.strong
-    assert d.threshold == 0.5
+    assert d.threshold == 0.7 and d.lam is None
     batch = router.route_batch(["say hello about beta", "prove the theorem about beta"])
     assert [x.model for x in batch] == [router.weak_model, router.strong_model]
     assert router.score([]).shape == (0,)
@@ -76,7 +82,8 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert loaded.calibration == router.calibration
     assert (loaded.strong_model, loaded.weak_model) == (router.strong_model, router.weak_model)
     m = loaded.manifest
-    assert m["format_version"] == 1 and "scikit-learn" in m["versions"]
+    assert m["format_version"] == 2 and "scikit-learn" in m["versions"]
+    assert m["models"] == PAIR and m["knob"] == {"kind": "threshold", "value": router.threshold}
     assert set(m["files"]) == {p.name for p in (tmp_path / "r").iterdir()} - {"manifest.json"}
     # saving again over it works and changes the threshold atomically
     loaded.threshold = 0.25
@@ -86,34 +93,44 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 
 def test_fit_errors():
-    with pytest.raises(ValueError, match="one class only"):
-        Router().fit(["a", "b"], [1, 1])
     with pytest.raises(ValueError, match="zero prompts"):
-        Router().fit([], [])
-    with pytest.raises(ValueError, match="must differ"):
-        Router(strong_model="x", weak_model="x")
+        Router(models=PAIR).fit([], np.zeros((0, 2)))
+    with pytest.raises(ValueError, match=r"qualities must have shape \(2, 2\)"):
+        Router(models=PAIR).fit(["a", "b"], [1, 1])
+    with pytest.raises(ValueError, match=r"hold no quality at all"):
+        Router(TfidfEncoder(min_df=1), models=PAIR).fit(["aa bb", "cc dd"], [[1, np.nan], [0, np.nan]])
+    with pytest.raises(ValueError, match="must be distinct; repeated: x"):
+        Router(models=["x", "x"])
+    with pytest.raises(ValueError, match="at least two candidate models"):
+        Router(models=["x"])
+    with pytest.raises(ValueError, match="threshold or lam, not both"):
+        Router(models=PAIR, threshold=0.5, lam=0.0)
     with pytest.raises(RuntimeError, match="not fitted"):
-        Router().score(["a"])
+        Router(models=PAIR).score(["a"])
 
 
-def test_extra_rows_matching_a_test_question_are_dropped():
+def test_extra_rows_matching_a_test_question_are_dropped(monkeypatch):
+    from router_ml import protocols
+
     def rows(prompts):
         n = len(prompts)
-        return PairData(list(prompts), np.ones(n), np.zeros(n), np.array(["g"] * n, dtype=object),
-                        np.array(["s"] * n, dtype=object))
+        return Rows(list(prompts), np.column_stack([np.ones(n), np.zeros(n)]), tuple(PAIR),
+                    np.array(["g"] * n, dtype=object), np.array(["s"] * n, dtype=object))
 
     test = rows(["What is the capital of France, the country in western Europe?\nA. Paris\nB. Rome\nAnswer:"])
     train = rows(["Some other training question about rivers and mountains in Asia?"])
     extra = rows(["what is the capital of FRANCE, the country in western europe?",
                   "A different question about the capital of Spain and its rivers?"])
-    merged, dropped = _with_extra(train, test, [extra])
-    assert dropped == 1 and len(merged) == 2
-    assert "the capital of Spain" in merged.prompts[1]
+    monkeypatch.setattr(protocols, "_extra_rows", lambda names, models, data_dir: [extra])
+    (f,) = with_extra([Fold("p", None, train, test)], ["extra"])
+    assert f.dropped == 1 and len(f.train) == 2
+    assert "the capital of Spain" in f.train.prompts[1]
+    assert f.test is test
 
 
 @pytest.mark.parametrize("classifier", ["logreg", "knn", "mlp", "hgb"])
-@pytest.mark.parametrize("label", ["gain", "strong_better"])
-def test_every_classifier_learns_saves_and_reloads(classifier, label, tmp_path):
+@pytest.mark.parametrize("target", ["gain", "quality"])
+def test_every_classifier_learns_saves_and_reloads(classifier, target, tmp_path):
     from router_ml.training import CLASSIFIER_CHOICES, TrainConfig, fit_router
 
     assert classifier in CLASSIFIER_CHOICES
@@ -121,13 +138,14 @@ def test_every_classifier_learns_saves_and_reloads(classifier, label, tmp_path):
     # the weak model is sometimes better: three gain classes
     qw = np.where(np.arange(300) % 17 == 0, 1.0, qw)
     qs = np.where(np.arange(300) % 17 == 0, 0.0, qs)
-    train = PairData(prompts=prompts, q_strong=qs, q_weak=qw, groups=["g"] * 300,
-                     sources=["s"] * 300)
+    train = Rows(prompts, np.column_stack([qs, qw]), ("strong", "weak"),
+                 np.array(["g"] * 300, dtype=object), np.array(["s"] * 300, dtype=object))
     # mlp and hgb get the dense statistics (hgb refuses sparse TF-IDF; mlp's early stopping
     # gives up on 300 TF-IDF rows); kNN keeps the sparse matrix in its saved file
     encoder = "stats" if classifier in ("mlp", "hgb") else "tfidf"
-    config = TrainConfig(encoder=encoder, classifier=classifier, label=label, C=1.0, k=10)
-    router = fit_router(train, config, "strong", "weak")
+    config = TrainConfig(encoder=encoder, classifier=classifier, target=target, C=1.0, k=10)
+    router = fit_router(train, config)
+    assert (router.strong_model, router.weak_model) == ("strong", "weak")
     router.save(tmp_path / "r")
     loaded = load_router(tmp_path / "r")
     test_prompts, tqs, tqw = planted(200, seed=1)
@@ -139,7 +157,7 @@ def test_boosting_on_sparse_tfidf_is_a_clear_error():
     from router_ml.training import TrainConfig, build_router
 
     with pytest.raises(ValueError, match="'hgb' needs dense features.*not tfidf"):
-        build_router(TrainConfig(encoder="tfidf+stats", classifier="hgb"), "a", "b")
+        build_router(TrainConfig(encoder="tfidf+stats", classifier="hgb"), ["a", "b"])
 
 
 def test_sentence_transformer_cache_is_used_without_the_model(tmp_path, monkeypatch, caplog):
@@ -189,3 +207,202 @@ def test_fit_encode_equals_fit_then_encode():
         assert all(m.dtype == np.float32 for m in dense)
         np.testing.assert_array_equal(dense[0], dense[1])
         np.testing.assert_array_equal(dense[2], dense[3])
+
+
+# ------------------------------------------------------------------ N models: the lam knob
+
+TIERS = ["openai/gpt-4o", "azure/gpt-4o", "small"]  # names exactly as given: two providers
+TIER_PRICES = {"openai/gpt-4o": {"input": 2.5, "output": 10.0},
+               "azure/gpt-4o": {"input": 3.0, "output": 12.0},
+               "small": {"input": 0.15, "output": 0.6}}
+KINDS = ["prove the theorem about", "write a poem about", "say hello about"]
+
+
+def planted_tiers(n=450, seed=0):
+    """Prompts of three kinds; model k is right on 95 % of kind k; elsewhere the two gpt-4o
+    are right on 60 %, the small model on 10 % (so each gpt-4o is the best single model)."""
+    rng = np.random.default_rng(seed)
+    kind = np.arange(n) % 3
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+    prompts = [f"{KINDS[k]} {' '.join(rng.choice(words, 4))} {i}" for i, k in enumerate(kind)]
+    p = np.where(kind[:, None] == np.arange(3), 0.95, [0.6, 0.6, 0.1])
+    return prompts, (rng.random((n, 3)) < p).astype(float), kind
+
+
+@pytest.fixture(scope="module")
+def tiers():
+    prompts, Q, _ = planted_tiers()
+    return Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
+
+
+def test_predict_quality_recovers_the_planted_best_model(tiers):
+    prompts, Q, kind = planted_tiers(150, seed=1)
+    P = tiers.predict_quality(prompts)
+    assert P.shape == (150, 3) and P.dtype == np.float64 and ((P >= 0) & (P <= 1)).all()
+    assert (P.argmax(axis=1) == kind).mean() > 0.95
+    assert tiers.models == TIERS and tiers.lam == 0.0 and tiers.threshold is None
+
+
+def test_lam_zero_picks_the_best_prediction_and_inf_the_cheapest(tiers):
+    prompts, _, kind = planted_tiers(60, seed=2)
+    P = tiers.decision_function(prompts)
+    tiers.set_lam(0.0, None)
+    ds = tiers.route_batch(prompts)
+    assert [d.model for d in ds] == [TIERS[j] for j in P.argmax(axis=1)]
+    assert {d.model for d in ds} == set(TIERS)  # both gpt-4o providers are chosen, by name
+    d = ds[0]
+    assert d.lam == 0.0 and d.threshold is None and not d.strong
+    assert set(d.qualities) == set(TIERS) and d.score == d.qualities[d.model]
+    assert d.cost == pytest.approx(tiers.costs([prompts[0]])[0, TIERS.index(d.model)])
+    tiers.lam = float("inf")
+    assert {d.model for d in tiers.route_batch(prompts)} == {"small"}
+    tiers.lam = 0.0
+
+
+def test_ties_go_to_the_cheaper_model():
+    from router_ml.router import choose
+
+    V = np.array([[0.5, 0.5, 0.5], [0.9, 0.5, 0.5]])
+    C = np.array([[3.0, 1.0, 2.0], [3.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(choose(V, C, 0.0), [1, 0])
+    np.testing.assert_array_equal(choose(V, C, 0.2), [1, 1])  # 0.9 - 0.6 = 0.3 < 0.5 - 0.2
+    np.testing.assert_array_equal(choose(V, C, np.inf), [1, 1])
+
+
+def test_route_reads_the_last_user_turn_of_chat_messages(tiers):
+    chat = [{"role": "system", "content": "say hello about everything"},
+            {"role": "user", "content": "say hello about alpha"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": [{"type": "text", "text": "prove the theorem about beta"}]}]
+    assert prompt_text(chat) == "prove the theorem about beta"
+    assert tiers.route(chat) == tiers.route("prove the theorem about beta")
+    with pytest.raises(ValueError, match="no message with role 'user'"):
+        tiers.route([{"role": "system", "content": "x"}])
+
+
+@pytest.mark.parametrize("target", [{"budget": None}, {"max_drop": 0.02}, {"dearest_share": 0.2}])
+def test_calibrate_lam_achieves_what_the_record_says(tiers, target):
+    prompts, Q, _ = planted_tiers(300, seed=3)
+    C = tiers.costs(prompts)
+    if "budget" in target:  # between the cheapest and the dearest model's mean cost
+        target = {"budget": float(C[:, 2].mean() + 0.5 * (C[:, 1].mean() - C[:, 2].mean()))}
+    before = tiers.lam
+    try:
+        rec = tiers.calibrate_lam(prompts, Q, **target)
+        lam = rec.achieved["lam"]
+        assert tiers.lam == (1e12 if lam is None else lam) and tiers.calibration == rec
+        assert rec.n == 300 and rec.target == target
+        pick = np.array([TIERS.index(d.model) for d in tiers.route_batch(prompts)])
+        rows = np.arange(300)
+        cost, quality = C[rows, pick].mean(), Q[rows, pick].mean()
+        dearest = (pick == int(C.mean(axis=0).argmax())).mean()
+        assert rec.achieved["mean_cost"] == pytest.approx(cost)
+        assert rec.achieved["quality"] == pytest.approx(quality)
+        assert rec.achieved["dearest_share"] == pytest.approx(dearest)
+        assert rec.achieved["best_single_quality"] == pytest.approx(Q.mean(axis=0).max())
+        if "budget" in target:
+            assert cost <= target["budget"] * (1 + 1e-12)
+            assert quality > Q[:, 2].mean()  # routing buys quality within the budget
+        elif "max_drop" in target:
+            assert quality >= Q.mean(axis=0).max() - 0.02 - 1e-12
+            assert cost < C.mean(axis=0).max()
+        else:
+            assert abs(dearest - 0.2) < 0.05
+    finally:
+        tiers.set_lam(before, None)
+
+
+def test_an_unreachable_lam_target_is_a_calibration_error(tiers):
+    prompts, Q, _ = planted_tiers(60, seed=4)
+    cheapest = tiers.costs(prompts).mean(axis=0).min()
+    with pytest.raises(CalibrationError, match="no lam reaches budget"):
+        tiers.calibrate_lam(prompts, Q, budget=cheapest / 2)
+    with pytest.raises(CalibrationError, match="exactly one of"):
+        tiers.calibrate_lam(prompts, Q, budget=1.0, max_drop=0.1)
+    with pytest.raises(CalibrationError, match="dearest_share must be"):
+        tiers.calibrate_lam(prompts, Q, dearest_share=1.5)
+    assert tiers.lam == 0.0 and tiers.calibration.method == "manual"
+
+
+def test_missing_price_and_threshold_on_three_models_are_clear_errors(tiers):
+    prompts, Q, _ = planted_tiers(30)
+    prices = {m: p for m, p in TIER_PRICES.items() if m != "small"}
+    r = Router(TfidfEncoder(min_df=1), models=TIERS, prices=prices).fit(prompts, Q)
+    with pytest.raises(UnknownModelError, match=r"unknown model 'small'.*the router's price table"):
+        r.costs(prompts)
+    with pytest.raises(UnknownModelError, match="'small'"):
+        r.route(prompts[0])  # lam needs costs
+    with pytest.raises(ValueError, match="a threshold needs exactly two models"):
+        tiers.threshold = 0.5
+    with pytest.raises(ValueError, match="a threshold needs exactly two models"):
+        Router(models=TIERS, threshold=0.5)
+    for attr in ("strong_model", "weak_model"):
+        with pytest.raises(AttributeError, match="two-model routers"):
+            getattr(tiers, attr)
+    with pytest.raises(AttributeError, match="two-model routers"):
+        tiers.score(prompts)
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        tiers.lam = -1.0
+
+
+# ------------------------------------------------------------------ the pair is the N = 2 case
+
+def _pair_prices(strong_output=10.0, weak_output=0.6):
+    # output prices only: every prompt costs the same, whatever its length
+    return {"strong": {"input": 0.0, "output": strong_output},
+            "weak": {"input": 0.0, "output": weak_output}}
+
+
+def assert_lam_equals_threshold(router, prompts):
+    """At a fixed cost per request, lam decides like threshold 0.5 + lam * (c_s - c_w) / 2."""
+    C = router.costs(prompts)
+    assert np.ptp(C, axis=0).max() == 0  # the same cost for every prompt
+    dc = C[0, 0] - C[0, 1]
+    s = np.unique(router.score(prompts))
+    # thresholds between neighbouring scores (no exact ties) and at the two ends
+    ts = np.r_[s[0] / 2, (s[:-1] + s[1:])[:: max(1, len(s) // 25)] / 2, (s[-1] + 1) / 2]
+    compared = 0
+    for t in ts:
+        lam = 2 * (t - 0.5) / dc
+        if lam < 0:
+            continue
+        router.set_lam(lam, None)
+        by_lam = [d.model for d in router.route_batch(prompts)]
+        router.set_threshold(0.5 + lam * dc / 2, None)
+        by_threshold = [d.model for d in router.route_batch(prompts)]
+        assert by_lam == by_threshold, t
+        compared += 1
+    assert compared >= 5
+
+
+def test_lam_equals_threshold_for_a_pair_on_synthetic_data(fitted):
+    router, prompts, *_ = fitted
+    pair = Router(router.encoder, router.estimator, models=PAIR, prices=_pair_prices())
+    pair.fitted_ = True
+    assert pair.threshold == 0.5 and pair.lam is None
+    assert (pair.strong_model, pair.weak_model) == ("strong", "weak")
+    np.testing.assert_array_equal(pair.score(prompts), router.score(prompts))
+    V = pair.decision_function(prompts)
+    np.testing.assert_allclose(pair.score(prompts), np.clip(0.5 + (V[:, 0] - V[:, 1]) / 2, 0, 1))
+    assert_lam_equals_threshold(pair, prompts)
+    # a lam decision on a pair names the model and carries no threshold
+    pair.set_lam(0.0, None)
+    d = pair.route(prompts[0])
+    assert d.threshold is None and d.lam == 0.0 and d.model in PAIR
+
+
+def test_lam_equals_threshold_for_a_pair_on_the_mmlu_protocol(shared):
+    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL, protocol_folds
+
+    (f,) = protocol_folds("mmlu", shared)
+    idx = np.random.default_rng(0).choice(len(f.train), 1500, replace=False)
+    train = f.train.subset(np.sort(idx))
+    prices = {STRONG_MODEL: {"input": 0.0, "output": 30.0},
+              WEAK_MODEL: {"input": 0.0, "output": 0.6}}
+    router = Router(StatsEncoder(), models=[STRONG_MODEL, WEAK_MODEL], prices=prices)
+    router.fit(train.prompts, train.quality)
+    assert (router.strong_model, router.weak_model) == (STRONG_MODEL, WEAK_MODEL)
+    s = router.score(f.test.prompts)
+    assert s.shape == (len(f.test),) and ((s >= 0) & (s <= 1)).all()
+    assert apgr(s, f.test.q_strong, f.test.q_weak) > 0.5
+    assert_lam_equals_threshold(router, f.test.prompts)
