@@ -1,4 +1,6 @@
-"""notebooks/threshold_tuning.ipynb runs headless top to bottom on a small real sample."""
+"""The notebooks run headless top to bottom on real data: threshold_tuning.ipynb (pair
+router, mmlu, a small sample) and multi_model_budget.ipynb (lam for a monthly budget on
+dcrouter)."""
 
 import os
 import time
@@ -12,32 +14,38 @@ from router_ml.errors import DataNotFoundError
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "threshold_tuning.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK = NOTEBOOKS / "threshold_tuning.ipynb"
+MULTI_NOTEBOOK = NOTEBOOKS / "multi_model_budget.ipynb"
 SAMPLE = 1500  # test and training rows: about 20 s here, far below the 3-minute bound
 TIME_LIMIT = 180  # seconds per run
 
 
-def _data_missing() -> str:
+def _data_missing(source: str = "routellm-evals", why: str = "the notebook's default mmlu "
+                  "protocol needs it") -> str:
     try:
         d = resolve_data_dir()
     except DataNotFoundError as e:
         return f"no shared data ({e})"
-    if not (d / "routellm-evals").is_dir():
-        return f"{d} has no routellm-evals/ (the notebook's default mmlu protocol needs it)"
+    if not (d / source).is_dir():
+        return f"{d} has no {source}/ ({why})"
     return ""
 
 
 needs_data = pytest.mark.skipif(bool(_data_missing()), reason=_data_missing() or "data found")
+_NO_DCROUTER = _data_missing("llmrouter-dcrouter", "multi_model_budget.ipynb trains on the "
+                             "dcrouter protocol")
+needs_dcrouter = pytest.mark.skipif(bool(_NO_DCROUTER), reason=_NO_DCROUTER or "data found")
 
 
-def _run(env: dict, tmp: Path) -> tuple[object, float]:
-    """Execute the notebook in a fresh kernel with ROUTER_ML_NB_* from ``env``; fails on the
+def _run(env: dict, tmp: Path, notebook: Path = NOTEBOOK) -> tuple[object, float]:
+    """Execute a notebook in a fresh kernel with ROUTER_ML_NB_* from ``env``; fails on the
     first cell that raises. Returns the executed notebook and the wall time in seconds."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(notebook, as_version=4)
     kernel_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_ML_NB_")}
     kernel_env.update({"MPLBACKEND": "Agg", "ROUTER_ML_NB_SAMPLE": str(SAMPLE), **env})
     client = nbclient.NotebookClient(nb, timeout=TIME_LIMIT, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+                                     resources={"metadata": {"path": str(notebook.parent)}})
     start = time.monotonic()
     client.execute(env=kernel_env)
     return nb, time.monotonic() - start
@@ -51,8 +59,9 @@ def _text(nb) -> str:
     return "\n".join(out)
 
 
-def test_notebook_is_stored_without_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("notebook", [NOTEBOOK, MULTI_NOTEBOOK], ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs(notebook):
+    nb = nbformat.read(notebook, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code, "the notebook has no code cells"
@@ -107,3 +116,70 @@ def test_notebook_loads_a_saved_router_and_saves_a_budget_threshold(quality_run,
     assert rec.method == "budget" and rec.target["budget_usd_per_month"] == 1200.0
     assert rec.target["strong"] == "gpt-4o" and 0 < rec.achieved["share"] < 1
     assert rec.achieved["monthly_cost_usd"] <= 1200.0
+
+
+# multi_model_budget.ipynb: every training row of dcrouter (stats features: about 15 s here)
+BUDGET_MONTH = 150.0  # USD per month: between the cheapest (~$34) and the best model (~$306)
+REQUESTS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def multi_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nb-multi")
+    env = {"ROUTER_ML_NB_SAMPLE": "0", "ROUTER_ML_NB_ENCODER": "stats",
+           "ROUTER_ML_NB_OUT": str(tmp / "router"),
+           "ROUTER_ML_NB_MULTI_PLOT": str(tmp / "multi.png"),
+           "ROUTER_ML_NB_BUDGET": str(BUDGET_MONTH), "ROUTER_ML_NB_REQUESTS": str(REQUESTS)}
+    nb, seconds = _run(env, tmp, MULTI_NOTEBOOK)
+    return tmp, nb, seconds
+
+
+@needs_dcrouter
+@pytest.mark.slow
+@pytest.mark.timeout(2 * TIME_LIMIT)
+def test_multi_notebook_tunes_lam_for_a_monthly_budget(multi_run):
+    import numpy as np
+
+    from router_ml import load_router
+    from router_ml.evaluation import choose
+    from router_ml.protocols import fold, protocol_folds
+
+    tmp, nb, seconds = multi_run
+    assert seconds < TIME_LIMIT, f"the notebook took {seconds:.0f} s"
+    assert (tmp / "multi.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = _text(nb)
+
+    router = load_router(tmp / "router")
+    assert len(router.models) == 9 and router.threshold is None
+    budget = BUDGET_MONTH / REQUESTS
+    rec = router.calibration
+    assert rec.method == "budget"
+    assert rec.target["budget"] == pytest.approx(budget, rel=1e-12)
+    assert rec.achieved["lam"] == router.lam
+    # the reloaded lam is the one the notebook chose and printed
+    assert f"saved to {tmp / 'router'}: lam {router.lam!r}" in text
+    assert f"chosen lam {router.lam!r} on {rec.n} calibration rows" in text
+
+    # Recompute on the calibration rows (train.json, fold(prompt) == 0): the record is what
+    # the saved router does there, and it is within the budget.
+    split = protocol_folds("dcrouter")[0]
+    cal = split.train.subset(np.array([fold(p) == 0 for p in split.train.prompts]))
+    assert rec.n == len(cal)
+    costs = router.costs(cal.prompts)
+    pick = choose(router.decision_function(cal.prompts), costs, router.lam)
+    rows = np.arange(len(cal))
+    mean_cost = costs[rows, pick].mean()
+    assert mean_cost <= budget * (1 + 1e-12)
+    assert mean_cost == pytest.approx(rec.achieved["mean_cost"], rel=1e-9)
+    assert cal.quality[rows, pick].mean() == pytest.approx(rec.achieved["quality"], rel=1e-9)
+
+    # What the notebook reports for the test rows is what the saved router does there, and it
+    # routes among several tiers rather than sending everything to one model.
+    test = split.test
+    c_test = router.costs(test.prompts)
+    p_test = choose(router.decision_function(test.prompts), c_test, router.lam)
+    r_test = np.arange(len(test))
+    assert f"(${c_test[r_test, p_test].mean() * REQUESTS:,.2f}/month), quality " \
+           f"{test.quality[r_test, p_test].mean():.4f}" in text
+    assert len(np.unique(p_test)) >= 2, "one model takes every test prompt at the chosen lam"
+    assert "prompt (first 80 characters)" in text
