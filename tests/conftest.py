@@ -4,6 +4,8 @@
   strong model is needed; :func:`pair_qualities` turns y into the (n, 2) qualities of the
   pair ``PAIR`` (strong right and weak wrong on hard prompts, the reverse on easy ones, so
   the pair's score 0.5 + (q_strong - q_weak) / 2 learns P(y = 1)).
+- ``planted_tiers``: three candidates (two providers of gpt-4o and a small model), each best
+  on one kind of prompt; ``TIERS`` and ``TIER_PRICES`` name them and their prices.
 - ``make_router``: a factory of fitted pair routers: ``"tfidf"``, ``"static"`` (a model2vec
   StaticEncoder with random 16-d vectors over the installed MiniLM tokenizer; no torch) or
   ``"calibrated"`` (a classifier saved with skops).
@@ -55,6 +57,24 @@ def planted_router(encoder, classifier=None, seed: int = 0, prompts=None, y=None
         prompts, y = planted_data()
     estimator = QualityEstimator(classifier=classifier, random_state=seed)
     return Router(encoder, estimator, models=PAIR).fit(list(prompts), pair_qualities(y))
+
+
+TIERS = ["openai/gpt-4o", "azure/gpt-4o", "small"]  # names exactly as given: two providers
+TIER_PRICES = {"openai/gpt-4o": {"input": 2.5, "output": 10.0},
+               "azure/gpt-4o": {"input": 3.0, "output": 12.0},
+               "small": {"input": 0.15, "output": 0.6}}
+TIER_KINDS = ["prove the theorem about", "write a poem about", "say hello about"]
+
+
+def planted_tiers(n=450, seed=0):
+    """Prompts of three kinds; model k is right on 95 % of kind k; elsewhere the two gpt-4o
+    are right on 60 %, the small model on 10 % (so each gpt-4o is the best single model)."""
+    rng = np.random.default_rng(seed)
+    kind = np.arange(n) % 3
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+    prompts = [f"{TIER_KINDS[k]} {' '.join(rng.choice(words, 4))} {i}" for i, k in enumerate(kind)]
+    p = np.where(kind[:, None] == np.arange(3), 0.95, [0.6, 0.6, 0.1])
+    return prompts, (rng.random((n, 3)) < p).astype(float), kind
 
 
 @pytest.fixture(scope="session")

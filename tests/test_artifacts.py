@@ -63,7 +63,7 @@ def saved_tfidf(make_router, tmp_path):
 def saved_skops(make_router, tmp_path):
     router = make_router("calibrated")
     router.save(tmp_path / "r")
-    assert (tmp_path / "r" / persistence.CLASSIFIER_FILE).is_file()
+    assert (tmp_path / "r" / persistence.ESTIMATOR_FILE).is_file()
     return router, tmp_path / "r"
 
 
@@ -82,9 +82,11 @@ def reseal_file(folder: Path, name: str) -> None:
 
 
 def assert_same_router(a, b):
-    np.testing.assert_array_equal(a.score(PROBES), b.score(PROBES))
-    assert (a.threshold, a.strong_model, a.weak_model) == \
-        (b.threshold, b.strong_model, b.weak_model)
+    np.testing.assert_array_equal(a.predict_quality(PROBES), b.predict_quality(PROBES))
+    assert (a.models, a.prices, a.threshold, a.lam) == (b.models, b.prices, b.threshold, b.lam)
+    if len(a.models) == 2:
+        np.testing.assert_array_equal(a.score(PROBES), b.score(PROBES))
+        assert (a.strong_model, a.weak_model) == (b.strong_model, b.weak_model)
     assert a.route_batch(PROBES) == b.route_batch(PROBES)
 
 
@@ -167,7 +169,7 @@ def test_truncated_or_missing_files_are_refused(saved):
     load_router(folder)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99, "1", None, 1.5, [1]])
+@pytest.mark.parametrize("version", [0, 3, 99, "1", "2", None, 1.5, [2]])
 def test_unknown_format_version_is_refused(saved_tfidf, version):
     _, folder = saved_tfidf
     rewrite_manifest(folder, lambda m: m.__setitem__("format_version", version))
@@ -240,7 +242,7 @@ def _skops_with(obj, path):
 def test_skops_files_with_types_off_the_allow_list_are_refused(saved_skops, tmp_path, case):
     _, folder = saved_skops
     marker = tmp_path / "executed"
-    target = folder / persistence.CLASSIFIER_FILE
+    target = folder / persistence.ESTIMATOR_FILE
     if case == "object":
         _skops_with(Payload(marker), target)
     elif case == "function":
@@ -259,7 +261,7 @@ def test_skops_files_with_types_off_the_allow_list_are_refused(saved_skops, tmp_
         from sklearn.preprocessing import FunctionTransformer
 
         _skops_with(make_pipeline(FunctionTransformer(np.log1p)), target)
-    reseal_file(folder, persistence.CLASSIFIER_FILE)
+    reseal_file(folder, persistence.ESTIMATOR_FILE)
     with pytest.raises(UntrustedTypeError, match="not on router_ml's allow-list"):
         load_router(folder)
     assert not marker.exists()
@@ -278,7 +280,7 @@ def test_path_traversal_in_the_manifest_is_refused(saved_tfidf, name):
         load_router(folder)
 
 
-@pytest.mark.parametrize("name", ["encoder.idf.npy", "classifier.coef.npy", "manifest.json"])
+@pytest.mark.parametrize("name", ["encoder.idf.npy", "estimator.coef.npy", "manifest.json"])
 def test_a_symlink_out_of_the_folder_is_refused(saved_tfidf, name):
     router, folder = saved_tfidf
     outside = folder.parent / f"outside-{name}"
@@ -307,21 +309,40 @@ def _edit_manifest_cases():
     def set_(key, value):
         return lambda m: m.__setitem__(key, value)
 
+    def knob(value, kind="threshold"):
+        return set_("knob", {"kind": kind, "value": value})
+
+    def head(key, value):
+        return lambda m: m["estimator"]["heads"][0].__setitem__(key, value)
+
     return {
-        "threshold NaN": set_("threshold", float("nan")),
-        "threshold 2": set_("threshold", 2),
-        "threshold str": set_("threshold", "0.5"),
-        "same models": lambda m: m.__setitem__("weak_model", m["strong_model"]),
+        "threshold NaN": knob(float("nan")),
+        "threshold 2": knob(2),
+        "threshold str": knob("0.5"),
+        "lam negative": knob(-1.0, "lam"),
+        "knob kind unknown": knob(0.5, "temperature"),
+        "knob not a dict": set_("knob", 0.5),
+        "same models": lambda m: m.__setitem__("models", [m["models"][0]] * 2),
+        "one model": lambda m: m.__setitem__("models", m["models"][:1]),
+        "three models for two heads": lambda m: m.__setitem__("models", m["models"] + ["third"]),
+        "models not a list": set_("models", "strong,weak"),
+        "prices not a dict": set_("prices", ["strong"]),
         "unknown encoder": set_("encoder", {"kind": "pickle"}),
         "encoder not a dict": set_("encoder", "tfidf"),
         "calibration extra key": set_("calibration", {"method": "x", "target": {}, "evil": 1}),
         "files empty": set_("files", {}),
-        "files a list": set_("files", ["classifier.skops"]),
-        "no classifier": lambda m: [m["files"].pop(k) for k in list(m["files"])
-                                    if k.startswith("classifier.")],
-        "classifier type changed": lambda m: m["classifier"].__setitem__("type", "os.system"),
+        "files a list": set_("files", ["estimator.skops"]),
+        "no estimator": lambda m: [m["files"].pop(k) for k in list(m["files"])
+                                   if k.startswith("estimator.")],
+        "estimator type changed": lambda m: m["estimator"].__setitem__("type", "os.system"),
+        "estimator skops without a file": lambda m: m["estimator"].__setitem__("type", "skops"),
+        "head kind unknown": head("kind", "pickle"),
+        "head classes off the target": head("classes", [0, 2]),
+        "head rows too many": head("rows", 3),
+        "heads missing": lambda m: m["estimator"].__setitem__("heads", []),
         "no encoder part": lambda m: m["files"].pop("encoder.idf.npy"),
         "unknown top-level key": set_("pickle", "yes"),
+        "a version-1 key": set_("threshold", 0.5),
         "not an object": None,
     }
 
@@ -346,7 +367,7 @@ def test_stale_manifest_digest_and_oversized_or_deep_manifests(saved_tfidf):
     _, folder = saved_tfidf
     path = folder / "manifest.json"
     m = json.loads(path.read_text())
-    m["strong_model"] = "some-other-model"  # digest left stale
+    m["models"][0] = "some-other-model"  # digest left stale
     path.write_text(json.dumps(m))
     with pytest.raises(ArtifactIntegrityError, match="differs from its manifest_sha256"):
         load_router(folder)
@@ -358,13 +379,18 @@ def test_stale_manifest_digest_and_oversized_or_deep_manifests(saved_tfidf):
         load_router(folder)
 
 
-def test_manifest_without_digest_still_loads(saved_tfidf):
-    """Artifacts written before manifest_sha256 existed load (their files are still checked)."""
-    router, folder = saved_tfidf
+def test_manifest_without_digest_is_refused(saved):
+    """The digest is required: removing it to hide a change is caught like a changed value."""
+    _, folder = saved
     m = json.loads((folder / "manifest.json").read_text())
     del m[persistence.MANIFEST_DIGEST]
     (folder / "manifest.json").write_text(json.dumps(m))
-    assert_same_router(router, load_router(folder))
+    with pytest.raises(ArtifactIntegrityError, match="no manifest_sha256"):
+        load_router(folder)
+    m["knob"]["value"] = 0.0  # the change the removal would hide
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactIntegrityError, match="no manifest_sha256"):
+        load_router(folder)
 
 
 def _replace_array(folder, name, array):
@@ -390,7 +416,8 @@ def test_parts_that_do_not_fit_together_are_refused(saved_tfidf):
         _replace_array(folder, "encoder.idf.npy", new_idf)
         (folder / "encoder.terms.json").write_text(json.dumps(new_terms))
         reseal_file(folder, "encoder.terms.json")
-        with pytest.raises(ArtifactIntegrityError, match="cannot rebuild|no valid score"):
+        with pytest.raises(ArtifactIntegrityError,
+                           match="cannot rebuild|no valid prediction|features"):
             load_router(folder)
     _replace_array(folder, "encoder.idf.npy", idf)
     (folder / "encoder.terms.json").write_text(json.dumps(terms))
@@ -400,23 +427,24 @@ def test_parts_that_do_not_fit_together_are_refused(saved_tfidf):
 
 def test_logistic_arrays_that_do_not_fit_are_refused(saved_tfidf):
     router, folder = saved_tfidf
-    arrays = {k: np.load(folder / f"classifier.{k}.npy") for k in ("coef", "intercept", "classes")}
+    arrays = {k: np.load(folder / f"estimator.{k}.npy") for k in ("coef", "intercept")}
     cases = [
         ("coef", np.full_like(arrays["coef"], np.nan)),
         ("coef", np.vstack([arrays["coef"]] * 2)),
         ("coef", arrays["coef"][:, :-1]),  # one feature fewer than the encoder gives
         ("coef", arrays["coef"].astype(str)),
-        ("intercept", np.array([np.inf])),
-        ("intercept", np.array([0.0, 1.0])),
-        ("classes", np.array([0.0, 1.0])),
-        ("classes", np.array([0, 2])),
-        ("classes", np.array([1, 0])),
+        ("coef", arrays["coef"][0]),  # 1-d
+        ("coef", arrays["coef"][:-1]),  # a head's row missing
+        ("intercept", np.full_like(arrays["intercept"], np.inf)),
+        ("intercept", np.r_[arrays["intercept"], 1.0]),
+        ("intercept", arrays["intercept"].astype(np.int64)),
+        ("intercept", arrays["intercept"][:, None]),
     ]
     for key, bad in cases:
-        _replace_array(folder, f"classifier.{key}.npy", bad)
+        _replace_array(folder, f"estimator.{key}.npy", bad)
         with pytest.raises(ArtifactIntegrityError):
             load_router(folder)
-        _replace_array(folder, f"classifier.{key}.npy", arrays[key])
+        _replace_array(folder, f"estimator.{key}.npy", arrays[key])
     assert_same_router(router, load_router(folder))
 
 
@@ -426,7 +454,8 @@ def test_static_vectors_that_do_not_fit_are_refused(make_router, tmp_path):
     vectors = np.load(folder / "encoder.vectors.npy")
     for bad in (vectors[:-1], vectors[:, :-1], np.full_like(vectors, np.inf), vectors[0]):
         _replace_array(folder, "encoder.vectors.npy", bad)
-        with pytest.raises(ArtifactIntegrityError, match="cannot rebuild|no valid score"):
+        with pytest.raises(ArtifactIntegrityError,
+                           match="cannot rebuild|no valid prediction|features"):
             load_router(folder)
 
 
@@ -475,18 +504,18 @@ def _crash():
     raise Crash("interrupted")
 
 
-@pytest.mark.parametrize("where", ["encoder part", "classifier arrays", "skops classifier",
+@pytest.mark.parametrize("where", ["encoder part", "estimator arrays", "skops estimator",
                                    "manifest", "swap"])
 def test_a_save_that_fails_midway_leaves_the_old_artifact(saved_tfidf, make_router, monkeypatch,
                                                           where):
     old, folder = saved_tfidf
     before = _listing(folder)
-    new = make_router("calibrated" if where == "skops classifier" else "static")
+    new = make_router("calibrated" if where == "skops estimator" else "static")
     if where == "encoder part":
         monkeypatch.setattr(np, "save", _half_write_then(_crash, "encoder."))
-    elif where == "classifier arrays":
-        monkeypatch.setattr(np, "save", _half_write_then(_crash, "classifier."))
-    elif where == "skops classifier":
+    elif where == "estimator arrays":
+        monkeypatch.setattr(np, "save", _half_write_then(_crash, "estimator."))
+    elif where == "skops estimator":
         import skops.io as sio
 
         def dump(obj, path):
@@ -515,9 +544,9 @@ _KILL_SCRIPT = textwrap.dedent("""
     router = load_router(src)
     real_save = np.save
 
-    def save(file, arr, *args, **kw):  # write half of the classifier, then hang until killed
+    def save(file, arr, *args, **kw):  # write half of the estimator, then hang until killed
         name = os.path.basename(str(getattr(file, "name", file)))
-        if not name.startswith("classifier."):
+        if not name.startswith("estimator."):
             return real_save(file, arr, *args, **kw)
         real_save(file, arr, *args, **kw)
         data = open(file, "rb").read()
@@ -627,20 +656,20 @@ def test_saving_never_replaces_what_is_not_a_router(make_router, tmp_path):
     from router_ml import Router
 
     with pytest.raises(RuntimeError, match="not fitted"):
-        Router().save(tmp_path / "unfitted")
+        Router(models=["a", "b"]).save(tmp_path / "unfitted")
 
 
 def test_the_committed_default_router_is_the_code_default():
     """models/default is committed; it must be what `make train` builds with today's code."""
-    from router_ml.data import STRONG_MODEL, WEAK_MODEL
-    from router_ml.encoders import STATS
-    from router_ml.training import TrainConfig
+    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL
+    from router_ml.training import TrainConfig, build_encoder
 
     folder = ROOT / "models" / "default"
     router = load_router(folder)
+    assert router.manifest["format_version"] == persistence.FORMAT_VERSION
     config = dict(router.training["config"])
     assert config == TrainConfig().to_dict()
-    assert router.manifest["encoder"]["stats"] == list(STATS)
+    assert router.manifest["encoder"]["kind"] == build_encoder(TrainConfig().encoder).spec()["kind"]
     assert (router.strong_model, router.weak_model) == (STRONG_MODEL, WEAK_MODEL)
     s = router.score(PROBES)
     assert s.shape == (len(PROBES),) and ((s >= 0) & (s <= 1)).all()
@@ -649,3 +678,181 @@ def test_the_committed_default_router_is_the_code_default():
             "print(sorted(m for m in ('torch', 'sklearn', 'model2vec') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ format version 1
+
+V1 = ROOT / "tests" / "fixtures" / "artifact-v1"
+# MMLU- and GSM8K-style prompts (the v1 router was trained on those sources) and odd ones
+V1_PROMPTS = PROBES + [
+    "Which of the following is NOT a prime number?\nA. 2\nB. 3\nC. 9\nD. 11\nAnswer:",
+    "Find the degree for the given field extension Q(sqrt(2), sqrt(3)) over Q.\nA. 0\nB. 4\n"
+    "C. 2\nD. 6\nAnswer:",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?",
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes "
+    "muffins for her friends every day with four. How much does she make every day?",
+    "Write a short poem about the sea.",
+]
+
+
+def v1_rule(prompts):
+    """The version-1 decision computed by hand from the fixture's arrays: the stats encoder's
+    features X, a softmax over X @ coef.T + intercept, score 0.5 + (P(1) - P(-1)) / 2."""
+    from router_ml.encoders import StatsEncoder
+
+    m = json.loads((V1 / "manifest.json").read_text())
+    parts = {k: np.load(V1 / f"encoder.{k}.npy") for k in ("mean", "scale")}
+    X = StatsEncoder.from_parts(m["encoder"], parts).encode(prompts).astype(np.float64)
+    coef, icpt = np.load(V1 / "classifier.coef.npy"), np.load(V1 / "classifier.intercept.npy")
+    classes = np.load(V1 / "classifier.classes.npy").tolist()
+    assert classes == [-1, 0, 1] and coef.shape == (3, 28)
+    z = X @ coef.T + icpt
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    score = 0.5 + 0.5 * (p[:, classes.index(1)] - p[:, classes.index(-1)])
+    return score, m["threshold"], m["strong_model"], m["weak_model"]
+
+
+def _v1_prompts(request):
+    """The inline prompts, plus a few real MMLU and GSM8K prompts when the data is here."""
+    prompts = list(V1_PROMPTS)
+    try:
+        from router_ml import data
+
+        data.resolve_data_dir()
+        for source in ("mmlu", "gsm8k"):
+            ds = data.load_routellm(source)
+            prompts += [ds["prompt"][i] for i in range(0, len(ds), max(1, len(ds) // 25))]
+    except Exception:  # no data: the inline prompts only
+        pass
+    return prompts
+
+
+def test_version_1_fixture_loads_scores_and_decides_like_version_1(request):
+    router = load_router(V1)
+    assert router.manifest["format_version"] == 1
+    prompts = _v1_prompts(request)
+    expected, threshold, strong, weak = v1_rule(prompts)
+    assert (router.strong_model, router.weak_model) == (strong, weak)
+    assert router.models == [strong, weak] and router.threshold == threshold
+    s = router.score(prompts)
+    np.testing.assert_allclose(s, expected, rtol=0, atol=1e-9)
+    assert 0 < (expected >= threshold).sum() < len(prompts)  # both models are chosen
+    clear = np.abs(expected - threshold) > 1e-9
+    got = np.array([d.model for d in router.route_batch(prompts)])
+    want = np.where(expected >= threshold, strong, weak)
+    np.testing.assert_array_equal(got[clear], want[clear])
+    assert router.calibration.method == "quality" and router.calibration.n == 15532
+    # saving it again writes today's format, with the same decisions
+    assert (router.heads.kinds, len(router.heads.coefs)) == (["quality", "gain"], 2)
+
+
+def test_version_1_fixture_resaved_is_version_2_with_the_same_decisions(tmp_path):
+    router = load_router(V1)
+    router.save(tmp_path / "v2")
+    again = load_router(tmp_path / "v2")
+    assert again.manifest["format_version"] == persistence.FORMAT_VERSION
+    assert_same_router(router, again)
+    assert again.calibration == router.calibration
+
+
+def test_a_tampered_version_1_fixture_is_refused(tmp_path):
+    folder = tmp_path / "v1"
+    shutil.copytree(V1, folder)
+    load_router(folder)
+    coef = folder / "classifier.coef.npy"
+    original = coef.read_bytes()
+    damaged = bytearray(original)
+    damaged[-1] ^= 0x01
+    coef.write_bytes(bytes(damaged))
+    with pytest.raises(ArtifactIntegrityError, match="sha256 differs"):
+        load_router(folder)
+    coef.write_bytes(original)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["threshold"] = 0.0  # everything strong, digest left stale
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactIntegrityError, match="differs from its manifest_sha256"):
+        load_router(folder)
+    del m[persistence.MANIFEST_DIGEST]
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactIntegrityError, match="no manifest_sha256"):
+        load_router(folder)
+    m["estimator"] = {"type": "heads"}  # a version-2 key in a version-1 manifest
+    m[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(m)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactIntegrityError, match="unknown keys 'estimator'"):
+        load_router(folder)
+
+
+# ------------------------------------------------------------------ N models (version 2)
+
+@pytest.fixture(scope="module")
+def tier_router():
+    from conftest import TIER_PRICES, TIERS, planted_tiers
+
+    from router_ml import Router
+    from router_ml.encoders import TfidfEncoder
+
+    prompts, Q, _ = planted_tiers(300)
+    router = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
+    router.calibrate_lam(prompts, Q, dearest_share=0.3)
+    return router, prompts
+
+
+def test_an_n_model_router_round_trips(tier_router, tmp_path):
+    router, prompts = tier_router
+    router.save(tmp_path / "r")
+    loaded = load_router(tmp_path / "r")
+    np.testing.assert_array_equal(loaded.predict_quality(prompts), router.predict_quality(prompts))
+    assert loaded.models == router.models and loaded.prices == router.prices
+    assert loaded.lam == router.lam > 0 and loaded.threshold is None
+    assert loaded.calibration == router.calibration
+    m = loaded.manifest
+    assert m["format_version"] == 2 and m["knob"] == {"kind": "lam", "value": router.lam}
+    assert m["models"] == router.models and m["estimator"]["type"] == "heads"
+    assert [h["kind"] for h in m["estimator"]["heads"]] == ["quality", "gain", "gain"]
+    assert {"estimator.coef.npy", "estimator.intercept.npy"} <= set(m["files"])
+    assert_same_router(router, loaded)
+
+
+def test_an_n_model_router_with_knn_heads_saves_with_skops(tmp_path):
+    from conftest import TIER_PRICES, TIERS, planted_tiers
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from router_ml import Router
+    from router_ml.encoders import TfidfEncoder
+    from router_ml.estimator import QualityEstimator
+
+    prompts, Q, _ = planted_tiers(150)
+    router = Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=KNeighborsClassifier(7)),
+                    models=TIERS, prices=TIER_PRICES, lam=100.0).fit(prompts, Q)
+    assert router.heads is None
+    router.save(tmp_path / "r")
+    assert (tmp_path / "r" / persistence.ESTIMATOR_FILE).is_file()
+    loaded = load_router(tmp_path / "r")
+    assert loaded.manifest["estimator"]["type"] == "skops"
+    np.testing.assert_array_equal(loaded.predict_quality(prompts), router.predict_quality(prompts))
+    assert_same_router(router, loaded)
+
+
+def test_a_tampered_n_model_router_is_refused(tier_router, tmp_path):
+    router, _ = tier_router
+    folder = tmp_path / "r"
+    router.save(folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    for edit in (lambda x: x["prices"]["small"].__setitem__("output", 100.0),
+                 lambda x: x["models"].reverse(),
+                 lambda x: x["knob"].__setitem__("value", 0.0)):
+        bad = json.loads(json.dumps(m))
+        edit(bad)  # digest left stale
+        (folder / "manifest.json").write_text(json.dumps(bad))
+        with pytest.raises(ArtifactIntegrityError, match="differs from its manifest_sha256"):
+            load_router(folder)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    coef = folder / "estimator.coef.npy"
+    data = bytearray(coef.read_bytes())
+    data[-3] ^= 0x20
+    coef.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match="sha256 differs"):
+        load_router(folder)

@@ -11,6 +11,8 @@ from router_ml.labels import Rows
 from router_ml.protocols import Fold, with_extra
 from router_ml.router import prompt_text
 
+from conftest import TIER_PRICES, TIERS, planted_tiers
+
 PAIR = ["strong", "weak"]
 
 
@@ -210,24 +212,6 @@ def test_fit_encode_equals_fit_then_encode():
 
 
 # ------------------------------------------------------------------ N models: the lam knob
-
-TIERS = ["openai/gpt-4o", "azure/gpt-4o", "small"]  # names exactly as given: two providers
-TIER_PRICES = {"openai/gpt-4o": {"input": 2.5, "output": 10.0},
-               "azure/gpt-4o": {"input": 3.0, "output": 12.0},
-               "small": {"input": 0.15, "output": 0.6}}
-KINDS = ["prove the theorem about", "write a poem about", "say hello about"]
-
-
-def planted_tiers(n=450, seed=0):
-    """Prompts of three kinds; model k is right on 95 % of kind k; elsewhere the two gpt-4o
-    are right on 60 %, the small model on 10 % (so each gpt-4o is the best single model)."""
-    rng = np.random.default_rng(seed)
-    kind = np.arange(n) % 3
-    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
-    prompts = [f"{KINDS[k]} {' '.join(rng.choice(words, 4))} {i}" for i, k in enumerate(kind)]
-    p = np.where(kind[:, None] == np.arange(3), 0.95, [0.6, 0.6, 0.1])
-    return prompts, (rng.random((n, 3)) < p).astype(float), kind
-
 
 @pytest.fixture(scope="module")
 def tiers():
