@@ -139,9 +139,13 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             return _Constant(share)
         est = self._make()
         try:
-            return est.fit(X, y.astype(np.int64), sample_weight=w)
-        except TypeError:  # a classifier without sample weights (e.g. kNN)
-            return est.fit(X, y.astype(np.int64))
+            try:
+                return est.fit(X, y.astype(np.int64), sample_weight=w)
+            except TypeError:  # a classifier without sample weights (e.g. kNN)
+                return est.fit(X, y.astype(np.int64))
+        except ValueError as e:  # e.g. more cross-validation folds than rows of a class
+            raise ValueError(f"{type(est).__name__} cannot be fitted on {X.shape[0]} rows of "
+                             f"this head: {e}") from e
 
     def _fit_quality_head(self, X, q, w):
         if np.isin(q, (0.0, 1.0)).all():
@@ -206,8 +210,11 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
 
 def _expected(proba, classes) -> np.ndarray:
-    """Expected value of the class labels (qualities 0/1 or signs -1/0/1) under proba."""
-    return np.asarray(proba, dtype=np.float64) @ np.asarray(classes, dtype=np.float64)
+    """Expected value of the class labels (qualities 0/1 or signs -1/0/1) under proba.
+    A broken classifier's non-finite probabilities give NaN quietly: the router sends such
+    prompts to its first model."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.asarray(proba, dtype=np.float64) @ np.asarray(classes, dtype=np.float64)
 
 
 class _Constant:

@@ -369,6 +369,8 @@ class Router:
         """The decision for one prompt (a str or a list of chat messages)."""
         if not isinstance(prompt, (list, tuple)):
             check_prompt(prompt)
+        else:
+            prompt_text(prompt)  # a bad message list: the error names ``prompt``
         return self.route_batch([prompt])[0]
 
     def route_batch(self, prompts) -> list[RoutingDecision]:

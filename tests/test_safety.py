@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from router_ml import (
     CalibrationError,
@@ -32,7 +33,10 @@ from router_ml import (
 )
 from router_ml import data as rdata
 from router_ml.encoders import MAX_CHARS, TfidfEncoder
-from router_ml.labels import make_labels, pair_data
+from router_ml.estimator import QualityEstimator
+from router_ml.labels import pair_data
+
+from conftest import PAIR, pair_qualities
 
 KINDS = ("tfidf", "static")
 FUZZ = settings(max_examples=40, deadline=None, database=None,
@@ -74,12 +78,13 @@ VALID_PROMPTS = {
     **{f"lang-{k}": v for k, v in LANGUAGES.items()},
 }
 
-# (value, message the TypeError must match for route(value), for score([value]))
+# (value, message the TypeError must match for route(value), for score([value])); a list
+# item may also be a list of chat messages, which its message says
 BAD_PROMPTS = {
-    "None": (None, "prompt must be str, got NoneType", r"prompts\[0\] must be str, got NoneType"),
-    "bytes": (b"hello", "prompt must be str, got bytes", r"prompts\[0\] must be str, got bytes"),
-    "int": (7, "prompt must be str, got int", r"prompts\[0\] must be str, got int"),
-    "NaN": (float("nan"), "prompt must be str, got float", r"prompts\[0\] must be str, got float"),
+    "None": (None, "prompt must be str, got NoneType", r"prompts\[0\] must be str.*, got NoneType"),
+    "bytes": (b"hello", "prompt must be str, got bytes", r"prompts\[0\] must be str.*, got bytes"),
+    "int": (7, "prompt must be str, got int", r"prompts\[0\] must be str.*, got int"),
+    "NaN": (float("nan"), "prompt must be str, got float", r"prompts\[0\] must be str.*, got float"),
 }
 
 
@@ -154,9 +159,9 @@ def test_non_string_prompts_raise_type_error_naming_the_argument(routers, kind, 
 @pytest.mark.parametrize("kind", KINDS)
 def test_wrong_containers_raise_type_error(routers, kind):
     router = routers[kind]
-    with pytest.raises(TypeError, match=r"prompts\[1\] must be str, got int"):
+    with pytest.raises(TypeError, match=r"prompts\[1\] must be str.*, got int"):
         router.score(["hello", 3])
-    with pytest.raises(TypeError, match="prompt must be str, got list"):
+    with pytest.raises(TypeError, match="prompt must be str or a list of chat messages .*got list"):
         router.route(["hello", 3])
     with pytest.raises(TypeError, match="got a single str"):
         router.score("hello")
@@ -172,33 +177,35 @@ def test_wrong_containers_raise_type_error(routers, kind):
 
 def test_unfitted_router_says_so():
     with pytest.raises(RuntimeError, match="not fitted"):
-        Router().score(["hello"])
+        Router(models=PAIR).score(["hello"])
 
 
-class _NaNClassifier:
+class _NaNClassifier(ClassifierMixin, BaseEstimator):
     """A classifier whose probabilities are NaN (a broken model)."""
 
-    classes_ = np.array([0, 1])
-
     def fit(self, X, y, **kw):
+        self.classes_ = np.unique(y)
         return self
 
     def predict_proba(self, X):
-        return np.full((X.shape[0], 2), np.nan)
+        return np.full((X.shape[0], len(self.classes_)), np.nan)
 
 
 class _WildClassifier(_NaNClassifier):
     def predict_proba(self, X):
-        return np.tile([[-0.5, 1.5], [2.0, -1.0], [np.inf, -np.inf]], (X.shape[0], 1))[:X.shape[0]]
+        rows = np.array([[-0.5, 1.5], [2.0, -1.0], [np.inf, -np.inf]])
+        return np.tile(rows, (X.shape[0], 1))[:X.shape[0], :len(self.classes_)]
 
 
 def test_a_broken_classifier_never_yields_nan_or_out_of_range(planted_set):
     prompts, y = planted_set
-    r = Router(TfidfEncoder(min_df=1), _NaNClassifier()).fit(list(prompts), y)
+    r = Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=_NaNClassifier()),
+               models=PAIR).fit(list(prompts), pair_qualities(y))
     s = r.score(["a", "b"])
     assert_valid_scores(s, 2)
     assert (s == 1.0).all() and r.route("a").model == r.strong_model  # the safe side
-    w = Router(TfidfEncoder(min_df=1), _WildClassifier()).fit(list(prompts), y)
+    w = Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=_WildClassifier()),
+               models=PAIR).fit(list(prompts), pair_qualities(y))
     assert_valid_scores(w.score(["a", "b", "c"]), 3)
 
 
@@ -227,7 +234,7 @@ class TestTrainingData:
         with pytest.raises(DataFormatError, match=r"p.csv: no model score columns"):
             rdata.load_table(f)
         ds = rdata.load_table(_write(tmp_path, "ok.csv", "prompt,big,small\nhi,1,0\nho,0,1\n"))
-        with pytest.raises(UnknownModelError, match="unknown strong model 'huge'; known models"):
+        with pytest.raises(UnknownModelError, match="unknown model 'huge'; known models"):
             pair_data(ds, "huge", "small")
 
     def test_all_scores_missing_is_an_error(self, tmp_path):
@@ -274,40 +281,48 @@ class TestTrainingData:
         assert qa == qb and len(a) == 2
         np.testing.assert_allclose(qa["same question"], [2 / 3, 1 / 3])
 
-    def test_one_class_only_is_a_clear_error(self, tmp_path):
+    def test_one_outcome_only_predicts_a_tie_and_no_outcome_is_a_clear_error(self, tmp_path):
         f = _write(tmp_path, "one.csv",
-                   "prompt,big,small\n" + "".join(f"q{i},1,1\n" for i in range(6)))
+                   "prompt,big,small\n" + "".join(f"q{i} word,1,1\n" for i in range(6)))
         pairs = pair_data(rdata.load_table(f), "big", "small")
-        y, w = make_labels(pairs.q_strong, pairs.q_weak)
-        with pytest.raises(ValueError, match=r"one class only in 6 rows: the strong model is never better"):
-            Router(TfidfEncoder(min_df=1)).fit(pairs.prompts, y, sample_weight=w)
+        # both models always right: nothing to learn, the router predicts exactly that
+        r = Router(TfidfEncoder(min_df=1), models=pairs.models).fit(pairs.prompts, pairs.quality)
+        np.testing.assert_array_equal(r.predict_quality(["q1 word", "new"]), 1.0)
+        np.testing.assert_array_equal(r.score(["q1 word", "new"]), 0.5)
+        q = pairs.quality.copy()
+        q[:, 1] = np.nan
+        with pytest.raises(ValueError, match=r"y columns \[1\] hold no quality at all"):
+            Router(TfidfEncoder(min_df=1), models=pairs.models).fit(pairs.prompts, q)
 
 
 def test_fit_argument_checks(planted_set):
     prompts, y = list(planted_set[0]), planted_set[1]
+    Y = pair_qualities(y)
     cases = [
-        (([], []), ValueError, "zero prompts"),
-        ((prompts, y[:-1]), ValueError, r"y must have shape \(80,\)"),
-        ((prompts, np.where(y == 1, 2, 0)), ValueError, "must hold 1 .* and 0"),
-        ((prompts, np.where(y == 1, np.nan, 0)), ValueError, "must hold 1 .* and 0"),
-        ((prompts, np.ones(80)), ValueError, r"one class only.*always better"),
-        ((prompts[:-1] + [None], y), TypeError, r"prompts\[79\] must be str, got NoneType"),
-        (("one string", [1]), TypeError, "got a single str"),
+        (([], np.zeros((0, 2))), ValueError, "zero prompts"),
+        ((prompts, Y[:-1]), ValueError, r"qualities must have shape \(80, 2\)"),
+        ((prompts, y), ValueError, r"qualities must have shape \(80, 2\)"),
+        ((prompts, Y * 2), ValueError, r"qualities must be in \[0, 1\]"),
+        ((prompts, np.where(Y == 1, -1, 0)), ValueError, r"qualities must be in \[0, 1\]"),
+        ((prompts, np.where(Y == 1, np.inf, 0)), ValueError, "infinite values"),
+        ((prompts, np.where(Y >= 0, np.nan, 0)), ValueError, r"y columns \[0, 1\] hold no quality"),
+        ((prompts[:-1] + [None], Y), TypeError, r"prompts\[79\] must be str, got NoneType"),
+        (("one string", [[1, 0]]), TypeError, "got a single str"),
     ]
     for args, exc, msg in cases:
         with pytest.raises(exc, match=msg):
-            Router(TfidfEncoder(min_df=1)).fit(*args)
+            Router(TfidfEncoder(min_df=1), models=PAIR).fit(*args)
     for w in (np.full(80, np.nan), -np.ones(80), np.ones(3)):
-        with pytest.raises(ValueError, match="sample_weight must be finite, non-negative"):
-            Router(TfidfEncoder(min_df=1)).fit(prompts, y, sample_weight=w)
-    with pytest.raises(ValueError, match="qualities must be finite"):
-        make_labels([1.0, np.nan], [0.0, 0.0])
+        with pytest.raises(ValueError, match="sample_weight must be 80 finite non-negative"):
+            Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, Y, sample_weight=w)
+    with pytest.raises(ValueError, match="all are zero"):
+        Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, Y, sample_weight=np.zeros(80))
 
 
 def test_prompts_without_words_are_a_clear_tfidf_error():
     for prompts in (["", " "], ["a", "?"], ["😀", "\x00"]):
         with pytest.raises(ValueError, match=r"prompts: TF-IDF found no usable terms in 2"):
-            Router(TfidfEncoder()).fit(prompts, [0, 1])
+            Router(TfidfEncoder(), models=PAIR).fit(prompts, [[0, 1], [1, 0]])
 
 
 def test_too_few_rows_for_the_classifier_or_the_calibration(planted_set):
@@ -316,9 +331,10 @@ def test_too_few_rows_for_the_classifier_or_the_calibration(planted_set):
 
     prompts, y = list(planted_set[0]), planted_set[1]
     clf = CalibratedClassifierCV(LogisticRegression(), cv=5)
-    with pytest.raises(ValueError, match=r"CalibratedClassifierCV cannot be fitted on 6 prompts"):
-        Router(TfidfEncoder(min_df=1), clf).fit(prompts[:6], y[:6])
-    r = Router(TfidfEncoder(min_df=1)).fit(prompts, y)
+    with pytest.raises(ValueError, match=r"CalibratedClassifierCV cannot be fitted on 6 rows"):
+        Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=clf),
+               models=PAIR).fit(prompts[:6], pair_qualities(y[:6]))
+    r = Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, pair_qualities(y))
     with pytest.raises(CalibrationError, match="at least one prompt"):
         r.calibrate([], share=0.5)
     # one prompt is enough to calibrate; the achieved share is as coarse as the set
@@ -338,7 +354,7 @@ def test_out_of_range_thresholds_are_refused(tfidf, value):
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\], got"):
         tfidf.threshold = value
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
-        Router(threshold=value)
+        Router(models=PAIR, threshold=value)
     assert tfidf.threshold == 0.5  # unchanged after a refused value
 
 
@@ -466,7 +482,7 @@ def test_fuzz_route_and_score(routers, kind):
             assert_valid_scores(router.score(batch), len(batch))
         else:
             i = next(i for i, p in enumerate(batch) if not isinstance(p, str))
-            with pytest.raises(TypeError, match=rf"prompts\[{i}\] must be str, got "):
+            with pytest.raises(TypeError, match=rf"prompts\[{i}\] must be str.*, got "):
                 router.score(batch)
 
     check()
@@ -541,8 +557,7 @@ def test_fuzz_load_table(tmp_path_factory):
 
 def test_real_gsm8k_sample(real_gsm8k):
     train, test = real_gsm8k.subset(np.arange(150)), real_gsm8k.subset(np.arange(150, 200))
-    y, w = make_labels(train.q_strong, train.q_weak, "graded")
-    router = Router(TfidfEncoder(min_df=2)).fit(train.prompts, y, sample_weight=w)
+    router = Router(TfidfEncoder(min_df=2), models=train.models).fit(train.prompts, train.quality)
     assert_valid_scores(router.score(test.prompts), len(test))
     hostile = [p + t for p, t in zip(test.prompts, itertools.cycle(
         ["\x00", "\ud800", " 😀\u200f", "x" * 20_000, ""]))]
