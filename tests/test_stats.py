@@ -64,5 +64,6 @@ def test_encoder_standardises_and_round_trips():
     np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-5)
     again = StatsEncoder.from_parts(enc.spec(), enc.parts())
     np.testing.assert_array_equal(again.encode(prompts), X)
-    with pytest.raises(ValueError, match="differ"):
-        StatsEncoder.from_parts({"kind": "stats", "stats": list(STATS[:12])}, enc.parts())
+    for names in (list(STATS[:12]), ["made_up"] + list(STATS[1:]), list(STATS[::-1]), []):
+        with pytest.raises(ValueError, match="statistic"):
+            StatsEncoder.from_parts({"kind": "stats", "stats": names}, enc.parts())
