@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install test test-fast train bench-quality bench-speed notebook-plot clean
+.PHONY: install test test-fast train bench-quality bench-peers bench-speed notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,6 +31,9 @@ train: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(PY) benchmarks/bench_quality.py
+
+bench-peers: $(STAMP)
+	$(PY) benchmarks/bench_peers.py
 
 bench-speed: $(STAMP)
 	$(PY) benchmarks/bench_speed.py
