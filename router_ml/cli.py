@@ -94,6 +94,7 @@ def evaluate_rows(routers: dict, folds, prices=None) -> tuple[dict, object]:
     """The report of routers (one per fold key) on the folds' pooled test rows: APGR and
     friends for two models, AIQ and the saving for more. Returns (report dict, plot data)."""
     from router_ml import evaluation
+    from router_ml.costs import row_costs
 
     if len(folds[0].test.models) == 2:
         scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
@@ -105,18 +106,11 @@ def evaluate_rows(routers: dict, folds, prices=None) -> tuple[dict, object]:
         r = routers[f.k]
         qhat.append(r.predict_quality(test.prompts))
         q.append(test.quality)
-        c.append(test.costs if test.costs is not None else
-                 r.costs(test.prompts) if prices is None else
-                 _costs(test.prompts, test.models, prices))
+        c.append(row_costs(test.prompts, test.models, test.costs,
+                           r.prices if prices is None else prices))
     rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c),
                                     list(folds[0].test.models))
     return rep.to_dict(), rep
-
-
-def _costs(prompts, models, prices):
-    from router_ml.costs import prompt_costs
-
-    return prompt_costs(prompts, models, prices)
 
 
 def _plot(data, path: Path, title: str):
@@ -259,14 +253,23 @@ def _table_rows(args, config):
 def _prices(args, models):
     """The price table for the router: the built-in one with --prices over it, reduced to
     the models (a model without a price is an error for more than two models)."""
-    from router_ml.costs import load_prices
-    from router_ml.errors import UnknownModelError
+    from router_ml.costs import _entry, load_prices, read_price_file
+    from router_ml.errors import DataFormatError, UnknownModelError
 
-    table = load_prices(args.prices) if args.prices else load_prices()
+    # Models are named exactly as given: a name in the price file is used as it is (the
+    # file may price openai/gpt-4o and azure/gpt-4o apart, which the prefix-blind table
+    # refuses as twins); other names are looked up in the table.
+    exact = read_price_file(args.prices) if args.prices else {}
+    try:
+        table = load_prices(args.prices) if args.prices else load_prices()
+    except DataFormatError:
+        if not any(m in exact for m in models):
+            raise
+        table = load_prices()
     out = {}
     for m in models:
         try:
-            p = table[m]
+            p = _entry(m, exact[m], str(args.prices)) if m in exact else table[m]
         except UnknownModelError:
             if len(models) > 2:
                 raise

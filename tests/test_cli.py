@@ -1,4 +1,5 @@
-"""The training and evaluation scripts, end to end (TF-IDF only: fast, no torch)."""
+"""The training and evaluation scripts, end to end (TF-IDF or prompt statistics only: fast,
+no torch)."""
 
 import json
 import subprocess
@@ -38,7 +39,8 @@ def test_random_baseline_on_mmlu(shared, tmp_path, capsys):
 
 def test_train_and_evaluate_kfold_protocol(shared, tmp_path, capsys):
     out = tmp_path / "gsm"
-    assert train_main(["--protocol", "gsm8k", "--out", str(out), "--no-tracking"]) == 0
+    assert train_main(["--protocol", "gsm8k", "--out", str(out), "--no-tracking",
+                       "--encoder", "stats", "--extra", ""]) == 0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"fold-{k}" for k in range(5)]
     printed = json.loads((out / "report.json").read_text())
     # recompute independently from the saved routers
@@ -66,18 +68,84 @@ def test_train_on_own_table(tmp_path, capsys):
     table.write_text("\n".join(rows) + "\n")
     out = tmp_path / "mine"
     assert train_main(["--table", str(table), "--strong", "big", "--weak", "small",
-                       "--out", str(out), "--no-tracking"]) == 0
+                       "--out", str(out), "--no-tracking", "--encoder", "tfidf"]) == 0
     r = load_router(out)
-    assert (r.strong_model, r.weak_model) == ("big", "small")
+    assert (r.strong_model, r.weak_model) == ("big", "small") and r.models == ["big", "small"]
     # your own table alone: the default extra sources are not mixed in
     assert r.training["config"]["extra"] == [] and r.training["n"] == 300
     assert r.calibration.method == "quality" and r.calibration.target == {"min_pgr": 0.8}
-    # gain scores: above 0.5 the strong model is expected to do better
+    # gain scores 0.5 + (q_strong - q_weak) / 2: up to 0.9 where the small model fails 80 %
+    # of the time, 0.5 where both are always right
     hard, easy = r.score(["prove the lemma number 7", "say hi number 8"])
-    assert hard > 0.6 and easy < 0.1
+    assert hard > 0.65 and abs(easy - 0.5) < 0.05  # (C from the grid shrinks the 0.9)
     assert r.route("say hi number 8").model == "small"
     # the threshold keeps 80 % of the strong model's gain on the out-of-fold scores
     assert r.calibration.achieved["pgr"] >= 0.8
+    # --model-columns gives the pair too, the first column being the strong model
+    assert train_main(["--table", str(table), "--model-columns", "big,small", "--out",
+                       str(tmp_path / "cols"), "--no-tracking", "--encoder", "tfidf"]) == 0
+    again = load_router(tmp_path / "cols")
+    assert again.models == ["big", "small"]
+    np.testing.assert_array_equal(again.score(["say hi number 8"]), r.score(["say hi number 8"]))
+    # evaluated on the user's held-out rows
+    report = tmp_path / "e.json"
+    assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0
+    got = json.loads(report.read_text())
+    assert got["n"] == 300 and got["apgr"] > 0.6 and got["table"] == str(table)
+
+
+def _tier_table(tmp_path):
+    """Three candidates by their provider names, each best on one kind of prompt."""
+    rng = np.random.default_rng(0)
+    kinds = ["prove the lemma", "write a poem", "say hi"]
+    rows = ["prompt,openai/gpt-4o,azure/gpt-4o,small"]
+    for i in range(300):
+        k = i % 3
+        q = [int(rng.random() < (0.95 if j == k else (0.6 if j < 2 else 0.1))) for j in range(3)]
+        rows.append(f"{kinds[k]} number {i}," + ",".join(map(str, q)))
+    table = tmp_path / "tiers.csv"
+    table.write_text("\n".join(rows) + "\n")
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"openai/gpt-4o": {"input": 2.5, "output": 10.0},
+                                  "azure/gpt-4o": {"input": 3.0, "output": 12.0},
+                                  "small": {"input": 0.15, "output": 0.6}}))
+    return table, prices
+
+
+@pytest.mark.parametrize("target", [["--max-drop", "0.02"], ["--budget", "0.0015"],
+                                    ["--dearest-share", "0.2"]])
+def test_train_and_evaluate_three_models_from_a_table(tmp_path, capsys, target):
+    table, prices = _tier_table(tmp_path)
+    out = tmp_path / "tiers"
+    assert train_main(["--table", str(table), "--model-columns",
+                       "openai/gpt-4o,azure/gpt-4o,small", "--prices", str(prices), "--out",
+                       str(out), "--no-tracking", "--encoder", "tfidf", *target]) == 0
+    r = load_router(out)
+    assert r.models == ["openai/gpt-4o", "azure/gpt-4o", "small"]  # names as given
+    assert r.prices["azure/gpt-4o"] == {"input": 3.0, "output": 12.0}
+    assert r.threshold is None and r.lam is not None
+    key = target[0][2:].replace("-", "_")
+    assert r.calibration.target == {key: float(target[1])} and r.calibration.n == 300
+    a = r.calibration.achieved
+    if key == "max_drop":
+        assert a["quality"] >= a["best_single_quality"] - 0.02 - 1e-12
+    elif key == "budget":
+        assert a["mean_cost"] <= 0.0015 * (1 + 1e-12)
+    assert "lam" in capsys.readouterr().out
+    report = tmp_path / "e.json"
+    assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0
+    got = json.loads(report.read_text())
+    assert got["n"] == 300 and got["aiq"] > 0 and got["best_model"] in r.models
+    assert "AIQ" in capsys.readouterr().out
+
+
+def test_three_models_need_a_price_for_each(tmp_path, capsys):
+    table, prices = _tier_table(tmp_path)
+    prices.write_text(json.dumps({"openai/gpt-4o": {"input": 2.5, "output": 10.0}}))
+    assert train_main(["--table", str(table), "--prices", str(prices), "--out",
+                       str(tmp_path / "o"), "--no-tracking", "--encoder", "tfidf"]) == 2
+    err = capsys.readouterr().err
+    assert "UnknownModelError" in err and "'small'" in err
 
 
 def test_clear_error_for_unknown_model(tmp_path, capsys):
@@ -86,7 +154,7 @@ def test_clear_error_for_unknown_model(tmp_path, capsys):
     assert train_main(["--table", str(table), "--strong", "gpt-9", "--weak", "b",
                        "--no-tracking", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "unknown strong model 'gpt-9'" in err and "known models: a, b" in err
+    assert "unknown model 'gpt-9'" in err and "known models: a, b" in err
 
 
 def test_default_router_trains_on_the_extra_rows_too(shared):
@@ -98,7 +166,10 @@ def test_default_router_trains_on_the_extra_rows_too(shared):
     rows = all_training_rows(shared, extra=("arena-hard",))
     added = len(rows) - len(base)
     assert 250 < added < 300 and set(rows.sources[len(base):]) == {"arena-hard"}
+    from router_ml.training import TrainConfig
+
     args = cli.train_parser().parse_args([])
-    assert cli._config_from_args(args).extra == ("arena-hard",)
+    assert "arena-hard" in TrainConfig().extra
+    assert cli._config_from_args(args).extra == TrainConfig().extra
     args = cli.train_parser().parse_args(["--extra", ""])
     assert cli._config_from_args(args).extra == ()
