@@ -77,7 +77,7 @@ def test_train_on_own_table(tmp_path, capsys):
     # gain scores 0.5 + (q_strong - q_weak) / 2: up to 0.9 where the small model fails 80 %
     # of the time, 0.5 where both are always right
     hard, easy = r.score(["prove the lemma number 7", "say hi number 8"])
-    assert hard > 0.65 and abs(easy - 0.5) < 0.05  # (C from the grid shrinks the 0.9)
+    assert hard > 0.65 and 0.5 <= easy < 0.6  # (C chosen from the grid shrinks both)
     assert r.route("say hi number 8").model == "small"
     # the threshold keeps 80 % of the strong model's gain on the out-of-fold scores
     assert r.calibration.achieved["pgr"] >= 0.8
