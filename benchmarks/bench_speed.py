@@ -1,6 +1,6 @@
 """Per-request cost of each router profile on this machine.
 
-    python benchmarks/bench_speed.py [--profiles default,tfidf,static,static+stats,minilm] [--n-route 1000]
+    python benchmarks/bench_speed.py [--profiles default,stats,tfidf,static,minilm] [--n-route 1000]
 
 For each profile: route() latency p50/p99 over MMLU prompts (one call each), score()
 throughput on one batch of 5,000 MMLU prompts, and a fresh process's load_router() plus first
@@ -23,16 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from router_ml import evaluation, load_router
-from router_ml.data import STRONG_MODEL, WEAK_MODEL
 from router_ml.protocols import protocol_folds, with_extra
 from router_ml.training import TrainConfig, fit_router
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = {
+    "stats": TrainConfig(encoder="stats", extra=("arena-hard",)),
     "tfidf": TrainConfig(encoder="tfidf"),
     "static": TrainConfig(encoder="static"),
-    "static+stats": TrainConfig(encoder="static+stats"),
-    "minilm": TrainConfig(encoder="minilm"),
+    "minilm": TrainConfig(encoder="minilm+surface"),
 }
 
 # Peak RSS from /proc (VmHWM): getrusage's maxrss survives exec and would count the parent.
@@ -90,7 +89,7 @@ def measure(path: Path, prompts: list[str], n_route: int, n_batch: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--profiles", default="default,tfidf,static,static+stats,minilm")
+    p.add_argument("--profiles", default="default,stats,tfidf,static,minilm")
     p.add_argument("--default-model", type=Path, default=ROOT / "models" / "default")
     p.add_argument("--n-route", type=int, default=1000)
     p.add_argument("--n-batch", type=int, default=5000)
@@ -118,7 +117,7 @@ def main(argv=None) -> int:
             fold = folds[cfg.extra]
             print(f"[{name}] training on mmlu training rows", flush=True)
             t = time.perf_counter()
-            mmlu_router = fit_router(fold.train, cfg, STRONG_MODEL, WEAK_MODEL)
+            mmlu_router = fit_router(fold.train, cfg)
             train_s = time.perf_counter() - t
             a = evaluation.apgr(mmlu_router.score(prompts), fold.test.q_strong, fold.test.q_weak)
             if path is None:
@@ -138,9 +137,11 @@ def quality_gap(path: Path) -> str:
     """The default's APGR on every protocol next to the best profile of the quality bench."""
     if not path.exists():
         return f"(no {path}: run make bench-quality for the default's APGR on every protocol)"
-    results = json.loads(path.read_text())["protocols"]
+    results = json.loads(path.read_text())
     lines = ["| protocol | default APGR | best profile | its APGR | gap |", "|---|---|---|---|---|"]
     for proto, r in results.items():
+        if not r["pair"]:
+            continue
         rows = {k: v for k, v in r["rows"].items() if k not in ("random", "length")}
         if "default" not in rows:
             continue

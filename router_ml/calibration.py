@@ -199,7 +199,7 @@ def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
     model's: the largest such lam, i.e. the cheapest), ``budget`` (mean USD per request at most
     this: the best quality within it; a monthly budget is budget / requests per month) or
     ``dearest_share`` (the share of calls to the dearest model closest to this, ties to the
-    lower share). CalibrationError if no lam meets it.
+    lower share; models of equal top mean cost count together). CalibrationError if no lam meets it.
     """
     from router_ml.router import choose
 
@@ -226,13 +226,14 @@ def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
         raise CalibrationError("calibration values or costs hold NaN or infinite values")
     n = len(V)
     rows = np.arange(n)
-    dearest = int(C.mean(axis=0).argmax())
+    mean_cost = C.mean(axis=0)
+    dearest = np.flatnonzero(mean_cost >= mean_cost.max() * (1 - 1e-12))  # ties: all of them
     best_single = float(Q.mean(axis=0).max())
     lams = lam_candidates(V, C)
     picks = [choose(V, C, lam) for lam in lams]
     cost = np.array([C[rows, p].mean() for p in picks])
     quality = np.array([Q[rows, p].mean() for p in picks])
-    share = np.array([(p == dearest).mean() for p in picks])
+    share = np.array([np.isin(p, dearest).mean() for p in picks])
     if what == "max_drop":
         ok = np.flatnonzero(quality >= best_single - target - 1e-12)
         i = None if not len(ok) else ok[np.lexsort((-lams[ok], cost[ok]))[0]]

@@ -657,3 +657,20 @@ def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,
     r = np.asarray(rates, dtype=np.float64).reshape(len(models), 2)
     tokens = np.ceil(np.fromiter((len(p) for p in prompts), dtype=np.float64, count=len(prompts)) / 4)
     return (tokens[:, None] * r[:, 0] + output_tokens * r[:, 1]) / TOKENS_PER_MILLION
+
+
+def row_costs(prompts: Sequence[str], models: Sequence[str], observed=None, prices=None) -> np.ndarray:
+    """(n, len(models)) USD per prompt and model: the observed cost where a log has one
+    (``<model>|total_cost`` columns; NaN where unknown), else the estimate from ``prices``
+    (:func:`prompt_costs`). Without prices every cell must be observed."""
+    if observed is None:
+        return prompt_costs(prompts, models, prices)
+    observed = np.asarray(observed, dtype=np.float64)
+    missing = ~np.isfinite(observed)
+    if not missing.any():
+        return observed
+    if not prices:
+        lacking = [m for j, m in enumerate(models) if missing[:, j].any()]
+        raise UnknownModelError(f"no observed cost for some prompts of {', '.join(lacking)} and "
+                                "no price table to estimate it: pass a price file (--prices)")
+    return np.where(missing, prompt_costs(prompts, models, prices), observed)

@@ -194,8 +194,23 @@ def _choice_stats(t: str) -> list[float]:
                   sum(jaccard) / len(jaccard), max(jaccard), min(jaccard)]
 
 
-def prompt_stats(prompts) -> np.ndarray:
-    """(n, 28) float64 statistics of each prompt (names in :data:`STATS`).
+def _surface_stats(t: str) -> list[float]:
+    n = len(t)
+    words = t.split()
+    nums = _NUMBER.findall(t)
+    num_len = [len(x) for x in nums]
+    return [
+        log1p(n), log1p(len(words)), log1p(t.count("\n")), log1p(len(nums)),
+        sum(map(t.count, _DIGITS)) / max(n, 1), log1p(sum(num_len)),
+        log1p(max(num_len, default=0)), log1p(sum(map(t.count, _OPERATORS))),
+        min(t.count("?"), 20), (sum(map(len, words)) / len(words)) if words else 0.0,
+        log1p(len(set(t.lower().split()))), sum(map(str.isupper, t)) / max(n, 1),
+    ]
+
+
+def prompt_stats(prompts, surface_only: bool = False) -> np.ndarray:
+    """(n, 28) float64 statistics of each prompt (names in :data:`STATS`), or with
+    ``surface_only`` the first 12 (:data:`SURFACE_STATS`).
 
     Surface: length in characters, words and lines, how many numbers and digits, operators,
     question marks, word length, vocabulary size and share of capitals. Question type: how
@@ -205,21 +220,12 @@ def prompt_stats(prompts) -> np.ndarray:
     with the question and with the other choices (similar choices make harder questions).
     Counts are log1p-scaled.
     """
-    rows = []
-    for t in prompts:
-        n = len(t)
-        words = t.split()
-        nums = _NUMBER.findall(t)
-        num_len = [len(x) for x in nums]
-        rows.append([
-            log1p(n), log1p(len(words)), log1p(t.count("\n")), log1p(len(nums)),
-            sum(map(t.count, _DIGITS)) / max(n, 1), log1p(sum(num_len)),
-            log1p(max(num_len, default=0)), log1p(sum(map(t.count, _OPERATORS))),
-            min(t.count("?"), 20), (sum(map(len, words)) / len(words)) if words else 0.0,
-            log1p(len(set(t.lower().split()))), sum(map(str.isupper, t)) / max(n, 1),
-            *_choice_stats(t),
-        ])
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(STATS))
+    if surface_only:
+        rows = [_surface_stats(t) for t in prompts]
+    else:
+        rows = [_surface_stats(t) + _choice_stats(t) for t in prompts]
+    width = 12 if surface_only else len(STATS)
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
 
 
 # The statistics that describe any prompt (length, numbers, symbols, vocabulary), as opposed
@@ -246,8 +252,9 @@ class StatsEncoder:
         self.scale_ = None
 
     def _raw(self, prompts) -> np.ndarray:
-        X = prompt_stats([clean(p) for p in prompts])
-        return X if len(self._cols) == len(STATS) else X[:, self._cols]
+        surface = all(c < len(SURFACE_STATS) for c in self._cols)
+        X = prompt_stats([clean(p) for p in prompts], surface_only=surface)
+        return X if self._cols == list(range(X.shape[1])) else X[:, self._cols]
 
     def fit(self, prompts):
         self.fit_encode(prompts)

@@ -232,7 +232,9 @@ def with_extra(folds: Sequence[Fold], extra: Sequence[str], data_dir=None) -> li
     if not folds:
         return []
     models = folds[0].train.models
-    extras = _extra_rows(extra, models, data_dir)
+    # a source the protocol already trains (or tests) on is not added a second time
+    own = set(folds[0].train.sources) | set(folds[0].test.sources)
+    extras = [e for e in _extra_rows([x for x in extra if x not in own], models, data_dir)]
     out = []
     for f in folds:
         if not extras:

@@ -192,8 +192,9 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     router = build_router(config, train.models, prices)
     X = router.encoder.fit_encode(train.prompts)
     pair = len(train.models) == 2
-    costs = None if pair else (train.costs if train.costs is not None
-                               else router.costs(train.prompts))
+    from router_ml.costs import row_costs
+
+    costs = None if pair else row_costs(train.prompts, train.models, train.costs, prices)
     grid = C_GRID if config.classifier == "logreg" and config.C is None else (config.C,)
     best = None
     for C in grid:
