@@ -281,15 +281,9 @@ class RetrainResult:
 
 
 def _concat(a, b):
-    import numpy as np
+    from router_ml.labels import concat
 
-    from router_ml.labels import PairData
-
-    if a is None:
-        return b
-    return PairData(list(a.prompts) + list(b.prompts),
-                    *(np.concatenate([getattr(a, f), getattr(b, f)])
-                      for f in ("q_strong", "q_weak", "groups", "sources")))
+    return b if a is None else concat([a, b])
 
 
 def _no_telemetry():
@@ -313,9 +307,9 @@ def retrain(table, *, current, strong: str, weak: str, out, base=None, heldout=N
             scale: str = "unit", config=None, tracking_uri: str | None = None,
             experiment: str = "router_ml-retrain", model_name: str = "router_ml",
             min_gain: float = 0.0) -> RetrainResult:
-    """Train on ``base`` (PairData or None) plus the rows of ``table`` (from
+    """Train on ``base`` (``labels.Rows`` of the pair, strong first, or None) plus the rows of ``table`` (from
     :func:`label_prompts` or :func:`rows_from_log`), save to ``out``, compare with the router
-    directory ``current`` on ``heldout`` (PairData; default: the table's rows with
+    directory ``current`` on ``heldout`` (Rows; default: the table's rows with
     fold(prompt) == 0, which are then not trained on) by APGR, log both to mlflow
     (``tracking_uri``; the router directory as artifact ``router``), register them as versions
     of ``model_name`` (the current one only when no ``champion`` exists yet) and point alias
@@ -337,7 +331,7 @@ def retrain(table, *, current, strong: str, weak: str, out, base=None, heldout=N
         fold0 = np.array([int(prompt_key(p), 16) % 5 == 0 for p in rows.prompts])
         heldout, rows = rows.subset(fold0), rows.subset(~fold0)
     train = _concat(base, rows)
-    router = fit_router(train, config or TrainConfig(extra=()), strong, weak)
+    router = fit_router(train, config or TrainConfig(extra=()))
     router.save(out)
     old = load_router(current)
     scores = {"new": router.score(heldout.prompts), "current": old.score(heldout.prompts)}

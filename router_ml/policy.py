@@ -247,8 +247,8 @@ class Decision:
 
 
 def conversation_text(messages) -> str:
-    """The text the router scores: a str as is; for OpenAI-style messages the user turns,
-    oldest first, cut from the oldest side to 8,000 characters (see the module docstring)."""
+    """The text the router scores: a str as is; for OpenAI-style messages the last user
+    turn (:func:`router_ml.router.prompt_text`, the router's own rule)."""
     if isinstance(messages, str):
         return messages
     try:
@@ -313,7 +313,12 @@ class Policy:
     def _router_ladder(router) -> tuple:
         if router is None:
             return ()
-        models = getattr(router, "models", None)
+        models = list(getattr(router, "models", None) or ())
+        if len(models) == 2:  # a pair lists the strong model first; a ladder is cheapest first
+            return (models[1], models[0])
+        prices = getattr(router, "prices", None) or {}
+        if models and all(m in prices for m in models):
+            return tuple(sorted(models, key=lambda m: (prices[m]["input"] + prices[m]["output"])))
         return tuple(models) if models else (router.weak_model, router.strong_model)
 
     @property
@@ -348,7 +353,7 @@ class Policy:
                                   "no router; add a catch-all rule or pass router=")
             for i, d in zip(learned, self.router.route_batch([texts[i] for i in learned])):
                 out[i] = self._new(texts[i], d.model, "learned", score=float(d.score),
-                                   threshold=float(d.threshold),
+                                   threshold=None if d.threshold is None else float(d.threshold),
                                    qualities=getattr(d, "qualities", None),
                                    coverage=getattr(d, "coverage", None))
         ms = (time.perf_counter() - t0) * 1000 / max(len(texts), 1)

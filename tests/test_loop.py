@@ -55,16 +55,17 @@ def in_process(model, messages):
 
 @pytest.fixture(scope="module")
 def base_rows(planted_set):
-    from router_ml.labels import PairData
+    from router_ml.labels import Rows
 
     prompts, y = planted_set
     n = len(prompts)
-    return PairData(list(prompts), np.ones(n), 1.0 - y.astype(float),
-                    np.array(["planted"] * n, dtype=object), np.array(["planted"] * n, dtype=object))
+    return Rows(list(prompts), np.column_stack([np.ones(n), 1.0 - y.astype(float)]),
+                (STRONG, CHEAP), np.array(["planted"] * n, dtype=object),
+                np.array(["planted"] * n, dtype=object))
 
 
 def test_the_whole_loop(tmp_path, planted_set, base_rows):
-    from conftest import EASY, HARD
+    from conftest import EASY, HARD, pair_qualities
     from mlflow import MlflowClient
 
     from router_ml import Router, load_router
@@ -73,7 +74,7 @@ def test_the_whole_loop(tmp_path, planted_set, base_rows):
 
     prompts, y = planted_set
     current_dir = tmp_path / "current"
-    Router(TfidfEncoder(min_df=1), strong_model=STRONG, weak_model=CHEAP).fit(list(prompts), y) \
+    Router(TfidfEncoder(min_df=1), models=[STRONG, CHEAP]).fit(list(prompts), pair_qualities(y)) \
         .save(current_dir)
     router = load_router(current_dir)
     # reference: scores of held-out prompts like the training ones (training prompts

@@ -63,7 +63,10 @@ def pair_router(planted_set):
     from router_ml.encoders import TfidfEncoder
 
     prompts, y = planted_set
-    return Router(TfidfEncoder(min_df=1), strong_model=STRONG, weak_model=CHEAP).fit(list(prompts), y)
+    from conftest import pair_qualities
+
+    router = Router(TfidfEncoder(min_df=1), models=[STRONG, CHEAP])
+    return router.fit(list(prompts), pair_qualities(y))
 
 
 @pytest.fixture()
@@ -145,8 +148,8 @@ def test_messages_are_scored_on_user_turns(pair_router):
             {"role": "assistant", "content": "ASSISTANT"},
             {"role": "user", "content": [{"type": "text", "text": "last question"}]}]
     text = conversation_text(msgs)
-    assert "SYSTEM" not in text and "ASSISTANT" not in text
-    assert text.index("first question") < text.index("last question")
+    # the router's rule (router.prompt_text): the last user turn is what gets answered
+    assert text == "last question"
     assert conversation_text([{"role": "user", "content": "x" * 9000 + "END"}]).endswith("END")
     d = Policy(pair_router).decide(msgs)
     assert d.score == pytest.approx(float(pair_router.score([text])[0]))
@@ -250,3 +253,20 @@ def test_import_is_light():
             "'sklearn', 'tqdm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_default_ladder_runs_cheapest_first_and_lam_decisions_have_no_threshold(pair_router):
+    from conftest import TIER_PRICES, TIERS, planted_tiers
+
+    from router_ml import Router
+    from router_ml.encoders import TfidfEncoder
+
+    # a pair router lists the strong model first; its ladder starts with the weak one
+    assert pair_router.models == [STRONG, CHEAP] and Policy(pair_router).ladder == (CHEAP, STRONG)
+    prompts, Q, _ = planted_tiers(150)
+    tiers = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
+    policy = Policy(tiers)
+    assert policy.ladder == ("small", "openai/gpt-4o", "azure/gpt-4o")
+    assert policy.strongest == "azure/gpt-4o"
+    d = policy.decide(prompts[0])
+    assert d.route_reason == "learned" and d.route in TIERS and d.threshold is None
