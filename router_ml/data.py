@@ -404,6 +404,7 @@ def load_table(
     group_column: str | None = None,
     scale: str = "unit",
     source: str | None = None,
+    cache_dir=None,
 ):
     """A user's CSV, JSONL or Parquet file: a prompt column and one score column per model.
 
@@ -411,7 +412,11 @@ def load_table(
     scale: ``unit`` (0/1, booleans or fractions in [0, 1]) or ``judge10`` (1-10 scores).
     A file with no rows, or whose rows all lack a prompt or a valid score, raises
     :class:`DataFormatError`.
+    cache_dir: where ``datasets`` may keep its Arrow copy of the file; by default none is kept
+    (it is read through a temporary folder, removed at once, and held in memory).
     """
+    import tempfile
+
     import datasets
 
     if scale not in ("unit", "judge10"):
@@ -429,7 +434,11 @@ def load_table(
     try:
         # keep_default_na=False keeps an empty prompt "" rather than NaN; we decide what is missing
         kwargs = {"keep_default_na": False} if suffix == ".csv" else {}
-        raw = datasets.load_dataset(builders[suffix], data_files=str(path), split="train", **kwargs)
+        # never a silent copy of the user's data in ~/.cache/huggingface
+        with tempfile.TemporaryDirectory(prefix="router_ml-table-") as tmp:
+            raw = datasets.load_dataset(builders[suffix], data_files=str(path), split="train",
+                                        cache_dir=str(cache_dir or tmp),
+                                        keep_in_memory=cache_dir is None, **kwargs)
     except Exception as e:  # datasets raises many types for unreadable files
         # datasets wraps the parser's error; its innermost cause says what is wrong
         cause = e

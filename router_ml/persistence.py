@@ -11,6 +11,8 @@ Layout::
     classifier.<part>.npy  a logistic regression's coefficients, intercept and classes
                            (its hyper-parameters are in the manifest), or
     classifier.skops       any other fitted scikit-learn classifier (skops)
+    MLmodel                the mlflow pyfunc description (see router_ml.mlmodel); listed and
+                           checked like the others, read only by mlflow
 
 A logistic regression is stored as plain arrays: loading it needs no skops, whose import
 alone takes seconds (it imports every scikit-learn estimator), and the files are
@@ -63,6 +65,7 @@ FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 CLASSIFIER_FILE = "classifier.skops"
+MLMODEL = "MLmodel"  # written by router_ml.mlmodel; no format bump: older loaders never see it
 MANIFEST_DIGEST = "manifest_sha256"
 # The top-level keys of a version-1 manifest; any other key means a newer format or damage.
 MANIFEST_KEYS = frozenset({"format_version", "versions", "encoder", "classifier", "strong_model",
@@ -212,6 +215,9 @@ def save_router(router, path) -> Path:
             sio.dump(router.classifier, tmp / CLASSIFIER_FILE)
             # refuse to write what we would refuse to read
             _audit_skops((tmp / CLASSIFIER_FILE).read_bytes(), tmp / CLASSIFIER_FILE)
+        from router_ml.mlmodel import write_mlmodel
+
+        write_mlmodel(tmp, {p.name: _sha256(p) for p in sorted(tmp.iterdir())})
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         cls = type(router.classifier)
         ctype = LOGREG_TYPE if head is not None else f"{cls.__module__}.{cls.__qualname__}"
@@ -363,7 +369,11 @@ def _check_files(folder: Path, files) -> dict[str, bytes]:
         out[name] = data
     if CLASSIFIER_FILE not in out and "classifier.coef.npy" not in out:
         raise ArtifactIntegrityError(f"{folder}: the manifest lists no classifier file")
-    known = {CLASSIFIER_FILE, *(f"classifier.{k}.npy" for k in _LOGREG_ARRAYS)}
+    if MLMODEL in out:
+        from router_ml.mlmodel import check_mlmodel
+
+        check_mlmodel(out[MLMODEL], folder / MLMODEL)
+    known = {CLASSIFIER_FILE, MLMODEL, *(f"classifier.{k}.npy" for k in _LOGREG_ARRAYS)}
     odd = sorted(n for n in out if not n.startswith("encoder.") and n not in known)
     if odd:
         raise ArtifactIntegrityError(f"{folder}: the manifest lists files that router_ml does "
