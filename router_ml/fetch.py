@@ -44,13 +44,17 @@ def registry(sources: dict | None = None, files=None) -> list[Entry]:
             for s, path, upstream, digest in files]
 
 
-def default_dest() -> Path:
+def _pooch():
     try:
         import pooch
     except ImportError:
         raise FetchError("router-ml data fetch needs pooch: pip install 'router_ml[train]'") \
             from None
-    return Path(pooch.os_cache("router_ml")) / "data"
+    return pooch
+
+
+def default_dest() -> Path:
+    return Path(_pooch().os_cache("router_ml")) / "data"
 
 
 def _ok(path: Path, digest: str) -> bool:
@@ -79,7 +83,7 @@ def fetch(dest=None, sources: list[str] | None = None, entries: list[Entry] | No
     """Download the registry's files (of ``sources``, default all) into ``dest``; returns their
     paths. FetchError on a digest mismatch (nothing kept) or when the network is unreachable
     (the message says what to download where)."""
-    import pooch
+    pooch = _pooch()
     import requests
 
     dest = Path(dest) if dest is not None else default_dest()

@@ -75,14 +75,25 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.concurrency import run_in_threadpool
 
     from router_ml.chat import prompt_text
 
     litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+        # one INFO line per upstream call would cost more than the routing itself
+        logging.getLogger(name).setLevel(logging.WARNING)
     registry, m = _metrics()
     app = FastAPI(title="router_ml", docs_url=None, redoc_url=None)
     app.state.router = router
     app.state.metrics = m
+
+    def timed_route(prompt: str):
+        t0 = time.perf_counter()
+        decision = router.route(prompt)
+        m["latency"].observe(time.perf_counter() - t0)
+        return decision
 
     def error(status: int, message: str, kind: str = "invalid_request_error"):
         return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
@@ -106,10 +117,10 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
             return error(400, "the request body must be a JSON object")
         try:
             threshold = parse_model_name(body.get("model"), router.threshold)
-            t0 = time.perf_counter()
-            decision = router.route(prompt_text(body.get("messages")))
+            prompt = prompt_text(body.get("messages"))
+            # in a worker thread: a transformer encoder must not stall the event loop
+            decision = await run_in_threadpool(timed_route, prompt)
             chosen = router.strong_model if decision.score >= threshold else router.weak_model
-            m["latency"].observe(time.perf_counter() - t0)
         except (TypeError, ValueError) as e:
             return error(400, str(e))
         m["decisions"].labels(model=chosen).inc()

@@ -164,3 +164,34 @@ def test_register_load_by_alias_and_serve(saved, tmp_path):
                 got = json.loads(r.read())["predictions"]
         assert [g["model"] for g in got] == models
         np.testing.assert_allclose([g["score"] for g in got], scores, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_train_register_sets_the_champion_alias(tmp_path, monkeypatch, capsys):
+    import csv
+
+    from router_ml.cli import train_main
+
+    with open(tmp_path / "logs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "big", "small"])
+        for i in range(60):
+            hard = i % 2 == 0
+            w.writerow([("prove the theorem " if hard else "say hello ") + str(i), 1,
+                        0 if hard else 1])
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        assert train_main(["--table", str(tmp_path / "logs.csv"), "--model-columns", "big,small",
+                           "--strong", "big", "--weak", "small", "--encoder", "tfidf", "--C", "1",
+                           "--out", str(tmp_path / "r"), "--register", "mine"]) == 0
+        assert "models:/mine@champion (version 1)" in capsys.readouterr().out
+        mlflow.set_tracking_uri(uri)
+        model = mlflow.pyfunc.load_model("models:/mine@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    router = load_router(tmp_path / "r")
+    out = model.predict(pd.DataFrame({"prompt": PROMPTS}))
+    models, scores = _expected(router, PROMPTS)
+    assert out["model"].tolist() == models
+    np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)
