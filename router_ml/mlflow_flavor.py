@@ -78,10 +78,9 @@ class RouterPyfunc:
 
         prompts = self.prompts(model_input)
         decisions = self.router.route_batch(prompts)
+        index = model_input.index if isinstance(model_input, pd.DataFrame) else None
         return pd.DataFrame({"model": [d.model for d in decisions],
-                             "score": [float(d.score) for d in decisions]},
-                            index=getattr(model_input, "index", None)
-                            if hasattr(model_input, "index") else None)
+                             "score": [float(d.score) for d in decisions]}, index=index)
 
 
 def _load_pyfunc(path, model_config=None):

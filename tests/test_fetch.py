@@ -90,7 +90,8 @@ def test_unreachable_upstream_says_what_to_download_where(tmp_path):
     with pytest.raises(FetchError) as info:
         fetch(tmp_path / "dest", entries=entries)
     msg = str(info.value)
-    assert f"http://127.0.0.1:{port}/a.csv" in msg and str(tmp_path / "dest" / "demo" / "a.csv") in msg
+    assert f"http://127.0.0.1:{port}/a.csv" in msg
+    assert str(tmp_path / "dest" / "demo" / "a.csv") in msg
     assert "sha256 " + "0" * 64 in msg
 
 
