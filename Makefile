@@ -8,9 +8,14 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install test test-fast train bench-quality bench-peers bench-speed notebook-plot clean
+.PHONY: install test test-fast data train bench-quality bench-peers bench-speed bench-install \
+	bench-serve bench-spark notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
+	@# Spark (router-ml score --spark and its tests) needs a Java runtime
+	command -v java >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		default-jre-headless >/dev/null; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
@@ -25,9 +30,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-train: $(STAMP)
-	$(PY) training/train.py --protocol mmlu --out models/mmlu
-	$(PY) training/train.py --out models/default
+# Where the data sources are: $ROUTER_ML_DATA, else ../shared/data, else ./data (fetched there
+# with router-ml data fetch when absent).
+DATA ?= $(or $(ROUTER_ML_DATA),$(if $(wildcard ../shared/data/routellm-evals),../shared/data,data))
+
+data: $(STAMP)
+	$(PY) -m router_ml.console data fetch --check --dest $(DATA) >/dev/null || \
+		$(PY) -m router_ml.console data fetch --dest $(DATA)
+
+train: $(STAMP) data
+	ROUTER_ML_DATA=$(DATA) $(PY) training/train.py --protocol mmlu --out models/mmlu
+	ROUTER_ML_DATA=$(DATA) $(PY) training/train.py --out models/default
 
 bench-quality: $(STAMP)
 	$(PY) benchmarks/bench_quality.py
@@ -37,6 +50,15 @@ bench-peers: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(PY) benchmarks/bench_speed.py
+
+bench-install:
+	$(PYTHON) benchmarks/bench_install.py
+
+bench-serve: $(STAMP)
+	$(PY) benchmarks/bench_serve.py
+
+bench-spark: $(STAMP)
+	$(PY) benchmarks/bench_spark.py
 
 notebook-plot: $(STAMP)
 	ROUTER_ML_NB_PLOT=docs/threshold_curve.png $(VENV)/bin/jupyter execute notebooks/threshold_tuning.ipynb

@@ -201,6 +201,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="parallel cross-validation fits (default: every core)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to mlflow")
     p.add_argument("--experiment", default="router_ml", help="mlflow experiment name")
+    p.add_argument("--register", metavar="NAME",
+                   help="also log the router as an mlflow model, register it as NAME and point "
+                        "the alias 'champion' at it (load with models:/NAME@champion)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -219,8 +222,14 @@ def _config_from_args(args):
                               else tuple(s for s in (args.extra or "").split(",") if s)))
 
 
-def train_main(argv=None) -> int:
-    args = train_parser().parse_args(argv)
+def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) -> int:
+    """``root``: where default outputs go (``root/models/<name>``); the project by default."""
+    parser = train_parser()
+    parser.prog = prog or parser.prog
+    args = parser.parse_args(argv)
+    args.root = root or PROJECT_ROOT
+    if args.register and args.no_tracking:
+        parser.error("--register logs the model to mlflow; it cannot go with --no-tracking")
     _setup_logging(args.verbose)
     try:
         return _train(args)
@@ -287,7 +296,7 @@ def _train(args) -> int:
     tracker = Tracker(experiment=args.experiment, enabled=not args.no_tracking)
     tracker.check()  # fail before any training work if the server is unreachable
     name = args.protocol or (args.table.stem if args.table else "default")
-    out = args.out or PROJECT_ROOT / "models" / name
+    out = args.out or args.root / "models" / name
     strong, weak = args.strong or STRONG_MODEL, args.weak or WEAK_MODEL
     params = {**config.to_dict(), "protocol": args.protocol or "all"}
     t0 = time.perf_counter()
@@ -344,6 +353,16 @@ def _train(args) -> int:
                                 router.calibration.achieved.items()}})
         run.log_metrics({"train_seconds": time.perf_counter() - t0})
         run.log_dir(out, "router")
+        if args.register:
+            from router_ml.mlflow_flavor import log_model
+
+            if args.protocol and len(folds) > 1:
+                raise ValueError(f"--register needs one router; {args.protocol} has "
+                                 f"{len(folds)} folds")
+            info = log_model(out, "model", registered_model_name=args.register,
+                             run_id=run.run_id, tracking_uri=tracker.uri)
+            print(f"registered: models:/{args.register}@champion (version "
+                  f"{info.registered_model_version})")
     return 0
 
 
@@ -384,8 +403,12 @@ def baseline_scores(name: str, prompts, seed: int = 0) -> np.ndarray:
     raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
 
 
-def evaluate_main(argv=None) -> int:
-    args = evaluate_parser().parse_args(argv)
+def evaluate_main(argv=None, *, prog: str | None = None, root: Path | None = None) -> int:
+    """``root``: where the default report goes (``root/reports``); the project by default."""
+    parser = evaluate_parser()
+    parser.prog = prog or parser.prog
+    args = parser.parse_args(argv)
+    args.root = root or PROJECT_ROOT
     _setup_logging(args.verbose)
     try:
         return _evaluate(args)
@@ -437,7 +460,7 @@ def _evaluate(args) -> int:
                 routers = {folds[0].k: load_router(args.model)}
     if routers is not None:
         report, data = evaluate_rows(routers, folds, prices)
-    out = args.report or PROJECT_ROOT / "reports" / f"{name}-{where}.json"
+    out = args.report or args.root / "reports" / f"{name}-{where}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     plot = args.plot or out.with_suffix(".png")
     _plot(data, plot, f"{where}: {name}")

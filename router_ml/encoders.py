@@ -538,7 +538,8 @@ class SentenceTransformerEncoder:
 
     @classmethod
     def from_parts(cls, spec: dict, parts: dict) -> "SentenceTransformerEncoder":
-        return cls(model=spec["model"])
+        # a loaded (serving) router never writes prompts to disk; training opts in
+        return cls(model=spec["model"], cache_dir=False)
 
 
 class ConcatEncoder:

@@ -43,3 +43,11 @@ class UntrustedTypeError(ArtifactError):
 
 class TrackingError(RouterMLError):
     """The mlflow tracking server cannot be used."""
+
+
+class ServingError(RouterMLError):
+    """The routing endpoint cannot start (no router, no upstream)."""
+
+
+class FetchError(RouterMLError):
+    """A data file could not be downloaded or did not match its pinned sha256."""

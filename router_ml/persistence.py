@@ -13,6 +13,8 @@ Layout (format version 2)::
     estimator.intercept.npy  their intercepts (rows,); the manifest gives each head's kind,
                            classes and number of rows, or
     estimator.skops        an estimator with other heads (skops)
+    MLmodel                the mlflow pyfunc description (see router_ml.mlmodel); listed and
+                           checked like the others, read only by mlflow
 
 Logistic heads are stored as plain arrays: loading them needs no skops, whose import alone
 takes seconds (it imports every scikit-learn estimator), and the files are byte-identical for
@@ -71,6 +73,7 @@ SUPPORTED_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 ESTIMATOR_FILE = "estimator.skops"
 V1_CLASSIFIER_FILE = "classifier.skops"
+MLMODEL = "MLmodel"  # written by router_ml.mlmodel, read only by mlflow
 MANIFEST_DIGEST = "manifest_sha256"
 # The top-level keys of each version's manifest; any other key means a newer format or damage.
 MANIFEST_KEYS = {
@@ -223,6 +226,9 @@ def save_router(router, path) -> Path:
         if router.coverage is not None:
             np.save(tmp / "coverage.reference.npy", router.coverage.reference, allow_pickle=False)
             coverage = {**router.coverage.to_dict(), "fallback": router.fallback}
+        from router_ml.mlmodel import write_mlmodel
+
+        write_mlmodel(tmp, {p.name: _sha256(p) for p in sorted(tmp.iterdir())})
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         knob = ({"kind": "threshold", "value": router.threshold} if router.threshold is not None
                 else {"kind": "lam", "value": router.lam})
@@ -379,9 +385,13 @@ def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
             raise ArtifactIntegrityError(f"{p}: sha256 differs from the manifest; the file was "
                                          "changed or truncated")
         out[name] = data
-    known = _READ[version]
-    if not any(n in out for n in known - {"coverage.reference.npy"}):
+    known = _READ[version] | {MLMODEL}
+    if not any(n in out for n in known - {"coverage.reference.npy", MLMODEL}):
         raise ArtifactIntegrityError(f"{folder}: the manifest lists no estimator file")
+    if MLMODEL in out:
+        from router_ml.mlmodel import check_mlmodel
+
+        check_mlmodel(out[MLMODEL], folder / MLMODEL)
     odd = sorted(n for n in out if not n.startswith("encoder.") and n not in known)
     if odd:
         raise ArtifactIntegrityError(f"{folder}: the manifest lists files that router_ml does "

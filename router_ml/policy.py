@@ -249,29 +249,9 @@ class Decision:
 def conversation_text(messages) -> str:
     """The text the router scores: a str as is; for OpenAI-style messages the last user
     turn (:func:`router_ml.router.prompt_text`, the router's own rule)."""
-    if isinstance(messages, str):
-        return messages
-    try:
-        from router_ml.router import prompt_text
-    except ImportError:
-        return _conversation_text(messages)
-    return prompt_text(messages)
+    from router_ml.router import prompt_text
 
-
-def _content(c) -> str:
-    if isinstance(c, str):
-        return c
-    if isinstance(c, Sequence):  # content parts: [{"type": "text", "text": ...}, ...]
-        return "\n".join(p.get("text", "") for p in c if isinstance(p, Mapping))
-    return ""
-
-
-def _conversation_text(messages, max_chars: int = 8000) -> str:
-    if not isinstance(messages, Sequence) or not all(isinstance(m, Mapping) for m in messages):
-        raise TypeError("messages must be a str or a list of {'role', 'content'} dicts")
-    turns = [_content(m.get("content")) for m in messages if m.get("role") == "user"]
-    text = "\n\n".join(turns)
-    return text[-max_chars:] if len(text) > max_chars else text
+    return prompt_text(messages, "messages")
 
 
 def as_messages(messages) -> list[dict]:

@@ -91,10 +91,11 @@ def test_skops_artifacts_differ_only_in_ids_and_timestamps(make_router, tmp_path
     da, db = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     same = {n for n in da if da[n] == db[n]}
     assert same == {"encoder.idf.npy", "encoder.terms.json"}
-    assert set(da) - same == {"estimator.skops", "manifest.json"}
+    # MLmodel's uuid is derived from the files' digests
+    assert set(da) - same == {"estimator.skops", "manifest.json", "MLmodel"}
     ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab")
     for m in (ma, mb):
-        del m["files"]["estimator.skops"], m[persistence.MANIFEST_DIGEST]
+        del m["files"]["estimator.skops"], m["files"]["MLmodel"], m[persistence.MANIFEST_DIGEST]
     assert ma == mb
     assert _canonical_skops(tmp_path / "a" / "estimator.skops") == \
         _canonical_skops(tmp_path / "b" / "estimator.skops")

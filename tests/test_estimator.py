@@ -54,7 +54,7 @@ class UnitTargets(QualityEstimator):
     sample weights (also their equivalence with repeated rows), dtypes, memmaps, idempotence."""
 
     def fit(self, X, y, sample_weight=None):
-        if y is not None and not np.iscomplexobj(y):
+        if y is not None and not np.iscomplexobj(np.asarray(y)):
             a = np.asarray(y, dtype=np.float64).copy()  # never the caller's array
             ok = np.isfinite(a)
             a[ok] = 1.0 / (1.0 + np.exp(-a[ok]))

@@ -1,6 +1,10 @@
 """Train a router; see --help."""
 
 import sys
+from pathlib import Path
+
+# run from a source checkout: use its router_ml (outputs default to the checkout's folders)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from router_ml.cli import train_main
 

@@ -1,0 +1,96 @@
+"""Processes and threads tests start on 127.0.0.1, always stopped (whole process group)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env() -> dict:
+    """Environment for a child Python process: this checkout's router_ml first on the path and
+    the running interpreter's scripts (uvicorn, mlflow) on PATH."""
+    import sys
+
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path,
+            "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"]))}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None, log: Path | None, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{proc.args[:4]} exited with {proc.returncode}:\n"
+                        + (log.read_text()[-3000:] if log else ""))
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} not answering after {timeout} s:\n"
+                        + (log.read_text()[-3000:] if log else ""))
+        time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], health_url: str, log: Path, env=None, cwd=None, timeout=90):
+    """Run ``cmd`` in its own session until ``health_url`` answers 200; stop it on exit."""
+    out = log.open("wb")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+    try:
+        wait_http(health_url, proc, log, timeout)
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        out.close()
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app, port: int | None = None):
+    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not t.is_alive():
+            pytest.fail("uvicorn test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(timeout=10)

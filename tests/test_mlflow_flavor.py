@@ -1,0 +1,197 @@
+"""router_ml.mlflow_flavor and router_ml.mlmodel: a saved router directory is an mlflow pyfunc
+model; registered, loaded by alias and served with `mlflow models serve`. 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+
+from router_ml import load_router
+from router_ml.errors import ArtifactIntegrityError
+
+pd = pytest.importorskip("pandas")
+mlflow = pytest.importorskip("mlflow")
+
+from servers import child_env, free_port, process  # noqa: E402
+
+PROMPTS = ["prove the theorem about the integral number 3", "say hello to my friend",
+           "compute the eigenvalues of the matrix", "what day is it today", ""]
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry(monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def saved(make_router, tmp_path):
+    router = make_router("tfidf")
+    router.save(tmp_path / "router")
+    return router, tmp_path / "router"
+
+
+def _expected(router, prompts):
+    d = router.route_batch(prompts)
+    return [x.model for x in d], np.array([x.score for x in d])
+
+
+def test_saved_router_loads_as_pyfunc_and_predicts_like_route(saved):
+    router, folder = saved
+    model = mlflow.pyfunc.load_model(str(folder))
+    out = model.predict(pd.DataFrame({"prompt": PROMPTS}))
+    models, scores = _expected(router, PROMPTS)
+    assert list(out.columns) == ["model", "score"]
+    assert out["model"].tolist() == models
+    np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)
+    assert set(models) == {router.strong_model, router.weak_model}  # both sides are exercised
+    # a chat column: the last user turn is routed
+    chats = [[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+              {"role": "assistant", "content": "hello"}, {"role": "user", "content": p}]
+             for p in PROMPTS[:3]]
+    out = model.predict(pd.DataFrame({"messages": chats}))
+    assert out["model"].tolist() == models[:3]
+    np.testing.assert_allclose(out["score"].to_numpy(), scores[:3], atol=1e-12)
+    assert model.metadata.get_input_schema().input_names() == ["prompt", "messages"]
+    assert model.metadata.get_output_schema().input_names() == ["model", "score"]
+
+
+def test_mlmodel_is_the_same_with_and_without_mlflow(saved):
+    from router_ml import __version__, mlmodel
+
+    _, folder = saved
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in folder.iterdir() if p.name not in ("MLmodel", "manifest.json")}
+    plain = mlmodel.mlmodel_dict(digests, __version__)
+    assert plain == mlmodel.mlmodel_dict_with_mlflow(digests, __version__)
+    text = (folder / "MLmodel").read_text()
+    assert text == mlmodel.to_yaml(plain) + "\n"
+    import yaml
+
+    assert yaml.safe_load(text) == plain
+    # the manifest lists it with its digest, like every other file
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["files"]["MLmodel"] == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_saved_router_without_mlflow_writes_the_same_mlmodel(make_router, tmp_path):
+    code = ("import sys; sys.modules['mlflow'] = None; sys.path.insert(0, sys.argv[2]);"
+            "from conftest import planted_data; from router_ml import Router;"
+            "from router_ml.encoders import TfidfEncoder; p, y = planted_data();"
+            "Router(TfidfEncoder(min_df=1)).fit(p, y).save(sys.argv[1])")
+    import subprocess
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "plain"), tests], check=True)
+    make_router("tfidf").save(tmp_path / "with")
+    assert (tmp_path / "plain" / "MLmodel").read_bytes() == \
+        (tmp_path / "with" / "MLmodel").read_bytes()
+
+
+def test_a_tampered_artifact_is_refused_through_mlflow(saved):
+    _, folder = saved
+    part = folder / "encoder.idf.npy"
+    data = bytearray(part.read_bytes())
+    data[-1] ^= 0x01
+    part.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match="sha256 differs"):
+        mlflow.pyfunc.load_model(str(folder))
+
+
+def test_an_mlmodel_pointing_elsewhere_is_refused_even_resealed(saved):
+    from router_ml import persistence
+
+    _, folder = saved
+    path = folder / "MLmodel"
+    path.write_text(path.read_text().replace('"router_ml.mlflow_flavor"', '"evil.module"'))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["MLmodel"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactIntegrityError, match="loader module"):
+        load_router(folder)
+
+
+@pytest.mark.slow
+def test_register_load_by_alias_and_serve(saved, tmp_path):
+    router, folder = saved
+    from router_ml.mlflow_flavor import log_model
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           **child_env()}
+    server = [sys.executable, "-m", "mlflow", "server",
+              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+              "--artifacts-destination", str(tmp_path / "server-artifacts"),
+              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with process(server, f"{uri}/health", tmp_path / "server.log", env=env, cwd=tmp_path):
+        try:
+            info = log_model(folder, "router", registered_model_name="test-router",
+                             tracking_uri=uri)
+        finally:
+            mlflow.set_tracking_uri(None)
+        assert str(info.registered_model_version) == "1"
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        assert client.get_model_version_by_alias("test-router", "champion").version == "1"
+        mlflow.set_tracking_uri(uri)
+        try:
+            model = mlflow.pyfunc.load_model("models:/test-router@champion")
+        finally:
+            mlflow.set_tracking_uri(None)
+        models, scores = _expected(router, PROMPTS)
+        out = model.predict(pd.DataFrame({"prompt": PROMPTS}))
+        assert out["model"].tolist() == models
+        np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)
+
+        sport = free_port()
+        serve = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                 "models:/test-router@champion", "--env-manager", "local",
+                 "-h", "127.0.0.1", "-p", str(sport), "-w", "1"]
+        with process(serve, f"http://127.0.0.1:{sport}/ping", tmp_path / "serve.log",
+                     env={**env, "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path):
+            body = json.dumps({"dataframe_split": {"columns": ["prompt"],
+                                                   "data": [[p] for p in PROMPTS]}}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{sport}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                got = json.loads(r.read())["predictions"]
+        assert [g["model"] for g in got] == models
+        np.testing.assert_allclose([g["score"] for g in got], scores, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_train_register_sets_the_champion_alias(tmp_path, monkeypatch, capsys):
+    import csv
+
+    from router_ml.cli import train_main
+
+    with open(tmp_path / "logs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "big", "small"])
+        for i in range(60):
+            hard = i % 2 == 0
+            w.writerow([("prove the theorem " if hard else "say hello ") + str(i), 1,
+                        0 if hard else 1])
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        assert train_main(["--table", str(tmp_path / "logs.csv"), "--model-columns", "big,small",
+                           "--strong", "big", "--weak", "small", "--encoder", "tfidf", "--C", "1",
+                           "--out", str(tmp_path / "r"), "--register", "mine"]) == 0
+        assert "models:/mine@champion (version 1)" in capsys.readouterr().out
+        mlflow.set_tracking_uri(uri)
+        model = mlflow.pyfunc.load_model("models:/mine@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    router = load_router(tmp_path / "r")
+    out = model.predict(pd.DataFrame({"prompt": PROMPTS}))
+    models, scores = _expected(router, PROMPTS)
+    assert out["model"].tolist() == models
+    np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)

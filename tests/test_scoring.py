@@ -1,0 +1,88 @@
+"""router_ml.scoring and `router-ml score`: batch scoring of Parquet, CSV and JSONL files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from router_ml.errors import DataFormatError  # noqa: E402
+
+
+def _prompts(n):
+    words = ["prove the theorem", "say hello", "compute the eigenvalues", "name a color"]
+    return [f"{words[i % 4]} number {i}" for i in range(n)]
+
+
+@pytest.fixture
+def saved(make_router, tmp_path):
+    router = make_router("tfidf")
+    router.save(tmp_path / "router")
+    return router, tmp_path / "router"
+
+
+def test_parquet_is_scored_in_batches_like_in_process(saved, tmp_path, capsys):
+    from router_ml.console import main
+
+    router, folder = saved
+    prompts = _prompts(2_345)
+    pq.write_table(pa.table({"id": list(range(len(prompts))), "prompt": prompts}),
+                   tmp_path / "logs.parquet")
+    assert main(["score", "--model", str(folder), "--input", str(tmp_path / "logs.parquet"),
+                 "--output", str(tmp_path / "scored.parquet"), "--batch-size", "500",
+                 "--no-progress"]) == 0
+    assert "scored 2345 rows" in capsys.readouterr().out
+    out = pq.read_table(tmp_path / "scored.parquet")
+    assert out.column_names == ["id", "prompt", "model", "score"]
+    assert out.column("id").to_pylist() == list(range(len(prompts)))
+    expected = router.score(prompts)
+    np.testing.assert_allclose(out.column("score").to_numpy(), expected, atol=1e-12)
+    assert out.column("model").to_pylist() == [d.model for d in router.route_batch(prompts)]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_csv_and_jsonl_in_and_out(saved, tmp_path, suffix):
+    from router_ml.scoring import score_file
+
+    router, _ = saved
+    prompts = _prompts(50)
+    src = tmp_path / f"logs{suffix}"
+    if suffix == ".csv":
+        import csv
+
+        with open(src, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "user"])
+            w.writerows([p, f"u{i}"] for i, p in enumerate(prompts))
+    else:
+        src.write_text("".join(json.dumps({"text": p, "user": f"u{i}"}) + "\n"
+                               for i, p in enumerate(prompts)))
+    assert score_file(router, src, tmp_path / f"out{suffix}", prompt_column="text",
+                      batch_size=7) == 50
+    if suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        rows = pcsv.read_csv(tmp_path / "out.csv").to_pylist()
+    else:
+        rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == prompts and rows[3]["user"] == "u3"
+    np.testing.assert_allclose([r["score"] for r in rows], router.score(prompts), atol=1e-9)
+
+
+def test_bad_inputs_are_clear_errors_and_leave_nothing(saved, tmp_path):
+    from router_ml.scoring import score_file
+
+    router, _ = saved
+    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "nulls.parquet")
+    with pytest.raises(DataFormatError, match="no column 'prompt'.*--prompt-column"):
+        score_file(router, tmp_path / "nulls.parquet", tmp_path / "o.parquet")
+    with pytest.raises(DataFormatError, match="no text"):
+        score_file(router, tmp_path / "nulls.parquet", tmp_path / "o.parquet", "text")
+    with pytest.raises(DataFormatError, match="unknown file type"):
+        score_file(router, tmp_path / "nulls.parquet", tmp_path / "o.xlsx", "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nulls.parquet", "router"]

@@ -1,0 +1,73 @@
+"""router_ml.spark: 100,000 synthetic prompts scored on a local Spark (local[2]) equal the
+in-process scores. Spark runs on 127.0.0.1, started and stopped by the test."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyspark")
+pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+if shutil.which("java") is None:
+    pytest.skip("no Java runtime (make install installs one)", allow_module_level=True)
+
+from servers import child_env  # noqa: E402
+
+N = 100_000
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from router_ml.spark import local_session
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", child_env()["PYTHONPATH"])  # workers import this router_ml
+        session = local_session(cores=2, memory="1g")
+        try:
+            yield session
+        finally:
+            session.stop()
+
+
+@pytest.mark.slow
+def test_100k_prompts_on_local_spark_equal_in_process(spark, make_router, tmp_path):
+    import pandas as pd
+
+    from router_ml.spark import score_dataframe
+
+    router = make_router("tfidf")
+    router.save(tmp_path / "router")
+    rng = np.random.default_rng(0)
+    words = np.array("prove the theorem integral say hello friend compute eigenvalues matrix "
+                     "what is capital of france color day today derive equation".split())
+    prompts = [" ".join(words[rng.integers(0, len(words), rng.integers(1, 12))]) + f" {i}"
+               for i in range(N)]
+    df = spark.createDataFrame(pd.DataFrame({"id": np.arange(N), "prompt": prompts}))
+    df = df.repartition(4)
+    scored = score_dataframe(df, tmp_path / "router").orderBy("id").toPandas()
+    assert len(scored) == N and scored["id"].tolist() == list(range(N))
+    expected = router.score(prompts)
+    np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=0, atol=1e-6)
+    models = np.where(expected >= router.threshold, router.strong_model, router.weak_model)
+    assert (scored["model"].to_numpy() == models).all()
+    assert 0.1 < (models == router.strong_model).mean() < 0.9
+
+
+def test_score_parquet_cli_on_spark(spark, make_router, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from router_ml.console import main
+
+    router = make_router("tfidf")
+    router.save(tmp_path / "router")
+    prompts = [f"prove the theorem number {i}" if i % 3 else f"say hello {i}" for i in range(300)]
+    pq.write_table(pa.table({"prompt": prompts, "k": list(range(300))}), tmp_path / "in.parquet")
+    assert main(["score", "--spark", "--model", str(tmp_path / "router"), "--input",
+                 str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out")]) == 0
+    assert "scored 300 rows" in capsys.readouterr().out
+    out = pq.read_table(tmp_path / "out").to_pandas().sort_values("k")
+    np.testing.assert_allclose(out["score"].to_numpy(), router.score(prompts), atol=1e-6)
