@@ -81,9 +81,9 @@ def test_mlmodel_is_the_same_with_and_without_mlflow(saved):
 
 def test_a_saved_router_without_mlflow_writes_the_same_mlmodel(make_router, tmp_path):
     code = ("import sys; sys.modules['mlflow'] = None; sys.path.insert(0, sys.argv[2]);"
-            "from conftest import planted_data; from router_ml import Router;"
-            "from router_ml.encoders import TfidfEncoder; p, y = planted_data();"
-            "Router(TfidfEncoder(min_df=1)).fit(p, y).save(sys.argv[1])")
+            "from conftest import planted_router;"
+            "from router_ml.encoders import TfidfEncoder;"
+            "planted_router(TfidfEncoder(min_df=1)).save(sys.argv[1])")
     import subprocess
     from pathlib import Path
 
