@@ -1,4 +1,4 @@
-"""The quality report: what it says about targets, and the score averaging of ensembles."""
+"""The quality report: the suite rule that picks the default, and the paired bootstrap."""
 
 import importlib.util
 from pathlib import Path
@@ -18,39 +18,34 @@ def bench():
     return mod
 
 
-def row(apgr, cpt50=0.3, cpt80=0.6):
-    return {"apgr": apgr, "cpt50": cpt50, "cpt80": cpt80, "q_weak": 0.7, "q_strong": 0.8,
-            "oracle_apgr": 1.2}
+def row(apgr, se=None, cpt50=0.3):
+    r = {"apgr": apgr, "cpt50": cpt50, "n": 10, "oracle_apgr": 1.2}
+    if se is not None:
+        r["minus_default"], r["minus_default_se"] = 0.0, se
+    return r
 
 
-def report(default_mmlu, default_gsm8k):
-    rows = lambda d, other: {"random": row(0.5), "length": row(0.6), "default": d, "stats": other}
-    return {"protocols": {
-        "mmlu": {"n": 10, "rows": rows(default_mmlu, row(0.74)), "published": None, "target_apgr": 0.72},
-        "gsm8k": {"n": 5, "rows": rows(default_gsm8k, row(0.61)), "published": {"apgr": 0.622, "cpt50": 0.336},
-                  "target_apgr": 0.70}},
-        "diagnostics": {}}
+def results(default_a, default_b, stats_a, stats_b):
+    def proto(d, s):
+        return {"pair": True, "published": None, "target": 0.6,
+                "rows": {"random": row(0.5), "length": row(0.55), "default": d, "stats": s}}
+    return {"a": proto(row(default_a), row(stats_a, 0.01)),
+            "b": proto(row(default_b), row(stats_b, 0.01))}
 
 
-def test_targets_need_apgr_and_the_mmlu_cpt(bench):
-    md = bench.to_markdown(report(row(0.73, cpt50=0.25), row(0.71)))
-    assert "- mmlu: default APGR 0.730 (CPT(50%) 25.0 %, target at most 22 %), target 0.72: not met" in md
-    assert "- gsm8k: default APGR 0.710, target 0.7: met" in md
-    assert "Best of the 2 configurations below: stats with 0.740" in md
-    md = bench.to_markdown(report(row(0.73, cpt50=0.20), row(0.69)))
-    assert "target 0.72: met" in md and "target 0.7: not met" in md
+def test_suite_mean_and_the_rule(bench):
+    suite = bench._suite(results(0.70, 0.60, 0.80, 0.54), ["default", "stats"])
+    assert suite["default"] == (pytest.approx(0.65), [])
+    # stats has the higher mean but falls below the length baseline on b
+    assert suite["stats"] == (pytest.approx(0.67), ["b"])
+    md = bench.to_markdown(results(0.70, 0.60, 0.80, 0.54), ["default", "stats"])
+    assert "fails on b" in md and "meets the rule" in md
+    assert "| **mean** |" in md
 
 
-def test_main_table_has_cpt80_and_both_qualities(bench):
-    md = bench.to_markdown(report(row(0.73, cpt80=0.555), row(0.71)))
-    line = next(x for x in md.splitlines() if x.startswith("| mmlu |"))
-    assert "| 0.700 | 0.800 |" in line and "55.5 %" in line and "| 1.200 |" in line
-
-
-def test_rank_mean_is_a_rank_average(bench):
-    a = np.array([0.1, 0.5, 0.9, 0.3])
-    np.testing.assert_allclose(bench.rank_mean(a, a * 100), [0, 2 / 3, 1, 1 / 3])
-    np.testing.assert_allclose(bench.rank_mean(a, -a), [0.5] * 4)
+def test_below_random_by_more_than_the_error_fails(bench):
+    suite = bench._suite(results(0.70, 0.56, 0.70, 0.48), ["default", "stats"])
+    assert suite["stats"][1] == ["b"]
 
 
 def test_paired_bootstrap_se(bench):
