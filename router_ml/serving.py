@@ -100,8 +100,8 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "strong_model": router.strong_model,
-                "weak_model": router.weak_model, "threshold": router.threshold}
+        return {"status": "ok", "models": router.models, "threshold": router.threshold,
+                "lam": router.lam}
 
     @app.get("/metrics")
     async def metrics():
@@ -116,11 +116,18 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
         if not isinstance(body, dict):
             return error(400, "the request body must be a JSON object")
         try:
+            if router.threshold is None and body.get("model") != "router":
+                raise ValueError("this router has more than two models and routes by lam; send "
+                                 "model 'router'")
             threshold = parse_model_name(body.get("model"), router.threshold)
-            prompt = prompt_text(body.get("messages"))
+            if not isinstance(body.get("messages"), list):
+                raise ValueError("messages must be a list of {'role', 'content'} chat messages")
+            prompt = prompt_text(body["messages"], "messages")
             # in a worker thread: a transformer encoder must not stall the event loop
             decision = await run_in_threadpool(timed_route, prompt)
-            chosen = router.strong_model if decision.score >= threshold else router.weak_model
+            chosen = decision.model
+            if threshold != router.threshold:  # a knob for this request
+                chosen = router.strong_model if decision.score >= threshold else router.weak_model
         except (TypeError, ValueError) as e:
             return error(400, str(e))
         m["decisions"].labels(model=chosen).inc()

@@ -80,8 +80,8 @@ def test_health(served):
     router, base, _ = served
     r = httpx.get(f"{base}/health", timeout=10)
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "strong_model": router.strong_model,
-                        "weak_model": router.weak_model, "threshold": router.threshold}
+    assert r.json() == {"status": "ok", "models": router.models, "threshold": router.threshold,
+                        "lam": None}
 
 
 def test_completion_goes_to_the_routed_model(served):
