@@ -34,9 +34,7 @@ TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.6
            "alpaca-eval": 0.60, "mmlu-to-gsm8k": 0.65, "loso-mmlu": 0.58, "loso-gsm8k": 0.58,
            "loso-arena-hard": 0.58}
 CONFIGS = {
-    "default": ("default", TrainConfig()),
-    "static-surface-arena": ("static + surface, arena-hard rows",
-                             TrainConfig(encoder="static+surface", extra=("arena-hard",))),
+    "default": ("default: static + surface, arena-hard rows", TrainConfig()),
     "static-surface-all": ("static + surface, arena-hard + alpaca-eval rows",
                            TrainConfig(encoder="static+surface", extra=("arena-hard", "alpaca-eval"))),
     "static-surface": ("static + surface, no extra rows",
@@ -104,10 +102,13 @@ def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default="default,static-surface-arena,static-surface-all,static-surface,stats,tfidf,quality",
+    p.add_argument("--configs", default="default,static-surface-all,static-surface,stats,minilm",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
     p.add_argument("--protocols", default=",".join(PAIR_PROTOCOLS + MULTI_PROTOCOLS))
     p.add_argument("--out", type=Path, default=ROOT / "reports")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                   help="only join the quality.json files of runs over disjoint protocols "
+                        "(e.g. run in parallel) into --out")
     args = p.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:
@@ -115,6 +116,16 @@ def main(argv=None) -> int:
             p.error(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        for path in args.merge:
+            results.update(json.loads(path.read_text()))
+        order = PAIR_PROTOCOLS + MULTI_PROTOCOLS
+        results = {k: results[k] for k in sorted(results, key=order.index)}
+        (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+        md = to_markdown(results, configs)
+        (args.out / "quality.md").write_text(md)
+        print(md)
+        return 0
     for protocol in [x for x in args.protocols.split(",") if x]:
         pair = protocol in PAIR_PROTOCOLS
         prices = None if pair else protocol_prices(protocol)

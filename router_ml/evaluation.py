@@ -175,16 +175,7 @@ def plot_curves(curves: dict, q_strong, q_weak, path=None, *, title: str = "", t
     if threshold_share is not None and first is not None:
         i = int(round(threshold_share * (len(first.share) - 1)))
         ax.plot(first.share[i] * 100, first.quality[i] * 100, "ko", label="threshold")
-    ax.set_xlabel("strong-model calls (%)")
-    ax.set_ylabel("quality (%)")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, ax, path, "strong-model calls (%)", title)
 
 
 # ------------------------------------------------------------------ multi-model metrics
@@ -583,7 +574,14 @@ def plot_multi(report: MultiReport, path=None, *, ax=None, per_month: float | No
         k = float(per_month)
         top = ax.secondary_xaxis("top", functions=(lambda v: v * k, lambda v: v / k))
         top.set_xlabel(f"USD per month at {k:,.0f} requests per month")
-    ax.set_xlabel("mean cost per request (USD)")
+    return _finish(fig, ax, path, "mean cost per request (USD)", title)
+
+
+def _finish(fig, ax, path, xlabel: str, title: str):
+    """Labels, legend and grid of a cost-quality plot; the PNG at ``path`` if given."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("quality (%)")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
