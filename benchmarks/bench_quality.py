@@ -101,6 +101,12 @@ def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
 
 
 def main(argv=None) -> int:
+    import os
+
+    from router_ml.encoders import EMBEDDING_CACHE_ENV, default_cache_dir
+
+    # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
+    os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default="default,static-surface-all,static-surface,stats,minilm",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")

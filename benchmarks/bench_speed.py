@@ -88,6 +88,12 @@ def measure(path: Path, prompts: list[str], n_route: int, n_batch: int) -> dict:
 
 
 def main(argv=None) -> int:
+    import os
+
+    from router_ml.encoders import EMBEDDING_CACHE_ENV, default_cache_dir
+
+    # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
+    os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--profiles", default="default,stats,tfidf,static,minilm")
     p.add_argument("--default-model", type=Path, default=ROOT / "models" / "default")

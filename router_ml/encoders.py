@@ -458,16 +458,24 @@ class EmbeddingCache:
             os.replace(tmp, path)
 
 
+EMBEDDING_CACHE_ENV = "ROUTER_ML_EMBEDDING_CACHE"
+
+
 def default_cache_dir() -> Path:
+    """Where router_ml keeps what it builds once (the distilled static embedding):
+    ``$ROUTER_ML_CACHE`` or ``~/.cache/router_ml``."""
     return Path(os.environ.get("ROUTER_ML_CACHE", Path.home() / ".cache" / "router_ml"))
 
 
 class SentenceTransformerEncoder:
-    """A sentence-transformers model; embeddings cached on disk (see :class:`EmbeddingCache`).
+    """A sentence-transformers model; embeddings optionally cached on disk (see
+    :class:`EmbeddingCache`).
 
     model: a model name or local path (default all-MiniLM-L6-v2, offline from its package).
-    cache_dir: where embeddings are cached (default ``$ROUTER_ML_CACHE`` or
-    ``~/.cache/router_ml``); None-like ``False`` turns the cache off.
+    cache_dir: a folder to cache embeddings in, keyed by model and text hash. Opt-in: by
+    default the folder named by ``$ROUTER_ML_EMBEDDING_CACHE``, and no cache when it is unset
+    (prompts are a user's data); ``False`` turns it off whatever the environment says. A
+    loaded router never caches.
     """
 
     kind = "sentence-transformers"
@@ -517,9 +525,11 @@ class SentenceTransformerEncoder:
 
     def _encode(self, prompts) -> np.ndarray:
         texts = [clean(p) for p in prompts]
-        if self.cache_dir is False:
+        root = self.cache_dir if self.cache_dir is not None \
+            else os.environ.get(EMBEDDING_CACHE_ENV)
+        if self.cache_dir is False or not root:
             return self._compute(texts)
-        cache = EmbeddingCache(self.cache_dir or default_cache_dir())
+        cache = EmbeddingCache(root)
         found, missing = cache.get_many(self.spec(), texts)
         if missing:  # the model is loaded only when some text is not cached
             vecs = self._compute([texts[i] for i in missing])
