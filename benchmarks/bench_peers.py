@@ -91,6 +91,20 @@ def _median_ms(fn, items) -> float:
     return float(statistics.median(times))
 
 
+def _interleaved_median_ms(fns: dict, items) -> dict:
+    """{name: median wall time (ms) of fn(item)}, the functions called in turn on each item,
+    after one warm-up call each."""
+    for fn in fns.values():
+        fn(items[0])
+    times = {k: [] for k in fns}
+    for x in items:
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn(x)
+            times[k].append(1000 * (time.perf_counter() - t))
+    return {k: float(statistics.median(v)) for k, v in times.items()}
+
+
 # ----------------------------------------------------------------------------- LiteLLM
 
 def litellm_scorer(kind: str):
@@ -301,9 +315,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
+    if args.worker:  # in the peers' virtualenv, where router_ml is not importable
         return worker(args.worker)
+    from router_ml.encoders import EMBEDDING_CACHE_ENV, default_cache_dir
 
+    # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
+    os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     os.environ.update({k: v for k, v in OFFLINE_ENV.items() if "THREADS" not in k})
     from router_ml import evaluation
     from router_ml.cli import baseline_scores, pooled_scores
@@ -336,6 +353,7 @@ def main(argv=None) -> int:
     litellm = {k: litellm_scorer(k) for k in peers if k.startswith("litellm")}
 
     results, cost, timing_prompts = {}, {}, None
+    timed = dict(litellm)  # single-prompt callables timed together at the end
     for protocol in protocols:
         t0 = time.perf_counter()
         folds = protocol_folds(protocol, extra=extra)
@@ -406,24 +424,37 @@ def main(argv=None) -> int:
             train_s = time.perf_counter() - t
             record("router_ml", pooled_scores(folds, lambda f: routers[f.k].score(
                 f.test.prompts))[0], train_s)
-            if "router_ml" not in cost:
-                r = routers[folds[0].k]
-                cost["router_ml"] = {"ms": _median_ms(lambda x: r.score([x]), timing_prompts)}
+            if timed.get("router_ml") is None:
+                timed["router_ml"] = (lambda r: lambda x: r.score([x]))(routers[folds[0].k])
         results[protocol] = {"rows": rows, "dropped": sum(f.dropped for f in folds),
                              "n_train": [len(f.train) for f in folds],
                              "seconds": round(time.perf_counter() - t0, 1), **info}
         _write(args.out, results, cost, peers, extra, notes, timing_prompts)
 
-    # Per-prompt cost, measured once on the same prompts at the end of the run.
+    # Per-prompt cost, measured once on the same prompts at the end of the run, the callables
+    # interleaved prompt by prompt so that a load spike on the shared machine hits them all.
     if timing_prompts:
-        for name, fn in litellm.items():
-            cost[name] = {"ms": _median_ms(fn, timing_prompts)}
-        if any(n not in ("router_ml", *litellm) for n in cost):
+        if any("predict_ms" in c for c in cost.values()):
             one = SentenceTransformerEncoder(cache_dir=False)
-            embed_ms = _median_ms(lambda x: one.encode([x]), timing_prompts)
-            for name, c in cost.items():
-                if "predict_ms" in c:
-                    c.update(embed_ms=embed_ms, ms=embed_ms + c["predict_ms"])
+            timed["embed"] = lambda x: one.encode([x])
+        # One thread each, as the peers' worker: on a shared 2-core machine a second torch
+        # thread waiting for a busy core makes one MiniLM encode ~20x slower (~550 vs ~30 ms).
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with threadpool_limits(1):
+                ms = _interleaved_median_ms(timed, timing_prompts)
+        finally:
+            torch.set_num_threads(threads)
+        for name in timed:
+            if name != "embed":
+                cost[name] = {"ms": ms[name]}
+        for c in cost.values():
+            if "predict_ms" in c:
+                c.update(embed_ms=ms["embed"], ms=ms["embed"] + c["predict_ms"])
         base = cost.get("router_ml", {}).get("ms")
         for c in cost.values():
             c["ratio"] = c["ms"] / base if base else None
@@ -485,14 +516,17 @@ def to_markdown(results, cost, extra, notes, n_timing) -> str:
             if not x or "ms" not in x:
                 return ""
             s = f"{x['ms']:.2f} ms"
-            return s + (f" ({x['ratio']:.2g}x)" if x.get("ratio") else "")
+            r = x.get("ratio")
+            return s + ("" if not r else f" ({r:.0f}x)" if r >= 10 else f" ({r:.2g}x)")
 
         lines.append("| per-prompt cost (x router_ml) | | | | "
                      + " | ".join(cell(c) for c in cols) + " | |")
         lines += ["", f"Per-prompt cost: median of {n_timing} single-prompt calls in this run; "
                   "embedding peers include a single-prompt all-MiniLM-L6-v2 encode (cache off)"
                   + (f", {next(v['embed_ms'] for v in cost.values() if 'embed_ms' in v):.1f} ms"
-                     if any("embed_ms" in v for v in cost.values()) else "") + "."]
+                     if any("embed_ms" in v for v in cost.values()) else "")
+                  + ", plus the peer's single-row prediction (timed in its own process); the "
+                  "other calls are interleaved prompt by prompt; every call on one thread."]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
