@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 NOT_CORE = ("sklearn", "mlflow", "datasets", "pandas", "matplotlib", "torch", "skops", "scipy",
             "fastapi", "starlette", "uvicorn", "litellm", "prometheus_client", "pyspark",
-            "pyarrow", "sentence_transformers", "pooch", "joblib")
+            "pyarrow", "sentence_transformers", "pooch")  # joblib comes with model2vec
 
 
 def _name(req: str) -> str:
