@@ -577,10 +577,10 @@ class ConcatEncoder:
         return self._join([e.encode(prompts) for e in self.encoders])
 
     def _join(self, blocks):
-        import scipy.sparse as sp  # only a sparse block (TF-IDF) needs it
-
         blocks = [b if w == 1.0 else b * np.float32(w) for b, w in zip(blocks, self.weights)]
-        if any(sp.issparse(b) for b in blocks):
+        if not all(isinstance(b, np.ndarray) for b in blocks):
+            import scipy.sparse as sp  # only a sparse block (TF-IDF) needs it
+
             return sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr", dtype=np.float32)
         return np.hstack(blocks).astype(np.float32, copy=False)
 
