@@ -96,6 +96,26 @@ def _row(d, store_prompts) -> tuple:
             s.get("strong_better"), s.get("judge"), s.get("cost_usd"))
 
 
+def _setup(con: sqlite3.Connection, seconds: float = 30.0) -> None:
+    """WAL mode and the schema. Writers opening a new file at once can get "database is
+    locked" at once here (SQLite skips the busy handler while the journal mode changes), so
+    the setup is retried for up to ``seconds``."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            con.execute("PRAGMA busy_timeout=30000")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class DecisionLog:
     """Decisions in rotated SQLite files under folder ``path`` (see the module docstring).
 
@@ -211,10 +231,7 @@ class DecisionLog:
             new = not f.exists()
             self.path.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(f, timeout=30, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.execute("PRAGMA busy_timeout=30000")
-            con.executescript(SCHEMA)
+            _setup(con)
             self._conns[f] = con
             if new:
                 self._prune()
