@@ -4,17 +4,16 @@ server refused fast, and a disabled tracker that does nothing. Network: 127.0.0.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from servers import free_port
 
 from router_ml import TrackingError
 from router_ml.tracking import Tracker, default_tracking_uri, project_root, resolve_tracking_uri
@@ -41,12 +40,6 @@ def _no_telemetry(monkeypatch):
 def sqlite_uri(tmp_path_factory):
     """One local store for the module's local tests: creating the sqlite schema takes seconds."""
     return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -154,46 +147,18 @@ def test_bad_metric_values_and_artifact_paths_are_clear_errors(tmp_path, sqlite_
 def mlflow_server(tmp_path):
     """`mlflow server` on 127.0.0.1 with a temporary sqlite store and artifact directory;
     yields its URI and always stops its whole process group."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("wb")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+    from servers import process
+
+    port = free_port()
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true",
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner processes
     cmd = [sys.executable, "-m", "mlflow", "server",
            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
            "--artifacts-destination", str(tmp_path / "server-artifacts"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    # Its own session: the uvicorn child goes down with it.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=tmp_path, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n"
-                            + (tmp_path / "server.log").read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow server not healthy after 90 s:\n"
-                            + (tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    with process(cmd, f"{uri}/health", tmp_path / "server.log", env=env, cwd=tmp_path):
         yield uri, tmp_path / "server-artifacts"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.slow
@@ -218,7 +183,7 @@ def test_tracking_server_run_has_metrics_and_artifacts(mlflow_server, outputs, m
 
 
 def test_unreachable_server_fails_fast_with_a_clear_error(tmp_path):
-    uri = f"http://127.0.0.1:{_free_port()}"  # closed again: nothing listens
+    uri = f"http://127.0.0.1:{free_port()}"  # closed again: nothing listens
     tracker = Tracker(tracking_uri=uri)
     t0 = time.monotonic()
     with pytest.raises(TrackingError, match="not reachable") as err:
@@ -235,7 +200,7 @@ def test_unreachable_server_fails_fast_with_a_clear_error(tmp_path):
 
 
 def test_password_is_not_shown_in_errors():
-    uri = f"http://alice:s3cret@127.0.0.1:{_free_port()}"
+    uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"
     with pytest.raises(TrackingError) as err:
         Tracker(tracking_uri=uri).check()
     assert "s3cret" not in str(err.value) and "alice:***@" in str(err.value)
@@ -261,7 +226,7 @@ def test_disabled_tracker_does_nothing_imports_nothing_writes_nothing(tmp_path):
         assert "mlflow" not in sys.modules, "a disabled tracker imported mlflow"
         print("ok")
     """)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
            "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
