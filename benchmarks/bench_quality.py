@@ -35,6 +35,8 @@ TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.6
            "loso-arena-hard": 0.58}
 CONFIGS = {
     "default": ("default: static + surface, arena-hard rows", TrainConfig()),
+    "static256": ("static 256-d float16 + surface, arena-hard rows (a 17 MB router)",
+                  TrainConfig(encoder="static256+surface")),
     "static-surface-all": ("static + surface, arena-hard + alpaca-eval rows",
                            TrainConfig(encoder="static+surface", extra=("arena-hard", "alpaca-eval"))),
     "static-surface": ("static + surface, no extra rows",
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default="default,static-surface-all,static-surface,stats,minilm",
+    p.add_argument("--configs", default="default,static256,static-surface-all,static-surface,stats,minilm",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
     p.add_argument("--protocols", default=",".join(PAIR_PROTOCOLS + MULTI_PROTOCOLS))
     p.add_argument("--out", type=Path, default=ROOT / "reports")

@@ -330,16 +330,19 @@ class StaticEncoder:
 
     @classmethod
     def distill(cls, model_name: str = DEFAULT_ST_MODEL, pca_dims: int = 256,
-                save_to=None) -> "StaticEncoder":
+                save_to=None, quantize_to: str = "float16") -> "StaticEncoder":
         """Distil a static embedding from a sentence-transformers model (about 11 s here for
-        all-MiniLM-L6-v2). save_to: a folder to write the model2vec model to, as distilled
-        (before the encoder computes in float32), for :meth:`load`."""
+        all-MiniLM-L6-v2). quantize_to: the vectors' storage type (``float16`` or ``int8``:
+        one scale for the whole matrix, which the final L2 normalisation cancels). save_to:
+        a folder to write the model2vec model to, as distilled (before the encoder computes
+        in float32), for :meth:`load`."""
         from model2vec.distill import distill
 
-        model = distill(model_name=str(resolve_st_model(model_name)), pca_dims=pca_dims)
+        model = distill(model_name=str(resolve_st_model(model_name)), pca_dims=pca_dims,
+                        quantize_to=quantize_to)
         if save_to is not None:
             model.save_pretrained(str(save_to))
-        return cls(model, name=f"m2v-{Path(str(model_name)).name}-{pca_dims}")
+        return cls(model, name=f"m2v-{Path(str(model_name)).name}-{pca_dims}-{quantize_to}")
 
     def fit(self, prompts):
         return self
@@ -381,8 +384,9 @@ class StaticEncoder:
 
         vectors = parts["vectors"]
         if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 \
-                or vectors.dtype.kind != "f" or not np.isfinite(vectors).all():
-            raise ValueError("static vectors must be a 2-d array of finite floats")
+                or not (vectors.dtype.kind == "f" or vectors.dtype == np.int8) \
+                or not np.isfinite(vectors).all():
+            raise ValueError("static vectors must be a 2-d array of finite floats or int8")
         tok = Tokenizer.from_str(parts["tokenizer"])
         model = StaticModel(vectors=parts["vectors"], tokenizer=tok,
                             normalize=bool(spec["normalize"]), weights=parts.get("weights"),

@@ -12,7 +12,7 @@ from router_ml.router import Router
 
 logger = logging.getLogger(__name__)
 
-ENCODER_PARTS = ("tfidf", "stats", "surface", "static", "minilm")
+ENCODER_PARTS = ("tfidf", "stats", "surface", "static", "static256", "minilm")
 CLASSIFIER_CHOICES = ("logreg", "knn", "mlp", "hgb")
 C_GRID = (0.03, 0.1, 0.3)
 
@@ -24,7 +24,8 @@ class TrainConfig:
     encoder: parts joined by ``+``, each one of ``tfidf`` (word 1-2-grams), ``stats`` (28
     prompt statistics: see :func:`router_ml.encoders.prompt_stats`), ``surface`` (the 12 of
     them that describe any prompt, not a multiple-choice layout), ``static`` (model2vec
-    embedding distilled from all-MiniLM-L6-v2) and ``minilm`` (the transformer itself; slow,
+    embedding distilled from all-MiniLM-L6-v2, 64 dimensions in int8; ``static256``: 256 in
+    float16) and ``minilm`` (the transformer itself; slow,
     needs torch at run time).
     classifier: the heads of the :class:`~router_ml.estimator.QualityEstimator`: ``logreg``
     (C chosen per head from ``C_GRID`` by cross-validation, or fixed by ``C``), ``knn`` (k
@@ -74,18 +75,21 @@ class TrainConfig:
         return d
 
 
-def static_encoder():
+def static_encoder(pca_dims: int = 64, quantize_to: str = "int8"):
     """The static embedding distilled from all-MiniLM-L6-v2, cached on disk after the first
     distillation (about 11 s here; needs torch once). Always read back from the cache, so a
-    cold and a warm run build the same router."""
+    cold and a warm run build the same router. The default, 64 dimensions in int8, keeps a
+    saved router under 2 MB (30,522 tokens x 64 bytes); ``static256`` is 256 in float16
+    (15.6 MB)."""
     from router_ml.encoders import StaticEncoder, default_cache_dir
 
-    name = "m2v-all-MiniLM-L6-v2-256"
+    name = f"m2v-all-MiniLM-L6-v2-{pca_dims}" + ("" if quantize_to == "float16" else f"-{quantize_to}")
     path = default_cache_dir() / name
     if not (path / "model.safetensors").exists():
         logger.info("distilling a static embedding from all-MiniLM-L6-v2 (once)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        StaticEncoder.distill("all-MiniLM-L6-v2", pca_dims=256, save_to=path)
+        StaticEncoder.distill("all-MiniLM-L6-v2", pca_dims=pca_dims, save_to=path,
+                              quantize_to=quantize_to)
     return StaticEncoder.load(path, name=name)
 
 
@@ -101,6 +105,7 @@ def build_encoder(spec: str):
 
     makers = {"tfidf": TfidfEncoder, "stats": StatsEncoder,
               "surface": lambda: StatsEncoder(SURFACE_STATS), "static": static_encoder,
+              "static256": lambda: static_encoder(256, "float16"),
               "minilm": SentenceTransformerEncoder}
     names = spec.split("+")
     for n in names:
