@@ -99,7 +99,7 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 kinds.append("quality")
             else:
                 rows = finite[:, j] & finite[:, ref]
-                est = self._fit_gain_head(X[rows], np.sign(Y[rows, j] - Y[rows, ref]), w[rows])
+                est = self._fit(X[rows], np.sign(Y[rows, j] - Y[rows, ref]), w[rows])
                 kinds.append("gain")
             self.estimators_.append(est)
         self.kinds_ = kinds
@@ -158,9 +158,6 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         w2 = np.r_[w * q, w * (1 - q)]
         keep = w2 > 0
         return self._fit(X2[keep], y2[keep], w2[keep])
-
-    def _fit_gain_head(self, X, sign, w):
-        return self._fit(X, sign, w)
 
     def _numpy_heads(self):
         """QualityHeads with every head's weights, or None if some head is not logistic."""

@@ -76,14 +76,20 @@ def pgr(curve: Curve, q_strong_mean: float, q_weak_mean: float) -> np.ndarray:
 
 def cpt(share: np.ndarray, pgr_values: np.ndarray, target: float) -> float:
     """Smallest share with PGR >= target, interpolated linearly between curve points."""
-    hit = np.flatnonzero(pgr_values >= target)
+    return _first_reach(share, pgr_values, target)
+
+
+def _first_reach(xs: np.ndarray, ys: np.ndarray, target: float, tol: float = 0.0) -> float:
+    """Smallest x at which the piecewise-linear curve (xs, ys) reaches target - tol,
+    interpolated between points; NaN if it never does."""
+    hit = np.flatnonzero(ys >= target - tol)
     if len(hit) == 0:
         return float("nan")
     i = hit[0]
     if i == 0:
-        return float(share[0])
-    x0, x1, y0, y1 = share[i - 1], share[i], pgr_values[i - 1], pgr_values[i]
-    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+        return float(xs[0])
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return float(min(x1, x0 + (target - y0) * (x1 - x0) / (y1 - y0)))
 
 
 def _area(curve: Curve, pgr_values: np.ndarray) -> float:
@@ -436,15 +442,7 @@ def aiq(hull_cost, hull_quality, lo: float, hi: float) -> float:
 def _reach_cost(hx: np.ndarray, hy: np.ndarray, target: float) -> float:
     """Least cost at which the rising hull reaches ``target`` (1e-12 slack for rounding of the
     means); NaN if it never does."""
-    tol = 1e-12 * max(1.0, abs(target))
-    hit = np.flatnonzero(hy >= target - tol)
-    if len(hit) == 0:
-        return float("nan")
-    i = hit[0]
-    if i == 0:
-        return float(hx[0])
-    x0, x1, y0, y1 = hx[i - 1], hx[i], hy[i - 1], hy[i]
-    return float(min(x1, x0 + (target - y0) * (x1 - x0) / (y1 - y0)))
+    return _first_reach(hx, hy, target, tol=1e-12 * max(1.0, abs(target)))
 
 
 @dataclass(frozen=True)
