@@ -379,7 +379,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             emb = {}
             allp = sorted({x for f in folds for x in (*f.train.prompts, *f.test.prompts)})
-            for x, v in zip(allp, encoder.encode(allp)):  # cached ones are read, not encoded
+            for x, v in zip(allp, encoder.transform(allp)):  # cached ones are read, not encoded
                 emb[x] = v
 
             def E(ps):
@@ -394,7 +394,7 @@ def main(argv=None) -> int:
                     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
                         t = time.perf_counter()
                         res = run_llmrouter(py, embed_peers, fold_data,
-                                            encoder.encode(timing_prompts), Path(tmp))
+                                            encoder.transform(timing_prompts), Path(tmp))
                     for name in embed_peers:
                         record(name, np.concatenate(res[name]["scores"]),
                                res[name]["train_seconds"])
@@ -415,7 +415,7 @@ def main(argv=None) -> int:
                         s.append(fn(Xte))
                     record(alt, np.concatenate(s), time.perf_counter() - t)
                     if alt not in cost:
-                        X = encoder.encode(timing_prompts)
+                        X = encoder.transform(timing_prompts)
                         cost[alt] = {"predict_ms": _median_ms(fn, [X[j:j + 1]
                                                                    for j in range(len(X))])}
         if "router_ml" in peers:
@@ -436,7 +436,7 @@ def main(argv=None) -> int:
     if timing_prompts:
         if any("predict_ms" in c for c in cost.values()):
             one = SentenceTransformerEncoder(cache_dir=False)
-            timed["embed"] = lambda x: one.encode([x])
+            timed["embed"] = lambda x: one.transform([x])
         # One thread each, as the peers' worker: on a shared 2-core machine a second torch
         # thread waiting for a busy core makes one MiniLM encode ~20x slower (~550 vs ~30 ms).
         import torch

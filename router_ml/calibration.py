@@ -169,25 +169,6 @@ def calibrate(scores, *, share: float | None = None, q_strong=None, q_weak=None,
 
 # ---------------------------------------------------------------------------- lam (N models)
 
-_MAX_CANDIDATES = 2000
-
-
-def lam_candidates(values, costs) -> np.ndarray:
-    """Knob values worth trying: 0, the values at which some row switches between two models
-    (at most ``_MAX_CANDIDATES`` of them, evenly spaced in rank), and inf (cheapest)."""
-    V = np.asarray(values, dtype=np.float64)
-    C = np.asarray(costs, dtype=np.float64)
-    dv = V[:, :, None] - V[:, None, :]
-    dc = C[:, :, None] - C[:, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cross = dv / dc
-    cross = np.unique(cross[(dc > 0) & (dv > 0) & np.isfinite(cross)])
-    if len(cross) > _MAX_CANDIDATES:
-        cross = cross[np.linspace(0, len(cross) - 1, _MAX_CANDIDATES).round().astype(int)]
-    mids = np.r_[cross[:-1] + np.diff(cross) / 2, cross[-1:] * 1.0001] if len(cross) else cross
-    return np.r_[0.0, cross, mids, np.inf]
-
-
 def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
                    budget: float | None = None, dearest_share: float | None = None,
                    fingerprint: str = "") -> tuple[float, CalibrationRecord]:
@@ -201,7 +182,7 @@ def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
     ``dearest_share`` (the share of calls to the dearest model closest to this, ties to the
     lower share; models of equal top mean cost count together). CalibrationError if no lam meets it.
     """
-    from router_ml.router import choose
+    from router_ml.evaluation import sweep
 
     given = {k: v for k, v in (("max_drop", max_drop), ("budget", budget),
                                ("dearest_share", dearest_share)) if v is not None}
@@ -225,15 +206,13 @@ def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
     if not (np.isfinite(V).all() and np.isfinite(C).all()):
         raise CalibrationError("calibration values or costs hold NaN or infinite values")
     n = len(V)
-    rows = np.arange(n)
     mean_cost = C.mean(axis=0)
     dearest = np.flatnonzero(mean_cost >= mean_cost.max() * (1 - 1e-12))  # ties: all of them
     best_single = float(Q.mean(axis=0).max())
-    lams = lam_candidates(V, C)
-    picks = [choose(V, C, lam) for lam in lams]
-    cost = np.array([C[rows, p].mean() for p in picks])
-    quality = np.array([Q[rows, p].mean() for p in picks])
-    share = np.array([np.isin(p, dearest).mean() for p in picks])
+    # every distinct policy, exactly: one knob value between each pair of breakpoints
+    policies = sweep(V, Q, C)
+    lams, cost, quality = policies.lam, policies.cost, policies.quality
+    share = policies.choice_share[:, dearest].sum(axis=1)
     if what == "max_drop":
         ok = np.flatnonzero(quality >= best_single - target - 1e-12)
         i = None if not len(ok) else ok[np.lexsort((-lams[ok], cost[ok]))[0]]

@@ -90,9 +90,10 @@ def pooled_scores(folds, score_fn):
     return np.concatenate(scores), np.concatenate(qs), np.concatenate(qw), prompts
 
 
-def evaluate_rows(routers: dict, folds, prices=None) -> tuple[dict, object]:
+def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[dict, object]:
     """The report of routers (one per fold key) on the folds' pooled test rows: APGR and
-    friends for two models, AIQ and the saving for more. Returns (report dict, plot data)."""
+    friends for two models, AIQ and the saving for more (costs counted with ``tokenizer``
+    when given). Returns (report dict, plot data)."""
     from router_ml import evaluation
     from router_ml.costs import row_costs
 
@@ -107,7 +108,7 @@ def evaluate_rows(routers: dict, folds, prices=None) -> tuple[dict, object]:
         qhat.append(r.predict_quality(test.prompts))
         q.append(test.quality)
         c.append(row_costs(test.prompts, test.models, test.costs,
-                           r.prices if prices is None else prices))
+                           r.prices if prices is None else prices, tokenizer=tokenizer))
     rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c),
                                     list(folds[0].test.models))
     return rep.to_dict(), rep
@@ -196,6 +197,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, help="more models: mean USD per request instead")
     p.add_argument("--dearest-share", type=float, help="more models: share of calls to the "
                    "dearest model instead")
+    p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
+                   "(file or folder) for exact input-token counts in the costs "
+                   "(default: ceil(characters / 4))")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")
@@ -218,6 +222,7 @@ def _config_from_args(args):
                        share=args.share, max_drop=None if lam_target else args.max_drop,
                        budget=args.budget, dearest_share=args.dearest_share, delta=args.delta,
                        random_state=args.seed, n_jobs=args.jobs,
+                       tokenizer=str(args.tokenizer) if args.tokenizer else None,
                        extra=(TrainConfig().extra if args.extra is None and not args.table
                               else tuple(s for s in (args.extra or "").split(",") if s)))
 
@@ -313,7 +318,8 @@ def _train(args) -> int:
                       + (f" ({f.dropped} rows of other sources dropped: they match test "
                          "questions)" if f.dropped or config.extra else ""), flush=True)
                 routers[f.k] = fit_router(f.train, config, prices)
-            report, data = evaluate_rows(routers, folds, prices)
+            report, data = evaluate_rows(routers, folds, prices,
+                                         next(iter(routers.values())).tokenizer)
             out.mkdir(parents=True, exist_ok=True)
             for f in folds:
                 r = routers[f.k]
@@ -390,6 +396,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="JSON output (default: reports/<name>-<protocol>.json)")
     p.add_argument("--plot", type=Path, help="PNG of the curve (default: next to the report)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
+                   "(file or folder) for exact input-token counts in the costs "
+                   "(default: ceil(characters / 4))")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -459,7 +468,12 @@ def _evaluate(args) -> int:
             else:
                 routers = {folds[0].k: load_router(args.model)}
     if routers is not None:
-        report, data = evaluate_rows(routers, folds, prices)
+        tokenizer = None
+        if args.tokenizer:
+            from router_ml.costs import load_tokenizer
+
+            tokenizer = load_tokenizer(args.tokenizer)
+        report, data = evaluate_rows(routers, folds, prices, tokenizer)
     out = args.report or args.root / "reports" / f"{name}-{where}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     plot = args.plot or out.with_suffix(".png")

@@ -17,8 +17,9 @@ either at the top level or under a ``models`` key::
     input = 2.50               # USD per million input tokens
     output = 10.00             # USD per million output tokens
 
-Model names are matched without an organisation prefix and without regard to case
-(``openai/GPT-4o`` finds ``gpt-4o``).
+Model names are matched without regard to case; a provider's model falls back to its bare
+name's list price (``openai/GPT-4o`` finds ``gpt-4o``), never to another provider's entry
+(``azure/gpt-4o`` does not find ``openai/gpt-4o``): see :class:`PriceTable`.
 """
 
 from __future__ import annotations
@@ -138,7 +139,10 @@ def _entry(model: str, spec, where: str) -> ModelPrice:
 
 class PriceTable(Mapping):
     """Prices by model name: ``table["gpt-4o"]`` is a :class:`ModelPrice` (USD per million
-    tokens). Lookup ignores case and an organisation prefix; a missing model raises
+    tokens). Lookup ignores case. A provider's model (``openai/gpt-4o``) takes its own entry,
+    else the entry of its bare name (``gpt-4o``, as the built-in table lists list prices);
+    a bare name takes the one provider's entry that has it. Another provider's entry is never
+    used (``azure/gpt-4o`` does not take ``openai/gpt-4o``'s price). A missing model raises
     :class:`~router_ml.errors.UnknownModelError` naming the model and ``source``.
 
     prices: {model: ModelPrice or {"input": float, "output": float}}; source: where the prices
@@ -154,23 +158,38 @@ class PriceTable(Mapping):
     def _add(self, name, spec, where: str, *, override: bool, strict: bool) -> None:
         if not isinstance(name, str) or not canonical_model(name):
             raise DataFormatError(f"{where}: model names must be non-empty strings, got {name!r}")
-        display = canonical_model(name)
+        display = name.strip()
         price = _entry(display, spec, where)
         key = display.casefold()
         if key in self._entries:
             if strict:
                 raise DataFormatError(f"{where}: model {display!r} is listed twice (names that "
-                                      "differ only in case or organisation prefix are the same)")
+                                      "differ only in case are the same)")
             if not override:
                 return
         self._entries[key] = (display, price)
 
+    def _key(self, model: str) -> str | None:
+        key = model.strip().casefold()
+        if key in self._entries:
+            return key
+        bare = canonical_model(key)
+        if bare != key:  # a provider's model: the bare name's list price, if listed
+            return bare if bare in self._entries else None
+        twins = [k for k in self._entries if canonical_model(k) == key]
+        return twins[0] if len(twins) == 1 else None
+
     def __getitem__(self, model: str) -> ModelPrice:
-        key = canonical_model(model).casefold() if isinstance(model, str) else None
-        if key not in self._entries:
+        key = self._key(model) if isinstance(model, str) else None
+        if key is None:
             known = ", ".join(sorted(d for d, _ in self._entries.values()))
+            bare = canonical_model(model).casefold() if isinstance(model, str) else None
+            twins = sorted(d for k, (d, _) in self._entries.items() if canonical_model(k) == bare)
+            why = (f" ({', '.join(twins)} {'is' if len(twins) == 1 else 'are'} another "
+                   "provider's model: prices are per provider, or give the bare name)"
+                   if twins else "")
             raise UnknownModelError(
-                f"unknown model {model!r}: it is not in the price table ({self.source}); "
+                f"unknown model {model!r}: it is not in the price table ({self.source}){why}; "
                 f"known models: {known or 'none'}. Add it to a price file, e.g. JSON "
                 f'{{"{model}": {{"input": <USD per 1M input tokens>, "output": <USD per 1M '
                 f'output tokens>}}}}, and load it with router_ml.costs.load_prices(path)')
@@ -192,10 +211,10 @@ class PriceTable(Mapping):
         out._entries = dict(self._entries)
         seen: set[str] = set()
         for name, spec in prices.items():
-            key = canonical_model(name).casefold() if isinstance(name, str) else name
+            key = name.strip().casefold() if isinstance(name, str) else name
             if key in seen:
                 raise DataFormatError(f"{source}: model {name!r} is listed twice (names that "
-                                      "differ only in case or organisation prefix are the same)")
+                                      "differ only in case are the same)")
             seen.add(key)
             out._add(name, spec, str(source), override=override, strict=False)
         return out
@@ -376,6 +395,21 @@ class TrafficProfile:
                              "same prompts (TrafficProfile.from_prompts) or give mean tokens")
         return (np.broadcast_to(self.input_tokens, (n,)).astype(np.float64),
                 np.broadcast_to(self.output_tokens, (n,)).astype(np.float64))
+
+
+def load_tokenizer(path):
+    """A Hugging Face ``tokenizers`` tokenizer from a ``tokenizer.json`` file (or a folder
+    holding one), for exact token counts; read from disk only."""
+    from tokenizers import Tokenizer
+
+    p = Path(path)
+    f = p / "tokenizer.json" if p.is_dir() else p
+    if not f.is_file():
+        raise FileNotFoundError(f"--tokenizer {path}: no tokenizer.json there")
+    try:
+        return Tokenizer.from_file(str(f))
+    except Exception as e:  # tokenizers raises its own Exception type on a bad file
+        raise ValueError(f"--tokenizer {f}: not a Hugging Face tokenizer file ({e})") from None
 
 
 def _count_tokens(text: str, tokenizer, chars_per_token: float) -> float:
@@ -632,13 +666,15 @@ OUTPUT_TOKENS = 256  # DESIGN.md: assumed output length where a data set has no 
 
 
 def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,
-                 output_tokens: float = OUTPUT_TOKENS) -> np.ndarray:
+                 output_tokens: float = OUTPUT_TOKENS, tokenizer=None) -> np.ndarray:
     """(n, len(models)) USD of answering each prompt with each model.
 
-    cost(m, p) = (input_price_m * ceil(len(p) / 4) + output_price_m * output_tokens) / 1e6,
-    prices in USD per million tokens: a :class:`PriceTable` or {model: {"input", "output"}}
-    (an exact name first, else matched as :class:`PriceTable` does). A model without a price
-    raises :class:`~router_ml.errors.UnknownModelError` naming it and the table.
+    cost(m, p) = (input_price_m * tokens(p) + output_price_m * output_tokens) / 1e6, prices
+    in USD per million tokens: a :class:`PriceTable` or {model: {"input", "output"}} (an exact
+    name first, else matched as :class:`PriceTable` does). tokens(p): the count of an exact
+    ``tokenizer`` when given (a callable ``str -> int`` or ``str -> tokens``, or an object
+    with ``encode``: tiktoken, Hugging Face ``tokenizers``), else ceil(len(p) / 4). A model
+    without a price raises :class:`~router_ml.errors.UnknownModelError` naming it and the table.
     """
     table = prices if isinstance(prices, PriceTable) else None
     rates = []
@@ -647,24 +683,25 @@ def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,
             p = _entry(m, prices[m], "the router's price table")
         else:
             if table is None:
-                # not strict: the router's prices may name one model at two providers
-                # (openai/gpt-4o, azure/gpt-4o), which a strict table refuses as duplicates
-                table = PriceTable({}, source="the router's price table")
-                for name, spec in (prices or {}).items():
-                    table._add(name, spec, table.source, override=False, strict=False)
+                table = PriceTable(prices or {}, source="the router's price table")
             p = table[m]
         rates.append((p.input, p.output))
     r = np.asarray(rates, dtype=np.float64).reshape(len(models), 2)
-    tokens = np.ceil(np.fromiter((len(p) for p in prompts), dtype=np.float64, count=len(prompts)) / 4)
+    if tokenizer is None:
+        tokens = np.ceil(np.fromiter((len(p) for p in prompts), dtype=np.float64,
+                                     count=len(prompts)) / 4)
+    else:
+        tokens = np.array([_count_tokens(p, tokenizer, 1.0) for p in prompts], dtype=np.float64)
     return (tokens[:, None] * r[:, 0] + output_tokens * r[:, 1]) / TOKENS_PER_MILLION
 
 
-def row_costs(prompts: Sequence[str], models: Sequence[str], observed=None, prices=None) -> np.ndarray:
+def row_costs(prompts: Sequence[str], models: Sequence[str], observed=None, prices=None,
+              tokenizer=None) -> np.ndarray:
     """(n, len(models)) USD per prompt and model: the observed cost where a log has one
     (``<model>|total_cost`` columns; NaN where unknown), else the estimate from ``prices``
-    (:func:`prompt_costs`). Without prices every cell must be observed."""
+    (:func:`prompt_costs`, with ``tokenizer``). Without prices every cell must be observed."""
     if observed is None:
-        return prompt_costs(prompts, models, prices)
+        return prompt_costs(prompts, models, prices, tokenizer=tokenizer)
     observed = np.asarray(observed, dtype=np.float64)
     missing = ~np.isfinite(observed)
     if not missing.any():
@@ -673,4 +710,4 @@ def row_costs(prompts: Sequence[str], models: Sequence[str], observed=None, pric
         lacking = [m for j, m in enumerate(models) if missing[:, j].any()]
         raise UnknownModelError(f"no observed cost for some prompts of {', '.join(lacking)} and "
                                 "no price table to estimate it: pass a price file (--prices)")
-    return np.where(missing, prompt_costs(prompts, models, prices), observed)
+    return np.where(missing, prompt_costs(prompts, models, prices, tokenizer=tokenizer), observed)

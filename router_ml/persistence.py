@@ -198,13 +198,15 @@ def _json_params(params: dict) -> dict:
 
 def save_router(router, path) -> Path:
     """Write ``router`` to the directory ``path`` atomically; returns the path."""
+    from router_ml.encoders import encoder_parts, encoder_spec
+
     if not router.fitted_:
         raise RuntimeError("cannot save a router that is not fitted")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        _write_parts(router.encoder.parts(), tmp)
+        _write_parts(encoder_parts(router.encoder), tmp)
         heads = router.heads
         est = router.estimator
         params = {} if est is heads else _json_params(est.get_params(deep=False))
@@ -235,7 +237,7 @@ def save_router(router, path) -> Path:
         manifest = {
             "format_version": FORMAT_VERSION,
             "versions": _versions(),
-            "encoder": router.encoder.spec(),
+            "encoder": encoder_spec(router.encoder),
             "estimator": estimator,
             "models": list(router.models),
             "prices": router.prices,
@@ -488,7 +490,7 @@ def _check_router(router, folder: Path, spec) -> None:
                                      f"{len(router.models)} models")
     if _uses_lazy_model(spec):
         return  # probing would load the transformer; its spec has no fitted parts to check
-    X = router.encoder.encode(["router_ml probe"])
+    X = router.encoder.transform(["router_ml probe"])
     if heads is not None and X.shape[1] != heads.n_features:
         raise ArtifactIntegrityError(f"{folder}: the encoder gives {X.shape[1]} features, the "
                                      f"estimator expects {heads.n_features}")

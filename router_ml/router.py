@@ -221,6 +221,9 @@ class Router:
         self.training: dict = {}
         self.evaluation: dict = {}
         self.coverage = None  # a router_ml.coverage.Coverage, set by training
+        # counts a prompt's input tokens for its cost (see router_ml.costs.prompt_costs;
+        # None: ceil(len / 4)); not saved: set it again after load_router
+        self.tokenizer = None
         self._fallback = None
         self.fitted_ = isinstance(estimator, QualityHeads)
         if lam is None and (threshold is not None or len(models) == 2):
@@ -288,7 +291,7 @@ class Router:
         if Y.shape != (len(prompts), len(self.models)):
             raise ValueError(f"qualities must have shape ({len(prompts)}, {len(self.models)}) "
                              f"(one column per model: {', '.join(self.models)}), got {Y.shape}")
-        X = self.encoder.fit_encode(prompts) if features is None else features
+        X = self.encoder.fit_transform(prompts) if features is None else features
         if X.shape[0] != len(prompts):
             raise ValueError(f"features must have one row per prompt, got {X.shape[0]} "
                              f"for {len(prompts)} prompts")
@@ -323,7 +326,7 @@ class Router:
             raise RuntimeError("the router is not fitted; call fit() or load_router()")
         if not texts:
             return np.zeros((0, len(self.models))), None
-        X = self.encoder.encode(texts)
+        X = self.encoder.transform(texts)
         heads = self.heads
         V = heads.decision_function(X) if heads is not None else self.estimator.decision_function(X)
         V = np.asarray(V, dtype=np.float64)
@@ -341,7 +344,7 @@ class Router:
         if self.coverage is None:
             return None
         texts = self._texts(prompts)
-        return self.coverage.covered(self.encoder.encode(texts)) if texts else np.zeros(0, bool)
+        return self.coverage.covered(self.encoder.transform(texts)) if texts else np.zeros(0, bool)
 
     def predict_quality(self, prompts) -> np.ndarray:
         """(n, len(models)) float64 predicted quality of each candidate in [0, 1]."""
@@ -362,7 +365,8 @@ class Router:
         (DESIGN.md: input tokens ceil(chars / 4), 256 output tokens)."""
         from router_ml.costs import prompt_costs
 
-        return prompt_costs(self._texts(prompts), self.models, self.prices)
+        return prompt_costs(self._texts(prompts), self.models, self.prices,
+                            tokenizer=self.tokenizer)
 
     # ------------------------------------------------------------------ routing
     def route(self, prompt) -> RoutingDecision:
@@ -458,7 +462,9 @@ class Router:
         save_router(self, path)
 
     def __repr__(self):
+        from router_ml.encoders import encoder_spec
+
         knob = (f"threshold={self._threshold:.4f}" if self._threshold is not None
                 else f"lam={self._lam:g}")
-        return (f"Router(encoder={self.encoder.spec()['kind']}, "
+        return (f"Router(encoder={encoder_spec(self.encoder)['kind']}, "
                 f"estimator={type(self.estimator).__name__}, models={self.models}, {knob})")

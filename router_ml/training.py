@@ -44,6 +44,9 @@ class TrainConfig:
     Two models with ``delta``: a threshold whose quality drop is at most ``max_drop`` with
     probability 1 - delta on exchangeable traffic
     (:func:`router_ml.calibration.threshold_with_guarantee`).
+    tokenizer: a Hugging Face ``tokenizer.json`` (file or folder) for exact input-token
+    counts in the costs of more than two models (default: ceil(len / 4) tokens); the trained
+    router keeps it in memory as ``router.tokenizer`` (it is not saved: set it after loading).
     coverage: the share of held-out training prompts that count as covered (see
     :mod:`router_ml.coverage`; None: no coverage signal). fallback: the model for uncovered
     prompts (default: the strong model of a pair, none for more models).
@@ -67,10 +70,12 @@ class TrainConfig:
     delta: float | None = None
     coverage: float | None = 0.95
     fallback: str | None = None
+    tokenizer: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["extra"] = list(self.extra)
+        d["tokenizer"] = None if self.tokenizer is None else str(self.tokenizer)
         d.pop("n_jobs")  # how fast, not what: the result does not depend on it
         return d
 
@@ -94,14 +99,15 @@ def static_encoder(pca_dims: int = 64, quantize_to: str = "int8"):
 
 
 def build_encoder(spec: str):
+    """The encoder for a spec of parts joined by ``+`` (see :class:`TrainConfig`); several
+    parts make a scikit-learn ``FeatureUnion`` (loaded back as its numpy-only equivalent,
+    :class:`router_ml.encoders.ConcatEncoder`)."""
     from router_ml.encoders import (
-        ConcatEncoder,
+        SURFACE_STATS,
         SentenceTransformerEncoder,
         StatsEncoder,
         TfidfEncoder,
     )
-
-    from router_ml.encoders import SURFACE_STATS
 
     makers = {"tfidf": TfidfEncoder, "stats": StatsEncoder,
               "surface": lambda: StatsEncoder(SURFACE_STATS), "static": static_encoder,
@@ -112,8 +118,13 @@ def build_encoder(spec: str):
         if n not in makers:
             raise ValueError(f"encoder parts must be from {', '.join(makers)} joined by '+', "
                              f"got {spec!r}")
-    encs = [makers[n]() for n in names]
-    return encs[0] if len(encs) == 1 else ConcatEncoder(encs)
+    if len(set(names)) < len(names):
+        raise ValueError(f"encoder parts must be distinct, got {spec!r}")
+    if len(names) == 1:
+        return makers[names[0]]()
+    from sklearn.pipeline import FeatureUnion
+
+    return FeatureUnion([(n, makers[n]()) for n in names])
 
 
 def build_estimator(config: TrainConfig, C: float | None = None):
@@ -155,16 +166,60 @@ def build_router(config: TrainConfig, models, prices=None) -> Router:
                   prices=prices)
 
 
+def _folds(config: TrainConfig):
+    from sklearn.model_selection import KFold
+
+    return KFold(config.cv_folds, shuffle=True, random_state=config.random_state)
+
+
+def _choose_C(config: TrainConfig, X, train: Rows, costs) -> float | None:
+    """The C of ``C_GRID`` whose heads route the held-out folds best (mean over the folds of
+    APGR for two models, AIQ for more): scikit-learn's GridSearchCV with a routing scorer
+    (the rows' costs reach it through metadata routing). A fixed ``C`` or other heads: as set."""
+    if config.classifier != "logreg" or config.C is not None:
+        return config.C
+    from sklearn import config_context
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GridSearchCV
+    from threadpoolctl import threadpool_limits
+
+    with config_context(enable_metadata_routing=True), threadpool_limits(1):
+        scorer = make_scorer(_routing_score, response_method="decision_function")
+        if costs is not None:
+            scorer = scorer.set_score_request(costs=True)
+        search = GridSearchCV(build_estimator(config), {"C": list(C_GRID)}, scoring=scorer,
+                              cv=_folds(config), n_jobs=config.n_jobs, refit=False)
+        search.fit(X, train.quality, **({} if costs is None else {"costs": costs}))
+    for C, score in zip(C_GRID, search.cv_results_["mean_test_score"]):
+        logger.info("C=%s: held-out %s %.4f", C, "APGR" if costs is None else "AIQ", score)
+    return float(search.best_params_["C"])
+
+
+def _routing_score(Y, V, costs=None) -> float:
+    """APGR (two models, no costs) or AIQ of decision values V against qualities Y (rows with
+    a missing quality left out); -inf where undefined (e.g. both models equally good)."""
+    from router_ml.evaluation import apgr, evaluate_multi
+
+    Y, V = np.asarray(Y, dtype=np.float64), np.asarray(V, dtype=np.float64)
+    try:
+        if costs is None:
+            return apgr(Router._score(V), Y[:, 0], Y[:, 1])
+        keep = np.isfinite(Y).all(axis=1)
+        names = [str(i) for i in range(Y.shape[1])]
+        return evaluate_multi(V[keep], Y[keep], np.asarray(costs)[keep], names).aiq
+    except ValueError:
+        return float("-inf")
+
+
 def out_of_fold(estimator, X, train: Rows, config: TrainConfig) -> np.ndarray:
     """(n, m) decision values of the training rows, each from a model fitted without it."""
     from joblib import Parallel, delayed
     from sklearn.base import clone
-    from sklearn.model_selection import KFold
     from threadpoolctl import threadpool_limits
 
     # (cross_val_predict label-encodes y for decision_function, which would turn qualities
     # into class indices, hence this loop.)
-    cv = KFold(config.cv_folds, shuffle=True, random_state=config.random_state)
+    cv = _folds(config)
     Y = train.quality
 
     def one(tr, te):
@@ -183,13 +238,13 @@ def out_of_fold(estimator, X, train: Rows, config: TrainConfig) -> np.ndarray:
 def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     """Fit a router on ``train`` and calibrate its knob on out-of-fold predictions.
 
-    The encoder is fitted on all training prompts (it sees no labels). For each C of
-    ``C_GRID`` (logistic heads, ``C=None``) the rows get out-of-fold decision values
-    (``cv_folds`` folds: every row predicted by a model that did not see it); the C whose
-    values route best is kept (APGR for two models, AIQ for more). Those values calibrate
-    the threshold (two models) or ``lam`` (more models, with costs from ``train.costs`` where
-    the rows carry them, else from ``prices``); the router is then refitted on all rows with
-    that C and keeps that knob.
+    The encoder is fitted on all training prompts (it sees no labels). C is chosen from
+    ``C_GRID`` (logistic heads, ``C=None``) by :func:`_choose_C` (GridSearchCV over
+    ``cv_folds`` folds, scored by routing quality: APGR for two models, AIQ for more). With
+    that C the rows get out-of-fold decision values (every row predicted by a model that did
+    not see it), which calibrate the threshold (two models) or ``lam`` (more models, with
+    costs from ``train.costs`` where the rows carry them, else from ``prices``); the router
+    is then refitted on all rows with that C and keeps that knob.
     """
     from router_ml.calibration import calibrate, lam_for_target
     from router_ml.data import fingerprint
@@ -197,21 +252,22 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     if len(train) < 20:
         raise ValueError(f"training needs at least 20 labelled rows, got {len(train)}")
     router = build_router(config, train.models, prices)
-    X = router.encoder.fit_encode(train.prompts)
+    X = router.encoder.fit_transform(train.prompts)
     pair = len(train.models) == 2
     from router_ml.costs import row_costs
 
-    costs = None if pair else row_costs(train.prompts, train.models, train.costs, prices)
-    grid = C_GRID if config.classifier == "logreg" and config.C is None else (config.C,)
-    best = None
-    for C in grid:
-        oof = out_of_fold(build_estimator(config, C), X, train, config)
-        quality = _routing_quality(oof, train, costs)
-        logger.info("C=%s: out-of-fold %s %.4f", C, "APGR" if pair else "AIQ", quality)
-        if best is None or quality > best[0]:
-            best = (quality, C, oof)
-    cv_quality, C, oof = best
+    tokenizer = None
+    if config.tokenizer is not None:
+        from router_ml.costs import load_tokenizer
+
+        tokenizer = load_tokenizer(config.tokenizer)
+    costs = None if pair else row_costs(train.prompts, train.models, train.costs, prices,
+                                        tokenizer=tokenizer)
+    C = _choose_C(config, X, train, costs)
+    oof = out_of_fold(build_estimator(config, C), X, train, config)
+    cv_quality = _routing_quality(oof, train, costs)
     router.estimator = build_estimator(config, C)
+    router.tokenizer = tokenizer
     router.fit(train.prompts, train.quality, features=X)
     if config.coverage is not None:
         from router_ml.coverage import Coverage
@@ -244,12 +300,4 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
 
 def _routing_quality(oof, train: Rows, costs) -> float:
     """APGR (two models) or AIQ (more) of out-of-fold values; -inf where undefined."""
-    from router_ml.evaluation import apgr, evaluate_multi
-
-    try:
-        if costs is None:
-            return apgr(Router._score(oof), train.q_strong, train.q_weak)
-        keep = np.isfinite(train.quality).all(axis=1)
-        return evaluate_multi(oof[keep], train.quality[keep], costs[keep], train.models).aiq
-    except ValueError:  # e.g. equal mean quality: APGR undefined
-        return float("-inf")
+    return _routing_score(train.quality, oof, costs)

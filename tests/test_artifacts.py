@@ -662,6 +662,7 @@ def test_saving_never_replaces_what_is_not_a_router(make_router, tmp_path):
 def test_the_committed_default_router_is_the_code_default():
     """models/default is committed; it must be what `make train` builds with today's code."""
     from router_ml.protocols import STRONG_MODEL, WEAK_MODEL
+    from router_ml.encoders import encoder_spec
     from router_ml.training import TrainConfig, build_encoder
 
     folder = ROOT / "models" / "default"
@@ -669,7 +670,7 @@ def test_the_committed_default_router_is_the_code_default():
     assert router.manifest["format_version"] == persistence.FORMAT_VERSION
     config = dict(router.training["config"])
     assert config == TrainConfig().to_dict()
-    assert router.manifest["encoder"]["kind"] == build_encoder(TrainConfig().encoder).spec()["kind"]
+    assert router.manifest["encoder"]["kind"] == encoder_spec(build_encoder(TrainConfig().encoder))["kind"]
     assert (router.strong_model, router.weak_model) == (STRONG_MODEL, WEAK_MODEL)
     s = router.score(PROBES)
     assert s.shape == (len(PROBES),) and ((s >= 0) & (s <= 1)).all()
@@ -703,7 +704,7 @@ def v1_rule(prompts):
 
     m = json.loads((V1 / "manifest.json").read_text())
     parts = {k: np.load(V1 / f"encoder.{k}.npy") for k in ("mean", "scale")}
-    X = StatsEncoder.from_parts(m["encoder"], parts).encode(prompts).astype(np.float64)
+    X = StatsEncoder.from_parts(m["encoder"], parts).transform(prompts).astype(np.float64)
     coef, icpt = np.load(V1 / "classifier.coef.npy"), np.load(V1 / "classifier.intercept.npy")
     classes = np.load(V1 / "classifier.classes.npy").tolist()
     assert classes == [-1, 0, 1] and coef.shape == (3, 28)

@@ -63,6 +63,55 @@ def test_lookup_ignores_case_and_organisation_prefix():
     assert prices["mistralai/mixtral-8x7b-instruct-v0.1"].input == 0.24
 
 
+def test_another_providers_price_is_never_taken():
+    """openai/gpt-4o and azure/gpt-4o are two models: one does not take the other's price;
+    a provider's model falls back to its bare name's list price, a bare name to the one
+    provider that lists it."""
+    table = PriceTable({"openai/gpt-4o": {"input": 2.5, "output": 10},
+                        "gpt-4o-mini": {"input": 0.15, "output": 0.6},
+                        "azure/o1": {"input": 15, "output": 60}})
+    with pytest.raises(UnknownModelError, match="'azure/gpt-4o'.*openai/gpt-4o is another "
+                                                "provider's model"):
+        table["azure/gpt-4o"]
+    assert table["OpenAI/GPT-4o"].input == 2.5
+    assert table["openai/gpt-4o-mini"].input == 0.15  # the bare list price
+    assert table["gpt-4o"].input == 2.5 and table["o1"].input == 15  # one provider lists it
+    two = PriceTable({"openai/gpt-4o": {"input": 2.5, "output": 10},
+                      "azure/gpt-4o": {"input": 2.75, "output": 11}})
+    assert two["azure/gpt-4o"].input == 2.75 and two["openai/gpt-4o"].input == 2.5
+    with pytest.raises(UnknownModelError, match="azure/gpt-4o, openai/gpt-4o are another"):
+        two["gpt-4o"]  # ambiguous: which provider?
+    from router_ml.costs import prompt_costs
+
+    with pytest.raises(UnknownModelError, match="'azure/gpt-4o'.*the router's price table"):
+        prompt_costs(["hi"], ["openai/gpt-4o", "azure/gpt-4o"],
+                     {"openai/gpt-4o": {"input": 2.5, "output": 10}})
+
+
+def test_prompt_costs_with_an_exact_tokenizer(tmp_path):
+    """A tokenizer replaces the ceil(len / 4) approximation: a callable's count, or a Hugging
+    Face tokenizer.json read from disk (--tokenizer), whose token count prices the prompt."""
+    from router_ml.costs import load_tokenizer, prompt_costs
+    from router_ml.encoders import resolve_st_model
+
+    prices = {"big": {"input": 10.0, "output": 0.0}, "small": {"input": 1.0, "output": 0.0}}
+    prompts = ["a b c d e f g h", "supercalifragilistic"]
+    approx = prompt_costs(prompts, ["big", "small"], prices)
+    np.testing.assert_allclose(approx[:, 0], np.ceil(np.array([15, 20]) / 4) * 10 / 1e6)
+    counted = prompt_costs(prompts, ["big", "small"], prices, tokenizer=lambda s: len(s.split()))
+    np.testing.assert_allclose(counted, [[80 / 1e6, 8 / 1e6], [10 / 1e6, 1 / 1e6]])
+    tok = load_tokenizer(resolve_st_model("all-MiniLM-L6-v2"))
+    exact = prompt_costs(prompts, ["big"], prices, tokenizer=tok)
+    want = [len(tok.encode(p).ids) * 10 / 1e6 for p in prompts]
+    np.testing.assert_allclose(exact[:, 0], want)
+    assert exact[0, 0] != approx[0, 0]
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not a tokenizer")
+    with pytest.raises(ValueError, match="not a Hugging Face tokenizer file"):
+        load_tokenizer(tmp_path)
+
+
 def test_unknown_model_names_model_and_builtin_table():
     with pytest.raises(UnknownModelError, match="no-such-model") as e:
         monthly_cost("no-such-model", TRAFFIC)

@@ -3,6 +3,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router_ml import CalibrationError, Router, RoutingDecision, UnknownModelError, load_router
 from router_ml.encoders import StatsEncoder, TfidfEncoder
@@ -155,6 +157,50 @@ def test_every_classifier_learns_saves_and_reloads(classifier, target, tmp_path)
     assert apgr(loaded.score(test_prompts), tqs, tqw) > 0.6
 
 
+@pytest.mark.parametrize("n_models", [2, 3])
+def test_C_is_chosen_by_grid_search_on_routing_quality(n_models, monkeypatch):
+    """fit_router's C is GridSearchCV's best over C_GRID with the routing scorer: the C with
+    the best mean held-out APGR (two models) or AIQ (three), recomputed here fold by fold;
+    the exact tokenizer, when configured, prices the rows and stays on the router."""
+    from sklearn.base import clone
+
+    from router_ml import training
+    from router_ml.costs import row_costs
+    from router_ml.encoders import resolve_st_model
+    from router_ml.training import TrainConfig, _folds, _routing_score, build_estimator, fit_router
+
+    monkeypatch.setattr(training, "C_GRID", (0.001, 0.1, 10.0))
+    if n_models == 2:
+        prompts, qs, qw = planted(240)
+        train = Rows(prompts, np.column_stack([qs, qw]), ("strong", "weak"),
+                     np.array(["g"] * 240, dtype=object), np.array(["s"] * 240, dtype=object))
+        prices, tok = None, None
+    else:
+        prompts, Q, _ = planted_tiers(240, seed=5)
+        train = Rows(prompts, Q, tuple(TIERS), np.array(["g"] * 240, dtype=object),
+                     np.array(["s"] * 240, dtype=object))
+        prices, tok = TIER_PRICES, resolve_st_model("all-MiniLM-L6-v2")
+    config = TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1, tokenizer=tok)
+    router = fit_router(train, config, prices)
+    X = training.build_encoder("tfidf").fit_transform(prompts)
+    costs = None if prices is None else row_costs(prompts, train.models, None, prices,
+                                                  tokenizer=router.tokenizer)
+    means = []
+    for C in training.C_GRID:
+        scores = []
+        for tr, te in _folds(config).split(X):
+            est = clone(build_estimator(config, C)).fit(X[tr], train.quality[tr])
+            scores.append(_routing_score(train.quality[te], est.decision_function(X[te]),
+                                         None if costs is None else costs[te]))
+        means.append(np.mean(scores))
+    assert router.training["C"] == training.C_GRID[int(np.argmax(means))]
+    if tok is not None:
+        assert router.tokenizer is not None and router.training["config"]["tokenizer"] == tok
+        exact = row_costs(prompts, train.models, None, prices, tokenizer=router.tokenizer)
+        assert not np.allclose(exact, row_costs(prompts, train.models, None, prices))
+        np.testing.assert_allclose(router.costs(prompts), exact)
+
+
 def test_boosting_on_sparse_tfidf_is_a_clear_error():
     from router_ml.training import TrainConfig, build_router
 
@@ -171,7 +217,7 @@ def test_sentence_transformer_cache_is_used_without_the_model(tmp_path, monkeypa
     cached = np.arange(12, dtype=np.float32).reshape(3, 4)
     EmbeddingCache(tmp_path).put_many(enc.spec(), [clean(t) for t in texts], cached)
     monkeypatch.setattr(enc, "_load", lambda: pytest.fail("the model was loaded"))
-    np.testing.assert_array_equal(enc.encode(texts), cached)
+    np.testing.assert_array_equal(enc.transform(texts), cached)
 
     computed = []
 
@@ -182,33 +228,61 @@ def test_sentence_transformer_cache_is_used_without_the_model(tmp_path, monkeypa
     monkeypatch.setattr(enc, "_compute", compute)
     h = text_hash(clean(texts[1]))
     (EmbeddingCache(tmp_path)._dir(enc.spec()) / h[:2] / f"{h}.npy").write_bytes(b"not numpy")
-    out = enc.encode(texts)
+    out = enc.transform(texts)
     assert computed == [[clean(texts[1])]] and "corrupt entry" in caplog.text
     np.testing.assert_array_equal(out, [cached[0], np.full(4, 7), cached[2]])
 
     computed.clear()
     EmbeddingCache(tmp_path).put_many(enc.spec(), [clean(texts[2])], np.ones((1, 3), np.float32))
-    out = enc.encode(texts)  # the 3-wide entry is a miss; the 4-wide model output fits
+    out = enc.transform(texts)  # the 3-wide entry is a miss; the 4-wide model output fits
     assert computed == [[clean(texts[2])]] and out.shape == (3, 4)
 
     computed.clear()
     monkeypatch.setattr(enc, "_compute", lambda b: computed.append(list(b)) or np.ones((len(b), 5), np.float32))
-    out = enc.encode(texts + ["a new prompt"])  # the model now gives 5-wide vectors
+    out = enc.transform(texts + ["a new prompt"])  # the model now gives 5-wide vectors
     assert out.shape == (4, 5) and len(computed[-1]) == 4 and "all are recomputed" in caplog.text
 
 
-def test_fit_encode_equals_fit_then_encode():
-    from router_ml.encoders import ConcatEncoder, StatsEncoder
+def test_encoders_are_scikit_learn_transformers(tmp_path):
+    """clone, FeatureUnion, Pipeline, GridSearchCV and cross_val_predict take the encoders;
+    fit_transform equals fit then transform; a saved FeatureUnion loads as a ConcatEncoder
+    that gives the same matrix without scikit-learn."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict
+    from sklearn.pipeline import FeatureUnion, Pipeline
 
-    prompts, *_ = planted(60)
-    for make in (TfidfEncoder, StatsEncoder, lambda: ConcatEncoder([StatsEncoder(), TfidfEncoder()])):
-        a, b = make(), make()
+    from router_ml.encoders import ConcatEncoder, StatsEncoder, encoder_parts, encoder_spec, \
+        encoder_from_parts
+    from router_ml.estimator import QualityEstimator
+
+    prompts, qs, qw = planted(120)
+    Q = np.column_stack([qs, qw])
+    union = lambda: FeatureUnion([("stats", StatsEncoder()), ("tfidf", TfidfEncoder(min_df=1))],
+                                 transformer_weights={"tfidf": 2.0})
+    for make in (TfidfEncoder, StatsEncoder, union):
+        a, b = make(), clone(make())
         dense = [m.toarray() if hasattr(m, "toarray") else m for m in (
-            a.fit_encode(prompts), b.fit(prompts).encode(prompts),
-            a.encode(prompts[:5]), b.encode(prompts[:5]))]
+            a.fit_transform(prompts), b.fit(prompts).transform(prompts),
+            a.transform(prompts[:5]), b.transform(prompts[:5]))]
         assert all(m.dtype == np.float32 for m in dense)
         np.testing.assert_array_equal(dense[0], dense[1])
         np.testing.assert_array_equal(dense[2], dense[3])
+    assert clone(StatsEncoder(("log_chars",))).get_params() == {"stats": ("log_chars",)}
+    with pytest.raises(ValueError, match="invalid parameter 'c' for TfidfEncoder"):
+        TfidfEncoder().set_params(c=1)
+
+    fitted = union().fit(prompts)
+    loaded = encoder_from_parts(encoder_spec(fitted), encoder_parts(fitted))
+    assert isinstance(loaded, ConcatEncoder) and loaded.weights == [1.0, 2.0]
+    np.testing.assert_array_equal(loaded.transform(prompts).toarray(),
+                                  fitted.transform(prompts).toarray())
+
+    pipe = Pipeline([("encoder", union()), ("estimator", QualityEstimator())])
+    search = GridSearchCV(pipe, {"estimator__C": [0.01, 1.0], "encoder__tfidf__min_df": [1, 2]},
+                          cv=KFold(3, shuffle=True, random_state=0)).fit(prompts, Q)
+    assert set(search.best_params_) == {"estimator__C", "encoder__tfidf__min_df"}
+    oof = cross_val_predict(pipe, prompts, Q, cv=3)
+    assert oof.shape == Q.shape and ((oof >= 0) & (oof <= 1)).all()
 
 
 # ------------------------------------------------------------------ N models: the lam knob
@@ -294,6 +368,37 @@ def test_calibrate_lam_achieves_what_the_record_says(tiers, target):
             assert abs(dearest - 0.2) < 0.05
     finally:
         tiers.set_lam(before, None)
+
+
+@given(seed=st.integers(0, 10_000), target=st.sampled_from(["max_drop", "budget"]))
+@settings(max_examples=40, deadline=None)
+def test_lam_for_target_is_optimal_over_every_knob_value(seed, target):
+    """The exact sweep finds the cheapest lam within max_drop (the best quality within a
+    budget): no knob value on a dense grid does better while meeting the target."""
+    from router_ml.calibration import lam_for_target
+    from router_ml.router import choose
+
+    rng = np.random.default_rng(seed)
+    n, m = 40, 3
+    V, Q = rng.random((n, m)), (rng.random((n, m)) < 0.6).astype(float)
+    C = np.sort(rng.random((n, m)) * 1e-3, axis=1)[:, ::-1]
+    rows = np.arange(n)
+    goal = 0.05 if target == "max_drop" else float(C.mean(axis=0).mean())
+    try:
+        lam, rec = lam_for_target(V, Q, C, **{target: goal})
+    except CalibrationError:
+        rec = None  # then no knob value may meet the target either
+    else:
+        picked = choose(V, C, lam)
+        assert rec.achieved["mean_cost"] == pytest.approx(C[rows, picked].mean())
+        assert rec.achieved["quality"] == pytest.approx(Q[rows, picked].mean())
+    for other in np.r_[0.0, np.geomspace(1e-2, 1e6, 600), np.inf]:
+        p = choose(V, C, other)
+        cost, quality = C[rows, p].mean(), Q[rows, p].mean()
+        if target == "max_drop" and quality >= Q.mean(axis=0).max() - goal - 1e-12:
+            assert rec is not None and rec.achieved["mean_cost"] <= cost + 1e-15
+        if target == "budget" and cost <= goal * (1 + 1e-12):
+            assert rec is not None and rec.achieved["quality"] >= quality - 1e-12
 
 
 def test_an_unreachable_lam_target_is_a_calibration_error(tiers):

@@ -59,11 +59,11 @@ def test_question_type_markers():
 def test_encoder_standardises_and_round_trips():
     prompts = [MC, "hello there", "What is 12 * 7?", "Q?\nA. cat\nB. dog"] * 5
     enc = StatsEncoder().fit(prompts)
-    X = enc.encode(prompts)
+    X = enc.transform(prompts)
     assert X.shape == (20, 28) and X.dtype == np.float32
     np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-5)
     again = StatsEncoder.from_parts(enc.spec(), enc.parts())
-    np.testing.assert_array_equal(again.encode(prompts), X)
+    np.testing.assert_array_equal(again.transform(prompts), X)
     for names in (list(STATS[:12]), ["made_up"] + list(STATS[1:]), list(STATS[::-1]), []):
         with pytest.raises(ValueError, match="statistic"):
             StatsEncoder.from_parts({"kind": "stats", "stats": names}, enc.parts())
