@@ -13,7 +13,7 @@ from router_ml.router import Router
 logger = logging.getLogger(__name__)
 
 ENCODER_PARTS = ("tfidf", "stats", "surface", "static", "static256", "minilm")
-CLASSIFIER_CHOICES = ("logreg", "knn", "mlp", "hgb")
+CLASSIFIER_CHOICES = ("auto", "logreg", "knn", "mlp", "hgb")
 C_GRID = (0.03, 0.1, 0.3)
 
 
@@ -27,7 +27,9 @@ class TrainConfig:
     embedding distilled from all-MiniLM-L6-v2, 64 dimensions in int8; ``static256``: 256 in
     float16) and ``minilm`` (the transformer itself; slow,
     needs torch at run time).
-    classifier: the heads of the :class:`~router_ml.estimator.QualityEstimator`: ``logreg``
+    classifier: the heads of the :class:`~router_ml.estimator.QualityEstimator`: ``auto``
+    (two models: ``logreg``; more: ``logreg`` or ``knn``, whichever routes the held-out
+    folds best), ``logreg``
     (C chosen per head from ``C_GRID`` by cross-validation, or fixed by ``C``), ``knn`` (k
     neighbours), ``mlp`` or ``hgb`` (histogram gradient boosting; dense features only).
     target: ``gain`` (the first model is the reference: for a pair, the strong one) or
@@ -54,7 +56,7 @@ class TrainConfig:
     """
 
     encoder: str = "static+surface"
-    classifier: str = "logreg"
+    classifier: str = "auto"
     C: float | None = None
     cv_folds: int = 3
     n_jobs: int | None = None
@@ -137,7 +139,7 @@ def build_estimator(config: TrainConfig, C: float | None = None):
 
 
 def _classifier(config: TrainConfig):
-    if config.classifier == "logreg":
+    if config.classifier in ("logreg", "auto"):
         return None  # QualityEstimator's own logistic heads
     if config.classifier == "knn":
         from sklearn.neighbors import KNeighborsClassifier
@@ -172,12 +174,19 @@ def _folds(config: TrainConfig):
     return KFold(config.cv_folds, shuffle=True, random_state=config.random_state)
 
 
-def _choose_C(config: TrainConfig, X, train: Rows, costs) -> float | None:
-    """The C of ``C_GRID`` whose heads route the held-out folds best (mean over the folds of
+def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
+    """The estimator parameters that route the held-out folds best (mean over the folds of
     APGR for two models, AIQ for more): scikit-learn's GridSearchCV with a routing scorer
-    (the rows' costs reach it through metadata routing). A fixed ``C`` or other heads: as set."""
-    if config.classifier != "logreg" or config.C is not None:
-        return config.C
+    (the rows' costs reach it through metadata routing). Logistic heads without a fixed
+    ``C``: C from ``C_GRID``; ``auto`` with more than two models: also kNN heads. Returns
+    {} when there is nothing to choose."""
+    grid = []
+    if config.classifier in ("logreg", "auto"):
+        grid.append({"C": list(C_GRID) if config.C is None else [config.C]})
+    if config.classifier == "auto" and costs is not None:
+        grid.append({"classifier": [_classifier(TrainConfig(classifier="knn", k=config.k))]})
+    if sum(len(v) for g in grid for v in g.values()) < 2:
+        return {}
     from sklearn import config_context
     from sklearn.metrics import make_scorer
     from sklearn.model_selection import GridSearchCV
@@ -187,12 +196,19 @@ def _choose_C(config: TrainConfig, X, train: Rows, costs) -> float | None:
         scorer = make_scorer(_routing_score, response_method="decision_function")
         if costs is not None:
             scorer = scorer.set_score_request(costs=True)
-        search = GridSearchCV(build_estimator(config), {"C": list(C_GRID)}, scoring=scorer,
-                              cv=_folds(config), n_jobs=config.n_jobs, refit=False)
+        search = GridSearchCV(build_estimator(config), grid, scoring=scorer, cv=_folds(config),
+                              n_jobs=config.n_jobs, refit=False)
         search.fit(X, train.quality, **({} if costs is None else {"costs": costs}))
-    for C, score in zip(C_GRID, search.cv_results_["mean_test_score"]):
-        logger.info("C=%s: held-out %s %.4f", C, "APGR" if costs is None else "AIQ", score)
-    return float(search.best_params_["C"])
+    for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
+        logger.info("%s: held-out %s %.4f", _describe(params), "APGR" if costs is None else "AIQ",
+                    score)
+    return dict(search.best_params_)
+
+
+def _describe(params: dict) -> str:
+    clf = params.get("classifier")
+    return (f"kNN (k={clf.n_neighbors})" if clf is not None else "logistic") + \
+        (f", C={params['C']}" if "C" in params else "")
 
 
 def _routing_score(Y, V, costs=None) -> float:
@@ -239,7 +255,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     """Fit a router on ``train`` and calibrate its knob on out-of-fold predictions.
 
     The encoder is fitted on all training prompts (it sees no labels). C is chosen from
-    ``C_GRID`` (logistic heads, ``C=None``) by :func:`_choose_C` (GridSearchCV over
+    ``C_GRID`` (logistic heads, ``C=None``; with ``auto`` and more models, kNN heads too) by
+    :func:`_choose_heads` (GridSearchCV over
     ``cv_folds`` folds, scored by routing quality: APGR for two models, AIQ for more). With
     that C the rows get out-of-fold decision values (every row predicted by a model that did
     not see it), which calibrate the threshold (two models) or ``lam`` (more models, with
@@ -263,10 +280,11 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
         tokenizer = load_tokenizer(config.tokenizer)
     costs = None if pair else row_costs(train.prompts, train.models, train.costs, prices,
                                         tokenizer=tokenizer)
-    C = _choose_C(config, X, train, costs)
-    oof = out_of_fold(build_estimator(config, C), X, train, config)
+    best = _choose_heads(config, X, train, costs)
+    oof = out_of_fold(build_estimator(config).set_params(**best), X, train, config)
     cv_quality = _routing_quality(oof, train, costs)
-    router.estimator = build_estimator(config, C)
+    router.estimator = build_estimator(config).set_params(**best)
+    C = router.estimator.C if router.estimator.classifier is None else None
     router.tokenizer = tokenizer
     router.fit(train.prompts, train.quality, features=X)
     if config.coverage is not None:
@@ -276,7 +294,9 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
         router.fallback = config.fallback if config.fallback is not None else (
             train.models[0] if pair else None)
     fp = fingerprint(train.prompts)
-    info = {"config": config.to_dict(), "C": C, "sources": sorted(set(train.sources)),
+    info = {"config": config.to_dict(), "C": C,
+            "heads": "logistic" if router.estimator.classifier is None
+            else type(router.estimator.classifier).__name__, "sources": sorted(set(train.sources)),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality}
     if pair:
         qs, qw = train.q_strong, train.q_weak

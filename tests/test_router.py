@@ -158,10 +158,11 @@ def test_every_classifier_learns_saves_and_reloads(classifier, target, tmp_path)
 
 
 @pytest.mark.parametrize("n_models", [2, 3])
-def test_C_is_chosen_by_grid_search_on_routing_quality(n_models, monkeypatch):
-    """fit_router's C is GridSearchCV's best over C_GRID with the routing scorer: the C with
-    the best mean held-out APGR (two models) or AIQ (three), recomputed here fold by fold;
-    the exact tokenizer, when configured, prices the rows and stays on the router."""
+def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatch):
+    """fit_router's heads are GridSearchCV's best with the routing scorer: the C of C_GRID
+    (and, for more than two models, kNN heads) with the best mean held-out APGR (two
+    models) or AIQ (three), recomputed here fold by fold; the exact tokenizer, when
+    configured, prices the rows and stays on the router."""
     from sklearn.base import clone
 
     from router_ml import training
@@ -180,20 +181,25 @@ def test_C_is_chosen_by_grid_search_on_routing_quality(n_models, monkeypatch):
         train = Rows(prompts, Q, tuple(TIERS), np.array(["g"] * 240, dtype=object),
                      np.array(["s"] * 240, dtype=object))
         prices, tok = TIER_PRICES, resolve_st_model("all-MiniLM-L6-v2")
-    config = TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1, tokenizer=tok)
+    config = TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1, tokenizer=tok, k=15)
     router = fit_router(train, config, prices)
     X = training.build_encoder("tfidf").fit_transform(prompts)
     costs = None if prices is None else row_costs(prompts, train.models, None, prices,
                                                   tokenizer=router.tokenizer)
+    candidates = [("logistic", C, build_estimator(config, C)) for C in training.C_GRID]
+    if n_models == 3:
+        knn = TrainConfig(classifier="knn", k=15)
+        candidates.append(("KNeighborsClassifier", None, build_estimator(knn)))
     means = []
-    for C in training.C_GRID:
+    for _, _, est in candidates:
         scores = []
         for tr, te in _folds(config).split(X):
-            est = clone(build_estimator(config, C)).fit(X[tr], train.quality[tr])
-            scores.append(_routing_score(train.quality[te], est.decision_function(X[te]),
+            fitted = clone(est).fit(X[tr], train.quality[tr])
+            scores.append(_routing_score(train.quality[te], fitted.decision_function(X[te]),
                                          None if costs is None else costs[te]))
         means.append(np.mean(scores))
-    assert router.training["C"] == training.C_GRID[int(np.argmax(means))]
+    heads, C, _ = candidates[int(np.argmax(means))]
+    assert (router.training["heads"], router.training["C"]) == (heads, C)
     if tok is not None:
         assert router.tokenizer is not None and router.training["config"]["tokenizer"] == tok
         exact = row_costs(prompts, train.models, None, prices, tokenizer=router.tokenizer)
