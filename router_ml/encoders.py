@@ -239,17 +239,28 @@ def _choice_stats(t: str) -> list[float]:
                   sum(jaccard) / len(jaccard), max(jaccard), min(jaccard)]
 
 
+_ASCII_DIGITS, _ASCII_OPERATORS = _DIGITS.encode(), _OPERATORS.encode()
+_ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
+
+
 def _surface_stats(t: str) -> list[float]:
     n = len(t)
     words = t.split()
     nums = _NUMBER.findall(t)
     num_len = [len(x) for x in nums]
+    if t.isascii():  # one pass per character class over the bytes, the same counts
+        b = t.encode("ascii")
+        digits, operators, upper = (n - len(b.translate(None, chars)) for chars in
+                                    (_ASCII_DIGITS, _ASCII_OPERATORS, _ASCII_UPPER))
+    else:
+        digits, operators = sum(map(t.count, _DIGITS)), sum(map(t.count, _OPERATORS))
+        upper = sum(map(str.isupper, t))
     return [
         log1p(n), log1p(len(words)), log1p(t.count("\n")), log1p(len(nums)),
-        sum(map(t.count, _DIGITS)) / max(n, 1), log1p(sum(num_len)),
-        log1p(max(num_len, default=0)), log1p(sum(map(t.count, _OPERATORS))),
+        digits / max(n, 1), log1p(sum(num_len)),
+        log1p(max(num_len, default=0)), log1p(operators),
         min(t.count("?"), 20), (sum(map(len, words)) / len(words)) if words else 0.0,
-        log1p(len(set(t.lower().split()))), sum(map(str.isupper, t)) / max(n, 1),
+        log1p(len(set(t.lower().split()))), upper / max(n, 1),
     ]
 
 
@@ -657,6 +668,15 @@ def _union_parts(union):
 
 def _is_union(encoder) -> bool:
     return type(encoder).__name__ == "FeatureUnion" and hasattr(encoder, "transformer_list")
+
+
+def encoders_of(encoder) -> list:
+    """The single encoders inside ``encoder`` (a FeatureUnion, a ConcatEncoder or one)."""
+    if _is_union(encoder):
+        return [e for sub in _union_parts(encoder)[0] for e in encoders_of(sub)]
+    if isinstance(encoder, ConcatEncoder):
+        return [e for sub in encoder.encoders for e in encoders_of(sub)]
+    return [encoder]
 
 
 def encoder_spec(encoder) -> dict:

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router_ml.encoders import STATS, StatsEncoder, prompt_stats
 
@@ -67,3 +69,19 @@ def test_encoder_standardises_and_round_trips():
     for names in (list(STATS[:12]), ["made_up"] + list(STATS[1:]), list(STATS[::-1]), []):
         with pytest.raises(ValueError, match="statistic"):
             StatsEncoder.from_parts({"kind": "stats", "stats": names}, enc.parts())
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300)
+       | st.text(max_size=100))
+@settings(max_examples=300, deadline=None)
+def test_surface_counts_of_ascii_and_other_text_agree_with_the_definitions(text):
+    """The byte-level counts taken for ASCII text equal the per-character definitions
+    (digits, operators +-*/=^$%, capitals by str.isupper), as for any other text."""
+    from router_ml.encoders import SURFACE_STATS
+
+    X = prompt_stats([text], surface_only=True)[0]
+    n = max(len(text), 1)
+    got = dict(zip(SURFACE_STATS, X))
+    assert got["digit_share"] == pytest.approx(sum(c in "0123456789" for c in text) / n)
+    assert got["log_operators"] == pytest.approx(np.log1p(sum(c in "+-*/=^$%" for c in text)))
+    assert got["upper_share"] == pytest.approx(sum(c.isupper() for c in text) / n)
