@@ -49,6 +49,7 @@ CONFIGS = {
     "tfidf": ("TF-IDF", TrainConfig(encoder="tfidf")),
     "quality": ("quality heads", TrainConfig(target="quality")),
     "minilm": ("MiniLM + surface", TrainConfig(encoder="minilm+surface")),
+    "sources": ("default, C chosen by leave-one-source-out", TrainConfig(select_by="sources")),
 }
 
 

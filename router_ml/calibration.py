@@ -171,7 +171,7 @@ def calibrate(scores, *, share: float | None = None, q_strong=None, q_weak=None,
 
 def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
                    budget: float | None = None, dearest_share: float | None = None,
-                   fingerprint: str = "") -> tuple[float, CalibrationRecord]:
+                   fingerprint: str = "", strict: bool = True) -> tuple[float, CalibrationRecord]:
     """The knob ``lam`` for a target on labelled reference rows, and its record.
 
     values: (n, m) the router's decision values on the rows; qualities: (n, m) true qualities
@@ -180,7 +180,9 @@ def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
     model's: the largest such lam, i.e. the cheapest), ``budget`` (mean USD per request at most
     this: the best quality within it; a monthly budget is budget / requests per month) or
     ``dearest_share`` (the share of calls to the dearest model closest to this, ties to the
-    lower share; models of equal top mean cost count together). CalibrationError if no lam meets it.
+    lower share; models of equal top mean cost count together). CalibrationError if no lam meets
+    it; with ``strict=False`` the closest policy instead (the best quality for ``max_drop``, the
+    least cost for ``budget``), and the record's ``achieved["met"]`` says False.
     """
     from router_ml.evaluation import sweep
 
@@ -221,14 +223,17 @@ def lam_for_target(values, qualities, costs, *, max_drop: float | None = None,
         i = None if not len(ok) else ok[np.lexsort((cost[ok], -quality[ok]))[0]]
     else:
         i = int(np.lexsort((share, np.abs(share - target)))[0])
-    if i is None:
+    met = i is not None
+    if i is None and strict:
         raise CalibrationError(f"no lam reaches {what} {target} on these {n} rows "
                                f"(best single model quality {best_single:.4f}, least mean cost "
                                f"{cost.min():.3g} USD)")
+    if i is None:  # the closest: the best quality (ties: cheaper), or the least cost
+        i = int(np.lexsort((cost, -quality))[0] if what == "max_drop" else np.argmin(cost))
     lam = float(lams[i])
     achieved = {"lam": lam if math.isfinite(lam) else None, "mean_cost": float(cost[i]),
                 "quality": float(quality[i]), "dearest_share": float(share[i]),
-                "best_single_quality": best_single}
+                "best_single_quality": best_single, "met": met}
     method = {"max_drop": "quality", "budget": "budget", "dearest_share": "share"}[what]
     return (lam if math.isfinite(lam) else 1e12), CalibrationRecord(method, {what: float(target)},
                                                                     achieved, n, fingerprint)

@@ -200,6 +200,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
                    "(file or folder) for exact input-token counts in the costs "
                    "(default: ceil(characters / 4))")
+    p.add_argument("--select-by", choices=("folds", "sources"), default=d.select_by,
+                   help="choose the heads on shuffled folds or by leaving one source out")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")
@@ -223,6 +225,7 @@ def _config_from_args(args):
                        budget=args.budget, dearest_share=args.dearest_share, delta=args.delta,
                        random_state=args.seed, n_jobs=args.jobs,
                        tokenizer=str(args.tokenizer) if args.tokenizer else None,
+                       select_by=args.select_by,
                        extra=(TrainConfig().extra if args.extra is None and not args.table
                               else tuple(s for s in (args.extra or "").split(",") if s)))
 

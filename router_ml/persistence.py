@@ -442,7 +442,11 @@ def _heads(spec: dict, contents: dict, folder: Path):
 
 
 def _skops(contents: dict, name: str, folder: Path):
-    import skops.io as sio
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise ImportError(f"{folder}: this router's heads are stored with skops (not logistic "
+                          "heads); loading it needs pip install 'router_ml[train]'") from None
 
     data = contents[name]
     return sio.loads(data, trusted=_audit_skops(data, folder / name))

@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 ENCODER_PARTS = ("tfidf", "stats", "surface", "static", "static256", "minilm")
 CLASSIFIER_CHOICES = ("auto", "logreg", "knn", "mlp", "hgb")
 C_GRID = (0.03, 0.1, 0.3)
+# with select_by="sources": held-out sources favour stronger regularisation
+C_GRID_SOURCES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 @dataclass
@@ -52,6 +54,10 @@ class TrainConfig:
     coverage: the share of held-out training prompts that count as covered (see
     :mod:`router_ml.coverage`; None: no coverage signal). fallback: the model for uncovered
     prompts (default: the strong model of a pair, none for more models).
+    select_by: how the heads are chosen: ``folds`` (shuffled folds of all training rows) or
+    ``sources`` (leave one source out: each held-out source is traffic the heads did not see,
+    over the wider ``C_GRID_SOURCES``; folds when the rows come from one source). The knob is
+    calibrated on shuffled folds either way.
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     """
 
@@ -73,6 +79,7 @@ class TrainConfig:
     coverage: float | None = 0.95
     fallback: str | None = None
     tokenizer: str | None = None
+    select_by: str = "folds"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -180,25 +187,33 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
     (the rows' costs reach it through metadata routing). Logistic heads without a fixed
     ``C``: C from ``C_GRID``; ``auto`` with more than two models: also kNN heads. Returns
     {} when there is nothing to choose."""
+    if config.select_by not in ("folds", "sources"):
+        raise ValueError(f"select_by must be 'folds' or 'sources', got {config.select_by!r}")
+    by_source = config.select_by == "sources" and len(set(train.sources)) > 1
     grid = []
     if config.classifier in ("logreg", "auto"):
-        grid.append({"C": list(C_GRID) if config.C is None else [config.C]})
+        cs = C_GRID_SOURCES if by_source else C_GRID
+        grid.append({"C": list(cs) if config.C is None else [config.C]})
     if config.classifier == "auto" and costs is not None:
         grid.append({"classifier": [_classifier(TrainConfig(classifier="knn", k=config.k))]})
     if sum(len(v) for g in grid for v in g.values()) < 2:
         return {}
     from sklearn import config_context
     from sklearn.metrics import make_scorer
-    from sklearn.model_selection import GridSearchCV
+    from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
     from threadpoolctl import threadpool_limits
 
     with config_context(enable_metadata_routing=True), threadpool_limits(1):
         scorer = make_scorer(_routing_score, response_method="decision_function")
         if costs is not None:
             scorer = scorer.set_score_request(costs=True)
-        search = GridSearchCV(build_estimator(config), grid, scoring=scorer, cv=_folds(config),
+        search = GridSearchCV(build_estimator(config), grid, scoring=scorer,
+                              cv=LeaveOneGroupOut() if by_source else _folds(config),
                               n_jobs=config.n_jobs, refit=False)
-        search.fit(X, train.quality, **({} if costs is None else {"costs": costs}))
+        meta = {} if costs is None else {"costs": costs}
+        if by_source:
+            meta["groups"] = np.asarray(train.sources)
+        search.fit(X, train.quality, **meta)
     for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
         logger.info("%s: held-out %s %.4f", _describe(params), "APGR" if costs is None else "AIQ",
                     score)
@@ -312,7 +327,13 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
         target = ({"budget": config.budget} if config.budget is not None else
                   {"dearest_share": config.dearest_share} if config.dearest_share is not None
                   else {"max_drop": config.max_drop})
-        lam, record = lam_for_target(oof, train.quality, costs, fingerprint=fp, **target)
+        lam, record = lam_for_target(oof, train.quality, costs, fingerprint=fp, strict=False,
+                                     **target)
+        if not record.achieved["met"]:
+            logger.warning("no lam reaches %s on the out-of-fold predictions; lam %s keeps "
+                           "the closest policy (%s)", target, record.achieved["lam"],
+                           {k: round(v, 6) for k, v in record.achieved.items()
+                            if k in ("quality", "mean_cost", "dearest_share")})
         router.set_lam(lam, record)
     router.training.update(info)
     return router

@@ -207,6 +207,69 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
         np.testing.assert_allclose(router.costs(prompts), exact)
 
 
+def test_select_by_sources_leaves_one_source_out(monkeypatch):
+    """select_by="sources": the C with the best mean APGR on held-out sources, over
+    C_GRID_SOURCES, recomputed here source by source; one source falls back to folds."""
+    from sklearn.base import clone
+
+    from router_ml import training
+    from router_ml.training import TrainConfig, _routing_score, build_estimator, fit_router
+
+    monkeypatch.setattr(training, "C_GRID_SOURCES", (0.001, 0.1, 10.0))
+    prompts, qs, qw = planted(300)
+    sources = np.array(["a", "b", "c"] * 100, dtype=object)
+    Q = np.column_stack([qs, qw])
+    train = Rows(prompts, Q, ("strong", "weak"), np.array(["g"] * 300, dtype=object), sources)
+    config = TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1, select_by="sources")
+    router = fit_router(train, config)
+    X = training.build_encoder("tfidf").fit_transform(prompts)
+    means = []
+    for C in training.C_GRID_SOURCES:
+        scores = []
+        for held in ("a", "b", "c"):
+            te, tr = sources == held, sources != held
+            est = clone(build_estimator(config, C)).fit(X[tr], Q[tr])
+            scores.append(_routing_score(Q[te], est.decision_function(X[te])))
+        means.append(np.mean(scores))
+    assert router.training["C"] == training.C_GRID_SOURCES[int(np.argmax(means))]
+    one = Rows(prompts, Q, ("strong", "weak"), train.groups, np.array(["a"] * 300, dtype=object))
+    assert fit_router(one, config).training["C"] in training.C_GRID  # folds, the usual grid
+    with pytest.raises(ValueError, match="select_by must be 'folds' or 'sources'"):
+        fit_router(train, TrainConfig(encoder="tfidf", select_by="groups"))
+
+
+def test_an_unreachable_default_lam_target_keeps_the_closest_policy(caplog):
+    """Training does not fail when no lam comes within max_drop of the best single model on the
+    out-of-fold rows: it keeps the best-quality policy and the record says the target was not
+    met; calibrate_lam (strict) still raises."""
+    from router_ml.calibration import lam_for_target
+    from router_ml.training import TrainConfig, fit_router
+
+    prompts, Q, _ = planted_tiers(240, seed=7)
+    rng = np.random.default_rng(0)
+    # labels no prompt feature predicts; the dearest model is best on average
+    noise = (rng.random(Q.shape) < [0.7, 0.6, 0.6]).astype(float)
+    train = Rows(prompts, noise, tuple(TIERS), np.array(["g"] * 240, dtype=object),
+                 np.array(["s"] * 240, dtype=object))
+    config = TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1, max_drop=0.0,
+                         classifier="logreg", C=1.0)
+    router = fit_router(train, config, TIER_PRICES)
+    rec = router.calibration
+    assert rec.achieved["met"] is False and "no lam reaches" in caplog.text
+    assert rec.achieved["quality"] < rec.achieved["best_single_quality"]
+    V, C = rng.random((50, 3)), np.tile([3.0, 2.0, 1.0], (50, 1))
+    Qs = (rng.random((50, 3)) < 0.5).astype(float)
+    Qs[:, 0] = 1.0  # the dearest is always right, and V never prefers it
+    V[:, 0] = -1.0
+    with pytest.raises(CalibrationError, match="no lam reaches max_drop"):
+        lam_for_target(V, Qs, C, max_drop=0.0)
+    lam, r = lam_for_target(V, Qs, C, max_drop=0.0, strict=False)
+    from router_ml.evaluation import sweep
+
+    assert r.achieved["met"] is False
+    assert r.achieved["quality"] == pytest.approx(sweep(V, Qs, C).quality.max())
+
+
 def test_boosting_on_sparse_tfidf_is_a_clear_error():
     from router_ml.training import TrainConfig, build_router
 
