@@ -50,6 +50,7 @@ CONFIGS = {
     "quality": ("quality heads", TrainConfig(target="quality")),
     "minilm": ("MiniLM + surface", TrainConfig(encoder="minilm+surface")),
     "sources": ("default, C chosen by leave-one-source-out", TrainConfig(select_by="sources")),
+    "both": ("default, C chosen by folds and left-out sources", TrainConfig(select_by="both")),
 }
 
 

@@ -200,8 +200,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
                    "(file or folder) for exact input-token counts in the costs "
                    "(default: ceil(characters / 4))")
-    p.add_argument("--select-by", choices=("folds", "sources"), default=d.select_by,
-                   help="choose the heads on shuffled folds or by leaving one source out")
+    p.add_argument("--select-by", choices=("folds", "sources", "both"), default=d.select_by,
+                   help="choose the heads on shuffled folds, by leaving one source out, or by "
+                        "the mean of the two")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")

@@ -17,6 +17,7 @@ CLASSIFIER_CHOICES = ("auto", "logreg", "knn", "mlp", "hgb")
 C_GRID = (0.03, 0.1, 0.3)
 # with select_by="sources": held-out sources favour stronger regularisation
 C_GRID_SOURCES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+SELECT_BY = ("folds", "sources", "both")
 
 
 @dataclass
@@ -54,10 +55,11 @@ class TrainConfig:
     coverage: the share of held-out training prompts that count as covered (see
     :mod:`router_ml.coverage`; None: no coverage signal). fallback: the model for uncovered
     prompts (default: the strong model of a pair, none for more models).
-    select_by: how the heads are chosen: ``folds`` (shuffled folds of all training rows) or
+    select_by: how the heads are chosen: ``folds`` (shuffled folds of all training rows),
     ``sources`` (leave one source out: each held-out source is traffic the heads did not see,
-    over the wider ``C_GRID_SOURCES``; folds when the rows come from one source). The knob is
-    calibrated on shuffled folds either way.
+    over the wider ``C_GRID_SOURCES``) or ``both`` (the mean of the two scores: seen and unseen
+    traffic weigh alike); folds when the rows come from one source. The knob is calibrated on
+    shuffled folds either way.
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     """
 
@@ -182,17 +184,20 @@ def _folds(config: TrainConfig):
 
 
 def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
-    """The estimator parameters that route the held-out folds best (mean over the folds of
-    APGR for two models, AIQ for more): scikit-learn's GridSearchCV with a routing scorer
-    (the rows' costs reach it through metadata routing). Logistic heads without a fixed
-    ``C``: C from ``C_GRID``; ``auto`` with more than two models: also kNN heads. Returns
-    {} when there is nothing to choose."""
-    if config.select_by not in ("folds", "sources"):
-        raise ValueError(f"select_by must be 'folds' or 'sources', got {config.select_by!r}")
-    by_source = config.select_by == "sources" and len(set(train.sources)) > 1
+    """The estimator parameters that route held-out rows best (mean over the held-out parts
+    of APGR for two models, AIQ for more): scikit-learn's GridSearchCV with a routing scorer
+    (the rows' costs reach it through metadata routing), over shuffled folds, held-out
+    sources, or both (the mean of the two scores; see ``select_by``). Logistic heads without
+    a fixed ``C``: C from ``C_GRID`` (``C_GRID_SOURCES`` when sources are held out); ``auto``
+    with more than two models: also kNN heads. Returns {} when there is nothing to choose."""
+    if config.select_by not in SELECT_BY:
+        raise ValueError(f"select_by must be one of {', '.join(map(repr, SELECT_BY))}, got "
+                         f"{config.select_by!r}")
+    ways = ["folds"] if config.select_by == "folds" or len(set(train.sources)) < 2 else \
+        ["sources"] if config.select_by == "sources" else ["folds", "sources"]
     grid = []
     if config.classifier in ("logreg", "auto"):
-        cs = C_GRID_SOURCES if by_source else C_GRID
+        cs = C_GRID_SOURCES if "sources" in ways else C_GRID
         grid.append({"C": list(cs) if config.C is None else [config.C]})
     if config.classifier == "auto" and costs is not None:
         grid.append({"classifier": [_classifier(TrainConfig(classifier="knn", k=config.k))]})
@@ -203,21 +208,26 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
     from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
     from threadpoolctl import threadpool_limits
 
+    scores = []
     with config_context(enable_metadata_routing=True), threadpool_limits(1):
         scorer = make_scorer(_routing_score, response_method="decision_function")
         if costs is not None:
             scorer = scorer.set_score_request(costs=True)
-        search = GridSearchCV(build_estimator(config), grid, scoring=scorer,
-                              cv=LeaveOneGroupOut() if by_source else _folds(config),
-                              n_jobs=config.n_jobs, refit=False)
-        meta = {} if costs is None else {"costs": costs}
-        if by_source:
-            meta["groups"] = np.asarray(train.sources)
-        search.fit(X, train.quality, **meta)
-    for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
-        logger.info("%s: held-out %s %.4f", _describe(params), "APGR" if costs is None else "AIQ",
-                    score)
-    return dict(search.best_params_)
+        for way in ways:
+            search = GridSearchCV(build_estimator(config), grid, scoring=scorer,
+                                  cv=LeaveOneGroupOut() if way == "sources" else _folds(config),
+                                  n_jobs=config.n_jobs, refit=False)
+            meta = {} if costs is None else {"costs": costs}
+            if way == "sources":
+                meta["groups"] = np.asarray(train.sources)
+            search.fit(X, train.quality, **meta)
+            scores.append(search.cv_results_["mean_test_score"])
+    what = "APGR" if costs is None else "AIQ"
+    mean = np.mean(scores, axis=0)
+    for i, params in enumerate(search.cv_results_["params"]):
+        logger.info("%s: held-out %s %s", _describe(params), what,
+                    " / ".join(f"{w} {s[i]:.4f}" for w, s in zip(ways, scores)))
+    return dict(search.cv_results_["params"][int(np.argmax(mean))])
 
 
 def _describe(params: dict) -> str:

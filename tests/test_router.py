@@ -209,11 +209,12 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
 
 def test_select_by_sources_leaves_one_source_out(monkeypatch):
     """select_by="sources": the C with the best mean APGR on held-out sources, over
-    C_GRID_SOURCES, recomputed here source by source; one source falls back to folds."""
+    C_GRID_SOURCES, recomputed here source by source; "both": the best mean of that and the
+    folds' score; one source falls back to folds."""
     from sklearn.base import clone
 
     from router_ml import training
-    from router_ml.training import TrainConfig, _routing_score, build_estimator, fit_router
+    from router_ml.training import TrainConfig, _folds, _routing_score, build_estimator, fit_router
 
     monkeypatch.setattr(training, "C_GRID_SOURCES", (0.001, 0.1, 10.0))
     prompts, qs, qw = planted(300)
@@ -223,18 +224,27 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
     config = TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1, select_by="sources")
     router = fit_router(train, config)
     X = training.build_encoder("tfidf").fit_transform(prompts)
-    means = []
+    by_source, by_fold = [], []
     for C in training.C_GRID_SOURCES:
         scores = []
         for held in ("a", "b", "c"):
             te, tr = sources == held, sources != held
             est = clone(build_estimator(config, C)).fit(X[tr], Q[tr])
             scores.append(_routing_score(Q[te], est.decision_function(X[te])))
-        means.append(np.mean(scores))
-    assert router.training["C"] == training.C_GRID_SOURCES[int(np.argmax(means))]
+        by_source.append(np.mean(scores))
+        scores = []
+        for tr, te in _folds(config).split(X):
+            est = clone(build_estimator(config, C)).fit(X[tr], Q[tr])
+            scores.append(_routing_score(Q[te], est.decision_function(X[te])))
+        by_fold.append(np.mean(scores))
+    assert router.training["C"] == training.C_GRID_SOURCES[int(np.argmax(by_source))]
+    both = fit_router(train, TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1,
+                                         select_by="both"))
+    mean = (np.array(by_source) + np.array(by_fold)) / 2
+    assert both.training["C"] == training.C_GRID_SOURCES[int(np.argmax(mean))]
     one = Rows(prompts, Q, ("strong", "weak"), train.groups, np.array(["a"] * 300, dtype=object))
     assert fit_router(one, config).training["C"] in training.C_GRID  # folds, the usual grid
-    with pytest.raises(ValueError, match="select_by must be 'folds' or 'sources'"):
+    with pytest.raises(ValueError, match="select_by must be one of 'folds', 'sources', 'both'"):
         fit_router(train, TrainConfig(encoder="tfidf", select_by="groups"))
 
 
