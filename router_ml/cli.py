@@ -334,7 +334,8 @@ def _train(args) -> int:
             _plot(data, plot, f"{args.protocol}: cost-quality curve")
             (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             print()
-            title = f"{args.protocol} (test rows, {config.encoder} + {config.classifier})"
+            heads = sorted({r.training.get("heads", config.classifier) for r in routers.values()})
+            title = f"{args.protocol} (test rows, {config.encoder} + {'/'.join(heads)} heads)"
             print(format_report(title, report) if isinstance(data, tuple)
                   else format_multi(title, report))
             print(f"\ncurve: {plot}\nrouter: {out}")

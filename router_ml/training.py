@@ -230,6 +230,11 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
     return dict(search.cv_results_["params"][int(np.argmax(mean))])
 
 
+def _heads_name(classifier) -> str:
+    name = type(classifier).__name__
+    return "logistic" if classifier is None else {"KNeighborsClassifier": "kNN"}.get(name, name)
+
+
 def _describe(params: dict) -> str:
     clf = params.get("classifier")
     return (f"kNN (k={clf.n_neighbors})" if clf is not None else "logistic") + \
@@ -320,8 +325,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
             train.models[0] if pair else None)
     fp = fingerprint(train.prompts)
     info = {"config": config.to_dict(), "C": C,
-            "heads": "logistic" if router.estimator.classifier is None
-            else type(router.estimator.classifier).__name__, "sources": sorted(set(train.sources)),
+            "heads": _heads_name(router.estimator.classifier), "sources": sorted(set(train.sources)),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality}
     if pair:
         qs, qw = train.q_strong, train.q_weak

@@ -189,7 +189,7 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
     candidates = [("logistic", C, build_estimator(config, C)) for C in training.C_GRID]
     if n_models == 3:
         knn = TrainConfig(classifier="knn", k=15)
-        candidates.append(("KNeighborsClassifier", None, build_estimator(knn)))
+        candidates.append(("kNN", None, build_estimator(knn)))
     means = []
     for _, _, est in candidates:
         scores = []
