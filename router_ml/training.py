@@ -200,7 +200,13 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
         cs = C_GRID_SOURCES if "sources" in ways else C_GRID
         grid.append({"C": list(cs) if config.C is None else [config.C]})
     if config.classifier == "auto" and costs is not None:
-        grid.append({"classifier": [_classifier(TrainConfig(classifier="knn", k=config.k))]})
+        # no more neighbours than the smallest part a candidate is fitted on
+        n = len(train)
+        smallest = min(n - -(-n // config.cv_folds) if "folds" in ways else n,
+                       n - max(np.unique(train.sources, return_counts=True)[1])
+                       if "sources" in ways else n)
+        knn = TrainConfig(classifier="knn", k=max(1, min(config.k, smallest)))
+        grid.append({"classifier": [_classifier(knn)]})
     if sum(len(v) for g in grid for v in g.values()) < 2:
         return {}
     from sklearn import config_context
@@ -216,7 +222,7 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
         for way in ways:
             search = GridSearchCV(build_estimator(config), grid, scoring=scorer,
                                   cv=LeaveOneGroupOut() if way == "sources" else _folds(config),
-                                  n_jobs=config.n_jobs, refit=False)
+                                  n_jobs=config.n_jobs, refit=False, error_score="raise")
             meta = {} if costs is None else {"costs": costs}
             if way == "sources":
                 meta["groups"] = np.asarray(train.sources)

@@ -280,6 +280,21 @@ def test_an_unreachable_default_lam_target_keeps_the_closest_policy(caplog):
     assert r.achieved["quality"] == pytest.approx(sweep(V, Qs, C).quality.max())
 
 
+def test_the_heads_search_trains_on_a_small_table():
+    """With 90 rows of three models the kNN candidate cannot have k = 100 neighbours in a
+    60-row fold: the search caps k at the fold size instead of failing."""
+    from router_ml.training import TrainConfig, fit_router
+
+    prompts, Q, _ = planted_tiers(90, seed=2)
+    train = Rows(prompts, Q, tuple(TIERS), np.array(["g"] * 90, dtype=object),
+                 np.array(["s"] * 90, dtype=object))
+    router = fit_router(train, TrainConfig(encoder="tfidf", extra=(), n_jobs=1), TIER_PRICES)
+    assert router.training["heads"] in ("logistic", "kNN")
+    if router.training["heads"] == "kNN":
+        assert router.estimator.classifier.n_neighbors <= 60
+    assert router.predict_quality(prompts[:5]).shape == (5, 3)
+
+
 def test_boosting_on_sparse_tfidf_is_a_clear_error():
     from router_ml.training import TrainConfig, build_router
 
