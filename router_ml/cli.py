@@ -145,9 +145,15 @@ def format_multi(title: str, r: dict) -> str:
 # ------------------------------------------------------------------------------- train
 
 
+def _tokenizer_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
+                   "(file or folder) for exact input-token counts in the costs "
+                   "(default: ceil(characters / 4))")
+
+
 def train_parser() -> argparse.ArgumentParser:
     from router_ml.labels import TARGETS
-    from router_ml.training import CLASSIFIER_CHOICES, ENCODER_PARTS, TrainConfig
+    from router_ml.training import CLASSIFIER_CHOICES, ENCODER_PARTS, SELECT_BY, TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -197,10 +203,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, help="more models: mean USD per request instead")
     p.add_argument("--dearest-share", type=float, help="more models: share of calls to the "
                    "dearest model instead")
-    p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
-                   "(file or folder) for exact input-token counts in the costs "
-                   "(default: ceil(characters / 4))")
-    p.add_argument("--select-by", choices=("folds", "sources", "both"), default=d.select_by,
+    _tokenizer_argument(p)
+    p.add_argument("--select-by", choices=SELECT_BY, default=d.select_by,
                    help="choose the heads on shuffled folds, by leaving one source out, or by "
                         "the mean of the two")
     p.add_argument("--seed", type=int, default=d.random_state)
@@ -401,9 +405,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="JSON output (default: reports/<name>-<protocol>.json)")
     p.add_argument("--plot", type=Path, help="PNG of the curve (default: next to the report)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
-    p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
-                   "(file or folder) for exact input-token counts in the costs "
-                   "(default: ceil(characters / 4))")
+    _tokenizer_argument(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 

@@ -52,10 +52,6 @@ class LiteLLMClient:
                           int(getattr(usage, "completion_tokens", 0) or 0))
 
 
-def _as_completion(r) -> Completion:
-    return r if isinstance(r, Completion) else Completion(str(r))
-
-
 def as_completion(r) -> Completion:
     """A client's return value as a Completion."""
     return r if isinstance(r, Completion) else Completion(str(r))

@@ -643,10 +643,11 @@ class ConcatEncoder:
 
     def spec(self) -> dict:
         return {"kind": self.kind, "weights": self.weights,
-                "encoders": [e.spec() for e in self.encoders]}
+                "encoders": [encoder_spec(e) for e in self.encoders]}
 
     def parts(self) -> dict:
-        return {f"{i}.{k}": v for i, e in enumerate(self.encoders) for k, v in e.parts().items()}
+        return {f"{i}.{k}": v for i, e in enumerate(self.encoders)
+                for k, v in encoder_parts(e).items()}
 
     @classmethod
     def from_parts(cls, spec: dict, parts: dict) -> "ConcatEncoder":
@@ -657,23 +658,22 @@ class ConcatEncoder:
         return cls(encs, weights=spec["weights"])
 
 
-def _union_parts(union):
-    """(encoders, weights) of a scikit-learn FeatureUnion of encoders."""
-    weights = union.transformer_weights or {}
-    steps = [(n, e) for n, e in union.transformer_list if e not in (None, "drop")]
+def _as_concat(encoder):
+    """A scikit-learn FeatureUnion of encoders as the equivalent ConcatEncoder (sharing its
+    fitted encoders); any other encoder as it is. Tells a FeatureUnion by its class name, so
+    that serving never imports scikit-learn."""
+    if type(encoder).__name__ != "FeatureUnion" or not hasattr(encoder, "transformer_list"):
+        return encoder
+    weights = encoder.transformer_weights or {}
+    steps = [(n, e) for n, e in encoder.transformer_list if e not in (None, "drop")]
     if any(e == "passthrough" for _, e in steps):
         raise ValueError("a FeatureUnion with 'passthrough' cannot encode prompts")
-    return [e for _, e in steps], [float(weights.get(n, 1.0)) for n, _ in steps]
-
-
-def _is_union(encoder) -> bool:
-    return type(encoder).__name__ == "FeatureUnion" and hasattr(encoder, "transformer_list")
+    return ConcatEncoder([e for _, e in steps], [float(weights.get(n, 1.0)) for n, _ in steps])
 
 
 def encoders_of(encoder) -> list:
     """The single encoders inside ``encoder`` (a FeatureUnion, a ConcatEncoder or one)."""
-    if _is_union(encoder):
-        return [e for sub in _union_parts(encoder)[0] for e in encoders_of(sub)]
+    encoder = _as_concat(encoder)
     if isinstance(encoder, ConcatEncoder):
         return [e for sub in encoder.encoders for e in encoders_of(sub)]
     return [encoder]
@@ -681,18 +681,12 @@ def encoders_of(encoder) -> list:
 
 def encoder_spec(encoder) -> dict:
     """The JSON spec of an encoder, or of a FeatureUnion of encoders (kind ``concat``)."""
-    if _is_union(encoder):
-        encs, weights = _union_parts(encoder)
-        return {"kind": "concat", "weights": weights, "encoders": [encoder_spec(e) for e in encs]}
-    return encoder.spec()
+    return _as_concat(encoder).spec()
 
 
 def encoder_parts(encoder) -> dict:
     """The fitted state of an encoder, or of a FeatureUnion of encoders, as plain parts."""
-    if _is_union(encoder):
-        encs, _ = _union_parts(encoder)
-        return {f"{i}.{k}": v for i, e in enumerate(encs) for k, v in encoder_parts(e).items()}
-    return encoder.parts()
+    return _as_concat(encoder).parts()
 
 
 ENCODERS = {c.kind: c for c in (TfidfEncoder, StatsEncoder, StaticEncoder, SentenceTransformerEncoder, ConcatEncoder)}

@@ -195,38 +195,35 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
                          f"{config.select_by!r}")
     ways = ["folds"] if config.select_by == "folds" or len(set(train.sources)) < 2 else \
         ["sources"] if config.select_by == "sources" else ["folds", "sources"]
+    from sklearn import config_context
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
+    from threadpoolctl import threadpool_limits
+
+    splits = {"folds": (_folds(config), {}),
+              "sources": (LeaveOneGroupOut(), {"groups": np.asarray(train.sources)})}
     grid = []
     if config.classifier in ("logreg", "auto"):
         cs = C_GRID_SOURCES if "sources" in ways else C_GRID
         grid.append({"C": list(cs) if config.C is None else [config.C]})
     if config.classifier == "auto" and costs is not None:
         # no more neighbours than the smallest part a candidate is fitted on
-        n = len(train)
-        smallest = min(n - -(-n // config.cv_folds) if "folds" in ways else n,
-                       n - max(np.unique(train.sources, return_counts=True)[1])
-                       if "sources" in ways else n)
+        smallest = min(len(tr) for w in ways
+                       for tr, _ in splits[w][0].split(X, groups=splits[w][1].get("groups")))
         knn = TrainConfig(classifier="knn", k=max(1, min(config.k, smallest)))
         grid.append({"classifier": [_classifier(knn)]})
     if sum(len(v) for g in grid for v in g.values()) < 2:
         return {}
-    from sklearn import config_context
-    from sklearn.metrics import make_scorer
-    from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
-    from threadpoolctl import threadpool_limits
-
     scores = []
     with config_context(enable_metadata_routing=True), threadpool_limits(1):
         scorer = make_scorer(_routing_score, response_method="decision_function")
         if costs is not None:
             scorer = scorer.set_score_request(costs=True)
         for way in ways:
-            search = GridSearchCV(build_estimator(config), grid, scoring=scorer,
-                                  cv=LeaveOneGroupOut() if way == "sources" else _folds(config),
+            cv, meta = splits[way]
+            search = GridSearchCV(build_estimator(config), grid, scoring=scorer, cv=cv,
                                   n_jobs=config.n_jobs, refit=False, error_score="raise")
-            meta = {} if costs is None else {"costs": costs}
-            if way == "sources":
-                meta["groups"] = np.asarray(train.sources)
-            search.fit(X, train.quality, **meta)
+            search.fit(X, train.quality, **meta, **({} if costs is None else {"costs": costs}))
             scores.append(search.cv_results_["mean_test_score"])
     what = "APGR" if costs is None else "AIQ"
     mean = np.mean(scores, axis=0)
@@ -243,8 +240,8 @@ def _heads_name(classifier) -> str:
 
 def _describe(params: dict) -> str:
     clf = params.get("classifier")
-    return (f"kNN (k={clf.n_neighbors})" if clf is not None else "logistic") + \
-        (f", C={params['C']}" if "C" in params else "")
+    k = f" (k={clf.n_neighbors})" if hasattr(clf, "n_neighbors") else ""
+    return _heads_name(clf) + k + (f", C={params['C']}" if "C" in params else "")
 
 
 def _routing_score(Y, V, costs=None) -> float:
@@ -316,10 +313,9 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
         tokenizer = load_tokenizer(config.tokenizer)
     costs = None if pair else row_costs(train.prompts, train.models, train.costs, prices,
                                         tokenizer=tokenizer)
-    best = _choose_heads(config, X, train, costs)
-    oof = out_of_fold(build_estimator(config).set_params(**best), X, train, config)
-    cv_quality = _routing_quality(oof, train, costs)
-    router.estimator = build_estimator(config).set_params(**best)
+    router.estimator = build_estimator(config).set_params(**_choose_heads(config, X, train, costs))
+    oof = out_of_fold(router.estimator, X, train, config)  # fits clones
+    cv_quality = _routing_score(train.quality, oof, costs)
     C = router.estimator.C if router.estimator.classifier is None else None
     router.tokenizer = tokenizer
     router.fit(train.prompts, train.quality, features=X)
@@ -358,7 +354,3 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     router.training.update(info)
     return router
 
-
-def _routing_quality(oof, train: Rows, costs) -> float:
-    """APGR (two models) or AIQ (more) of out-of-fold values; -inf where undefined."""
-    return _routing_score(train.quality, oof, costs)
