@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ import numpy as np
 
 from router_ml import evaluation, load_router
 from router_ml.cli import PUBLISHED, baseline_scores, pooled_scores
+from router_ml.encoders import EMBEDDING_CACHE_ENV, SentenceTransformerEncoder, encoders_of
 from router_ml.protocols import MULTI_PROTOCOLS, PAIR_PROTOCOLS, protocol_folds, protocol_prices
 from router_ml.training import TrainConfig, fit_router
 
@@ -34,21 +36,25 @@ TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.6
            "alpaca-eval": 0.60, "mmlu-to-gsm8k": 0.65, "loso-mmlu": 0.58, "loso-gsm8k": 0.58,
            "loso-arena-hard": 0.58}
 CONFIGS = {
-    "default": ("default: static + surface, arena-hard rows", TrainConfig()),
+    "default": ("default: static + surface + length prior, arena-hard rows", TrainConfig()),
+    "no-prior": ("default without the length prior (previous default)",
+                 TrainConfig(length_prior=False)),
+    "minilm-no-prior": ("MiniLM + surface, no length prior",
+                        TrainConfig(encoder="minilm+surface", length_prior=False)),
     "static256": ("static 256-d float16 + surface, arena-hard rows (a 17 MB router)",
                   TrainConfig(encoder="static256+surface")),
     "static-surface-all": ("static + surface, arena-hard + alpaca-eval rows",
                            TrainConfig(encoder="static+surface", extra=("arena-hard", "alpaca-eval"))),
     "static-surface": ("static + surface, no extra rows",
                        TrainConfig(encoder="static+surface", extra=())),
-    "stats": ("28 stats, arena-hard rows (previous default)",
+    "stats": ("28 stats, arena-hard rows (an earlier default)",
               TrainConfig(encoder="stats", extra=("arena-hard",))),
     "surface": ("12 surface stats", TrainConfig(encoder="surface")),
     "static": ("static", TrainConfig(encoder="static")),
     "static-stats": ("static + 28 stats", TrainConfig(encoder="static+stats")),
     "tfidf": ("TF-IDF", TrainConfig(encoder="tfidf")),
     "quality": ("quality heads", TrainConfig(target="quality")),
-    "minilm": ("MiniLM + surface", TrainConfig(encoder="minilm+surface")),
+    "minilm": ("MiniLM + surface + length prior", TrainConfig(encoder="minilm+surface")),
     "sources": ("default, C chosen by leave-one-source-out", TrainConfig(select_by="sources")),
     "both": ("default, C chosen by folds and left-out sources", TrainConfig(select_by="both")),
 }
@@ -61,6 +67,12 @@ def run_config(config: TrainConfig, folds, prices, workdir: Path) -> dict:
         path = workdir / f"fold-{f.k}"
         fit_router(f.train, config, prices).save(path)
         routers[f.k] = load_router(path)
+        # A loaded router never caches embeddings; here the benchmark's cache serves the
+        # reloaded MiniLM encoder too (the same vectors), or a MiniLM run would re-encode every
+        # test prompt at about 27 prompts/s.
+        for e in encoders_of(routers[f.k].encoder):
+            if isinstance(e, SentenceTransformerEncoder):
+                e.cache_dir = os.environ.get(EMBEDDING_CACHE_ENV) or False
     return routers
 
 
@@ -105,9 +117,7 @@ def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
 
 
 def main(argv=None) -> int:
-    import os
-
-    from router_ml.encoders import EMBEDDING_CACHE_ENV, default_cache_dir
+    from router_ml.encoders import default_cache_dir
 
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))

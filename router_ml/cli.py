@@ -76,7 +76,14 @@ def describe_knob(router) -> str:
         line += f": {100 * a['share']:.1f} % strong calls"
     if a.get("pgr") is not None:
         line += f", PGR {a['pgr']:.3f}, quality {100 * a['quality']:.1f} %"
-    return line + (f" on {c.n} out-of-fold scores" if c.n else "")
+    line += f" on {c.n} out-of-fold scores" if c.n else ""
+    w, with_prior = (router.training.get(k) for k in ("length_prior_weight", "cv_apgr_with_prior"))
+    if w:
+        line += (f"\nlength prior: weight {w:g}" + (f", out-of-fold APGR {with_prior:.3f}"
+                                                    if with_prior is not None else ""))
+    elif w is not None:
+        line += "\nlength prior: weight 0 (the learned score alone routes better)"
+    return line
 
 
 def pooled_scores(folds, score_fn):
@@ -207,6 +214,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-by", choices=SELECT_BY, default=d.select_by,
                    help="choose the heads on shuffled folds, by leaving one source out, or by "
                         "the mean of the two")
+    p.add_argument("--no-length-prior", dest="length_prior", action="store_false",
+                   help="two models: keep the learned score alone (by default it is blended "
+                        "with the prompt's length where that routes the out-of-fold rows better)")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")
@@ -230,7 +240,7 @@ def _config_from_args(args):
                        budget=args.budget, dearest_share=args.dearest_share, delta=args.delta,
                        random_state=args.seed, n_jobs=args.jobs,
                        tokenizer=str(args.tokenizer) if args.tokenizer else None,
-                       select_by=args.select_by,
+                       select_by=args.select_by, length_prior=args.length_prior,
                        extra=(TrainConfig().extra if args.extra is None and not args.table
                               else tuple(s for s in (args.extra or "").split(",") if s)))
 

@@ -1,11 +1,12 @@
 """Saving and loading a router as a directory, without executing code from the files.
 
-Layout (format version 2)::
+Layout (format version 3)::
 
     manifest.json          format version, versions, encoder spec, estimator type and heads,
                            candidate models and their prices, the knob (threshold or lam) and
-                           its calibration, training and evaluation summaries, the sha256 of
-                           every other file, and its own sha256
+                           its calibration, the length prior of a pair (or null), training and
+                           evaluation summaries, the sha256 of every other file, and its own
+                           sha256
     encoder.<part>.npy     arrays (numpy, allow_pickle=False)
     encoder.<part>.json    lists of strings (e.g. the TF-IDF vocabulary)
     encoder.<part>.txt     text (e.g. a tokenizer definition)
@@ -20,6 +21,7 @@ Logistic heads are stored as plain arrays: loading them needs no skops, whose im
 takes seconds (it imports every scikit-learn estimator), and the files are byte-identical for
 identical fits. Version-1 artifacts (a strong/weak pair, ``classifier.*`` files, the
 threshold at the top level) still load: :func:`_load_v1` turns them into the same router.
+Version 2 is version 3 without the prior (tests/fixtures/artifact-v2).
 
 Loading checks, before building anything: the format version is known; the manifest has only
 known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
@@ -60,16 +62,15 @@ from router_ml.errors import (
     UntrustedTypeError,
 )
 
-# FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: branch
-# on the version in load_router, keep reading every older number (with a saved artifact of
-# each as a test fixture), and list the new number in SUPPORTED_VERSIONS.
 # FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: keep
 # the loader of every older number (load_router branches on the version; version 1 is read by
 # _load_v1), add a saved artifact of the new version as a test fixture next to
 # tests/fixtures/artifact-v1, list the new number in SUPPORTED_VERSIONS and its manifest keys
 # in MANIFEST_KEYS, and never make an old loader less strict than the new one.
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+# Version 3 adds the manifest's "prior" (router_ml.prior.LengthPrior, or null); a version-2
+# artifact has none (tests/fixtures/artifact-v2).
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 ESTIMATOR_FILE = "estimator.skops"
 V1_CLASSIFIER_FILE = "classifier.skops"
@@ -84,6 +85,7 @@ MANIFEST_KEYS = {
                   "knob", "coverage", "calibration", "training", "evaluation", "files",
                   MANIFEST_DIGEST}),
 }
+MANIFEST_KEYS[3] = MANIFEST_KEYS[2] | {"prior"}
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_SCHEMA_BYTES = 16 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
@@ -243,6 +245,7 @@ def save_router(router, path) -> Path:
             "prices": router.prices,
             "knob": knob,
             "coverage": coverage,
+            "prior": None if router.length_prior is None else router.length_prior.to_dict(),
             "calibration": router.calibration.to_dict(),
             "training": router.training,
             "evaluation": router.evaluation,
@@ -365,6 +368,7 @@ _READ = {1: {V1_CLASSIFIER_FILE, "classifier.coef.npy", "classifier.intercept.np
              "classifier.classes.npy"},
          2: {ESTIMATOR_FILE, "estimator.coef.npy", "estimator.intercept.npy",
              "coverage.reference.npy"}}
+_READ[3] = _READ[2]  # version 3 adds a manifest key, no file
 
 
 def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
@@ -607,6 +611,15 @@ def load_router(path):
                 router.coverage = Coverage(_load_array(contents[name], folder / name),
                                            cov["tau"], cov["level"], cov["n_calibration"])
                 router.fallback = cov.get("fallback")
+            if version >= 3 and manifest.get("prior") is not None:
+                from router_ml.prior import LengthPrior
+
+                if len(router.models) != 2:
+                    raise ArtifactIntegrityError(f"{folder}: a length prior needs two models")
+                try:
+                    router.length_prior = LengthPrior.from_dict(manifest["prior"])
+                except (ValueError, TypeError, KeyError) as e:
+                    raise ArtifactIntegrityError(f"{folder}: the prior is malformed: {e}") from None
         router.encoder = encoder
         cal = manifest.get("calibration") or {}
         if cal:

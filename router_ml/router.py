@@ -9,7 +9,9 @@ Two knobs, one decision rule underneath:
 - ``threshold`` (two models, the first being the strong one): the strong model when
   ``score >= threshold``, with ``score = 0.5 + (q_strong - q_weak) / 2`` from the predicted
   qualities. At a fixed cost per request this is the ``lam`` rule with
-  ``threshold = 0.5 + lam * (cost_strong - cost_weak) / 2``.
+  ``threshold = 0.5 + lam * (cost_strong - cost_weak) / 2``. A router trained with a length
+  prior (:mod:`router_ml.prior`) blends that score with the prompt's length; the ``lam``
+  rule then still compares the predicted qualities alone.
 
 Loading and routing need numpy only: the logistic heads predict through
 :class:`QualityHeads`; scikit-learn is imported only to train.
@@ -221,6 +223,8 @@ class Router:
         self.training: dict = {}
         self.evaluation: dict = {}
         self.coverage = None  # a router_ml.coverage.Coverage, set by training
+        # two models: a router_ml.prior.LengthPrior blended into the score, set by training
+        self.length_prior = None
         # counts a prompt's input tokens for its cost (see router_ml.costs.prompt_costs;
         # None: ceil(len / 4)); not saved: set it again after load_router
         self.tokenizer = None
@@ -296,6 +300,7 @@ class Router:
             raise ValueError(f"features must have one row per prompt, got {X.shape[0]} "
                              f"for {len(prompts)} prompts")
         self.estimator.fit(X, Y, sample_weight=sample_weight)
+        self.length_prior = None  # fitted to the previous estimator's scores
         self.training = {"n": len(prompts), "fingerprint": fingerprint(prompts, np.nan_to_num(Y, nan=-1))}
         self.fitted_ = True
         return self
@@ -351,10 +356,19 @@ class Router:
         return np.clip(self.decision_function(prompts), 0.0, 1.0)
 
     def score(self, prompts) -> np.ndarray:
-        """Two-model routers: (n,) float64 in [0, 1], 0.5 + (q_strong - q_weak) / 2 from the
-        predicted qualities; higher means the strong model is more needed."""
+        """Two-model routers: (n,) float64 in [0, 1], higher meaning the strong model is more
+        needed: 0.5 + (q_strong - q_weak) / 2 from the predicted qualities, or, with a
+        ``length_prior`` (set by training), that score blended with the prompt's length
+        (see :mod:`router_ml.prior`)."""
         self._pair()
-        return self._score(self.decision_function(prompts))
+        texts = self._texts(prompts)
+        return self._pair_score(self._predict(texts)[0], texts)
+
+    def _pair_score(self, V, texts) -> np.ndarray:
+        s = self._score(V)
+        if self.length_prior is not None:
+            s = self.length_prior.apply(s, [len(t) for t in texts])
+        return s
 
     @staticmethod
     def _score(V) -> np.ndarray:
@@ -385,10 +399,12 @@ class Router:
         Q = np.clip(V, 0.0, 1.0)
         C = self.costs(texts) if self.prices else None
         if self._threshold is not None:
-            s = self._score(V)
+            s = self._pair_score(V, texts)
             pick = np.where(s >= self._threshold, 0, 1)
-            why = [f"score {v:.4f} {'>=' if j == 0 else '<'} threshold {self._threshold:.4f}"
-                   for v, j in zip(s, pick)]
+            prior = ("" if self.length_prior is None
+                     else f" (length prior, weight {self.length_prior.weight:g})")
+            why = [f"score {v:.4f}{prior} {'>=' if j == 0 else '<'} threshold "
+                   f"{self._threshold:.4f}" for v, j in zip(s, pick)]
         else:
             if C is None and self._lam > 0:
                 raise ValueError("routing by lam > 0 needs the models' prices; pass prices= "
@@ -466,5 +482,7 @@ class Router:
 
         knob = (f"threshold={self._threshold:.4f}" if self._threshold is not None
                 else f"lam={self._lam:g}")
+        if self.length_prior is not None:
+            knob += f", length_prior={self.length_prior.weight:g}"
         return (f"Router(encoder={encoder_spec(self.encoder)['kind']}, "
                 f"estimator={type(self.estimator).__name__}, models={self.models}, {knob})")

@@ -169,7 +169,7 @@ def test_truncated_or_missing_files_are_refused(saved):
     load_router(folder)
 
 
-@pytest.mark.parametrize("version", [0, 3, 99, "1", "2", None, 1.5, [2]])
+@pytest.mark.parametrize("version", [0, persistence.FORMAT_VERSION + 1, 99, "1", "2", None, 1.5, [2]])
 def test_unknown_format_version_is_refused(saved_tfidf, version):
     _, folder = saved_tfidf
     rewrite_manifest(folder, lambda m: m.__setitem__("format_version", version))
@@ -343,6 +343,15 @@ def _edit_manifest_cases():
         "no encoder part": lambda m: m["files"].pop("encoder.idf.npy"),
         "unknown top-level key": set_("pickle", "yes"),
         "a version-1 key": set_("threshold", 0.5),
+        "prior kind unknown": set_("prior", {"kind": "words", "weight": 0.5,
+                                             "score_quantiles": [0, 1], "length_quantiles": [0, 1]}),
+        "prior weight 2": set_("prior", {"kind": "length", "weight": 2.0,
+                                         "score_quantiles": [0, 1], "length_quantiles": [0, 1]}),
+        "prior quantiles decreasing": set_("prior", {"kind": "length", "weight": 0.5,
+                                                     "score_quantiles": [1, 0],
+                                                     "length_quantiles": [0, 1]}),
+        "prior without its quantiles": set_("prior", {"kind": "length", "weight": 0.5}),
+        "prior not a dict": set_("prior", 0.5),
         "not an object": None,
     }
 
@@ -749,7 +758,7 @@ def test_version_1_fixture_loads_scores_and_decides_like_version_1(request):
     assert (router.heads.kinds, len(router.heads.coefs)) == (["quality", "gain"], 2)
 
 
-def test_version_1_fixture_resaved_is_version_2_with_the_same_decisions(tmp_path):
+def test_version_1_fixture_resaved_in_todays_format_has_the_same_decisions(tmp_path):
     router = load_router(V1)
     router.save(tmp_path / "v2")
     again = load_router(tmp_path / "v2")
@@ -810,7 +819,7 @@ def test_an_n_model_router_round_trips(tier_router, tmp_path):
     assert loaded.lam == router.lam > 0 and loaded.threshold is None
     assert loaded.calibration == router.calibration
     m = loaded.manifest
-    assert m["format_version"] == 2 and m["knob"] == {"kind": "lam", "value": router.lam}
+    assert m["format_version"] == persistence.FORMAT_VERSION and m["knob"] == {"kind": "lam", "value": router.lam}
     assert m["models"] == router.models and m["estimator"]["type"] == "heads"
     assert [h["kind"] for h in m["estimator"]["heads"]] == ["quality", "gain", "gain"]
     assert {"estimator.coef.npy", "estimator.intercept.npy"} <= set(m["files"])
@@ -856,4 +865,33 @@ def test_a_tampered_n_model_router_is_refused(tier_router, tmp_path):
     data[-3] ^= 0x20
     coef.write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError, match="sha256 differs"):
+        load_router(folder)
+
+
+# ------------------------------------------------------------------ format version 2
+
+V2 = ROOT / "tests" / "fixtures" / "artifact-v2"
+
+
+def test_version_2_fixture_loads_with_the_scores_version_2_gave_and_no_prior(tmp_path):
+    expected = json.loads((ROOT / "tests" / "fixtures" / "artifact-v2-expected.json").read_text())
+    router = load_router(V2)
+    assert router.manifest["format_version"] == 2 and router.length_prior is None
+    assert router.threshold == expected["threshold"]
+    np.testing.assert_allclose(router.score(V1_PROMPTS), expected["scores"], rtol=0, atol=1e-12)
+    assert [d.model for d in router.route_batch(V1_PROMPTS)] == expected["models"]
+    router.save(tmp_path / "again")
+    again = load_router(tmp_path / "again")
+    assert again.manifest["format_version"] == persistence.FORMAT_VERSION
+    assert again.manifest["prior"] is None
+    np.testing.assert_array_equal(again.score(V1_PROMPTS), router.score(V1_PROMPTS))
+
+
+def test_a_version_2_manifest_with_a_prior_is_refused(tmp_path):
+    folder = tmp_path / "v2"
+    shutil.copytree(V2, folder)
+    rewrite_manifest(folder, lambda m: m.__setitem__(
+        "prior", {"kind": "length", "weight": 0.5, "score_quantiles": [0, 1],
+                  "length_quantiles": [0, 1]}))
+    with pytest.raises(ArtifactIntegrityError, match="prior"):
         load_router(folder)

@@ -12,6 +12,7 @@ import pytest
 from router_ml import load_router
 from router_ml.cli import evaluate_main, train_main
 from router_ml.evaluation import apgr
+from router_ml.prior import WEIGHTS
 from router_ml.protocols import protocol_folds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +69,10 @@ def test_train_on_own_table(tmp_path, capsys):
     table.write_text("\n".join(rows) + "\n")
     out = tmp_path / "mine"
     assert train_main(["--table", str(table), "--strong", "big", "--weak", "small",
-                       "--out", str(out), "--no-tracking", "--encoder", "tfidf"]) == 0
+                       "--out", str(out), "--no-tracking", "--encoder", "tfidf",
+                       "--no-length-prior"]) == 0
     r = load_router(out)
+    assert r.length_prior is None and "length_prior_weight" not in r.training
     assert (r.strong_model, r.weak_model) == ("big", "small") and r.models == ["big", "small"]
     # your own table alone: the default extra sources are not mixed in
     assert r.training["config"]["extra"] == [] and r.training["n"] == 300
@@ -81,12 +84,15 @@ def test_train_on_own_table(tmp_path, capsys):
     assert r.route("say hi number 8").model == "small"
     # the threshold keeps 80 % of the strong model's gain on the out-of-fold scores
     assert r.calibration.achieved["pgr"] >= 0.8
-    # --model-columns gives the pair too, the first column being the strong model
+    # --model-columns gives the pair too, the first column being the strong model; without
+    # --no-length-prior the weight of the prior is chosen, and the decisions are the same
     assert train_main(["--table", str(table), "--model-columns", "big,small", "--out",
                        str(tmp_path / "cols"), "--no-tracking", "--encoder", "tfidf"]) == 0
     again = load_router(tmp_path / "cols")
     assert again.models == ["big", "small"]
-    np.testing.assert_array_equal(again.score(["say hi number 8"]), r.score(["say hi number 8"]))
+    assert again.training["length_prior_weight"] in WEIGHTS
+    probes = ["prove the lemma number 7", "say hi number 8"]
+    assert [d.model for d in again.route_batch(probes)] == [d.model for d in r.route_batch(probes)]
     # evaluated on the user's held-out rows
     report = tmp_path / "e.json"
     assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0

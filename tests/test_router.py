@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router_ml import CalibrationError, Router, RoutingDecision, UnknownModelError, load_router
+from router_ml import persistence
 from router_ml.encoders import StatsEncoder, TfidfEncoder
 from router_ml.evaluation import apgr
 from router_ml.labels import Rows
@@ -86,7 +87,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert loaded.calibration == router.calibration
     assert (loaded.strong_model, loaded.weak_model) == (router.strong_model, router.weak_model)
     m = loaded.manifest
-    assert m["format_version"] == 2 and "scikit-learn" in m["versions"]
+    assert m["format_version"] == persistence.FORMAT_VERSION and "scikit-learn" in m["versions"]
     assert m["models"] == PAIR and m["knob"] == {"kind": "threshold", "value": router.threshold}
     assert set(m["files"]) == {p.name for p in (tmp_path / "r").iterdir()} - {"manifest.json"}
     # saving again over it works and changes the threshold atomically

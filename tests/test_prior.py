@@ -1,0 +1,110 @@
+"""The length prior: how its weight is chosen, what it does to the score, and how training,
+saving and routing carry it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from router_ml import load_router
+from router_ml.evaluation import apgr
+from router_ml.labels import Rows
+from router_ml.prior import WEIGHTS, LengthPrior
+from router_ml.training import TrainConfig, fit_router
+
+WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+
+
+def length_rows(n=240, seed=0, signal=0.9):
+    """Prompts of 3 to 40 random words; the strong model is needed (strong right, weak wrong)
+    on long prompts with probability ``signal`` and on short ones with 1 - signal."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(3, 41, n)
+    prompts = [" ".join(rng.choice(WORDS, int(m))) + f" {i}" for i, m in enumerate(k)]
+    need = rng.random(n) < np.where(k > np.median(k), signal, 1 - signal)
+    q = np.column_stack([np.ones(n), (~need).astype(float)])
+    return Rows(prompts, q, ("strong", "weak"), np.array(["g"] * n, dtype=object),
+                np.array(["planted"] * n, dtype=object))
+
+
+def test_the_weight_follows_whichever_signal_routes_better():
+    rng = np.random.default_rng(1)
+    n = 600
+    lengths = rng.integers(10, 2000, n).astype(float)
+    need = rng.random(n) < np.where(lengths > np.median(lengths), 0.85, 0.15)
+    qs, qw = np.ones(n), (~need).astype(float)
+    noise = rng.random(n)
+    # a learned score that is noise: the length gets the most weight allowed
+    assert LengthPrior.fit(noise, lengths, qs, qw).weight == max(WEIGHTS) == 0.5
+    # a score that knows the answer, lengths that are noise: the score decides alone
+    good = np.where(need, 0.9, 0.1) + 0.01 * noise
+    assert LengthPrior.fit(good, rng.permutation(lengths), qs, qw).weight == 0.0
+    # the chosen weight is the best of the grid on these rows
+    half = np.where(need, 0.6, 0.4) + 0.3 * noise
+    p = LengthPrior.fit(half, lengths, qs, qw)
+    best = max(apgr(LengthPrior(w, p.score_quantiles, p.length_quantiles).apply(half, lengths),
+                    qs, qw) for w in WEIGHTS)
+    assert apgr(p.apply(half, lengths), qs, qw) == pytest.approx(best, abs=1e-12)
+    assert 0.0 < p.weight < max(WEIGHTS)
+
+
+def test_the_blend_is_in_0_1_and_increases_with_score_and_length():
+    p = LengthPrior(0.3, np.linspace(0.2, 0.8, 101), np.linspace(10, 1000, 101))
+    s = p.apply([0.0, 0.2, 0.5, 0.8, 1.0], [500] * 5)
+    # below and above every training score: F_score is 0 and 1; F_length(500) = 490 / 990
+    assert (np.diff(s) >= 0).all() and s[1] < s[2] < s[3]
+    assert s[0] == pytest.approx(0.3 * 490 / 990) and s[-1] == pytest.approx(0.7 + 0.3 * 490 / 990)
+    L = p.apply([0.5] * 5, [0, 10, 300, 1000, 10**6])
+    assert (np.diff(L) > 0).sum() >= 2 and (np.diff(L) >= 0).all()
+    assert np.all((p.apply([-5, 7], [-1, 10**9]) >= 0) & (p.apply([-5, 7], [-1, 10**9]) <= 1))
+
+
+@pytest.mark.parametrize("bad", [
+    {"kind": "length", "weight": 1.5, "score_quantiles": [0, 1], "length_quantiles": [0, 1]},
+    {"kind": "length", "weight": 0.5, "score_quantiles": [1, 0], "length_quantiles": [0, 1]},
+    {"kind": "length", "weight": 0.5, "score_quantiles": [0], "length_quantiles": [0, 1]},
+    {"kind": "length", "weight": 0.5, "score_quantiles": [0, float("nan")],
+     "length_quantiles": [0, 1]},
+    {"kind": "words", "weight": 0.5, "score_quantiles": [0, 1], "length_quantiles": [0, 1]},
+])
+def test_a_malformed_prior_is_refused_with_the_reason(bad):
+    with pytest.raises(ValueError, match="prior"):
+        LengthPrior.from_dict(bad)
+
+
+def test_training_blends_length_in_when_it_routes_better_and_the_router_keeps_it(tmp_path):
+    # TF-IDF normalises length away, so its score alone routes these rows poorly
+    rows = length_rows()
+    router = fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, coverage=None))
+    w = router.training["length_prior_weight"]
+    assert w in WEIGHTS and w > 0 and router.length_prior.weight == w
+    test = length_rows(seed=5)
+    s = router.score(test.prompts)
+    plain = router._score(router.decision_function(test.prompts))
+    np.testing.assert_allclose(s, router.length_prior.apply(plain, [len(p) for p in test.prompts]))
+    assert apgr(s, test.q_strong, test.q_weak) > apgr(plain, test.q_strong, test.q_weak)
+    # decisions compare the blended score with the threshold calibrated on it
+    got = [d.model for d in router.route_batch(test.prompts)]
+    assert got == np.where(s >= router.threshold, "strong", "weak").tolist()
+    assert [d.score for d in router.route_batch(test.prompts[:5])] == pytest.approx(s[:5].tolist())
+    assert f"(length prior, weight {w:g})" in router.route(test.prompts[0]).reason
+    # saved and loaded: the same scores, the prior in the manifest
+    router.save(tmp_path / "r")
+    loaded = load_router(tmp_path / "r")
+    np.testing.assert_array_equal(loaded.score(test.prompts), s)
+    assert loaded.manifest["prior"]["weight"] == w
+    # refitting the estimator drops a prior fitted to its old scores
+    router.fit(rows.prompts, rows.quality)
+    assert router.length_prior is None
+
+
+def test_no_length_prior_keeps_the_plain_score(tmp_path):
+    rows = length_rows()
+    router = fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, coverage=None,
+                                          length_prior=False))
+    assert router.length_prior is None and "length_prior_weight" not in router.training
+    test = length_rows(seed=5)
+    np.testing.assert_array_equal(router.score(test.prompts),
+                                  router._score(router.decision_function(test.prompts)))
+    router.save(tmp_path / "r")
+    assert load_router(tmp_path / "r").manifest["prior"] is None
