@@ -61,7 +61,7 @@ class TrainConfig:
     traffic weigh alike); folds when the rows come from one source. The knob is calibrated on
     shuffled folds either way.
     length_prior: two models: blend the learned score with the prompt's length, with the
-    weight (0 to 1) that routes the out-of-fold predictions best (:mod:`router_ml.prior`;
+    weight (0 to 0.5) that routes the out-of-fold predictions best (:mod:`router_ml.prior`;
     weight 0 keeps the plain score). On the protocol suite it raises the mean APGR and most
     of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
