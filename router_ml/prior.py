@@ -26,12 +26,6 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 N_QUANTILES = 101
 
 
-def _ecdf(values, quantiles: np.ndarray) -> np.ndarray:
-    """Share of the training distribution at or below each value (0 and 1 outside it)."""
-    levels = np.linspace(0.0, 1.0, len(quantiles))
-    return np.interp(np.asarray(values, dtype=np.float64), quantiles, levels)
-
-
 class LengthPrior:
     """weight in [0, 1]; score_quantiles, length_quantiles: increasing (N,) arrays."""
 
@@ -45,6 +39,8 @@ class LengthPrior:
                                  "non-decreasing numbers")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"length prior: weight must be in [0, 1], got {weight}")
+        self._levels = (np.linspace(0.0, 1.0, len(self.score_quantiles)),
+                        np.linspace(0.0, 1.0, len(self.length_quantiles)))
 
     @classmethod
     def fit(cls, scores, lengths, q_strong, q_weak, weights=WEIGHTS) -> "LengthPrior":
@@ -66,9 +62,11 @@ class LengthPrior:
         return cls(best, base.score_quantiles, base.length_quantiles)
 
     def apply(self, scores, lengths) -> np.ndarray:
-        """(n,) blended scores in [0, 1]."""
-        return ((1.0 - self.weight) * _ecdf(scores, self.score_quantiles)
-                + self.weight * _ecdf(lengths, self.length_quantiles))
+        """(n,) blended scores in [0, 1]: each input's share of the training distribution at
+        or below it (0 and 1 outside it), mixed."""
+        fs = np.interp(scores, self.score_quantiles, self._levels[0])
+        fl = np.interp(lengths, self.length_quantiles, self._levels[1])
+        return (1.0 - self.weight) * fs + self.weight * fl
 
     def to_dict(self) -> dict:
         return {"kind": "length", "weight": self.weight,
