@@ -27,7 +27,11 @@ N_QUANTILES = 101
 
 
 class LengthPrior:
-    """weight in [0, 1]; score_quantiles, length_quantiles: increasing (N,) arrays."""
+    """weight in [0, 1]; score_quantiles, length_quantiles: increasing (N,) arrays.
+    After :meth:`fit`, ``apgr_`` is the APGR of the chosen blend on the rows it was fitted on
+    (None where APGR is undefined)."""
+
+    apgr_: float | None = None
 
     def __init__(self, weight: float, score_quantiles, length_quantiles):
         self.weight = float(weight)
@@ -45,7 +49,8 @@ class LengthPrior:
     @classmethod
     def fit(cls, scores, lengths, q_strong, q_weak, weights=WEIGHTS) -> "LengthPrior":
         """The prior whose blend of out-of-fold ``scores`` and prompt ``lengths`` has the
-        highest APGR against the rows' qualities (ties to the smaller weight)."""
+        highest APGR against the rows' qualities (ties to the smaller weight); weight 0 where
+        APGR is undefined (the models equally good)."""
         from router_ml.evaluation import apgr
 
         scores, lengths = np.asarray(scores, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
@@ -54,12 +59,14 @@ class LengthPrior:
         levels = np.linspace(0.0, 1.0, N_QUANTILES)
         base = cls(0.0, np.quantile(scores, levels), np.quantile(lengths, levels))
         try:
-            best = max(weights, key=lambda w: (
-                apgr(cls(w, base.score_quantiles, base.length_quantiles).apply(scores, lengths),
-                     q_strong, q_weak), -w))
-        except ValueError:  # APGR undefined (the models equally good): nothing to choose by
-            best = 0.0
-        return cls(best, base.score_quantiles, base.length_quantiles)
+            value, best = max(((apgr(cls(w, base.score_quantiles, base.length_quantiles)
+                                     .apply(scores, lengths), q_strong, q_weak), w)
+                               for w in weights), key=lambda t: (t[0], -t[1]))
+        except ValueError:  # APGR undefined: nothing to choose by
+            value, best = None, 0.0
+        out = cls(best, base.score_quantiles, base.length_quantiles)
+        out.apgr_ = value
+        return out
 
     def apply(self, scores, lengths) -> np.ndarray:
         """(n,) blended scores in [0, 1]: each input's share of the training distribution at

@@ -265,15 +265,6 @@ def _routing_score(Y, V, costs=None) -> float:
         return float("-inf")
 
 
-def _apgr_or_none(scores, q_strong, q_weak) -> float | None:
-    from router_ml.evaluation import apgr
-
-    try:
-        return apgr(scores, q_strong, q_weak)
-    except ValueError:  # undefined: the models are equally good on these rows
-        return None
-
-
 def out_of_fold(estimator, X, train: Rows, config: TrainConfig) -> np.ndarray:
     """(n, m) decision values of the training rows, each from a model fitted without it."""
     from joblib import Parallel, delayed
@@ -351,8 +342,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
 
             lengths = [len(p) for p in train.prompts]
             prior = LengthPrior.fit(score, lengths, qs, qw)
-            info["length_prior_weight"] = prior.weight
-            info["cv_apgr_with_prior"] = _apgr_or_none(prior.apply(score, lengths), qs, qw)
+            info["length_prior_weight"], info["cv_apgr_with_prior"] = prior.weight, prior.apgr_
             if prior.weight > 0:
                 router.length_prior = prior
                 score = prior.apply(score, lengths)
