@@ -82,7 +82,8 @@ def describe_knob(router) -> str:
         line += (f"\nlength prior: weight {w:g}" + (f", out-of-fold APGR {with_prior:.3f}"
                                                     if with_prior is not None else ""))
     elif w is not None:
-        line += "\nlength prior: weight 0 (the learned score alone routes better)"
+        line += ("\nlength prior: weight 0 (the learned score alone routes better; the score is "
+                 "its share of the training rows)")
     return line
 
 

@@ -11,7 +11,11 @@ F_score is the empirical distribution of the learned score on out-of-fold traini
 predictions, F_length that of the training prompts' lengths in characters, both kept as
 ``N_QUANTILES`` quantiles and interpolated linearly. ``weight`` is chosen from ``WEIGHTS`` by the
 APGR of the blend on the same out-of-fold predictions, so rows where length says nothing get
-weight 0 (the router then keeps its plain score). The learned score keeps at least half the
+weight 0. The router keeps the prior then too: its score is F_score(score), the plain
+score's share of the training rows, which routes each prompt as the plain score does (the
+same order) but on a scale shared by routers trained on other rows. Protocols that pool
+the test scores of several folds' routers (DESIGN.md section 4) rank them on that one scale.
+The learned score keeps at least half the
 say: at weight 1 the router would ignore what it learned, and where length happens to
 separate the training rows, a prompt shorter than the training prompts of its kind would
 change sides. Training (:func:`router_ml.training.fit_router`)

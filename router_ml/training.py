@@ -62,7 +62,8 @@ class TrainConfig:
     shuffled folds either way.
     length_prior: two models: blend the learned score with the prompt's length, with the
     weight (0 to 0.5) that routes the out-of-fold predictions best (:mod:`router_ml.prior`;
-    weight 0 keeps the plain score). On the protocol suite it raises the mean APGR and most
+    at weight 0 the score is the plain score's share of the training rows, in the same
+    order). On the protocol suite it raises the mean APGR and most
     of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     """
@@ -343,9 +344,10 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
             lengths = [len(p) for p in train.prompts]
             prior = LengthPrior.fit(score, lengths, qs, qw)
             info["length_prior_weight"], info["cv_apgr_with_prior"] = prior.weight, prior.apgr_
-            if prior.weight > 0:
-                router.length_prior = prior
-                score = prior.apply(score, lengths)
+            # kept at weight 0 too: the score is then the plain score's share of the training
+            # rows, the same order on a scale that routers trained on other rows share
+            router.length_prior = prior
+            score = prior.apply(score, lengths)
         guarantee = config.delta is not None
         t, record = calibrate(score, share=config.share, q_strong=qs, q_weak=qw,
                               min_pgr=None if config.share is not None or guarantee

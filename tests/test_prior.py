@@ -108,3 +108,26 @@ def test_no_length_prior_keeps_the_plain_score(tmp_path):
                                   router._score(router.decision_function(test.prompts)))
     router.save(tmp_path / "r")
     assert load_router(tmp_path / "r").manifest["prior"] is None
+
+
+def test_at_weight_0_the_score_is_the_plain_scores_share_of_the_training_rows(tmp_path):
+    # the words carry the signal and length none: weight 0, the prior stays as a scale
+    rng = np.random.default_rng(3)
+    n = 240
+    need = rng.random(n) < 0.5
+    prompts = [" ".join(rng.choice(WORDS, int(rng.integers(3, 41)))) + (" prove" if h else " chat")
+               for h in need]
+    rows = Rows(prompts, np.column_stack([np.ones(n), (~need).astype(float)]), ("strong", "weak"),
+                np.array(["g"] * n, dtype=object), np.array(["planted"] * n, dtype=object))
+    router = fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, coverage=None))
+    assert router.training["length_prior_weight"] == 0.0 and router.length_prior.weight == 0.0
+    s = router.score(prompts)
+    plain = router._score(router.decision_function(prompts))
+    order = np.argsort(plain, kind="stable")
+    assert (np.diff(s[order]) >= 0).all()  # the plain score's order
+    np.testing.assert_allclose(s, router.length_prior.apply(plain, [len(p) for p in prompts]))
+    # on the training share scale: about half the training prompts score below 0.5
+    assert 0.3 < (s < 0.5).mean() < 0.7 and not np.allclose(s, plain)
+    assert "(length prior, weight 0)" in router.route(prompts[0]).reason
+    router.save(tmp_path / "r")
+    np.testing.assert_array_equal(load_router(tmp_path / "r").score(prompts), s)
