@@ -36,8 +36,9 @@ TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.6
            "alpaca-eval": 0.60, "mmlu-to-gsm8k": 0.65, "loso-mmlu": 0.58, "loso-gsm8k": 0.58,
            "loso-arena-hard": 0.58}
 CONFIGS = {
-    "default": ("default: static + surface + length prior, arena-hard rows", TrainConfig()),
-    "no-prior": ("default without the length prior (previous default)",
+    "default": ("default: static + surface + length prior, arena-hard rows, C by folds and "
+                "left-out sources", TrainConfig()),
+    "no-prior": ("default without the length prior",
                  TrainConfig(length_prior=False)),
     "minilm-no-prior": ("MiniLM + surface, no length prior",
                         TrainConfig(encoder="minilm+surface", length_prior=False)),
@@ -56,7 +57,8 @@ CONFIGS = {
     "quality": ("quality heads", TrainConfig(target="quality")),
     "minilm": ("MiniLM + surface + length prior", TrainConfig(encoder="minilm+surface")),
     "sources": ("default, C chosen by leave-one-source-out", TrainConfig(select_by="sources")),
-    "both": ("default, C chosen by folds and left-out sources", TrainConfig(select_by="both")),
+    "folds": ("default, C chosen by shuffled folds only (previous default)",
+              TrainConfig(select_by="folds")),
 }
 
 

@@ -452,19 +452,17 @@ class StaticEncoder(_Transformer):
         normaliser's Unicode pass makes tokenising about 40 % faster. None when the tokenizer's
         normaliser is another one. Shares the vectors; built on first use."""
         if "_plain" not in self.__dict__:
-            from model2vec import StaticModel
-            from tokenizers import Tokenizer
+            import copy
+
+            from tokenizers.normalizers import BertNormalizer
 
             m = self.model
-            config = json.loads(m.tokenizer.to_str())
-            norm = config.get("normalizer") or {}
+            norm = m.tokenizer.normalizer
             self._plain = None
-            if norm.get("type") == "BertNormalizer" and norm.get("lowercase"):
-                config["normalizer"] = None
-                self._plain = StaticModel(
-                    vectors=m.embedding, tokenizer=Tokenizer.from_str(json.dumps(config)),
-                    normalize=m.normalize, weights=m.weights, token_mapping=m.token_mapping,
-                    max_length=m.max_length)
+            if isinstance(norm, BertNormalizer) and norm.lowercase:
+                self._plain = copy.copy(m)  # shares the vectors and settings
+                self._plain.tokenizer = copy.deepcopy(m.tokenizer)
+                self._plain.tokenizer.normalizer = None
         return self._plain
 
     @property
