@@ -434,10 +434,10 @@ class StaticEncoder(_Transformer):
                 return np.nan_to_num(self._encode(self.model, texts), copy=False)
             fast = np.array([_plain_ascii(t) for t in texts], dtype=bool)
             out = np.empty((len(texts), self.dim), dtype=np.float32)
-            for model, rows in ((plain, np.flatnonzero(fast)), (self.model, np.flatnonzero(~fast))):
+            for model, rows, prepare in ((plain, np.flatnonzero(fast), str.lower),
+                                         (self.model, np.flatnonzero(~fast), str)):
                 if len(rows):
-                    out[rows] = self._encode(model, [texts[i].lower() if model is plain
-                                                     else texts[i] for i in rows])
+                    out[rows] = self._encode(model, [prepare(texts[i]) for i in rows])
         return np.nan_to_num(out, copy=False)
 
     @staticmethod

@@ -61,14 +61,13 @@ class LengthPrior:
         if scores.shape != lengths.shape or scores.ndim != 1 or len(scores) < 2:
             raise ValueError("length prior: scores and lengths must be two (n,) arrays, n >= 2")
         levels = np.linspace(0.0, 1.0, N_QUANTILES)
-        base = cls(0.0, np.quantile(scores, levels), np.quantile(lengths, levels))
+        sq, lq = np.quantile(scores, levels), np.quantile(lengths, levels)
         try:
-            value, best = max(((apgr(cls(w, base.score_quantiles, base.length_quantiles)
-                                     .apply(scores, lengths), q_strong, q_weak), w)
+            value, best = max(((apgr(cls(w, sq, lq).apply(scores, lengths), q_strong, q_weak), w)
                                for w in weights), key=lambda t: (t[0], -t[1]))
         except ValueError:  # APGR undefined: nothing to choose by
             value, best = None, 0.0
-        out = cls(best, base.score_quantiles, base.length_quantiles)
+        out = cls(best, sq, lq)
         out.apgr_ = value
         return out
 
