@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import threading
+from itertools import chain
 from math import log1p, sqrt
 from pathlib import Path
 
@@ -55,12 +56,11 @@ def clean(prompt: str) -> str:
     return text
 
 
-# ASCII that a BERT normaliser would change beyond lower case: control characters, which it drops
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _plain_ascii(text: str) -> bool:
-    return text.isascii() and _CONTROL.search(text) is None
+# Characters that str.split() splits at and a BERT normaliser deletes (control characters)
+_UNSPLIT = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
+# the static encoder remembers the token ids of at most this many chunks of text (whitespace
+# apart), each at most this long: about 40 MB when full (76,000 chunks of the data took 15 MB)
+_CHUNK_CACHE, _CHUNK_CHARS = 200_000, 100
 
 
 def text_hash(text: str) -> str:
@@ -429,41 +429,88 @@ class StaticEncoder(_Transformer):
         # model2vec sets and resets the tokenizer's truncation on every call, and a tokenizer
         # being reconfigured by one thread fails in another ("Already borrowed"): one at a time.
         with self.__dict__.setdefault("_lock", threading.Lock()):
-            plain = self._plain_model()
-            if plain is None:
-                return np.nan_to_num(self._encode(self.model, texts), copy=False)
-            fast = np.array([_plain_ascii(t) for t in texts], dtype=bool)
+            chunks = self._chunk_ids()
+            if chunks is None:
+                return np.nan_to_num(self._encode(texts), copy=False)
+            slow = [i for i, t in enumerate(texts)
+                    if _UNSPLIT.search(t) or any(a in t for a in self._added)]
             out = np.empty((len(texts), self.dim), dtype=np.float32)
-            for model, rows, prepare in ((plain, np.flatnonzero(fast), str.lower),
-                                         (self.model, np.flatnonzero(~fast), str)):
-                if len(rows):
-                    out[rows] = self._encode(model, [prepare(texts[i]) for i in rows])
+            if slow:
+                out[slow] = self._encode([texts[i] for i in slow])
+                fast = sorted(set(range(len(texts))) - set(slow))
+                out[fast] = self._encode_chunks([texts[i] for i in fast], chunks)
+            else:
+                out[:] = self._encode_chunks(texts, chunks)
         return np.nan_to_num(out, copy=False)
 
-    @staticmethod
-    def _encode(model, texts) -> np.ndarray:
-        return np.asarray(model.encode(texts, use_multiprocessing=False,
-                                       show_progress_bar=len(texts) > 20_000), dtype=np.float32)
+    def _encode(self, texts) -> np.ndarray:
+        return np.asarray(self.model.encode(texts, use_multiprocessing=False,
+                                            show_progress_bar=len(texts) > 20_000),
+                          dtype=np.float32)
 
-    def _plain_model(self):
-        """The same model with a tokenizer that does not normalise, for ASCII text the caller
-        lower-cases: a BERT normaliser (clean text, Chinese characters, accents, lower case)
-        leaves such text as ``str.lower`` does, so the token ids are the same, and skipping the
-        normaliser's Unicode pass makes tokenising about 40 % faster. None when the tokenizer's
-        normaliser is another one. Shares the vectors; built on first use."""
-        if "_plain" not in self.__dict__:
-            import copy
+    def _chunk_ids(self) -> dict | None:
+        """Token ids of the whitespace-separated chunks of text seen so far, or None when the
+        tokenizer is not a BERT one (normaliser and pre-tokenizer) or the model weights or
+        remaps tokens: then every prompt takes model2vec's own path.
 
+        A BERT tokenizer treats the text between whitespace on its own: its normaliser works
+        character by character (control characters dropped, whitespace made a space, accents
+        stripped, lower case), and its pre-tokenizer splits at whitespace before the model
+        tokenises each piece. So a prompt's token ids are its chunks' ids (``str.split()``) in
+        turn. Each chunk of at most ``_CHUNK_CHARS`` characters is tokenised once, by the
+        tokenizer, and remembered (up to ``_CHUNK_CACHE`` chunks, then the table starts
+        again). Text that ``str.split()`` would break where the normaliser deletes a character
+        (:data:`_UNSPLIT`), or inside an added token (matched before normalising), takes
+        model2vec's path. The vectors are model2vec's bit for bit (``tests/test_encoders.py``)
+        and a prompt skips model2vec's per-call set-up."""
+        if "_chunks" not in self.__dict__:
             from tokenizers.normalizers import BertNormalizer
+            from tokenizers.pre_tokenizers import BertPreTokenizer
 
-            m = self.model
-            norm = m.tokenizer.normalizer
-            self._plain = None
-            if isinstance(norm, BertNormalizer) and norm.lowercase:
-                self._plain = copy.copy(m)  # shares the vectors and settings
-                self._plain.tokenizer = copy.deepcopy(m.tokenizer)
-                self._plain.tokenizer.normalizer = None
-        return self._plain
+            m, tok = self.model, self.model.tokenizer
+            self._chunks, self._added = None, ()
+            if isinstance(tok.normalizer, BertNormalizer) \
+                    and isinstance(tok.pre_tokenizer, BertPreTokenizer) \
+                    and getattr(m, "weights", None) is None \
+                    and getattr(m, "token_mapping", None) is None:
+                self._chunks = {}
+                self._added = tuple(a.content for a in tok.get_added_tokens_decoder().values()
+                                    if a.content.split() != [a.content])
+        return self._chunks
+
+    def _encode_chunks(self, texts, chunks: dict) -> np.ndarray:
+        """model2vec's mean of token vectors (text and tokens cut to its lengths, unknown
+        tokens dropped, L2 normalisation), with the token ids of each text's chunks."""
+        m = self.model
+        if m.max_length is not None:  # model2vec cuts the text, then the tokens
+            texts = [t[: m.max_length * m.median_token_length] for t in texts]
+        split = [t.split() for t in texts]
+        missing = set(chain.from_iterable(split)).difference(chunks)
+        if len(chunks) + len(missing) > _CHUNK_CACHE:
+            chunks.clear()
+            missing = set(chain.from_iterable(split))
+        if missing:
+            missing = list(missing)
+            found = m.tokenizer.encode_batch_fast(missing, add_special_tokens=False)
+            chunks.update((c, tuple(e.ids)) for c, e in zip(missing, found))
+        unk, get = m.unk_token_id, chunks.__getitem__
+        ids = []
+        for cs in split:
+            row = list(chain.from_iterable(map(get, cs)))[: m.max_length]
+            ids.append([i for i in row if i != unk] if unk is not None and unk in row else row)
+        for c in missing:  # long chunks are not kept
+            if len(c) > _CHUNK_CHARS:
+                del chunks[c]
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        buckets: dict[int, list[int]] = {}
+        for i, row in enumerate(ids):
+            if row:
+                buckets.setdefault(len(row), []).append(i)
+        for rows in buckets.values():
+            out[rows] = m.embedding[np.array([ids[i] for i in rows], dtype=np.int64)].mean(axis=1)
+        if m.normalize:
+            out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-32
+        return out
 
     @property
     def dim(self) -> int:
