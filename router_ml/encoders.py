@@ -61,6 +61,15 @@ _UNSPLIT = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
 # the static encoder remembers the token ids of at most this many chunks of text (whitespace
 # apart), each at most this long: about 40 MB when full (76,000 chunks of the data took 15 MB)
 _CHUNK_CACHE, _CHUNK_CHARS = 200_000, 100
+_PART = 4096  # prompts encoded at a time
+# chunks met for the first time are tokenised in texts of about this many characters, joined
+# by this separator (see StaticEncoder._tokenize)
+_GROUP_CHARS, _SEPARATOR = 200, "|"
+
+
+def _finite(X: np.ndarray) -> np.ndarray:
+    """X with NaN and infinities made numbers (in place), checked first: cheaper when none."""
+    return X if np.isfinite(X).all() else np.nan_to_num(X, copy=False)
 
 
 def text_hash(text: str) -> str:
@@ -431,17 +440,28 @@ class StaticEncoder(_Transformer):
         with self.__dict__.setdefault("_lock", threading.Lock()):
             chunks = self._chunk_ids()
             if chunks is None:
-                return np.nan_to_num(self._encode(texts), copy=False)
-            slow = [i for i, t in enumerate(texts)
-                    if _UNSPLIT.search(t) or any(a in t for a in self._added)]
+                return _finite(self._encode(texts))
+            # in parts, so that the chunks remembered stay within their bound
+            starts = range(0, len(texts), _PART)
+            if len(texts) > 20_000:
+                from tqdm.auto import tqdm
+
+                starts = tqdm(starts, desc="encoding prompts", unit="part")
             out = np.empty((len(texts), self.dim), dtype=np.float32)
-            if slow:
-                out[slow] = self._encode([texts[i] for i in slow])
-                fast = sorted(set(range(len(texts))) - set(slow))
-                out[fast] = self._encode_chunks([texts[i] for i in fast], chunks)
-            else:
-                out[:] = self._encode_chunks(texts, chunks)
-        return np.nan_to_num(out, copy=False)
+            for i in starts:
+                out[i:i + _PART] = self._encode_part(texts[i:i + _PART], chunks)
+        return _finite(out)
+
+    def _encode_part(self, texts, chunks: dict) -> np.ndarray:
+        slow = [i for i, t in enumerate(texts)
+                if _UNSPLIT.search(t) or any(a in t for a in self._added)]
+        if not slow:
+            return self._encode_chunks(texts, chunks)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        out[slow] = self._encode([texts[i] for i in slow])
+        fast = sorted(set(range(len(texts))) - set(slow))
+        out[fast] = self._encode_chunks([texts[i] for i in fast], chunks)
+        return out
 
     def _encode(self, texts) -> np.ndarray:
         return np.asarray(self.model.encode(texts, use_multiprocessing=False,
@@ -490,9 +510,7 @@ class StaticEncoder(_Transformer):
             chunks.clear()
             missing = set(chain.from_iterable(split))
         if missing:
-            missing = list(missing)
-            found = m.tokenizer.encode_batch_fast(missing, add_special_tokens=False)
-            chunks.update((c, tuple(e.ids)) for c, e in zip(missing, found))
+            chunks.update(self._tokenize(list(missing)))
         unk, get = m.unk_token_id, chunks.__getitem__
         ids = []
         for cs in split:
@@ -506,10 +524,55 @@ class StaticEncoder(_Transformer):
         for i, row in enumerate(ids):
             if row:
                 buckets.setdefault(len(row), []).append(i)
-        for rows in buckets.values():
-            out[rows] = m.embedding[np.array([ids[i] for i in rows], dtype=np.int64)].mean(axis=1)
+        for n, rows in buckets.items():  # model2vec's mean, without np.mean's overhead
+            ids_n = np.array([ids[i] for i in rows], dtype=np.int64)
+            out[rows] = np.add.reduce(m.embedding[ids_n], axis=1) / np.float32(n)
         if m.normalize:
             out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-32
+        return out
+
+    def _tokenize(self, chunks: list[str]) -> dict:
+        """{chunk: its token ids}. Chunks are joined into texts of about ``_GROUP_CHARS``
+        characters with the separator ``|`` between them (whitespace around it, so each chunk
+        is still tokenised on its own, and the separator is a token of its own), and each text
+        is tokenised once: tokenising thousands of tiny texts one by one costs the tokenizer
+        more than their characters. A text whose ids do not split at the separator's id into
+        one part per chunk has its chunks tokenised one by one."""
+        tok = self.model.tokenizer
+        sep = tok.token_to_id(_SEPARATOR)
+        if sep is None or sep == self.model.unk_token_id:
+            groups, alone = [], chunks
+        else:
+            groups, alone, part, size = [], [], [], 0
+            for c in chunks:
+                if _SEPARATOR in c or len(c) > _GROUP_CHARS:
+                    alone.append(c)
+                    continue
+                if size + len(c) > _GROUP_CHARS:
+                    groups.append(part)
+                    part, size = [], 0
+                part.append(c)
+                size += len(c) + 3
+            if part:
+                groups.append(part)
+        found = tok.encode_batch_fast([f" {_SEPARATOR} ".join(g) for g in groups] + alone,
+                                      add_special_tokens=False)
+        out = {c: tuple(e.ids) for c, e in zip(alone, found[len(groups):])}
+        again, limit = [], (tok.truncation or {}).get("max_length")
+        for g, e in zip(groups, found):
+            ids, parts, start = e.ids, [], 0
+            for k, i in enumerate(ids):
+                if i == sep:
+                    parts.append(tuple(ids[start:k]))
+                    start = k + 1
+            parts.append(tuple(ids[start:]))
+            if len(parts) == len(g) and (limit is None or len(ids) < limit):  # nothing cut
+                out.update(zip(g, parts))
+            else:
+                again.extend(g)
+        if again:
+            out.update((c, tuple(e.ids)) for c, e in
+                       zip(again, tok.encode_batch_fast(again, add_special_tokens=False)))
         return out
 
     @property

@@ -75,6 +75,15 @@ def test_the_chunk_table_is_bounded_and_starts_again_when_full(minilm_tokenizer_
     assert set(chunks) == {"qqzv", "vvqz"}
 
 
+def test_a_large_batch_is_encoded_in_parts_within_the_bound(minilm_tokenizer_json, monkeypatch):
+    enc = tiny_static_encoder(minilm_tokenizer_json)
+    monkeypatch.setattr(encoders, "_CHUNK_CACHE", 6)
+    monkeypatch.setattr(encoders, "_PART", 2)
+    prompts = [f"row {i} of {i * 7}" for i in range(9)] + PROMPTS
+    np.testing.assert_array_equal(enc.transform(prompts), _model2vec(enc, prompts))
+    assert len(enc._chunks) <= 6 + 2 * 4  # the bound, and what one part of two prompts adds
+
+
 _PLAIN = string.printable.replace("\x0b", "").replace("\x0c", "")
 _fuzzed: dict = {}
 
