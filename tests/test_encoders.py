@@ -84,6 +84,15 @@ def test_a_large_batch_is_encoded_in_parts_within_the_bound(minilm_tokenizer_jso
     assert len(enc._chunks) <= 6 + 2 * 4  # the bound, and what one part of two prompts adds
 
 
+def test_chunks_cut_by_the_tokenizers_truncation_are_tokenised_one_by_one(
+        minilm_tokenizer_json, monkeypatch):
+    enc = tiny_static_encoder(minilm_tokenizer_json)
+    monkeypatch.setattr(encoders, "_GROUP_CHARS", 10**6)  # one text for all: past 512 tokens
+    prompts = [" ".join(f"w{i}x{j}" for j in range(60)) for i in range(12)] + PROMPTS
+    np.testing.assert_array_equal(enc.transform(prompts), _model2vec(enc, prompts))
+    assert enc._chunks["w11x59"] == tuple(enc.model.tokenizer.encode("w11x59").ids[1:-1])
+
+
 _PLAIN = string.printable.replace("\x0b", "").replace("\x0c", "")
 _fuzzed: dict = {}
 
