@@ -59,6 +59,8 @@ CONFIGS = {
     "sources": ("default, C chosen by leave-one-source-out", TrainConfig(select_by="sources")),
     "folds": ("default, C chosen by shuffled folds only (previous default)",
               TrainConfig(select_by="folds")),
+    "knn": ("default with kNN heads (k = 100, cosine)", TrainConfig(classifier="knn")),
+    "hgb": ("default with gradient-boosted heads", TrainConfig(classifier="hgb")),
 }
 
 
