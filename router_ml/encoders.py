@@ -59,7 +59,7 @@ def clean(prompt: str) -> str:
 # Characters that str.split() splits at and a BERT normaliser deletes (control characters)
 _UNSPLIT = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
 # the static encoder remembers the token ids of at most this many chunks of text (whitespace
-# apart), each at most this long: about 40 MB when full (76,000 chunks of the data took 15 MB)
+# apart), each at most this long
 _CHUNK_CACHE, _CHUNK_CHARS = 200_000, 100
 _PART = 4096  # prompts encoded at a time
 # chunks met for the first time are tokenised in texts of about this many characters, joined
@@ -453,14 +453,14 @@ class StaticEncoder(_Transformer):
         return _finite(out)
 
     def _encode_part(self, texts, chunks: dict) -> np.ndarray:
-        slow = [i for i, t in enumerate(texts)
-                if _UNSPLIT.search(t) or any(a in t for a in self._added)]
-        if not slow:
+        slow = np.array([bool(_UNSPLIT.search(t)) or any(a in t for a in self._added)
+                         for t in texts], dtype=bool)
+        if not slow.any():
             return self._encode_chunks(texts, chunks)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        out[slow] = self._encode([texts[i] for i in slow])
-        fast = sorted(set(range(len(texts))) - set(slow))
-        out[fast] = self._encode_chunks([texts[i] for i in fast], chunks)
+        out[slow] = self._encode([t for t, s in zip(texts, slow) if s])
+        if not slow.all():
+            out[~slow] = self._encode_chunks([t for t, s in zip(texts, slow) if not s], chunks)
         return out
 
     def _encode(self, texts) -> np.ndarray:
