@@ -11,9 +11,12 @@ F_score is the empirical distribution of the learned score on out-of-fold traini
 predictions, F_length that of the training prompts' lengths in characters, both kept as
 ``N_QUANTILES`` quantiles and interpolated linearly. ``weight`` is chosen from ``WEIGHTS`` by the
 APGR of the blend on the same out-of-fold predictions, so rows where length says nothing get
-weight 0. The router keeps the prior then too: its score is F_score(score), the plain
-score's share of the training rows, which routes each prompt as the plain score does (the
-same order) but on a scale shared by routers trained on other rows. Protocols that pool
+weight 0 (or, with rows from several sources and ``prior_select_by``, by the criterion that
+chooses C: the blend's APGR on each source predicted by a model fitted without it, alone or
+averaged with the out-of-fold APGR). The router keeps the prior then too: its score is
+F_score(score), the plain score's share of the training rows, which routes each prompt as
+the plain score does (the same order) but on a scale shared by routers trained on other
+rows. Protocols that pool
 the test scores of several folds' routers (DESIGN.md section 4) rank them on that one scale.
 The learned score keeps at least half the
 say: at weight 1 the router would ignore what it learned, and where length happens to
@@ -32,10 +35,11 @@ N_QUANTILES = 101
 
 class LengthPrior:
     """weight in [0, 1]; score_quantiles, length_quantiles: increasing (N,) arrays.
-    After :meth:`fit`, ``apgr_`` is the APGR of the chosen blend on the rows it was fitted on
-    (None where APGR is undefined)."""
+    After :meth:`fit`, ``apgr_`` is the APGR of the chosen blend on the out-of-fold rows and
+    ``criterion_`` the value it was chosen by (None where APGR is undefined)."""
 
     apgr_: float | None = None
+    criterion_: float | None = None
 
     def __init__(self, weight: float, score_quantiles, length_quantiles):
         self.weight = float(weight)
@@ -51,24 +55,59 @@ class LengthPrior:
                         np.linspace(0.0, 1.0, len(self.length_quantiles)))
 
     @classmethod
-    def fit(cls, scores, lengths, q_strong, q_weak, weights=WEIGHTS) -> "LengthPrior":
-        """The prior whose blend of out-of-fold ``scores`` and prompt ``lengths`` has the
-        highest APGR against the rows' qualities (ties to the smaller weight); weight 0 where
-        APGR is undefined (the models equally good)."""
+    def fit(cls, scores, lengths, q_strong, q_weak, weights=WEIGHTS, held_out=None,
+            folds: bool = True) -> "LengthPrior":
+        """The prior whose blend of out-of-fold ``scores`` and prompt ``lengths`` routes best
+        (ties to the smaller weight; weight 0 where APGR is undefined, the models equally
+        good). ``held_out``: (scores, sources) of the same rows, each row scored by a model
+        fitted without its source's rows; then a weight counts by the mean of its APGR on
+        the out-of-fold blend (unless ``folds`` is False) and of its mean APGR over the
+        held-out sources, the criterion that chooses C (``select_by``), so that traffic the
+        learned score did not see weighs as much as traffic it did. The held-out blend puts
+        its scores on their own distribution; the returned prior keeps the out-of-fold one."""
         from router_ml.evaluation import apgr
 
         scores, lengths = np.asarray(scores, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
         if scores.shape != lengths.shape or scores.ndim != 1 or len(scores) < 2:
             raise ValueError("length prior: scores and lengths must be two (n,) arrays, n >= 2")
+        q_strong, q_weak = np.asarray(q_strong), np.asarray(q_weak)
         levels = np.linspace(0.0, 1.0, N_QUANTILES)
         sq, lq = np.quantile(scores, levels), np.quantile(lengths, levels)
-        try:
-            value, best = max(((apgr(cls(w, sq, lq).apply(scores, lengths), q_strong, q_weak), w)
-                               for w in weights), key=lambda t: (t[0], -t[1]))
-        except ValueError:  # APGR undefined: nothing to choose by
-            value, best = None, 0.0
+        parts = []  # (blend's score quantiles, scores, [row masks])
+        if folds or held_out is None:
+            parts.append((sq, scores, [np.ones(len(scores), bool)]))
+        if held_out is not None:
+            h, groups = np.asarray(held_out[0], dtype=np.float64), np.asarray(held_out[1])
+            if h.shape != scores.shape or groups.shape != scores.shape:
+                raise ValueError("length prior: held-out scores and sources must be (n,) arrays "
+                                 "of the same rows")
+            parts.append((np.quantile(h, levels), h, [groups == g for g in np.unique(groups)]))
+
+        def value(w):
+            means = []
+            for q, s, masks in parts:
+                blend = cls(w, q, lq).apply(s, lengths)
+                vals = []
+                for m in masks:
+                    try:
+                        vals.append(apgr(blend[m], q_strong[m], q_weak[m]))
+                    except ValueError:  # undefined on these rows: they cannot choose
+                        pass
+                if vals:
+                    means.append(np.mean(vals))
+            return float(np.mean(means)) if len(means) == len(parts) else None
+
+        values = [(value(w), w) for w in weights]
+        if any(v is None for v, _ in values):
+            best, chosen = 0.0, None
+        else:
+            chosen, best = max(values, key=lambda t: (t[0], -t[1]))
         out = cls(best, sq, lq)
-        out.apgr_ = value
+        try:
+            out.apgr_ = apgr(out.apply(scores, lengths), q_strong, q_weak)
+        except ValueError:
+            out.apgr_ = None
+        out.criterion_ = chosen
         return out
 
     def apply(self, scores, lengths) -> np.ndarray:

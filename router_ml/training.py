@@ -66,6 +66,10 @@ class TrainConfig:
     at weight 0 the score is the plain score's share of the training rows, in the same
     order). On the protocol suite it raises the mean APGR and most
     of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
+    prior_select_by: how the prior's weight is chosen, as ``select_by`` chooses C: ``folds``
+    (the default) or with rows from several sources ``sources`` or ``both``, where each source
+    is also predicted by a model fitted without it. ``both`` has a lower suite mean (``make
+    bench-quality``: ``prior-both``), so it stays an option.
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     """
 
@@ -89,6 +93,7 @@ class TrainConfig:
     tokenizer: str | None = None
     select_by: str = "both"
     length_prior: bool = True
+    prior_select_by: str = "folds"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -267,15 +272,18 @@ def _routing_score(Y, V, costs=None) -> float:
         return float("-inf")
 
 
-def out_of_fold(estimator, X, train: Rows, config: TrainConfig) -> np.ndarray:
-    """(n, m) decision values of the training rows, each from a model fitted without it."""
+def out_of_fold(estimator, X, train: Rows, config: TrainConfig, by: str = "folds") -> np.ndarray:
+    """(n, m) decision values of the training rows, each from a model fitted without it
+    (``by="folds"``: shuffled folds) or without its source's rows (``by="sources"``)."""
     from joblib import Parallel, delayed
     from sklearn.base import clone
+    from sklearn.model_selection import LeaveOneGroupOut
     from threadpoolctl import threadpool_limits
 
     # (cross_val_predict label-encodes y for decision_function, which would turn qualities
     # into class indices, hence this loop.)
-    cv = _folds(config)
+    splits = (_folds(config).split(X) if by == "folds" else
+              LeaveOneGroupOut().split(X, groups=np.asarray(train.sources)))
     Y = train.quality
 
     def one(tr, te):
@@ -284,7 +292,7 @@ def out_of_fold(estimator, X, train: Rows, config: TrainConfig) -> np.ndarray:
     # One BLAS thread per fit, as in joblib's workers: the out-of-fold values, hence the
     # knob, are then the same bit for bit whatever n_jobs is.
     with threadpool_limits(1):
-        parts = Parallel(n_jobs=config.n_jobs)(delayed(one)(tr, te) for tr, te in cv.split(X))
+        parts = Parallel(n_jobs=config.n_jobs)(delayed(one)(tr, te) for tr, te in splits)
     oof = np.empty(Y.shape)
     for te, v in parts:
         oof[te] = v
@@ -343,7 +351,15 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
             from router_ml.prior import LengthPrior
 
             lengths = [len(p) for p in train.prompts]
-            prior = LengthPrior.fit(score, lengths, qs, qw)
+            held_out, by = None, config.prior_select_by
+            if by not in SELECT_BY:
+                raise ValueError(f"prior_select_by must be one of "
+                                 f"{', '.join(map(repr, SELECT_BY))}, got {by!r}")
+            if by != "folds" and len(set(train.sources)) > 1:
+                oos = out_of_fold(router.estimator, X, train, config, by="sources")
+                held_out = (Router._score(oos), train.sources)
+            prior = LengthPrior.fit(score, lengths, qs, qw, held_out=held_out,
+                                    folds=by != "sources")
             info["length_prior_weight"], info["cv_apgr_with_prior"] = prior.weight, prior.apgr_
             # kept at weight 0 too: the score is then the plain score's share of the training
             # rows, the same order on a scale that routers trained on other rows share

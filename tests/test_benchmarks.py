@@ -41,6 +41,10 @@ def test_suite_mean_and_the_rule(bench):
     md = bench.to_markdown(results(0.70, 0.60, 0.80, 0.54), ["default", "stats"])
     assert "fails on b" in md and "meets the rule" in md
     assert "| **mean** |" in md
+    # a failure says how far below the length baseline, with the paired error, where known
+    res = results(0.70, 0.60, 0.80, 0.54)
+    res["b"]["rows"]["stats"].update(minus_length=-0.01, minus_length_se=0.02)
+    assert "fails on b (-0.010±0.020 against length)" in bench.to_markdown(res, ["default", "stats"])
 
 
 def test_below_random_by_more_than_the_error_fails(bench):

@@ -131,3 +131,55 @@ def test_at_weight_0_the_score_is_the_plain_scores_share_of_the_training_rows(tm
     assert "(length prior, weight 0)" in router.route(prompts[0]).reason
     router.save(tmp_path / "r")
     np.testing.assert_array_equal(load_router(tmp_path / "r").score(prompts), s)
+
+
+def test_with_held_out_sources_the_weight_is_chosen_by_the_mean_of_folds_and_sources():
+    rng = np.random.default_rng(4)
+    n = 600
+    lengths = rng.integers(10, 2000, n).astype(float)
+    need = rng.random(n) < np.where(lengths > np.median(lengths), 0.85, 0.15)
+    qs, qw = np.ones(n), (~need).astype(float)
+    sources = np.where(rng.random(n) < 0.5, "a", "b")
+    knows = np.where(need, 0.9, 0.1) + 0.01 * rng.random(n)  # out-of-fold: the score is right
+    noise = rng.random(n)  # from a model without the row's source: it says nothing
+    assert LengthPrior.fit(knows, lengths, qs, qw).weight == 0.0
+    only = LengthPrior.fit(knows, lengths, qs, qw, held_out=(noise, sources), folds=False)
+    assert only.weight == max(WEIGHTS)
+    both = LengthPrior.fit(knows, lengths, qs, qw, held_out=(noise, sources))
+
+    def criterion(w):
+        levels = np.linspace(0, 1, 101)
+        fold = apgr(LengthPrior(w, np.quantile(knows, levels), both.length_quantiles)
+                    .apply(knows, lengths), qs, qw)
+        held = LengthPrior(w, np.quantile(noise, levels), both.length_quantiles).apply(noise, lengths)
+        per = [apgr(held[sources == s], qs[sources == s], qw[sources == s]) for s in "ab"]
+        return (fold + np.mean(per)) / 2
+
+    assert both.criterion_ == pytest.approx(max(criterion(w) for w in WEIGHTS), abs=1e-12)
+    assert both.criterion_ == pytest.approx(criterion(both.weight), abs=1e-12)
+    assert 0.0 < both.weight
+    # the router keeps the out-of-fold scale, whatever chose the weight
+    np.testing.assert_array_equal(both.score_quantiles, np.quantile(knows, np.linspace(0, 1, 101)))
+    assert both.apgr_ == pytest.approx(apgr(both.apply(knows, lengths), qs, qw))
+    with pytest.raises(ValueError, match="held-out"):
+        LengthPrior.fit(knows, lengths, qs, qw, held_out=(noise[:-1], sources))
+
+
+def test_prior_select_by_chooses_the_weight_on_left_out_sources_as_select_by_chooses_c():
+    # in each source one word says which model is needed, and length says it too; a model
+    # trained on the other source does not know the word, so only length carries over
+    rng = np.random.default_rng(6)
+    n = 400
+    k = rng.integers(3, 41, n)
+    need = rng.random(n) < np.where(k > np.median(k), 0.85, 0.15)
+    src = np.where(np.arange(n) % 2 == 0, "a", "b")
+    words = {("a", True): "zeta", ("a", False): "eta", ("b", True): "iota", ("b", False): "rho"}
+    prompts = [" ".join(rng.choice(WORDS, int(m))) + f" {words[s, bool(h)]} {i}"
+               for i, (m, s, h) in enumerate(zip(k, src, need))]
+    rows = Rows(prompts, np.column_stack([np.ones(n), (~need).astype(float)]), ("strong", "weak"),
+                np.array(["g"] * n, dtype=object), src.astype(object))
+    weights = {by: fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, coverage=None,
+                                                prior_select_by=by)).training["length_prior_weight"]
+               for by in ("folds", "both", "sources")}
+    assert weights["folds"] == 0.0 and weights["sources"] == max(WEIGHTS)
+    assert weights["both"] > 0.0
