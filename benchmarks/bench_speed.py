@@ -1,6 +1,6 @@
 """Per-request cost of each router profile on this machine.
 
-    python benchmarks/bench_speed.py [--profiles default,stats,tfidf,static,minilm] [--n-route 1000]
+    python benchmarks/bench_speed.py [--profiles default,stats,tfidf,static,minilm,knn] [--n-route 1000]
 
 For each profile: route() latency p50/p99 over MMLU test prompts (one call each) after the
 router has scored 5,000 MMLU training prompts, as a running service has (the static encoder
@@ -38,6 +38,8 @@ PROFILES = {
     "tfidf": TrainConfig(encoder="tfidf"),
     "static": TrainConfig(encoder="static"),
     "minilm": TrainConfig(encoder="minilm+surface"),
+    # the default with kNN heads: the training rows are kept and searched per prompt
+    "knn": TrainConfig(classifier="knn"),
 }
 
 # Peak RSS from /proc (VmHWM): getrusage's maxrss survives exec and would count the parent.

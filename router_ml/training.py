@@ -316,6 +316,9 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
 
     if len(train) < 20:
         raise ValueError(f"training needs at least 20 labelled rows, got {len(train)}")
+    if config.prior_select_by not in SELECT_BY:
+        raise ValueError(f"prior_select_by must be one of {', '.join(map(repr, SELECT_BY))}, "
+                         f"got {config.prior_select_by!r}")
     router = build_router(config, train.models, prices)
     X = router.encoder.fit_transform(train.prompts)
     pair = len(train.models) == 2
@@ -352,9 +355,6 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
 
             lengths = [len(p) for p in train.prompts]
             held_out, by = None, config.prior_select_by
-            if by not in SELECT_BY:
-                raise ValueError(f"prior_select_by must be one of "
-                                 f"{', '.join(map(repr, SELECT_BY))}, got {by!r}")
             if by != "folds" and len(set(train.sources)) > 1:
                 oos = out_of_fold(router.estimator, X, train, config, by="sources")
                 held_out = (Router._score(oos), train.sources)

@@ -183,3 +183,5 @@ def test_prior_select_by_chooses_the_weight_on_left_out_sources_as_select_by_cho
                for by in ("folds", "both", "sources")}
     assert weights["folds"] == 0.0 and weights["sources"] == max(WEIGHTS)
     assert weights["both"] > 0.0
+    with pytest.raises(ValueError, match="prior_select_by must be one of"):
+        fit_router(rows, TrainConfig(encoder="tfidf", extra=(), prior_select_by="source"))
