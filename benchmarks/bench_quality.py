@@ -66,6 +66,8 @@ CONFIGS = {
     # not a router: the mean of two configurations' test scores (both on the prior's
     # training-share scale), listed after them in --configs; pair protocols only
     "blend": ("mean of the default's and the kNN heads' scores", ("default", "knn")),
+    "blend-quality": ("mean of the default's and the quality heads' scores",
+                      ("default", "quality")),
 }
 
 

@@ -40,7 +40,7 @@ class TrainConfig:
     extra: sources whose rows of the same models are added to the training rows (rows that
     match a protocol's test question are dropped). The default adds arena-hard-v1's chat
     prompts; alpaca-eval-pairs' judge (the strong model itself, fond of long answers) teaches
-    "chat instruction: strong model" and costs 0.07 APGR on gsm8k (``make bench-quality``).
+    "chat instruction: strong model" and costs 0.11 APGR on gsm8k (``make bench-quality``).
     The knob is calibrated on out-of-fold predictions of the training rows (every row
     predicted by a model that did not see it): two models, a threshold keeping ``min_pgr`` of
     the strong model's quality gain (or a strong-call ``share``); more models, ``lam`` for
