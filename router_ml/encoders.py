@@ -415,7 +415,7 @@ class StaticEncoder(_Transformer):
     @classmethod
     def distill(cls, model_name: str = DEFAULT_ST_MODEL, pca_dims: int = 256,
                 save_to=None, quantize_to: str = "float16") -> "StaticEncoder":
-        """Distil a static embedding from a sentence-transformers model (about 11 s here for
+        """Distil a static embedding from a sentence-transformers model (about 30 s here for
         all-MiniLM-L6-v2). quantize_to: the vectors' storage type (``float16`` or ``int8``:
         one scale for the whole matrix, which the final L2 normalisation cancels). save_to:
         a folder to write the model2vec model to, as distilled (before the encoder computes

@@ -105,7 +105,7 @@ class TrainConfig:
 
 def static_encoder(pca_dims: int = 64, quantize_to: str = "int8"):
     """The static embedding distilled from all-MiniLM-L6-v2, cached on disk after the first
-    distillation (about 11 s here; needs torch once). Always read back from the cache, so a
+    distillation (about 30 s here; needs torch once). Always read back from the cache, so a
     cold and a warm run build the same router. The default, 64 dimensions in int8, keeps a
     saved router under 2 MB (30,522 tokens x 64 bytes); ``static256`` is 256 in float16
     (15.6 MB)."""
