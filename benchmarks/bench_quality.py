@@ -170,16 +170,20 @@ def main(argv=None) -> int:
                 if pair:
                     scores[c] = np.mean([scores[x] for x in config], axis=0)
                     rows[c] = evaluation.evaluate(scores[c], qs, qw).to_dict()
-                    rows[c]["minus_length"] = rows[c]["apgr"] - rows["length"]["apgr"]
-                    rows[c]["minus_length_se"] = paired_se(scores[c], by_length, qs, qw)
+                    rows[c].update(against_length(scores[c], rows[c]["apgr"]))
                     print(f"[{protocol}] {label}: apgr {rows[c]['apgr']:.3f}", flush=True)
                 continue
             folds = protocol_folds(protocol, extra=config.extra if pair else ())
             if pair and "random" not in rows:
                 _, qs, qw, prompts = pooled_scores(folds, lambda f: np.zeros(len(f.test)))
-                for b in ("random", "length"):
-                    rows[b] = evaluation.evaluate(baseline_scores(b, prompts), qs, qw).to_dict()
-                by_length = baseline_scores("length", prompts)
+                base = {b: baseline_scores(b, prompts) for b in ("random", "length")}
+                for b, v in base.items():
+                    rows[b] = evaluation.evaluate(v, qs, qw).to_dict()
+
+                def against_length(s, a):
+                    """APGR a of scores s minus the length baseline's, and its paired error."""
+                    return {"minus_length": a - rows["length"]["apgr"],
+                            "minus_length_se": paired_se(s, base["length"], qs, qw)}
             t = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 routers = run_config(config, folds, prices, Path(tmp))
@@ -188,8 +192,7 @@ def main(argv=None) -> int:
             rep, data = evaluate_rows(routers, folds, prices)
             if pair:
                 scores[c] = data[0]
-                rep["minus_length"] = rep["apgr"] - rows["length"]["apgr"]
-                rep["minus_length_se"] = paired_se(data[0], by_length, qs, qw)
+                rep.update(against_length(data[0], rep["apgr"]))
                 rep.update(knob_and_coverage(routers, folds))
             else:
                 rep = {k: v for k, v in rep.items() if not isinstance(v, (list, dict))}

@@ -552,7 +552,7 @@ class StaticEncoder(_Transformer):
                     groups.append(part)
                     part, size = [], 0
                 part.append(c)
-                size += len(c) + 3
+                size += len(c) + len(_SEPARATOR) + 2  # the chunk and " | "
             if part:
                 groups.append(part)
         found = tok.encode_batch_fast([f" {_SEPARATOR} ".join(g) for g in groups] + alone,

@@ -73,9 +73,11 @@ class LengthPrior:
         q_strong, q_weak = np.asarray(q_strong), np.asarray(q_weak)
         levels = np.linspace(0.0, 1.0, N_QUANTILES)
         sq, lq = np.quantile(scores, levels), np.quantile(lengths, levels)
-        parts = []  # (blend's score quantiles, scores, [row masks])
+        # the criterion's parts, each (the blend's score quantiles, scores, groups of rows): a
+        # weight counts by the mean over the parts of its mean APGR over a part's groups
+        parts = []
         if folds or held_out is None:
-            parts.append((sq, scores, [np.ones(len(scores), bool)]))
+            parts.append((sq, scores, [slice(None)]))
         if held_out is not None:
             h, groups = np.asarray(held_out[0], dtype=np.float64), np.asarray(held_out[1])
             if h.shape != scores.shape or groups.shape != scores.shape:
@@ -83,19 +85,18 @@ class LengthPrior:
                                  "of the same rows")
             parts.append((np.quantile(h, levels), h, [groups == g for g in np.unique(groups)]))
 
+        def part_apgr(w, q, s, groups):
+            blend, vals = cls(w, q, lq).apply(s, lengths), []
+            for g in groups:
+                try:
+                    vals.append(apgr(blend[g], q_strong[g], q_weak[g]))
+                except ValueError:  # undefined on these rows: they cannot choose
+                    pass
+            return np.mean(vals) if vals else None
+
         def value(w):
-            means = []
-            for q, s, masks in parts:
-                blend = cls(w, q, lq).apply(s, lengths)
-                vals = []
-                for m in masks:
-                    try:
-                        vals.append(apgr(blend[m], q_strong[m], q_weak[m]))
-                    except ValueError:  # undefined on these rows: they cannot choose
-                        pass
-                if vals:
-                    means.append(np.mean(vals))
-            return float(np.mean(means)) if len(means) == len(parts) else None
+            means = [part_apgr(w, *part) for part in parts]
+            return None if any(m is None for m in means) else float(np.mean(means))
 
         values = [(value(w), w) for w in weights]
         if any(v is None for v, _ in values):

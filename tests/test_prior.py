@@ -27,12 +27,18 @@ def length_rows(n=240, seed=0, signal=0.9):
                 np.array(["planted"] * n, dtype=object))
 
 
-def test_the_weight_follows_whichever_signal_routes_better():
-    rng = np.random.default_rng(1)
-    n = 600
+def planted_lengths(seed, n=600):
+    """(rng, lengths, need, q_strong, q_weak): the strong model is needed on long prompts with
+    probability 0.85, on short ones with 0.15; rng goes on drawing for the caller."""
+    rng = np.random.default_rng(seed)
     lengths = rng.integers(10, 2000, n).astype(float)
     need = rng.random(n) < np.where(lengths > np.median(lengths), 0.85, 0.15)
-    qs, qw = np.ones(n), (~need).astype(float)
+    return rng, lengths, need, np.ones(n), (~need).astype(float)
+
+
+def test_the_weight_follows_whichever_signal_routes_better():
+    rng, lengths, need, qs, qw = planted_lengths(1)
+    n = len(lengths)
     noise = rng.random(n)
     # a learned score that is noise: the length gets the most weight allowed
     assert LengthPrior.fit(noise, lengths, qs, qw).weight == max(WEIGHTS) == 0.5
@@ -134,11 +140,8 @@ def test_at_weight_0_the_score_is_the_plain_scores_share_of_the_training_rows(tm
 
 
 def test_with_held_out_sources_the_weight_is_chosen_by_the_mean_of_folds_and_sources():
-    rng = np.random.default_rng(4)
-    n = 600
-    lengths = rng.integers(10, 2000, n).astype(float)
-    need = rng.random(n) < np.where(lengths > np.median(lengths), 0.85, 0.15)
-    qs, qw = np.ones(n), (~need).astype(float)
+    rng, lengths, need, qs, qw = planted_lengths(4)
+    n = len(lengths)
     sources = np.where(rng.random(n) < 0.5, "a", "b")
     knows = np.where(need, 0.9, 0.1) + 0.01 * rng.random(n)  # out-of-fold: the score is right
     noise = rng.random(n)  # from a model without the row's source: it says nothing
