@@ -98,6 +98,16 @@ def pooled_scores(folds, score_fn):
     return np.concatenate(scores), np.concatenate(qs), np.concatenate(qw), prompts
 
 
+def log_report(run, report: dict) -> None:
+    """A protocol's test report in a tracking run: its numbers as metrics, its names (a
+    multi-model report's best single model) as parameters; curves (lists) are left out."""
+    flat = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
+    names = {k: v for k, v in flat.items() if isinstance(v, str)}
+    if names:
+        run.log_params(names)
+    run.log_metrics({k: v for k, v in flat.items() if k not in names})
+
+
 def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[dict, object]:
     """The report of routers (one per fold key) on the folds' pooled test rows: APGR and
     friends for two models, AIQ and the saving for more (costs counted with ``tokenizer``
@@ -356,7 +366,7 @@ def _train(args) -> int:
             print(f"\ncurve: {plot}\nrouter: {out}")
             if len(folds) == 1:
                 print(describe_knob(routers[folds[0].k]))
-            run.log_metrics({k: v for k, v in report.items() if not isinstance(v, (list, dict))})
+            log_report(run, report)
             run.log_artifact(plot)
         else:
             if args.table:

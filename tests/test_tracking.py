@@ -245,3 +245,26 @@ def test_tracking_uri_resolution(monkeypatch, tmp_path):
     assert Tracker().uri == "http://tracking.example:5000"
     assert Tracker(tracking_uri="sqlite:///x.db").uri == "sqlite:///x.db"
     assert Tracker().tracking_uri is None  # __init__ only stores
+
+
+def test_a_multi_model_report_logs_its_numbers_as_metrics_and_its_best_model_as_a_param(
+        sqlite_uri):
+    # `train.py --protocol dcrouter` logs such a report; its best model's name is text
+    from mlflow import MlflowClient
+
+    from router_ml.cli import log_report
+    from router_ml.evaluation import evaluate_multi
+
+    rng = np.random.default_rng(0)
+    q = rng.random((40, 3))
+    costs = np.tile([1e-4, 1e-3, 1e-2], (40, 1))
+    report = evaluate_multi(q + rng.normal(0, 0.1, q.shape), q, costs, ["s", "m", "l"]).to_dict()
+    assert isinstance(report["best_model"], str)
+    tracker = Tracker(experiment="unit", tracking_uri=sqlite_uri)
+    with tracker.run("dcrouter", {}) as run:
+        log_report(run, report)
+    r = MlflowClient(tracking_uri=sqlite_uri).get_run(run.run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.params["best_model"] == report["best_model"]
+    assert r.data.metrics["aiq"] == pytest.approx(report["aiq"])
+    assert "best_model" not in r.data.metrics
