@@ -35,8 +35,8 @@ test-fast: $(STAMP)
 DATA ?= $(or $(ROUTER_ML_DATA),$(if $(wildcard ../shared/data/routellm-evals),../shared/data,data))
 
 data: $(STAMP)
-	$(PY) -m router_ml.console data fetch --check --dest $(DATA) >/dev/null || \
-		$(PY) -m router_ml.console data fetch --dest $(DATA)
+	$(PY) -m router_ml.cli data fetch --check --dest $(DATA) >/dev/null || \
+		$(PY) -m router_ml.cli data fetch --dest $(DATA)
 
 train: $(STAMP) data
 	ROUTER_ML_DATA=$(DATA) $(PY) training/train.py --protocol mmlu --out models/mmlu

@@ -193,8 +193,14 @@ def worker(workdir: Path) -> int:
     import yaml
 
     torch.set_num_threads(1)
-    from llmrouter.models import (KNNRouter, KNNRouterTrainer, MFRouter, MFRouterTrainer,
-                                  MLPRouter, MLPTrainer)
+    from llmrouter.models import (
+        KNNRouter,
+        KNNRouterTrainer,
+        MFRouter,
+        MFRouterTrainer,
+        MLPRouter,
+        MLPTrainer,
+    )
     from llmrouter.utils import load_model
 
     job = json.loads((workdir / "job.json").read_text())
@@ -317,16 +323,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.worker:  # in the peers' virtualenv, where router_ml is not importable
         return worker(args.worker)
-    from router_ml.encoders import EMBEDDING_CACHE_ENV, default_cache_dir
+    from router_ml.core.transformer import EMBEDDING_CACHE_ENV, default_cache_dir
 
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     os.environ.update({k: v for k, v in OFFLINE_ENV.items() if "THREADS" not in k})
-    from router_ml import evaluation
-    from router_ml.cli import baseline_scores, pooled_scores
-    from router_ml.encoders import SentenceTransformerEncoder
-    from router_ml.protocols import PAIR_PROTOCOLS, protocol_folds
-    from router_ml.training import TrainConfig, fit_router
+    from router_ml.learn import evaluation
+    from router_ml.cli.commands import baseline_scores, pooled_scores
+    from router_ml.core.transformer import SentenceTransformerEncoder
+    from router_ml.learn.protocols import PAIR_PROTOCOLS, protocol_folds
+    from router_ml.learn.training import TrainConfig, fit_router
 
     protocols = [x for x in (args.protocols or ",".join(PAIR_PROTOCOLS)).split(",") if x]
     peers = [x for x in args.peers.split(",") if x]

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from router_ml import load_router
-from router_ml.monitoring import DecisionLog
-from router_ml.policy import Policy, parse_rules
+from router_ml.loop.monitoring import DecisionLog
+from router_ml.loop.policy import Policy, parse_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {"rules": [

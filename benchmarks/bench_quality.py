@@ -25,11 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml import evaluation, load_router
-from router_ml.cli import PUBLISHED, baseline_scores, pooled_scores
-from router_ml.encoders import EMBEDDING_CACHE_ENV, SentenceTransformerEncoder, encoders_of
-from router_ml.protocols import MULTI_PROTOCOLS, PAIR_PROTOCOLS, protocol_folds, protocol_prices
-from router_ml.training import TrainConfig, fit_router
+from router_ml import load_router
+from router_ml.learn import evaluation
+from router_ml.cli.commands import PUBLISHED, baseline_scores, pooled_scores
+from router_ml.core.features import encoders_of
+from router_ml.core.transformer import EMBEDDING_CACHE_ENV, SentenceTransformerEncoder
+from router_ml.learn.protocols import (
+    MULTI_PROTOCOLS,
+    PAIR_PROTOCOLS,
+    protocol_folds,
+    protocol_prices,
+)
+from router_ml.learn.training import TrainConfig, fit_router
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.65,
@@ -128,7 +135,7 @@ def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
 
 
 def main(argv=None) -> int:
-    from router_ml.encoders import default_cache_dir
+    from router_ml.core.transformer import default_cache_dir
 
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
@@ -187,7 +194,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 routers = run_config(config, folds, prices, Path(tmp))
-            from router_ml.cli import evaluate_rows
+            from router_ml.cli.commands import evaluate_rows
 
             rep, data = evaluate_rows(routers, folds, prices)
             if pair:

@@ -130,7 +130,7 @@ def main(argv=None):
                               start_new_session=True)]
     try:
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "router_ml.console", "serve", "--model", args.model,
+            [sys.executable, "-m", "router_ml.cli.main", "serve", "--model", args.model,
              "--upstream-base", f"http://127.0.0.1:{sp}/v1", "--port", str(rp)], env=env,
             start_new_session=True))
         base = f"http://127.0.0.1:{rp}"

@@ -4,7 +4,7 @@
         [--cores 2]
 
 The same synthetic prompts (templates with a row number) are scored in one process and with
-:func:`router_ml.spark.score_dataframe` on ``local[cores]``; Spark time covers the whole job
+:func:`router_ml.serve.spark.score_dataframe` on ``local[cores]``; Spark time covers the whole job
 (generating the rows inside Spark, the pandas UDF, an aggregate that forces every score), with
 the session already started and warmed up. Checks that both sums of scores agree. Prints one
 row per size. Not part of ``make test``.
@@ -51,7 +51,7 @@ def main(argv=None):
     from pyspark.sql import functions as F
 
     from router_ml import load_router
-    from router_ml.spark import local_session, score_dataframe
+    from router_ml.serve.spark import local_session, score_dataframe
 
     router = load_router(args.model)
     spark = local_session(args.cores)

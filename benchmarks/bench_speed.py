@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml import evaluation, load_router
-from router_ml.protocols import protocol_folds, with_extra
-from router_ml.training import TrainConfig, fit_router
+from router_ml import load_router
+from router_ml.learn import evaluation
+from router_ml.learn.protocols import protocol_folds, with_extra
+from router_ml.learn.training import TrainConfig, fit_router
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = {
@@ -59,7 +60,7 @@ print(json.dumps({"load_first_s": t1 - t0, "torch": "torch" in sys.modules,
 _BATCH = """
 import json, sys, time
 from router_ml import load_router
-from router_ml.encoders import encoders_of
+from router_ml.core.features import encoders_of
 r = load_router(sys.argv[1])
 for e in encoders_of(r.encoder):
     if hasattr(e, "cache_dir"):
@@ -107,7 +108,7 @@ def batch_throughputs(path: Path, batch: list[str], rounds: int = 3) -> dict:
 
 def no_cache(encoder):
     """Turn off the embedding cache so that a transformer encoder's cost is measured."""
-    from router_ml.encoders import encoders_of
+    from router_ml.core.features import encoders_of
 
     for e in encoders_of(encoder):
         if hasattr(e, "cache_dir"):
@@ -156,7 +157,7 @@ def measure(path: Path, prompts: list[str], n_route: int, n_batch: int, warm: li
 def main(argv=None) -> int:
     import os
 
-    from router_ml.encoders import EMBEDDING_CACHE_ENV, default_cache_dir
+    from router_ml.core.transformer import EMBEDDING_CACHE_ENV, default_cache_dir
 
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))

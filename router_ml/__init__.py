@@ -3,8 +3,24 @@
     from router_ml import load_router
     router = load_router("models/default")
     router.route("What is 2+2?")   # RoutingDecision(model=..., score=..., threshold=...)
+
+The package in layers, each importing only those below it (``tests/test_layout.py``):
+
+- ``core``: what a service loads, numpy only: prompts, features (encoders), the fitted heads,
+  prices, the knob (calibration), coverage, the router and its saved artifact;
+- ``learn``: data sources and a team's tables, labels, protocols, the scikit-learn estimator,
+  training, evaluation, the monthly bill, experiment tracking;
+- ``loop``: the production loop: model clients, validators, the policy (rules, escalation,
+  fallback), monitoring and labelling;
+- ``serve``: ways to run it: the OpenAI-compatible endpoint, batch and Spark scoring, the
+  mlflow flavour;
+- ``cli``: the ``router-ml`` command.
 """
 
+from router_ml import _moved
+from router_ml._version import __version__
+from router_ml.core.load import load_router
+from router_ml.core.router import Router, RoutingDecision
 from router_ml.errors import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -17,10 +33,8 @@ from router_ml.errors import (
     UnknownModelError,
     UntrustedTypeError,
 )
-from router_ml.persistence import load_router
-from router_ml.router import Router, RoutingDecision
 
-__version__ = "0.1.0"
+_moved.install()
 
 __all__ = [
     "ArtifactError", "ArtifactIntegrityError", "ArtifactVersionError", "CalibrationError",

@@ -51,7 +51,7 @@ def pair_qualities(y) -> np.ndarray:
 def planted_router(encoder, classifier=None, seed: int = 0, prompts=None, y=None):
     """A pair router (``PAIR``) with ``encoder`` fitted on the planted set (or prompts, y)."""
     from router_ml import Router
-    from router_ml.estimator import QualityEstimator
+    from router_ml.learn.estimator import QualityEstimator
 
     if prompts is None:
         prompts, y = planted_data()
@@ -96,7 +96,7 @@ def tiny_static_encoder(tokenizer_json: str, dim: int = 16, seed: int = 0):
     from model2vec import StaticModel
     from tokenizers import Tokenizer
 
-    from router_ml.encoders import StaticEncoder
+    from router_ml.core.static import StaticEncoder
 
     tok = Tokenizer.from_str(tokenizer_json)
     vectors = np.random.default_rng(seed).standard_normal(
@@ -112,7 +112,7 @@ def make_router(planted_set, minilm_tokenizer_json):
     StaticEncoder + logistic regression) or ``"calibrated"`` (TF-IDF + a 2-fold
     CalibratedClassifierCV: a classifier that is saved with skops).
     """
-    from router_ml.encoders import TfidfEncoder
+    from router_ml.core.encoders import TfidfEncoder
 
     def make(kind: str = "tfidf", seed: int = 0):
         prompts, y = planted_set
@@ -137,11 +137,11 @@ def make_router(planted_set, minilm_tokenizer_json):
 @pytest.fixture(scope="session")
 def shared():
     """The folder of the real data sources; the test is skipped with the reason when absent."""
-    from router_ml import data
     from router_ml.errors import DataNotFoundError
+    from router_ml.learn import sources
 
     try:
-        return data.resolve_data_dir()
+        return sources.resolve_data_dir()
     except DataNotFoundError as e:
         pytest.skip(f"real data not available: {e}")
 
@@ -149,14 +149,14 @@ def shared():
 @pytest.fixture(scope="session")
 def real_gsm8k():
     """Rows of 200 GSM8K rows of the shared data (strong/weak pair of DESIGN.md)."""
-    from router_ml import data
     from router_ml.errors import DataNotFoundError
-    from router_ml.labels import pair_data
-    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL
+    from router_ml.learn import sources
+    from router_ml.learn.labels import pair_data
+    from router_ml.learn.protocols import STRONG_MODEL, WEAK_MODEL
 
     try:
-        data.resolve_data_dir()
-        ds = data.load_routellm("gsm8k")
+        sources.resolve_data_dir()
+        ds = sources.load_routellm("gsm8k")
     except DataNotFoundError as e:
         pytest.skip(f"shared data not available: {e}")
     pairs = pair_data(ds, STRONG_MODEL, WEAK_MODEL)

@@ -25,7 +25,7 @@ from router_ml import (
     UntrustedTypeError,
     load_router,
 )
-from router_ml import persistence
+from router_ml.core import artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = ["prove the theorem about the integral", "say hello to my friend", "", "\ud800\x00 😀",
@@ -63,7 +63,7 @@ def saved_tfidf(make_router, tmp_path):
 def saved_skops(make_router, tmp_path):
     router = make_router("calibrated")
     router.save(tmp_path / "r")
-    assert (tmp_path / "r" / persistence.ESTIMATOR_FILE).is_file()
+    assert (tmp_path / "r" / artifact.ESTIMATOR_FILE).is_file()
     return router, tmp_path / "r"
 
 
@@ -71,13 +71,13 @@ def rewrite_manifest(folder: Path, edit) -> None:
     """Apply ``edit(manifest)`` and re-seal the manifest: an attacker who knows the format."""
     m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     edit(m)
-    m[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(m)
+    m[artifact.MANIFEST_DIGEST] = artifact.manifest_digest(m)
     (folder / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
 
 
 def reseal_file(folder: Path, name: str) -> None:
     """Record the current sha256 of ``name`` in the manifest (and re-seal the manifest)."""
-    digest = persistence._sha256(folder / name)
+    digest = artifact._sha256(folder / name)
     rewrite_manifest(folder, lambda m: m["files"].__setitem__(name, digest))
 
 
@@ -98,7 +98,7 @@ def test_round_trip_gives_identical_scores(saved):
     assert_same_router(router, loaded)
     assert loaded.calibration == router.calibration and loaded.training == router.training
     m = loaded.manifest
-    assert m[persistence.MANIFEST_DIGEST] == persistence.manifest_digest(m)
+    assert m[artifact.MANIFEST_DIGEST] == artifact.manifest_digest(m)
     assert set(m["files"]) == {p.name for p in folder.iterdir()} - {"manifest.json"}
     loaded.save(folder)  # saving over itself
     assert_same_router(router, load_router(folder))
@@ -169,7 +169,7 @@ def test_truncated_or_missing_files_are_refused(saved):
     load_router(folder)
 
 
-@pytest.mark.parametrize("version", [0, persistence.FORMAT_VERSION + 1, 99, "1", "2", None, 1.5, [2]])
+@pytest.mark.parametrize("version", [0, artifact.FORMAT_VERSION + 1, 99, "1", "2", None, 1.5, [2]])
 def test_unknown_format_version_is_refused(saved_tfidf, version):
     _, folder = saved_tfidf
     rewrite_manifest(folder, lambda m: m.__setitem__("format_version", version))
@@ -242,7 +242,7 @@ def _skops_with(obj, path):
 def test_skops_files_with_types_off_the_allow_list_are_refused(saved_skops, tmp_path, case):
     _, folder = saved_skops
     marker = tmp_path / "executed"
-    target = folder / persistence.ESTIMATOR_FILE
+    target = folder / artifact.ESTIMATOR_FILE
     if case == "object":
         _skops_with(Payload(marker), target)
     elif case == "function":
@@ -261,7 +261,7 @@ def test_skops_files_with_types_off_the_allow_list_are_refused(saved_skops, tmp_
         from sklearn.preprocessing import FunctionTransformer
 
         _skops_with(make_pipeline(FunctionTransformer(np.log1p)), target)
-    reseal_file(folder, persistence.ESTIMATOR_FILE)
+    reseal_file(folder, artifact.ESTIMATOR_FILE)
     with pytest.raises(UntrustedTypeError, match="not on router_ml's allow-list"):
         load_router(folder)
     assert not marker.exists()
@@ -274,7 +274,7 @@ def test_path_traversal_in_the_manifest_is_refused(saved_tfidf, name):
     _, folder = saved_tfidf
     outside = folder.parent / "outside.npy"
     shutil.copy(folder / "encoder.idf.npy", outside)  # a real file with the right sha256
-    digest = persistence._sha256(outside)
+    digest = artifact._sha256(outside)
     rewrite_manifest(folder, lambda m: m["files"].__setitem__(name, digest))
     with pytest.raises(ArtifactIntegrityError, match="not a plain file name"):
         load_router(folder)
@@ -365,7 +365,7 @@ def test_resealed_manifests_with_bad_content_are_refused(saved_tfidf, case):
     else:
         m = json.loads((folder / "manifest.json").read_text())
         edit(m)
-        m[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(m) if case != "threshold NaN" \
+        m[artifact.MANIFEST_DIGEST] = artifact.manifest_digest(m) if case != "threshold NaN" \
             else "0" * 64  # NaN has no canonical JSON
         (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ArtifactIntegrityError):
@@ -383,7 +383,7 @@ def test_stale_manifest_digest_and_oversized_or_deep_manifests(saved_tfidf):
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ArtifactIntegrityError, match="not valid JSON"):
         load_router(folder)
-    path.write_text(" " * (persistence._MAX_MANIFEST_BYTES + 1))
+    path.write_text(" " * (artifact._MAX_MANIFEST_BYTES + 1))
     with pytest.raises(ArtifactIntegrityError, match="too large"):
         load_router(folder)
 
@@ -392,7 +392,7 @@ def test_manifest_without_digest_is_refused(saved):
     """The digest is required: removing it to hide a change is caught like a changed value."""
     _, folder = saved
     m = json.loads((folder / "manifest.json").read_text())
-    del m[persistence.MANIFEST_DIGEST]
+    del m[artifact.MANIFEST_DIGEST]
     (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ArtifactIntegrityError, match="no manifest_sha256"):
         load_router(folder)
@@ -533,9 +533,9 @@ def test_a_save_that_fails_midway_leaves_the_old_artifact(saved_tfidf, make_rout
 
         monkeypatch.setattr(sio, "dump", dump)
     elif where == "manifest":
-        monkeypatch.setattr(persistence, "manifest_digest", lambda m: _crash())
+        monkeypatch.setattr(artifact, "manifest_digest", lambda m: _crash())
     else:
-        monkeypatch.setattr(persistence, "_exchange", lambda a, b: _crash())
+        monkeypatch.setattr(artifact, "_exchange", lambda a, b: _crash())
     with pytest.raises(Crash):
         new.save(folder)
     monkeypatch.undo()
@@ -611,7 +611,7 @@ def test_rename_exchange_is_used_here(tmp_path):
     b.mkdir()
     (a / "x").write_text("a")
     (b / "x").write_text("b")
-    assert persistence._exchange(a, b), "renameat2(RENAME_EXCHANGE) unsupported here"
+    assert artifact._exchange(a, b), "renameat2(RENAME_EXCHANGE) unsupported here"
     assert (a / "x").read_text() == "b" and (b / "x").read_text() == "a"
 
 
@@ -670,13 +670,13 @@ def test_saving_never_replaces_what_is_not_a_router(make_router, tmp_path):
 
 def test_the_committed_default_router_is_the_code_default():
     """models/default is committed; it must be what `make train` builds with today's code."""
-    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL
-    from router_ml.encoders import encoder_spec
-    from router_ml.training import TrainConfig, build_encoder
+    from router_ml.core.features import encoder_spec
+    from router_ml.learn.protocols import STRONG_MODEL, WEAK_MODEL
+    from router_ml.learn.training import TrainConfig, build_encoder
 
     folder = ROOT / "models" / "default"
     router = load_router(folder)
-    assert router.manifest["format_version"] == persistence.FORMAT_VERSION
+    assert router.manifest["format_version"] == artifact.FORMAT_VERSION
     config = dict(router.training["config"])
     assert config == TrainConfig().to_dict()
     assert router.manifest["encoder"]["kind"] == encoder_spec(build_encoder(TrainConfig().encoder))["kind"]
@@ -709,7 +709,7 @@ V1_PROMPTS = PROBES + [
 def v1_rule(prompts):
     """The version-1 decision computed by hand from the fixture's arrays: the stats encoder's
     features X, a softmax over X @ coef.T + intercept, score 0.5 + (P(1) - P(-1)) / 2."""
-    from router_ml.encoders import StatsEncoder
+    from router_ml.core.encoders import StatsEncoder
 
     m = json.loads((V1 / "manifest.json").read_text())
     parts = {k: np.load(V1 / f"encoder.{k}.npy") for k in ("mean", "scale")}
@@ -728,11 +728,11 @@ def _v1_prompts(request):
     """The inline prompts, plus a few real MMLU and GSM8K prompts when the data is here."""
     prompts = list(V1_PROMPTS)
     try:
-        from router_ml import data
+        from router_ml.learn import sources
 
-        data.resolve_data_dir()
+        sources.resolve_data_dir()
         for source in ("mmlu", "gsm8k"):
-            ds = data.load_routellm(source)
+            ds = sources.load_routellm(source)
             prompts += [ds["prompt"][i] for i in range(0, len(ds), max(1, len(ds) // 25))]
     except Exception:  # no data: the inline prompts only
         pass
@@ -762,7 +762,7 @@ def test_version_1_fixture_resaved_in_todays_format_has_the_same_decisions(tmp_p
     router = load_router(V1)
     router.save(tmp_path / "v2")
     again = load_router(tmp_path / "v2")
-    assert again.manifest["format_version"] == persistence.FORMAT_VERSION
+    assert again.manifest["format_version"] == artifact.FORMAT_VERSION
     assert_same_router(router, again)
     assert again.calibration == router.calibration
 
@@ -784,12 +784,12 @@ def test_a_tampered_version_1_fixture_is_refused(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ArtifactIntegrityError, match="differs from its manifest_sha256"):
         load_router(folder)
-    del m[persistence.MANIFEST_DIGEST]
+    del m[artifact.MANIFEST_DIGEST]
     (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ArtifactIntegrityError, match="no manifest_sha256"):
         load_router(folder)
     m["estimator"] = {"type": "heads"}  # a version-2 key in a version-1 manifest
-    m[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(m)
+    m[artifact.MANIFEST_DIGEST] = artifact.manifest_digest(m)
     (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ArtifactIntegrityError, match="unknown keys 'estimator'"):
         load_router(folder)
@@ -802,7 +802,7 @@ def tier_router():
     from conftest import TIER_PRICES, TIERS, planted_tiers
 
     from router_ml import Router
-    from router_ml.encoders import TfidfEncoder
+    from router_ml.core.encoders import TfidfEncoder
 
     prompts, Q, _ = planted_tiers(300)
     router = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
@@ -819,7 +819,7 @@ def test_an_n_model_router_round_trips(tier_router, tmp_path):
     assert loaded.lam == router.lam > 0 and loaded.threshold is None
     assert loaded.calibration == router.calibration
     m = loaded.manifest
-    assert m["format_version"] == persistence.FORMAT_VERSION and m["knob"] == {"kind": "lam", "value": router.lam}
+    assert m["format_version"] == artifact.FORMAT_VERSION and m["knob"] == {"kind": "lam", "value": router.lam}
     assert m["models"] == router.models and m["estimator"]["type"] == "heads"
     assert [h["kind"] for h in m["estimator"]["heads"]] == ["quality", "gain", "gain"]
     assert {"estimator.coef.npy", "estimator.intercept.npy"} <= set(m["files"])
@@ -831,15 +831,15 @@ def test_an_n_model_router_with_knn_heads_saves_with_skops(tmp_path):
     from sklearn.neighbors import KNeighborsClassifier
 
     from router_ml import Router
-    from router_ml.encoders import TfidfEncoder
-    from router_ml.estimator import QualityEstimator
+    from router_ml.core.encoders import TfidfEncoder
+    from router_ml.learn.estimator import QualityEstimator
 
     prompts, Q, _ = planted_tiers(150)
     router = Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=KNeighborsClassifier(7)),
                     models=TIERS, prices=TIER_PRICES, lam=100.0).fit(prompts, Q)
     assert router.heads is None
     router.save(tmp_path / "r")
-    assert (tmp_path / "r" / persistence.ESTIMATOR_FILE).is_file()
+    assert (tmp_path / "r" / artifact.ESTIMATOR_FILE).is_file()
     loaded = load_router(tmp_path / "r")
     assert loaded.manifest["estimator"]["type"] == "skops"
     np.testing.assert_array_equal(loaded.predict_quality(prompts), router.predict_quality(prompts))
@@ -882,7 +882,7 @@ def test_version_2_fixture_loads_with_the_scores_version_2_gave_and_no_prior(tmp
     assert [d.model for d in router.route_batch(V1_PROMPTS)] == expected["models"]
     router.save(tmp_path / "again")
     again = load_router(tmp_path / "again")
-    assert again.manifest["format_version"] == persistence.FORMAT_VERSION
+    assert again.manifest["format_version"] == artifact.FORMAT_VERSION
     assert again.manifest["prior"] is None
     np.testing.assert_array_equal(again.score(V1_PROMPTS), router.score(V1_PROMPTS))
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from router_ml import load_router
-from router_ml.cli import evaluate_main, train_main
-from router_ml.evaluation import apgr
-from router_ml.prior import WEIGHTS
-from router_ml.protocols import protocol_folds
+from router_ml.cli.commands import evaluate_main, train_main
+from router_ml.core.metrics import apgr
+from router_ml.core.prior import WEIGHTS
+from router_ml.learn.protocols import protocol_folds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,14 +165,14 @@ def test_clear_error_for_unknown_model(tmp_path, capsys):
 
 def test_default_router_trains_on_the_extra_rows_too(shared):
     """Without --protocol, the default extra source (arena-hard) joins MMLU and GSM8K."""
-    from router_ml import cli
-    from router_ml.protocols import all_training_rows
+    from router_ml.cli import commands as cli
+    from router_ml.learn.protocols import all_training_rows
 
     base = all_training_rows(shared)
     rows = all_training_rows(shared, extra=("arena-hard",))
     added = len(rows) - len(base)
     assert 250 < added < 300 and set(rows.sources[len(base):]) == {"arena-hard"}
-    from router_ml.training import TrainConfig
+    from router_ml.learn.training import TrainConfig
 
     args = cli.train_parser().parse_args([])
     assert "arena-hard" in TrainConfig().extra

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
-
-from router_ml.console import COMMANDS, main
 from servers import child_env
+
+from router_ml.cli.main import COMMANDS, main
 
 
 def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "router_ml.console", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "router_ml.cli.main", *args], capture_output=True,
                           text=True, cwd=cwd, env={**os.environ, **child_env()}, timeout=120)
 
 
@@ -34,8 +34,8 @@ def test_each_command_has_help(name, word):
     assert f"usage: router-ml {name}" in out.stdout and word in out.stdout
 
 
-@pytest.mark.parametrize("name,module", [("label", "router_ml.labeling"),
-                                         ("report", "router_ml.monitoring")])
+@pytest.mark.parametrize("name,module", [("label", "router_ml.loop.labeling"),
+                                         ("report", "router_ml.loop.monitoring")])
 def test_commands_of_other_modules_dispatch_or_say_what_is_missing(name, module, capsys,
                                                                    monkeypatch):
     import importlib.util

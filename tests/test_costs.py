@@ -9,15 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router_ml import Router
-from router_ml.calibration import CalibrationRecord
-from router_ml.costs import (
-    BUILTIN_SOURCE,
-    ModelPrice,
-    PriceTable,
+from router_ml.core.calibration import CalibrationRecord
+from router_ml.core.prices import BUILTIN_SOURCE, ModelPrice, PriceTable, load_prices
+from router_ml.errors import (
+    CalibrationError,
+    DataFormatError,
+    DataNotFoundError,
+    UnknownModelError,
+)
+from router_ml.learn.budget import (
     TrafficProfile,
     cost_curve,
     cost_summary,
-    load_prices,
     merge_dcrouter_prices,
     monthly_cost,
     monthly_cost_at_threshold,
@@ -26,7 +29,6 @@ from router_ml.costs import (
     saving,
     threshold_for_budget,
 )
-from router_ml.errors import CalibrationError, DataFormatError, DataNotFoundError, UnknownModelError
 
 STRONG, WEAK = "gpt-4o", "gpt-4o-mini"
 TRAFFIC = TrafficProfile(requests_per_month=1_000_000, input_tokens=500, output_tokens=200)
@@ -51,7 +53,7 @@ def test_builtin_prices(model, inp, out):
 
 
 def test_builtin_table_holds_the_data_pair_by_its_exact_names():
-    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL
+    from router_ml.learn.protocols import STRONG_MODEL, WEAK_MODEL
 
     names = list(load_prices())
     assert STRONG_MODEL in names and WEAK_MODEL in names
@@ -81,7 +83,7 @@ def test_another_providers_price_is_never_taken():
     assert two["azure/gpt-4o"].input == 2.75 and two["openai/gpt-4o"].input == 2.5
     with pytest.raises(UnknownModelError, match="azure/gpt-4o, openai/gpt-4o are another"):
         two["gpt-4o"]  # ambiguous: which provider?
-    from router_ml.costs import prompt_costs
+    from router_ml.core.prices import prompt_costs
 
     with pytest.raises(UnknownModelError, match="'azure/gpt-4o'.*the router's price table"):
         prompt_costs(["hi"], ["openai/gpt-4o", "azure/gpt-4o"],
@@ -91,8 +93,8 @@ def test_another_providers_price_is_never_taken():
 def test_prompt_costs_with_an_exact_tokenizer(tmp_path):
     """A tokenizer replaces the ceil(len / 4) approximation: a callable's count, or a Hugging
     Face tokenizer.json read from disk (--tokenizer), whose token count prices the prompt."""
-    from router_ml.costs import load_tokenizer, prompt_costs
-    from router_ml.encoders import resolve_st_model
+    from router_ml.core.prices import load_tokenizer, prompt_costs
+    from router_ml.core.transformer import resolve_st_model
 
     prices = {"big": {"input": 10.0, "output": 0.0}, "small": {"input": 1.0, "output": 0.0}}
     prompts = ["a b c d e f g h", "supercalifragilistic"]

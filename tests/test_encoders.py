@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tiny_static_encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_static_encoder
-from router_ml import encoders
-from router_ml.encoders import MAX_CHARS, clean
+from router_ml.core import static
+from router_ml.core.encoders import MAX_CHARS, clean
 
 PROMPTS = ["Prove that there are infinitely many primes.", "Write a haiku about the SEA",
            "tab\there\nnew\rline", "a control\x01character", "\x0bvertical\x0cfeed", "x\x7fy",
@@ -50,10 +50,10 @@ def test_the_chunk_path_gives_model2vecs_vectors_bit_for_bit(minilm_tokenizer_js
 
 def test_str_split_breaks_text_only_where_the_tokenizer_does(minilm_tokenizer_json):
     """Every character str.split() splits at is whitespace to the BERT normaliser and
-    pre-tokenizer, except those the fast path sends to model2vec (encoders._UNSPLIT)."""
+    pre-tokenizer, except those the fast path sends to model2vec (static._UNSPLIT)."""
     tok = tiny_static_encoder(minilm_tokenizer_json).model.tokenizer
     spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
-    unsplit = [c for c in spaces if encoders._UNSPLIT.search(c)]
+    unsplit = [c for c in spaces if static._UNSPLIT.search(c)]
     assert len(spaces) > 20 and unsplit == list("\x0b\x0c\x1c\x1d\x1e\x1f\x85")
     ids = tok.encode("ab cd", add_special_tokens=False).ids
     for c in spaces:
@@ -64,7 +64,7 @@ def test_str_split_breaks_text_only_where_the_tokenizer_does(minilm_tokenizer_js
 def test_the_chunk_table_is_bounded_and_starts_again_when_full(minilm_tokenizer_json, monkeypatch):
     enc = tiny_static_encoder(minilm_tokenizer_json)
     chunks = enc._chunk_ids()
-    monkeypatch.setattr(encoders, "_CHUNK_CACHE", 3)
+    monkeypatch.setattr(static, "_CHUNK_CACHE", 3)
     enc.transform(["zzqx qqzv"])
     assert set(chunks) == {"zzqx", "qqzv"}
     prompts = ["vvqz zzqx", "kkqz"]  # two more would pass the bound: start again
@@ -77,8 +77,8 @@ def test_the_chunk_table_is_bounded_and_starts_again_when_full(minilm_tokenizer_
 
 def test_a_large_batch_is_encoded_in_parts_within_the_bound(minilm_tokenizer_json, monkeypatch):
     enc = tiny_static_encoder(minilm_tokenizer_json)
-    monkeypatch.setattr(encoders, "_CHUNK_CACHE", 6)
-    monkeypatch.setattr(encoders, "_PART", 2)
+    monkeypatch.setattr(static, "_CHUNK_CACHE", 6)
+    monkeypatch.setattr(static, "_PART", 2)
     prompts = [f"row {i} of {i * 7}" for i in range(9)] + PROMPTS
     np.testing.assert_array_equal(enc.transform(prompts), _model2vec(enc, prompts))
     assert len(enc._chunks) <= 6 + 2 * 4  # the bound, and what one part of two prompts adds
@@ -87,7 +87,7 @@ def test_a_large_batch_is_encoded_in_parts_within_the_bound(minilm_tokenizer_jso
 def test_chunks_cut_by_the_tokenizers_truncation_are_tokenised_one_by_one(
         minilm_tokenizer_json, monkeypatch):
     enc = tiny_static_encoder(minilm_tokenizer_json)
-    monkeypatch.setattr(encoders, "_GROUP_CHARS", 10**6)  # one text for all: past 512 tokens
+    monkeypatch.setattr(static, "_GROUP_CHARS", 10**6)  # one text for all: past 512 tokens
     prompts = [" ".join(f"w{i}x{j}" for j in range(60)) for i in range(12)] + PROMPTS
     np.testing.assert_array_equal(enc.transform(prompts), _model2vec(enc, prompts))
     assert enc._chunks["w11x59"] == tuple(enc.model.tokenizer.encode("w11x59").ids[1:-1])

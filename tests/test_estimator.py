@@ -7,8 +7,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from router_ml.estimator import QualityEstimator
-from router_ml.router import QualityHeads
+from router_ml.core.heads import QualityHeads
+from router_ml.learn.estimator import QualityEstimator
 
 # scikit-learn's checks draw regression targets from the real line (standard normal values,
 # class labels 0, 1, 2, ...); qualities must be in [0, 1], so fit refuses them with a
@@ -33,7 +33,7 @@ RANGE_CHECKS = (
     "check_fit2d_predict1d",
 )
 # Not about the range: the API gives regressors' unclipped values the knob compares
-# (router_ml.router.Router.decision_function), which this check forbids for regressors.
+# (router_ml.core.router.Router.decision_function), which this check forbids for regressors.
 API = {"check_regressors_no_decision_function":
        "decision_function is part of the API: the unclipped expected qualities"}
 

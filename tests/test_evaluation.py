@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router_ml.evaluation import apgr, cost_quality_curve, cpt, evaluate, pgr, plot_curves
+from router_ml.core.metrics import apgr, cost_quality_curve, cpt, pgr
+from router_ml.learn.evaluation import evaluate, plot_curves
 
 
 def test_curve_by_hand():
@@ -139,16 +140,8 @@ import json  # noqa: E402
 
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
-from router_ml.evaluation import (  # noqa: E402
-    aiq,
-    choose,
-    evaluate_multi,
-    hull_value,
-    knob_breakpoints,
-    plot_multi,
-    sweep,
-    upper_hull,
-)
+from router_ml.core.metrics import aiq, choose, hull_value, knob_breakpoints, sweep, upper_hull
+from router_ml.learn.evaluation import evaluate_multi, plot_multi
 
 # Two rows, three models of fixed price 1, 2, 4 USD; the router predicts the true qualities.
 #   row 0: q = [0, 1, 1]   -> model 1 (tie with model 2, cheaper); model 0 from lam = 1

@@ -1,4 +1,4 @@
-"""router_ml.fetch against a local HTTP server on 127.0.0.1 serving fixture files: a good
+"""router_ml.learn.fetch against a local HTTP server on 127.0.0.1 serving fixture files: a good
 download lands in the destination; a corrupted one is refused and leaves nothing."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("pooch")
 
 from router_ml.errors import FetchError  # noqa: E402
-from router_ml.fetch import Entry, fetch, missing, registry  # noqa: E402
+from router_ml.learn.fetch import Entry, fetch, missing, registry  # noqa: E402
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_builtin_registry_matches_the_reference_copies(shared):
 
 
 def test_data_cli_list_and_check(shared, capsys):
-    from router_ml.console import main
+    from router_ml.cli.main import main
 
     assert main(["data", "list"]) == 0
     assert "routellm-evals: 61 files from lm-sys/RouteLLM" in capsys.readouterr().out

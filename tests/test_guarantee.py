@@ -4,7 +4,7 @@ drop exceeds the target with probability at most delta."""
 import numpy as np
 import pytest
 
-from router_ml.calibration import calibrate, threshold_with_guarantee
+from router_ml.core.calibration import calibrate, threshold_with_guarantee
 from router_ml.errors import CalibrationError
 
 

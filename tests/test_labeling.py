@@ -11,8 +11,8 @@ import time
 import pytest
 from llm_stub import StubLLM
 
-from router_ml.clients import Completion
-from router_ml.labeling import (
+from router_ml.loop.clients import Completion
+from router_ml.loop.labeling import (
     LabelingError,
     PairwiseJudge,
     RateLimiter,
@@ -21,8 +21,8 @@ from router_ml.labeling import (
     prompt_key,
     rows_from_log,
 )
-from router_ml.monitoring import DecisionLog
-from router_ml.policy import Decision
+from router_ml.loop.monitoring import DecisionLog
+from router_ml.loop.policy import Decision
 
 CHEAP, STRONG, JUDGE = "gpt-4o-mini", "gpt-4o", "judge"
 
@@ -70,8 +70,8 @@ def test_single_grading_resumes_and_respects_the_budget(tmp_path):
     assert {(r[CHEAP], r[STRONG]) for r in rows} == {("3.0", "9.0")}
     assert s.scale == "judge10"
     # the table trains a router as training/train.py --table reads it
-    from router_ml.data import load_table
-    from router_ml.labels import pair_data
+    from router_ml.learn.labels import pair_data
+    from router_ml.learn.tables import load_table
 
     pairs = pair_data(load_table(out, model_columns=[STRONG, CHEAP], scale="judge10"), STRONG, CHEAP)
     assert len(pairs) == 10 and pairs.q_strong[0] == pytest.approx(8 / 9)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from llm_stub import Fail, StubLLM
 
-from router_ml.labeling import PairwiseJudge, retrain, rows_from_log
-from router_ml.monitoring import DecisionLog, QualitySampler, report
-from router_ml.policy import JsonSchemaValid, LiteLLMClient, Policy, parse_rules
+from router_ml.loop.labeling import PairwiseJudge, retrain, rows_from_log
+from router_ml.loop.monitoring import DecisionLog, QualitySampler, report
+from router_ml.loop.policy import JsonSchemaValid, LiteLLMClient, Policy, parse_rules
 
 CHEAP, STRONG, JUDGE = "gpt-4o-mini", "gpt-4o", "gpt-4-1106-preview"
 SCHEMA = {"type": "object", "required": ["total"], "properties": {"total": {"type": "integer"}}}
@@ -55,7 +55,7 @@ def in_process(model, messages):
 
 @pytest.fixture(scope="module")
 def base_rows(planted_set):
-    from router_ml.labels import Rows
+    from router_ml.learn.labels import Rows
 
     prompts, y = planted_set
     n = len(prompts)
@@ -69,8 +69,8 @@ def test_the_whole_loop(tmp_path, planted_set, base_rows):
     from mlflow import MlflowClient
 
     from router_ml import Router, load_router
-    from router_ml.encoders import TfidfEncoder
-    from router_ml.training import TrainConfig
+    from router_ml.core.encoders import TfidfEncoder
+    from router_ml.learn.training import TrainConfig
 
     prompts, y = planted_set
     current_dir = tmp_path / "current"

@@ -1,4 +1,4 @@
-"""router_ml.mlflow_flavor and router_ml.mlmodel: a saved router directory is an mlflow pyfunc
+"""router_ml.serve.mlflow_flavor and router_ml.core.mlmodel: a saved router directory is an mlflow pyfunc
 model; registered, loaded by alias and served with `mlflow models serve`. 127.0.0.1 only."""
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def test_saved_router_loads_as_pyfunc_and_predicts_like_route(saved):
 
 
 def test_mlmodel_is_the_same_with_and_without_mlflow(saved):
-    from router_ml import __version__, mlmodel
+    from router_ml import __version__
+    from router_ml.core import mlmodel
 
     _, folder = saved
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -82,7 +83,7 @@ def test_mlmodel_is_the_same_with_and_without_mlflow(saved):
 def test_a_saved_router_without_mlflow_writes_the_same_mlmodel(make_router, tmp_path):
     code = ("import sys; sys.modules['mlflow'] = None; sys.path.insert(0, sys.argv[2]);"
             "from conftest import planted_router;"
-            "from router_ml.encoders import TfidfEncoder;"
+            "from router_ml.core.features import TfidfEncoder;"
             "planted_router(TfidfEncoder(min_df=1)).save(sys.argv[1])")
     import subprocess
     from pathlib import Path
@@ -105,14 +106,14 @@ def test_a_tampered_artifact_is_refused_through_mlflow(saved):
 
 
 def test_an_mlmodel_pointing_elsewhere_is_refused_even_resealed(saved):
-    from router_ml import persistence
+    from router_ml.core import artifact
 
     _, folder = saved
     path = folder / "MLmodel"
-    path.write_text(path.read_text().replace('"router_ml.mlflow_flavor"', '"evil.module"'))
+    path.write_text(path.read_text().replace('"router_ml.serve.mlflow_flavor"', '"evil.module"'))
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["MLmodel"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    manifest[persistence.MANIFEST_DIGEST] = persistence.manifest_digest(manifest)
+    manifest[artifact.MANIFEST_DIGEST] = artifact.manifest_digest(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactIntegrityError, match="loader module"):
         load_router(folder)
@@ -121,7 +122,7 @@ def test_an_mlmodel_pointing_elsewhere_is_refused_even_resealed(saved):
 @pytest.mark.slow
 def test_register_load_by_alias_and_serve(saved, tmp_path):
     router, folder = saved
-    from router_ml.mlflow_flavor import log_model
+    from router_ml.serve.mlflow_flavor import log_model
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -170,7 +171,7 @@ def test_register_load_by_alias_and_serve(saved, tmp_path):
 def test_train_register_sets_the_champion_alias(tmp_path, monkeypatch, capsys):
     import csv
 
-    from router_ml.cli import train_main
+    from router_ml.cli.commands import train_main
 
     with open(tmp_path / "logs.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
-from router_ml.monitoring import (
+from router_ml.loop.monitoring import (
     COLUMNS,
     DecisionLog,
     MonitoringError,
@@ -20,7 +20,7 @@ from router_ml.monitoring import (
     report,
     report_main,
 )
-from router_ml.policy import Completion, Decision, Step
+from router_ml.loop.policy import Completion, Decision, Step
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13 UTC
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from router_ml.data import resolve_data_dir
 from router_ml.errors import DataNotFoundError
+from router_ml.learn.sources import resolve_data_dir
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -141,8 +141,8 @@ def test_multi_notebook_tunes_lam_for_a_monthly_budget(multi_run):
     import numpy as np
 
     from router_ml import load_router
-    from router_ml.evaluation import choose
-    from router_ml.protocols import fold, protocol_folds
+    from router_ml.core.metrics import choose
+    from router_ml.learn.protocols import fold, protocol_folds
 
     tmp, nb, seconds = multi_run
     assert seconds < TIME_LIMIT, f"the notebook took {seconds:.0f} s"

@@ -33,7 +33,7 @@ def test_core_dependencies_are_what_routing_needs():
     assert names["track"] == {"mlflow"}
     assert {"fastapi", "uvicorn", "litellm", "prometheus-client"} <= names["serve"]
     assert {"pyspark", "pandas", "pyarrow"} <= names["spark"]
-    assert PYPROJECT["project"]["scripts"] == {"router-ml": "router_ml.console:main"}
+    assert PYPROJECT["project"]["scripts"] == {"router-ml": "router_ml.cli.main:main"}
 
 
 def test_the_lock_file_pins_every_dependency_and_extra():
@@ -89,8 +89,8 @@ def test_saving_works_without_mlflow(tmp_path, make_router):
 
 
 def test_import_pulls_in_nothing_heavy(tmp_path):
-    code = ("import sys, router_ml, router_ml.console, router_ml.serving, router_ml.spark, "
-            "router_ml.scoring, router_ml.fetch, router_ml.mlflow_flavor; "
+    code = ("import sys, router_ml, router_ml.cli.main, router_ml.serve.endpoint, router_ml.serve.spark, "
+            "router_ml.serve.batch, router_ml.learn.fetch, router_ml.serve.mlflow_flavor; "
             f"print(sorted(m for m in {NOT_CORE!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**__import__("os").environ, **child_env()})

@@ -10,7 +10,7 @@ import sys
 import pytest
 from llm_stub import Fail, Slow, StubLLM
 
-from router_ml.policy import (
+from router_ml.loop.policy import (
     AllModelsFailedError,
     Completion,
     JsonSchemaValid,
@@ -60,7 +60,7 @@ tier = "fast"
 @pytest.fixture(scope="module")
 def pair_router(planted_set):
     from router_ml import Router
-    from router_ml.encoders import TfidfEncoder
+    from router_ml.core.encoders import TfidfEncoder
 
     prompts, y = planted_set
     from conftest import pair_qualities
@@ -248,7 +248,7 @@ def test_caller_client_and_costs(pair_router):
 
 
 def test_import_is_light():
-    code = ("import sys, router_ml.policy, router_ml.monitoring, router_ml.labeling; "
+    code = ("import sys, router_ml.loop.policy, router_ml.loop.monitoring, router_ml.loop.labeling; "
             "print(sorted(m for m in ('litellm', 'jsonschema', 'mlflow', 'matplotlib', 'scipy', "
             "'sklearn', 'tqdm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -259,7 +259,7 @@ def test_the_default_ladder_runs_cheapest_first_and_lam_decisions_have_no_thresh
     from conftest import TIER_PRICES, TIERS, planted_tiers
 
     from router_ml import Router
-    from router_ml.encoders import TfidfEncoder
+    from router_ml.core.encoders import TfidfEncoder
 
     # a pair router lists the strong model first; its ladder starts with the weak one
     assert pair_router.models == [STRONG, CHEAP] and Policy(pair_router).ladder == (CHEAP, STRONG)

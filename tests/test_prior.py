@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from router_ml import load_router
-from router_ml.evaluation import apgr
-from router_ml.labels import Rows
-from router_ml.prior import WEIGHTS, LengthPrior
-from router_ml.training import TrainConfig, fit_router
+from router_ml.core.metrics import apgr
+from router_ml.core.prior import WEIGHTS, LengthPrior
+from router_ml.learn.labels import Rows
+from router_ml.learn.training import TrainConfig, fit_router
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
 

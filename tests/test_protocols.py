@@ -2,10 +2,9 @@
 
 import hashlib
 
-import numpy as np
 import pytest
 
-from router_ml.protocols import PROTOCOLS, QuestionIndex, fold, protocol_folds, question_key
+from router_ml.learn.protocols import PROTOCOLS, QuestionIndex, fold, protocol_folds, question_key
 
 
 def test_fold_rule_matches_design():

@@ -3,18 +3,23 @@
 
 import numpy as np
 import pytest
+from conftest import TIER_PRICES, TIERS, planted_tiers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router_ml import CalibrationError, Router, RoutingDecision, UnknownModelError, load_router
-from router_ml import persistence
-from router_ml.encoders import StatsEncoder, TfidfEncoder
-from router_ml.evaluation import apgr
-from router_ml.labels import Rows
-from router_ml.protocols import Fold, with_extra
-from router_ml.router import prompt_text
-
-from conftest import TIER_PRICES, TIERS, planted_tiers
+from router_ml import (
+    CalibrationError,
+    Router,
+    RoutingDecision,
+    UnknownModelError,
+    load_router,
+)
+from router_ml.core import artifact
+from router_ml.core.encoders import StatsEncoder, TfidfEncoder
+from router_ml.core.metrics import apgr
+from router_ml.core.prompts import prompt_text
+from router_ml.learn.labels import Rows
+from router_ml.learn.protocols import Fold, with_extra
 
 PAIR = ["strong", "weak"]
 
@@ -87,7 +92,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert loaded.calibration == router.calibration
     assert (loaded.strong_model, loaded.weak_model) == (router.strong_model, router.weak_model)
     m = loaded.manifest
-    assert m["format_version"] == persistence.FORMAT_VERSION and "scikit-learn" in m["versions"]
+    assert m["format_version"] == artifact.FORMAT_VERSION and "scikit-learn" in m["versions"]
     assert m["models"] == PAIR and m["knob"] == {"kind": "threshold", "value": router.threshold}
     assert set(m["files"]) == {p.name for p in (tmp_path / "r").iterdir()} - {"manifest.json"}
     # saving again over it works and changes the threshold atomically
@@ -115,7 +120,7 @@ def test_fit_errors():
 
 
 def test_extra_rows_matching_a_test_question_are_dropped(monkeypatch):
-    from router_ml import protocols
+    from router_ml.learn import protocols
 
     def rows(prompts):
         n = len(prompts)
@@ -136,7 +141,7 @@ def test_extra_rows_matching_a_test_question_are_dropped(monkeypatch):
 @pytest.mark.parametrize("classifier", ["logreg", "knn", "mlp", "hgb"])
 @pytest.mark.parametrize("target", ["gain", "quality"])
 def test_every_classifier_learns_saves_and_reloads(classifier, target, tmp_path):
-    from router_ml.training import CLASSIFIER_CHOICES, TrainConfig, fit_router
+    from router_ml.learn.training import CLASSIFIER_CHOICES, TrainConfig, fit_router
 
     assert classifier in CLASSIFIER_CHOICES
     prompts, qs, qw = planted(300)
@@ -166,10 +171,16 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
     configured, prices the rows and stays on the router."""
     from sklearn.base import clone
 
-    from router_ml import training
-    from router_ml.costs import row_costs
-    from router_ml.encoders import resolve_st_model
-    from router_ml.training import TrainConfig, _folds, _routing_score, build_estimator, fit_router
+    from router_ml.core.prices import row_costs
+    from router_ml.core.transformer import resolve_st_model
+    from router_ml.learn import training
+    from router_ml.learn.training import (
+        TrainConfig,
+        _folds,
+        _routing_score,
+        build_estimator,
+        fit_router,
+    )
 
     monkeypatch.setattr(training, "C_GRID", (0.001, 0.1, 10.0))
     if n_models == 2:
@@ -214,8 +225,14 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
     folds' score; one source falls back to folds."""
     from sklearn.base import clone
 
-    from router_ml import training
-    from router_ml.training import TrainConfig, _folds, _routing_score, build_estimator, fit_router
+    from router_ml.learn import training
+    from router_ml.learn.training import (
+        TrainConfig,
+        _folds,
+        _routing_score,
+        build_estimator,
+        fit_router,
+    )
 
     monkeypatch.setattr(training, "C_GRID_SOURCES", (0.001, 0.1, 10.0))
     prompts, qs, qw = planted(300)
@@ -253,8 +270,8 @@ def test_an_unreachable_default_lam_target_keeps_the_closest_policy(caplog):
     """Training does not fail when no lam comes within max_drop of the best single model on the
     out-of-fold rows: it keeps the best-quality policy and the record says the target was not
     met; calibrate_lam (strict) still raises."""
-    from router_ml.calibration import lam_for_target
-    from router_ml.training import TrainConfig, fit_router
+    from router_ml.core.calibration import lam_for_target
+    from router_ml.learn.training import TrainConfig, fit_router
 
     prompts, Q, _ = planted_tiers(240, seed=7)
     rng = np.random.default_rng(0)
@@ -275,7 +292,7 @@ def test_an_unreachable_default_lam_target_keeps_the_closest_policy(caplog):
     with pytest.raises(CalibrationError, match="no lam reaches max_drop"):
         lam_for_target(V, Qs, C, max_drop=0.0)
     lam, r = lam_for_target(V, Qs, C, max_drop=0.0, strict=False)
-    from router_ml.evaluation import sweep
+    from router_ml.core.metrics import sweep
 
     assert r.achieved["met"] is False
     assert r.achieved["quality"] == pytest.approx(sweep(V, Qs, C).quality.max())
@@ -284,7 +301,7 @@ def test_an_unreachable_default_lam_target_keeps_the_closest_policy(caplog):
 def test_the_heads_search_trains_on_a_small_table():
     """With 90 rows of three models the kNN candidate cannot have k = 100 neighbours in a
     60-row fold: the search caps k at the fold size instead of failing."""
-    from router_ml.training import TrainConfig, fit_router
+    from router_ml.learn.training import TrainConfig, fit_router
 
     prompts, Q, _ = planted_tiers(90, seed=2)
     train = Rows(prompts, Q, tuple(TIERS), np.array(["g"] * 90, dtype=object),
@@ -297,7 +314,7 @@ def test_the_heads_search_trains_on_a_small_table():
 
 
 def test_boosting_on_sparse_tfidf_is_a_clear_error():
-    from router_ml.training import TrainConfig, build_router
+    from router_ml.learn.training import TrainConfig, build_router
 
     with pytest.raises(ValueError, match="'hgb' needs dense features.*not tfidf"):
         build_router(TrainConfig(encoder="tfidf+stats", classifier="hgb"), ["a", "b"])
@@ -305,7 +322,8 @@ def test_boosting_on_sparse_tfidf_is_a_clear_error():
 
 def test_sentence_transformer_cache_is_used_without_the_model(tmp_path, monkeypatch, caplog):
     """Cached texts never load the model; a corrupt entry or one of another width is recomputed."""
-    from router_ml.encoders import EmbeddingCache, SentenceTransformerEncoder, text_hash, clean
+    from router_ml.core.encoders import clean, text_hash
+    from router_ml.core.transformer import EmbeddingCache, SentenceTransformerEncoder
 
     enc = SentenceTransformerEncoder(cache_dir=tmp_path)
     texts = ["first prompt", "second prompt", "third prompt"]
@@ -346,9 +364,9 @@ def test_encoders_are_scikit_learn_transformers(tmp_path):
     from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict
     from sklearn.pipeline import FeatureUnion, Pipeline
 
-    from router_ml.encoders import ConcatEncoder, StatsEncoder, encoder_parts, encoder_spec, \
-        encoder_from_parts
-    from router_ml.estimator import QualityEstimator
+    from router_ml.core.encoders import StatsEncoder
+    from router_ml.core.features import ConcatEncoder, encoder_from_parts, encoder_parts, encoder_spec
+    from router_ml.learn.estimator import QualityEstimator
 
     prompts, qs, qw = planted(120)
     Q = np.column_stack([qs, qw])
@@ -413,7 +431,7 @@ def test_lam_zero_picks_the_best_prediction_and_inf_the_cheapest(tiers):
 
 
 def test_ties_go_to_the_cheaper_model():
-    from router_ml.router import choose
+    from router_ml.core.heads import choose
 
     V = np.array([[0.5, 0.5, 0.5], [0.9, 0.5, 0.5]])
     C = np.array([[3.0, 1.0, 2.0], [3.0, 1.0, 1.0]])
@@ -470,8 +488,8 @@ def test_calibrate_lam_achieves_what_the_record_says(tiers, target):
 def test_lam_for_target_is_optimal_over_every_knob_value(seed, target):
     """The exact sweep finds the cheapest lam within max_drop (the best quality within a
     budget): no knob value on a dense grid does better while meeting the target."""
-    from router_ml.calibration import lam_for_target
-    from router_ml.router import choose
+    from router_ml.core.calibration import lam_for_target
+    from router_ml.core.heads import choose
 
     rng = np.random.default_rng(seed)
     n, m = 40, 3
@@ -576,7 +594,7 @@ def test_lam_equals_threshold_for_a_pair_on_synthetic_data(fitted):
 
 
 def test_lam_equals_threshold_for_a_pair_on_the_mmlu_protocol(shared):
-    from router_ml.protocols import STRONG_MODEL, WEAK_MODEL, protocol_folds
+    from router_ml.learn.protocols import STRONG_MODEL, WEAK_MODEL, protocol_folds
 
     (f,) = protocol_folds("mmlu", shared)
     idx = np.random.default_rng(0).choice(len(f.train), 1500, replace=False)

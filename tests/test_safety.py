@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import PAIR, pair_qualities
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -31,12 +32,10 @@ from router_ml import (
     UnknownModelError,
     load_router,
 )
-from router_ml import data as rdata
-from router_ml.encoders import MAX_CHARS, TfidfEncoder
-from router_ml.estimator import QualityEstimator
-from router_ml.labels import pair_data
-
-from conftest import PAIR, pair_qualities
+from router_ml.core.encoders import MAX_CHARS, TfidfEncoder
+from router_ml.learn import sources, tables
+from router_ml.learn.estimator import QualityEstimator
+from router_ml.learn.labels import pair_data
 
 KINDS = ("tfidf", "static")
 FUZZ = settings(max_examples=40, deadline=None, database=None,
@@ -224,26 +223,26 @@ class TestTrainingData:
                                 ("h.csv", "prompt,big,small\n", "no data rows"),
                                 ("b.jsonl", "\n\n", "cannot read as json")]:
             with pytest.raises(DataFormatError, match=rf"{name}: .*{msg}"):
-                rdata.load_table(_write(tmp_path, name, text))
+                tables.load_table(_write(tmp_path, name, text))
 
     def test_missing_model_column_names_file_and_column(self, tmp_path):
         f = _write(tmp_path, "m.csv", "prompt,big\nhello,1\n")
         with pytest.raises(DataFormatError, match=r"m.csv: missing column 'small'"):
-            rdata.load_table(f, model_columns=["big", "small"])
+            tables.load_table(f, model_columns=["big", "small"])
         f = _write(tmp_path, "p.csv", "prompt\nhello\n")
         with pytest.raises(DataFormatError, match=r"p.csv: no model score columns"):
-            rdata.load_table(f)
-        ds = rdata.load_table(_write(tmp_path, "ok.csv", "prompt,big,small\nhi,1,0\nho,0,1\n"))
+            tables.load_table(f)
+        ds = tables.load_table(_write(tmp_path, "ok.csv", "prompt,big,small\nhi,1,0\nho,0,1\n"))
         with pytest.raises(UnknownModelError, match="unknown model 'huge'; known models"):
             pair_data(ds, "huge", "small")
 
     def test_all_scores_missing_is_an_error(self, tmp_path):
         f = _write(tmp_path, "none.csv", "prompt,big,small\nhi,,\nho,n/a,\n")
         with pytest.raises(DataFormatError, match=r"none.csv: no usable row \(no valid score: 2\)"):
-            rdata.load_table(f)
+            tables.load_table(f)
         f = _write(tmp_path, "none.jsonl", '{"prompt": "", "big": 1}\n{"prompt": null, "big": 0}\n')
         with pytest.raises(DataFormatError, match=r"no usable row \(empty or missing prompt: 2\)"):
-            rdata.load_table(f)
+            tables.load_table(f)
 
     @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
     def test_nan_inf_negative_and_out_of_range_scores_are_left_empty(self, tmp_path, fmt):
@@ -256,8 +255,8 @@ class TestTrainingData:
             lit = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity", "abc": '"abc"'}
             f = _write(tmp_path, "s.jsonl", "".join(
                 f'{{"prompt": "{p}", "big": {lit.get(a, a)}, "small": {b}}}\n' for p, a, b in rows))
-        ds = rdata.load_table(f)
-        q = rdata.quality_matrix(ds, ["big", "small"])
+        ds = tables.load_table(f)
+        q = sources.quality_matrix(ds, ["big", "small"])
         assert ds["prompt"] == [r[0] for r in rows]  # rows kept: "small" is valid
         np.testing.assert_array_equal(q[0], [1.0, 0.0])
         assert np.isnan(q[1:, 0]).all() and (q[1:, 1] == 1.0).all()  # never invented or clipped
@@ -266,25 +265,25 @@ class TestTrainingData:
 
     def test_judge_scale_out_of_range_and_unknown_scale(self, tmp_path):
         f = _write(tmp_path, "j.csv", "prompt,a,b\nx,0,10\ny,11,1\nz,-3,5.5\n")
-        q = rdata.quality_matrix(rdata.load_table(f, scale="judge10"), ["a", "b"])
+        q = sources.quality_matrix(tables.load_table(f, scale="judge10"), ["a", "b"])
         assert np.isnan(q[:, 0]).all() and np.allclose(q[:, 1], [1.0, 0.0, 0.5])
         with pytest.raises(ValueError, match="scale must be 'unit' or 'judge10', got 'percent'"):
-            rdata.load_table(f, scale="percent")
+            tables.load_table(f, scale="percent")
 
     def test_conflicting_duplicates_are_merged_by_mean_whatever_the_order(self, tmp_path):
         rows = ["same question,1,0", " same question ,0,0", "same question,1,1", "other,1,0"]
         header = "prompt,big,small\n"
-        a = rdata.load_table(_write(tmp_path, "a.csv", header + "\n".join(rows) + "\n"))
-        b = rdata.load_table(_write(tmp_path, "b.csv", header + "\n".join(rows[::-1]) + "\n"))
-        qa = dict(zip([p.strip() for p in a["prompt"]], rdata.quality_matrix(a).tolist()))
-        qb = dict(zip([p.strip() for p in b["prompt"]], rdata.quality_matrix(b).tolist()))
+        a = tables.load_table(_write(tmp_path, "a.csv", header + "\n".join(rows) + "\n"))
+        b = tables.load_table(_write(tmp_path, "b.csv", header + "\n".join(rows[::-1]) + "\n"))
+        qa = dict(zip([p.strip() for p in a["prompt"]], sources.quality_matrix(a).tolist()))
+        qb = dict(zip([p.strip() for p in b["prompt"]], sources.quality_matrix(b).tolist()))
         assert qa == qb and len(a) == 2
         np.testing.assert_allclose(qa["same question"], [2 / 3, 1 / 3])
 
     def test_one_outcome_only_predicts_a_tie_and_no_outcome_is_a_clear_error(self, tmp_path):
         f = _write(tmp_path, "one.csv",
                    "prompt,big,small\n" + "".join(f"q{i} word,1,1\n" for i in range(6)))
-        pairs = pair_data(rdata.load_table(f), "big", "small")
+        pairs = pair_data(tables.load_table(f), "big", "small")
         # both models always right: nothing to learn, the router predicts exactly that
         r = Router(TfidfEncoder(min_df=1), models=pairs.models).fit(pairs.prompts, pairs.quality)
         np.testing.assert_array_equal(r.predict_quality(["q1 word", "new"]), 1.0)
@@ -490,12 +489,12 @@ def test_fuzz_route_and_score(routers, kind):
 
 def _load_or_clear_error(path):
     try:
-        ds = rdata.load_table(path)
+        ds = tables.load_table(path)
     except (DataFormatError, DataNotFoundError) as e:
         assert str(path) in str(e)  # the message names the file
         return None
     assert len(ds) > 0 and set(ds.column_names) == {"prompt", "source", "group", "quality"}
-    q = rdata.quality_matrix(ds)
+    q = sources.quality_matrix(ds)
     assert (np.isnan(q) | ((q >= 0) & (q <= 1))).all()  # in [0, 1] or missing, never invented
     assert (~np.isnan(q)).any(axis=1).all()  # every kept row has a valid score
     assert all(isinstance(p, str) and p.strip() for p in ds["prompt"])

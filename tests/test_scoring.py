@@ -1,4 +1,4 @@
-"""router_ml.scoring and `router-ml score`: batch scoring of Parquet, CSV and JSONL files."""
+"""router_ml.serve.batch and `router-ml score`: batch scoring of Parquet, CSV and JSONL files."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def saved(make_router, tmp_path):
 
 
 def test_parquet_is_scored_in_batches_like_in_process(saved, tmp_path, capsys):
-    from router_ml.console import main
+    from router_ml.cli.main import main
 
     router, folder = saved
     prompts = _prompts(2_345)
@@ -47,7 +47,7 @@ def test_parquet_is_scored_in_batches_like_in_process(saved, tmp_path, capsys):
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_csv_and_jsonl_in_and_out(saved, tmp_path, suffix):
-    from router_ml.scoring import score_file
+    from router_ml.serve.batch import score_file
 
     router, _ = saved
     prompts = _prompts(50)
@@ -75,7 +75,7 @@ def test_csv_and_jsonl_in_and_out(saved, tmp_path, suffix):
 
 
 def test_bad_inputs_are_clear_errors_and_leave_nothing(saved, tmp_path):
-    from router_ml.scoring import score_file
+    from router_ml.serve.batch import score_file
 
     router, _ = saved
     pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "nulls.parquet")

@@ -1,4 +1,4 @@
-"""router_ml.serving: the OpenAI-compatible endpoint against a stub upstream on 127.0.0.1
+"""router_ml.serve.endpoint: the OpenAI-compatible endpoint against a stub upstream on 127.0.0.1
 (it echoes the model it was asked for), non-streaming and streaming, health and metrics."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def stub_upstream():
 
 @pytest.fixture(scope="module")
 def served(make_router):
-    from router_ml.serving import create_app
+    from router_ml.serve.endpoint import create_app
 
     router = make_router("tfidf")
     upstream, seen = stub_upstream()
@@ -149,7 +149,7 @@ def test_metrics_count_decisions_latency_and_upstream_errors(served):
 
 
 def test_serve_refuses_to_start_without_upstream_or_router(tmp_path, capsys, monkeypatch):
-    from router_ml.serving import serve_main
+    from router_ml.serve.endpoint import serve_main
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     assert serve_main(["--model", str(tmp_path)]) == 2

@@ -1,4 +1,4 @@
-"""router_ml.spark: 100,000 synthetic prompts scored on a local Spark (local[2]) equal the
+"""router_ml.serve.spark: 100,000 synthetic prompts scored on a local Spark (local[2]) equal the
 in-process scores. Spark runs on 127.0.0.1, started and stopped by the test."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ N = 100_000
 
 @pytest.fixture(scope="module")
 def spark():
-    from router_ml.spark import local_session
+    from router_ml.serve.spark import local_session
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", child_env()["PYTHONPATH"])  # workers import this router_ml
@@ -36,7 +36,7 @@ def spark():
 def test_100k_prompts_on_local_spark_equal_in_process(spark, make_router, tmp_path):
     import pandas as pd
 
-    from router_ml.spark import score_dataframe
+    from router_ml.serve.spark import score_dataframe
 
     router = make_router("tfidf")
     router.save(tmp_path / "router")
@@ -60,7 +60,7 @@ def test_score_parquet_cli_on_spark(spark, make_router, tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from router_ml.console import main
+    from router_ml.cli.main import main
 
     router = make_router("tfidf")
     router.save(tmp_path / "router")

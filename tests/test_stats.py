@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router_ml.encoders import STATS, StatsEncoder, prompt_stats
+from router_ml.core.encoders import STATS, StatsEncoder, prompt_stats
 
 MC = ("Which of the following is NOT a prime number?\nA. 2\nB. 3\nC. 9\nD. 11\nAnswer:")
 
@@ -77,7 +77,7 @@ def test_encoder_standardises_and_round_trips():
 def test_surface_counts_of_ascii_and_other_text_agree_with_the_definitions(text):
     """The byte-level counts taken for ASCII text equal the per-character definitions
     (digits, operators +-*/=^$%, capitals by str.isupper), as for any other text."""
-    from router_ml.encoders import SURFACE_STATS
+    from router_ml.core.encoders import SURFACE_STATS
 
     X = prompt_stats([text], surface_only=True)[0]
     n = max(len(text), 1)

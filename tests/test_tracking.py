@@ -1,4 +1,4 @@
-"""router_ml.tracking: runs logged to a local sqlite store and to a real mlflow server, a dead
+"""router_ml.learn.tracking: runs logged to a local sqlite store and to a real mlflow server, a dead
 server refused fast, and a disabled tracker that does nothing. Network: 127.0.0.1 only."""
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from servers import free_port
 
 from router_ml import TrackingError
-from router_ml.tracking import Tracker, default_tracking_uri, project_root, resolve_tracking_uri
+from router_ml.learn.tracking import (
+    Tracker,
+    default_tracking_uri,
+    project_root,
+    resolve_tracking_uri,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HTTP_VARS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
@@ -213,8 +217,8 @@ def test_disabled_tracker_does_nothing_imports_nothing_writes_nothing(tmp_path):
     # A fresh interpreter: mlflow must not even be imported, whatever MLFLOW_TRACKING_URI says.
     code = textwrap.dedent(f"""
         import sys
-        from router_ml.tracking import Tracker
-        assert "mlflow" not in sys.modules, "import router_ml.tracking imported mlflow"
+        from router_ml.learn.tracking import Tracker
+        assert "mlflow" not in sys.modules, "import router_ml.learn.tracking imported mlflow"
         t = Tracker(experiment="x", enabled=False)
         t.check()
         with t.run("r", {{"a": 1}}) as run:
@@ -252,8 +256,8 @@ def test_a_multi_model_report_logs_its_numbers_as_metrics_and_its_best_model_as_
     # `train.py --protocol dcrouter` logs such a report; its best model's name is text
     from mlflow import MlflowClient
 
-    from router_ml.cli import log_report
-    from router_ml.evaluation import evaluate_multi
+    from router_ml.cli.commands import log_report
+    from router_ml.learn.evaluation import evaluate_multi
 
     rng = np.random.default_rng(0)
     q = rng.random((40, 3))

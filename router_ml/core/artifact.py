@@ -1,0 +1,424 @@
+"""Saving and loading a router as a directory, without executing code from the files.
+
+Layout (format version 3)::
+
+    manifest.json          format version, versions, encoder spec, estimator type and heads,
+                           candidate models and their prices, the knob (threshold or lam) and
+                           its calibration, the length prior of a pair (or null), training and
+                           evaluation summaries, the sha256 of every other file, and its own
+                           sha256
+    encoder.<part>.npy     arrays (numpy, allow_pickle=False)
+    encoder.<part>.json    lists of strings (e.g. the TF-IDF vocabulary)
+    encoder.<part>.txt     text (e.g. a tokenizer definition)
+    estimator.coef.npy     the logistic heads' weights stacked (rows, n_features) and
+    estimator.intercept.npy  their intercepts (rows,); the manifest gives each head's kind,
+                           classes and number of rows, or
+    estimator.skops        an estimator with other heads (skops)
+    MLmodel                the mlflow pyfunc description (see router_ml.core.mlmodel); listed and
+                           checked like the others, read only by mlflow
+
+Logistic heads are stored as plain arrays: loading them needs no skops, whose import alone
+takes seconds (it imports every scikit-learn estimator), and the files are byte-identical for
+identical fits. Version-1 artifacts (a strong/weak pair, ``classifier.*`` files, the
+threshold at the top level) still load: :func:`_load_v1` turns them into the same router.
+Version 2 is version 3 without the prior (tests/fixtures/artifact-v2).
+
+Loading checks, before building anything: the format version is known; the manifest has only
+known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
+matches, so a changed threshold or model name is caught like a changed file (required: a
+manifest with the key removed is refused); every file named in the manifest is a plain file
+name, a file router_ml reads, a regular file inside the directory (no symlink) and has the
+recorded sha256; every type in ``classifier.skops`` is on :data:`ALLOWED_TYPES`, an
+allow-list kept here in the loader's code and never read from the artifact (checked by our own
+walk of its schema and by skops' ``get_untrusted_types``). After building, a router with a
+static or TF-IDF encoder must score a probe prompt to a finite value in [0, 1].
+
+Saving is atomic: the new directory is written beside the target and swapped in with one
+rename (``renameat2(RENAME_EXCHANGE)`` on Linux), so a crash leaves the old artifact or the new
+one, never a mix (a killed save may leave a hidden ``.<name>.tmp-*`` folder beside it; delete it
+at leisure). Saving over an existing folder that is not a router artifact is refused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from router_ml.errors import (
+    ArtifactIntegrityError,
+    ArtifactVersionError,
+    UntrustedTypeError,
+)
+
+# FORMAT_VERSION: bump it when a file is added, removed or changes meaning. Procedure: keep
+# the loader of every older number (load_router branches on the version; version 1 is read by
+# _load_v1), add a saved artifact of the new version as a test fixture next to
+# tests/fixtures/artifact-v1, list the new number in SUPPORTED_VERSIONS and its manifest keys
+# in MANIFEST_KEYS, and never make an old loader less strict than the new one.
+# Version 3 adds the manifest's "prior" (router_ml.core.prior.LengthPrior, or null); a version-2
+# artifact has none (tests/fixtures/artifact-v2).
+FORMAT_VERSION = 3
+
+
+SUPPORTED_VERSIONS = (1, 2, 3)
+
+
+MANIFEST = "manifest.json"
+
+
+ESTIMATOR_FILE = "estimator.skops"
+
+
+V1_CLASSIFIER_FILE = "classifier.skops"
+
+
+MLMODEL = "MLmodel"  # written by router_ml.core.mlmodel, read only by mlflow
+
+
+MANIFEST_DIGEST = "manifest_sha256"
+
+
+# The top-level keys of each version's manifest; any other key means a newer format or damage.
+MANIFEST_KEYS = {
+    1: frozenset({"format_version", "versions", "encoder", "classifier", "strong_model",
+                  "weak_model", "threshold", "calibration", "training", "evaluation",
+                  "files", MANIFEST_DIGEST}),
+    2: frozenset({"format_version", "versions", "encoder", "estimator", "models", "prices",
+                  "knob", "coverage", "calibration", "training", "evaluation", "files",
+                  MANIFEST_DIGEST}),
+}
+
+
+MANIFEST_KEYS[3] = MANIFEST_KEYS[2] | {"prior"}
+
+
+_MAX_MANIFEST_BYTES = 1 << 20
+
+
+_MAX_SCHEMA_BYTES = 16 << 20
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+# Every type a saved classifier may contain. Kept in code, audited before any object is built.
+ALLOWED_TYPES = frozenset({
+    # our own estimator and its constant head: plain attributes, no code from the file
+    "router_ml.learn.estimator.QualityEstimator", "router_ml.learn.estimator._Constant",
+    # the same classes as saved before the package was laid out in layers
+    "router_ml.estimator.QualityEstimator", "router_ml.estimator._Constant",
+    "sklearn.linear_model._logistic.LogisticRegressionCV",
+    "sklearn.model_selection._split.StratifiedKFold",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    # MLPClassifier keeps its optimiser's state (learning rate, moment arrays): plain data
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.preprocessing._label.LabelBinarizer",
+    # HistGradientBoostingClassifier: its trees are arrays; the loss and link objects hold
+    # no code, only which formula to apply
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss", "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.link.Interval", "numpy.random._generator.Generator", "numpy.uint64",
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int",
+    "builtins.float", "builtins.bool", "builtins.NoneType", "builtins.slice",
+    "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64",
+    "numpy.int32", "numpy.bool_", "numpy.str_", "numpy.random.mtrand.RandomState",
+    "numpy.random._mt19937.MT19937",
+    # kNN on TF-IDF keeps its sparse training matrix (skops stores it in scipy's npz format)
+    "scipy.sparse._csr.csr_matrix",
+})
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own ``manifest_sha256`` key.
+
+    Canonical (sorted keys, no white space, ASCII) so that only a change of content counts.
+    """
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("router_ml", "numpy", "scikit-learn", "skops", "model2vec", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _write_parts(parts: dict, folder: Path) -> None:
+    for key, value in parts.items():
+        if not _NAME.match(f"encoder.{key}.npy"):
+            raise ValueError(f"encoder part name {key!r} is not a plain file name")
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                raise ValueError(f"encoder part {key!r} is an object array; not saveable safely")
+            with open(folder / f"encoder.{key}.npy", "wb") as f:
+                np.save(f, value, allow_pickle=False)
+        elif isinstance(value, str):
+            (folder / f"encoder.{key}.txt").write_text(value, encoding="utf-8")
+        elif isinstance(value, list):
+            (folder / f"encoder.{key}.json").write_text(json.dumps(value, ensure_ascii=False),
+                                                        encoding="utf-8")
+        else:
+            raise TypeError(f"encoder part {key!r} has unsupported type {type(value).__name__}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _load_array(data: bytes, p: Path) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:  # numpy refuses object (pickled) arrays here
+        raise UntrustedTypeError(f"{p}: refused ({e})") from None
+
+
+def _json_params(params: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()
+            if isinstance(v, (int, float, str, bool, type(None), tuple))
+            and not (isinstance(v, tuple) and not all(isinstance(x, (int, float)) for x in v))}
+
+
+def save_router(router, path) -> Path:
+    """Write ``router`` to the directory ``path`` atomically; returns the path."""
+    from router_ml.core.features import encoder_parts, encoder_spec
+
+    if not router.fitted_:
+        raise RuntimeError("cannot save a router that is not fitted")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        _write_parts(encoder_parts(router.encoder), tmp)
+        heads = router.heads
+        est = router.estimator
+        params = {} if est is heads else _json_params(est.get_params(deep=False))
+        if heads is not None:
+            np.save(tmp / "estimator.coef.npy", np.vstack(heads.coefs), allow_pickle=False)
+            np.save(tmp / "estimator.intercept.npy", np.concatenate(heads.intercepts),
+                    allow_pickle=False)
+            estimator = {"type": "heads", "params": params,
+                         "heads": [{"kind": k, "classes": c.tolist(), "rows": len(w)}
+                                   for k, c, w in zip(heads.kinds, heads.classes, heads.coefs)]}
+        else:
+            import skops.io as sio
+
+            sio.dump(est, tmp / ESTIMATOR_FILE)
+            # refuse to write what we would refuse to read
+            _audit_skops((tmp / ESTIMATOR_FILE).read_bytes(), tmp / ESTIMATOR_FILE)
+            estimator = {"type": "skops", "params": params}
+        coverage = None
+        if router.coverage is not None:
+            np.save(tmp / "coverage.reference.npy", router.coverage.reference, allow_pickle=False)
+            coverage = {**router.coverage.to_dict(), "fallback": router.fallback}
+        from router_ml.core.mlmodel import write_mlmodel
+
+        write_mlmodel(tmp, {p.name: _sha256(p) for p in sorted(tmp.iterdir())})
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        knob = ({"kind": "threshold", "value": router.threshold} if router.threshold is not None
+                else {"kind": "lam", "value": router.lam})
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "encoder": encoder_spec(router.encoder),
+            "estimator": estimator,
+            "models": list(router.models),
+            "prices": router.prices,
+            "knob": knob,
+            "coverage": coverage,
+            "prior": None if router.length_prior is None else router.length_prior.to_dict(),
+            "calibration": router.calibration.to_dict(),
+            "training": router.training,
+            "evaluation": router.evaluation,
+            "files": files,
+        }
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True,
+                                               allow_nan=False) + "\n", encoding="utf-8")
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        if path.exists() or path.is_symlink():
+            if not path.is_dir() or path.is_symlink():
+                raise FileExistsError(f"{path} exists and is not a router directory")
+            if any(path.iterdir()) and not (path / MANIFEST).is_file():
+                # the swap below would delete it: only ever replace a router artifact
+                raise FileExistsError(f"{path} is a non-empty folder without {MANIFEST}, not a "
+                                      "saved router; refusing to replace it. Choose a new path.")
+            if not _exchange(tmp, path):
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.rename(path, old)
+                os.rename(tmp, path)
+                tmp = old
+        else:
+            os.rename(tmp, path)
+            tmp = None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _audit_skops(data: bytes, path: Path) -> list[str]:
+    """Every type named in a skops file's bytes, checked against ALLOWED_TYPES before loading."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            if z.getinfo("schema.json").file_size > _MAX_SCHEMA_BYTES:
+                raise ArtifactIntegrityError(f"{path}: schema.json is too large for a classifier")
+            schema = json.loads(z.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, OSError,
+            EOFError, NotImplementedError) as e:
+        raise ArtifactIntegrityError(f"{path}: not a readable skops file "
+                                     f"({type(e).__name__}: {e})") from None
+    found: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    try:
+        walk(schema)
+    except RecursionError:
+        raise ArtifactIntegrityError(f"{path}: schema.json is nested too deeply") from None
+    bad = sorted(found - ALLOWED_TYPES)
+    if bad:
+        raise UntrustedTypeError(f"{path}: types not on router_ml's allow-list: {', '.join(bad)}")
+    # Second opinion: skops' own audit also sees types that are not class nodes (functions,
+    # methods); it reads the schema without building any object.
+    import skops.io as sio
+
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as e:  # a malformed schema
+        raise ArtifactIntegrityError(f"{path}: not a readable skops file "
+                                     f"({type(e).__name__}: {e})") from None
+    bad = sorted(untrusted - ALLOWED_TYPES)
+    if bad:
+        raise UntrustedTypeError(f"{path}: types not on router_ml's allow-list: {', '.join(bad)}")
+    return sorted(found | untrusted)
+
+
+def _read_manifest(folder: Path) -> dict:
+    mpath = folder / MANIFEST
+    if mpath.is_symlink() or not mpath.is_file():
+        raise ArtifactIntegrityError(f"{folder}: no {MANIFEST}; not a router directory")
+    if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise ArtifactIntegrityError(f"{mpath}: too large for a manifest")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactIntegrityError(f"{mpath}: not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactIntegrityError(f"{mpath}: not a JSON object")
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise ArtifactVersionError(
+            f"{mpath}: format version {version!r} is not supported by this router_ml "
+            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); retrain or upgrade router_ml")
+    unknown = sorted(set(manifest) - MANIFEST_KEYS[version])
+    if unknown:
+        raise ArtifactIntegrityError(f"{mpath}: unknown keys {', '.join(map(repr, unknown))} "
+                                     f"in a version-{version} manifest; the manifest was changed")
+    # Required in every version, so that removing it to hide a change is caught too (the
+    # earliest version-1 artifacts had none: save them again with this router_ml to load them).
+    if MANIFEST_DIGEST not in manifest:
+        raise ArtifactIntegrityError(f"{mpath}: no {MANIFEST_DIGEST}; the manifest was changed "
+                                     "or predates digests; re-save the router to load it")
+    if MANIFEST_DIGEST in manifest:
+        try:
+            ok = manifest_digest(manifest) == manifest[MANIFEST_DIGEST]
+        except (TypeError, ValueError):  # NaN or non-JSON content
+            ok = False
+        if not ok:
+            raise ArtifactIntegrityError(f"{mpath}: content differs from its {MANIFEST_DIGEST}; "
+                                         "the manifest was changed or corrupted")
+    return manifest
+
+
+_READ = {1: {V1_CLASSIFIER_FILE, "classifier.coef.npy", "classifier.intercept.npy",
+             "classifier.classes.npy"},
+         2: {ESTIMATOR_FILE, "estimator.coef.npy", "estimator.intercept.npy",
+             "coverage.reference.npy"}}
+
+
+_READ[3] = _READ[2]  # version 3 adds a manifest key, no file
+
+
+def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
+    """The content of every file the manifest lists, read once and checked against its sha256
+    (what is loaded is exactly what was checked)."""
+    if not isinstance(files, dict) or not files:
+        raise ArtifactIntegrityError(f"{folder / MANIFEST}: 'files' must list the artifact's files")
+    root = folder.resolve()
+    out = {}
+    for name, digest in files.items():
+        if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name == MANIFEST:
+            raise ArtifactIntegrityError(f"{folder}: file name {name!r} is not a plain file name")
+        p = folder / name
+        if p.is_symlink():
+            raise ArtifactIntegrityError(f"{p}: is a symlink; refused")
+        if not p.is_file() or p.resolve().parent != root:
+            raise ArtifactIntegrityError(f"{p}: missing or not a regular file in {folder}")
+        data = p.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArtifactIntegrityError(f"{p}: sha256 differs from the manifest; the file was "
+                                         "changed or truncated")
+        out[name] = data
+    known = _READ[version] | {MLMODEL}
+    if not any(n in out for n in known - {"coverage.reference.npy", MLMODEL}):
+        raise ArtifactIntegrityError(f"{folder}: the manifest lists no estimator file")
+    if MLMODEL in out:
+        from router_ml.core.mlmodel import check_mlmodel
+
+        check_mlmodel(out[MLMODEL], folder / MLMODEL)
+    odd = sorted(n for n in out if not n.startswith("encoder.") and n not in known)
+    if odd:
+        raise ArtifactIntegrityError(f"{folder}: the manifest lists files that router_ml does "
+                                     f"not read: {', '.join(odd)}")
+    return out

@@ -1,0 +1,98 @@
+"""Fitted heads as numpy weights, and the knob's decision rule over their predictions.
+
+:class:`QualityHeads` predicts each candidate's quality with numpy alone (the logistic heads of
+:class:`router_ml.learn.estimator.QualityEstimator`, reduced to their weights); :func:`choose`
+picks, per prompt, the model maximising predicted quality - lam * cost.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def is_number(value) -> bool:
+    """A real number given as a Python or numpy int or float (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+class QualityHeads:
+    """Fitted logistic heads reduced to their weights, one per candidate model.
+
+    kinds[j]: ``quality`` (the head predicts model j's quality, classes 0/1) or ``gain``
+    (classes among -1/0/1: model j worse than, as good as or better than the reference, the
+    one ``quality`` head). coefs[j]: (1, d) for two classes, (k, d) for k > 2 (and (1, d) of
+    zeros for a single class); intercepts[j]: matching (1,) or (k,); classes[j]: int labels.
+    The same formulas as scikit-learn's LogisticRegression.predict_proba (sigmoid or
+    softmax), computed with numpy in one matrix product.
+    """
+
+    def __init__(self, kinds, coefs, intercepts, classes):
+        self.kinds = list(kinds)
+        self.coefs = [np.asarray(c, dtype=np.float64) for c in coefs]
+        self.intercepts = [np.asarray(b, dtype=np.float64).ravel() for b in intercepts]
+        self.classes = [np.asarray(c, dtype=np.int64).ravel() for c in classes]
+        if not (len(self.kinds) == len(self.coefs) == len(self.intercepts) == len(self.classes)):
+            raise ValueError("QualityHeads: kinds, coefs, intercepts and classes differ in length")
+        if self.kinds.count("quality") != 1 and "gain" in self.kinds:
+            raise ValueError("QualityHeads: gain heads need exactly one quality (reference) head")
+        self._w = np.ascontiguousarray(np.vstack(self.coefs).T)
+        self._b = np.concatenate(self.intercepts)
+        self._rows = np.cumsum([0] + [len(c) for c in self.coefs])
+
+    @property
+    def n_features(self) -> int:
+        return self._w.shape[0]
+
+    def head_values(self, X) -> np.ndarray:
+        """(n, m) per head: the expected class label (quality in [0, 1] or gain in [-1, 1])."""
+        z = np.asarray(X @ self._w, dtype=np.float64) + self._b
+        out = np.empty((z.shape[0], len(self.kinds)))
+        for j, cl in enumerate(self.classes):
+            zj = z[:, self._rows[j]:self._rows[j + 1]]
+            if len(cl) == 1:
+                out[:, j] = cl[0]
+            elif len(cl) == 2:
+                p = np.exp(-np.logaddexp(0.0, -zj[:, 0]))  # sigmoid without overflow
+                out[:, j] = cl[0] + (cl[1] - cl[0]) * p
+            else:
+                e = np.exp(zj - zj.max(axis=1, keepdims=True))
+                out[:, j] = (e @ cl) / e.sum(axis=1)
+        return out
+
+    @staticmethod
+    def combine(kinds, values) -> np.ndarray:
+        """Decision values (n, m): quality heads as they are, gain heads plus the reference."""
+        out = np.array(values, dtype=np.float64)
+        if "gain" in kinds:
+            ref = list(kinds).index("quality")
+            gains = [j for j, k in enumerate(kinds) if k == "gain"]
+            out[:, gains] += out[:, [ref]]
+        return out
+
+    def decision_function(self, X) -> np.ndarray:
+        return self.combine(self.kinds, self.head_values(X))
+
+
+def choose(values, costs, lam: float) -> np.ndarray:
+    """(n,) column chosen per row: argmax of ``values - lam * costs``, ties to the cheaper
+    model, then to the lower column. values, costs: (n, m); lam >= 0, or inf: the cheapest
+    model, among equally cheap ones the highest value (the limit of a large finite lam)."""
+    if np.isinf(lam):
+        key1, key2 = -costs, values  # cheapest first, then the best prediction
+    else:
+        key1, key2 = values - lam * costs, -costs
+    cand = key1 == key1.max(axis=1, keepdims=True)
+    k2 = np.where(cand, key2, -np.inf)
+    cand &= k2 == k2.max(axis=1, keepdims=True)
+    return np.argmax(cand, axis=1)  # the first True: the lowest index among exact ties
+
+
+def check_lam(value) -> float:
+    if not is_number(value):
+        raise TypeError(f"lam must be a number >= 0, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"lam must be >= 0 (USD per unit of quality), got {value}")
+    return value

@@ -1,0 +1,212 @@
+"""``router-ml score``: add the routing decision to every row of a file of prompts.
+
+    router-ml score --model models/default --input logs.parquet --output scored.parquet
+    router-ml score --model models/default --input logs.parquet --output scored --spark
+
+The input (Parquet, CSV or JSONL, by suffix) is read in batches (``--batch-size`` rows; Parquet
+through ``pyarrow.parquet.ParquetFile.iter_batches``), so memory does not grow with the file;
+each batch gets ``model`` (the chosen model) and ``score`` (float64 in [0, 1]) columns and is
+appended to the output (format by suffix), written beside the target and renamed into place
+when complete. With ``--spark`` the job runs on a local SparkSession (see
+:mod:`router_ml.serve.spark`) and the output is a Parquet directory.
+
+Needs pyarrow (``pip install 'router_ml[spark]'``, also in ``[train]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from router_ml.errors import DataFormatError, RouterMLError
+
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
+           ".json": "jsonl"}
+OUTPUT_COLUMNS = ("model", "score")
+
+
+def _format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataFormatError(f"{path}: unknown file type {path.suffix!r}; use one of "
+                              f"{', '.join(sorted(FORMATS))}")
+    return fmt
+
+
+def iter_batches(path, batch_size: int = 10_000):
+    """pyarrow RecordBatches of a Parquet, CSV or JSONL file, ``batch_size`` rows at most."""
+    import pyarrow as pa
+
+    path = Path(path)
+    fmt = _format(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22))
+        for batch in reader:
+            for start in range(0, batch.num_rows, batch_size):
+                yield batch.slice(start, batch_size)
+    else:
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataFormatError(f"{path}: line {i} is not JSON ({e})") from None
+                if len(rows) == batch_size:
+                    yield pa.RecordBatch.from_pylist(rows)
+                    rows = []
+        if rows:
+            yield pa.RecordBatch.from_pylist(rows)
+
+
+def file_rows(path) -> int | None:
+    """Row count when cheap to know (Parquet metadata), else None."""
+    path = Path(path)
+    if _format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def score_batch(router, batch, prompt_column: str, source="input"):
+    """``batch`` with ``model`` and ``score`` columns appended (pyarrow RecordBatch)."""
+    import pyarrow as pa
+
+    if prompt_column not in batch.schema.names:
+        raise DataFormatError(f"{source}: no column {prompt_column!r} (columns: "
+                              f"{', '.join(batch.schema.names)}); pass --prompt-column")
+    clash = [c for c in OUTPUT_COLUMNS if c in batch.schema.names]
+    if clash:
+        raise DataFormatError(f"{source}: already has column(s) {', '.join(clash)}; rename them "
+                              "before scoring")
+    prompts = batch.column(prompt_column).to_pylist()
+    missing = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if missing:
+        raise DataFormatError(f"{source}: {len(missing)} rows have no text in {prompt_column!r} "
+                              f"(first at batch row {missing[0]}); drop or fill them")
+    scores = router.score(prompts)
+    models = np.where(scores >= router.threshold, router.strong_model, router.weak_model)
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, pa.array(models.tolist(), pa.string()), pa.array(scores, pa.float64())],
+        names=[*batch.schema.names, *OUTPUT_COLUMNS])
+
+
+class _Writer:
+    def __init__(self, path: Path, schema, fmt: str):
+        self.fmt = fmt
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            self.w = pq.ParquetWriter(path, schema)
+        elif self.fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            self.w = pcsv.CSVWriter(path, schema)
+        else:
+            self.w = open(path, "w", encoding="utf-8")
+
+    def write(self, batch):
+        if self.fmt == "jsonl":
+            for row in batch.to_pylist():
+                self.w.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        else:
+            self.w.write_batch(batch)
+
+    def close(self):
+        self.w.close()
+
+
+def score_file(router, input_path, output_path, prompt_column: str = "prompt",
+               batch_size: int = 10_000, progress: bool = False) -> int:
+    """Score every row of ``input_path`` into ``output_path``; returns the number of rows."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    _format(output_path)
+    tmp = output_path.with_name(f".{output_path.stem}.tmp-{os.getpid()}{output_path.suffix}")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=file_rows(input_path), unit="rows", desc="scoring")
+    writer, n = None, 0
+    try:
+        for batch in iter_batches(input_path, batch_size):
+            out = score_batch(router, batch, prompt_column, input_path)
+            if writer is None:
+                writer = _Writer(tmp, out.schema, _format(output_path))
+            writer.write(out)
+            n += batch.num_rows
+            if bar is not None:
+                bar.update(batch.num_rows)
+        if writer is None:
+            raise DataFormatError(f"{input_path}: no rows to score")
+        writer.close()
+        writer = None
+        os.replace(tmp, output_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+        if bar is not None:
+            bar.close()
+    return n
+
+
+def score_parser(prog: str = "router-ml score") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Add model and score columns to a "
+                                "Parquet, CSV or JSONL file of prompts, batch by batch.")
+    p.add_argument("--model", required=True, type=Path, help="router directory")
+    p.add_argument("--input", required=True, type=Path, help="Parquet, CSV or JSONL file "
+                   "(with --spark: anything spark.read.parquet reads)")
+    p.add_argument("--output", required=True, type=Path, help="output file (format by "
+                   "suffix); with --spark a Parquet directory")
+    p.add_argument("--prompt-column", default="prompt")
+    p.add_argument("--batch-size", type=int, default=10_000)
+    p.add_argument("--spark", action="store_true", help="score on a local SparkSession")
+    p.add_argument("--spark-cores", type=int, default=2, help="local[N] for --spark")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def score_main(argv=None, prog: str = "router-ml score") -> int:
+    args = score_parser(prog).parse_args(argv)
+    try:
+        if args.spark:
+            from router_ml.serve.spark import score_parquet
+
+            n = score_parquet(args.model, args.input, args.output, args.prompt_column,
+                              cores=args.spark_cores)
+        else:
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise DataFormatError("router-ml score needs pyarrow: "
+                                      "pip install 'router_ml[spark]'") from None
+            from router_ml.core.load import load_router
+
+            n = score_file(load_router(args.model), args.input, args.output,
+                           args.prompt_column, args.batch_size, progress=not args.no_progress)
+    except (RouterMLError, ImportError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    print(f"scored {n} rows into {args.output}")
+    return 0
+
+
+__all__ = ["iter_batches", "score_batch", "score_file", "score_main"]

@@ -1,0 +1,138 @@
+"""The package's layers: every module imports only its own layer and those below it, and no
+import circle exists anywhere, counting imports inside functions (they run too)."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "router_ml"
+# lowest first; a module may import its own layer and those before it
+LAYERS = ["base", "core", "learn", "loop", "serve", "cli", "package"]
+BASE = {"router_ml.errors", "router_ml._version", "router_ml._moved"}
+# the few imports that go up a layer, each lazy and off the serving path
+UPWARD = {
+    # Router(models=...) without an estimator trains the default one (scikit-learn)
+    ("router_ml.core.router", "router_ml.learn.estimator"),
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _layer(module: str) -> str:
+    if module == "router_ml":
+        return "package"
+    if module in BASE:
+        return "base"
+    return module.split(".")[1]
+
+
+def _imports(module: str) -> set[str]:
+    """The router_ml modules that ``module`` imports, at the top or inside a function."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            # "from router_ml.core import artifact" imports the module router_ml.core.artifact
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                     for a in node.names]
+        else:
+            continue
+        out |= {n for n in names if n in MODULES and n != module}
+    return out
+
+
+GRAPH = {m: _imports(m) for m in MODULES}
+
+
+def test_every_layer_has_modules():
+    assert {_layer(m) for m in MODULES} == set(LAYERS)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_go_down(module):
+    here = LAYERS.index(_layer(module))
+    up = sorted(t for t in GRAPH[module]
+                if LAYERS.index(_layer(t)) > here and (module, t) not in UPWARD)
+    assert not up, f"{module} ({_layer(module)}) imports a higher layer: {up}"
+
+
+def test_no_import_circle():
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(m):  # depth-first; a module met again while on the path closes a circle
+        state[m] = 1
+        path.append(m)
+        for t in sorted(GRAPH[m]):
+            if state.get(t) == 1:
+                pytest.fail("import circle: " + " -> ".join(path[path.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m)
+
+
+def test_upward_exceptions_are_used():
+    for a, b in UPWARD:
+        assert b in GRAPH[a], f"{a} no longer imports {b}: drop it from UPWARD"
+
+
+def test_circle_detection_fails_on_a_circle(monkeypatch):
+    monkeypatch.setitem(GRAPH, "router_ml.core.heads", GRAPH["router_ml.core.heads"] | {"router_ml.core.router"})
+    with pytest.raises(pytest.fail.Exception, match="import circle"):
+        test_no_import_circle()
+
+
+@pytest.mark.parametrize("old,new,name", [
+    ("router_ml.router", "router_ml.core.router", "Router"),
+    ("router_ml.persistence", "router_ml.core.load", "load_router"),
+    ("router_ml.data", "router_ml.learn.tables", "load_table"),
+    ("router_ml.costs", "router_ml.learn.budget", "TrafficProfile"),
+    ("router_ml.serving", "router_ml.serve.endpoint", "create_app"),
+])
+def test_old_paths_import_with_a_deprecation_warning(old, new, name):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=old):
+        mod = importlib.import_module(old)
+    assert getattr(mod, name) is getattr(importlib.import_module(new), name)
+
+
+def test_old_cli_names_warn():
+    import router_ml.cli
+    from router_ml.cli import commands
+
+    with pytest.warns(DeprecationWarning, match="router_ml.cli.commands"):
+        assert router_ml.cli.train_main is commands.train_main
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError):
+            router_ml.cli.no_such_name  # noqa: B018
