@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -103,18 +105,59 @@ class TrainConfig:
         return d
 
 
+# The default's static embedding (all-MiniLM-L6-v2 distilled to 64 dimensions in int8) is an
+# input of training, committed with its sha256 here, not a product of it: distilling again
+# gives vectors that differ by one int8 step in a few entries from one CPU to another
+# (floating-point order in torch), which moves the trained router. Rebuild the folder only on
+# purpose (StaticEncoder.distill, then write its parts) and update the digests with it.
+STATIC_DIR = Path(__file__).resolve().parents[2] / "models" / "static-minilm-64"
+STATIC_NAME = "m2v-all-MiniLM-L6-v2-64-int8"
+STATIC_SHA256 = {
+    "vectors.npy": "8cb660de9192c36cefafb960ce44dd1f02da42d12de407784509e4f1ec5ca75e",
+    "tokenizer.json": "dd33465341c98889c3338356b6200c8b232b89af5f1b7aa8e6ee1d4d7a699631",
+}
+
+
+def committed_static_encoder(folder=STATIC_DIR):
+    """The default static embedding from its committed files, each checked against
+    :data:`STATIC_SHA256`; ValueError names a changed file."""
+    import hashlib
+
+    from router_ml.core.static import StaticEncoder
+
+    folder = Path(folder)
+    data = {}
+    for name, digest in STATIC_SHA256.items():
+        data[name] = (folder / name).read_bytes()
+        if hashlib.sha256(data[name]).hexdigest() != digest:
+            raise ValueError(f"{folder / name}: sha256 differs from the committed static "
+                             "embedding's; restore it (git checkout) or update STATIC_SHA256 "
+                             "in router_ml/learn/training.py on purpose")
+    parts = {"vectors": np.load(io.BytesIO(data["vectors.npy"]), allow_pickle=False),
+             "tokenizer": data["tokenizer.json"].decode("utf-8")}
+    spec = {"kind": "static", "name": STATIC_NAME, "dim": 64, "normalize": True}
+    return StaticEncoder.from_parts(spec, parts)
+
+
 def static_encoder(pca_dims: int = 64, quantize_to: str = "int8"):
-    """The static embedding distilled from all-MiniLM-L6-v2, cached on disk after the first
-    distillation (about 30 s here; needs torch once). Always read back from the cache, so a
-    cold and a warm run build the same router. The default, 64 dimensions in int8, keeps a
-    saved router under 2 MB (30,522 tokens x 64 bytes); ``static256`` is 256 in float16
-    (15.6 MB)."""
+    """The static embedding distilled from all-MiniLM-L6-v2. The default, 64 dimensions in
+    int8 (a saved router under 3 MB), is read from its committed files
+    (:func:`committed_static_encoder`), so training gives the same router on any machine; other
+    sizes (``static256``: 256 in float16, 15.6 MB) are distilled once (about 30 s here; needs
+    torch) and cached on disk, and always read back from the cache, so a cold and a warm run
+    build the same router."""
     from router_ml.core.static import StaticEncoder
     from router_ml.core.transformer import default_cache_dir
 
     name = f"m2v-all-MiniLM-L6-v2-{pca_dims}" + ("" if quantize_to == "float16" else f"-{quantize_to}")
+    if name == STATIC_NAME and STATIC_DIR.is_dir():
+        return committed_static_encoder()
     path = default_cache_dir() / name
     if not (path / "model.safetensors").exists():
+        if name == STATIC_NAME:
+            logger.warning("%s is missing (an installed package, not a checkout): distilling "
+                           "the static embedding here, whose vectors can differ from the "
+                           "committed ones by CPU", STATIC_DIR)
         logger.info("distilling a static embedding from all-MiniLM-L6-v2 (once)")
         path.parent.mkdir(parents=True, exist_ok=True)
         StaticEncoder.distill("all-MiniLM-L6-v2", pca_dims=pca_dims, save_to=path,
