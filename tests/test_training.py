@@ -41,3 +41,72 @@ def test_a_changed_static_file_is_refused_by_name(tmp_path):
     (folder / "vectors.npy").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"vectors.npy: sha256 differs"):
         training.committed_static_encoder(folder)
+
+
+def _pair_table(tmp_path, signal: bool):
+    rng = np.random.default_rng(0)
+    rows = ["prompt,big,small"]
+    for i in range(300):
+        hard = i % 3 == 0
+        small = (int(rng.random() < 0.2) if hard else 1) if signal else int(rng.random() < 0.6)
+        rows.append(f"{'prove the lemma' if hard else 'say hi'} number {i},1,{small}")
+    table = tmp_path / f"logs-{signal}.csv"
+    table.write_text("\n".join(rows) + "\n")
+    return table
+
+
+@pytest.mark.parametrize("signal", [True, False])
+def test_training_warns_when_routing_is_no_better_than_random(tmp_path, caplog, signal):
+    from router_ml import load_router
+    from router_ml.cli.commands import train_main
+
+    out = tmp_path / "r"
+    assert train_main(["--table", str(_pair_table(tmp_path, signal)), "--model-columns",
+                       "big,small", "--out", str(out), "--no-tracking", "--encoder", "tfidf",
+                       "--no-length-prior"]) == 0
+    warned = "within its bootstrap error" in caplog.text
+    check = load_router(out).training["cv_signal"]
+    assert check["baseline"] == 0.5 and check["se"] > 0
+    assert warned is (not signal) and check["no_signal"] is (not signal)
+
+
+def test_other_heads_are_kept_only_when_they_win_by_more_than_their_error(tmp_path, caplog,
+                                                                           monkeypatch):
+    """With three models the search also tries kNN heads; they need scikit-learn to load, so
+    they are kept only when they beat the logistic heads by more than the folds' error, and
+    training says which heads it kept and what that means for loading."""
+    from router_ml.learn.labels import Rows
+
+    rng = np.random.default_rng(0)
+    kinds = ["prove the lemma", "write a poem", "say hi"]
+    prompts, Q = [], []
+    for i in range(240):
+        k = i % 3
+        prompts.append(f"{kinds[k]} number {i}")
+        Q.append([float(rng.random() < (0.95 if j == k else 0.3)) for j in range(3)])
+    rows = Rows(prompts, np.array(Q), ("a", "b", "c"), np.array(["t"] * 240, dtype=object),
+                np.array(["t"] * 240, dtype=object))
+    prices = {"a": {"input": 3.0, "output": 12.0}, "b": {"input": 1.0, "output": 4.0},
+              "c": {"input": 0.1, "output": 0.4}}
+    config = training.TrainConfig(encoder="tfidf", extra=(), classifier="auto",
+                                  length_prior=False)
+    # the kNN heads' held-out score lifted above the logistic ones' by less than, then by
+    # more than, the folds' standard error
+    from sklearn.model_selection import GridSearchCV
+
+    fit = GridSearchCV.fit
+    for lift, kept in ((1e-9, "logistic"), (10.0, "kNN")):
+        def lifted_fit(self, X, y=None, _lift=lift, **kw):
+            res = fit(self, X, y, **kw)
+            r = self.cv_results_
+            knn = np.array([p.get("classifier") is not None for p in r["params"]])
+            r["mean_test_score"] = np.where(knn, r["mean_test_score"] + _lift,
+                                            r["mean_test_score"])
+            return res
+
+        monkeypatch.setattr(GridSearchCV, "fit", lifted_fit)
+        caplog.clear()
+        router = training.fit_router(rows, config, prices)
+        assert router.training["heads"] == kept
+        assert ("load with numpy alone" in caplog.text) is (kept == "logistic")
+        assert ("needs scikit-learn to load" in caplog.text) is (kept == "kNN")

@@ -266,7 +266,7 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
         grid.append({"classifier": [_classifier(knn)]})
     if sum(len(v) for g in grid for v in g.values()) < 2:
         return {}
-    scores = []
+    scores, errors = [], []  # per way: each candidate's mean held-out score, its standard error
     with config_context(enable_metadata_routing=True), threadpool_limits(1):
         scorer = make_scorer(_routing_score, response_method="decision_function")
         if costs is not None:
@@ -277,12 +277,32 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
                                   n_jobs=config.n_jobs, refit=False, error_score="raise")
             search.fit(X, train.quality, **meta, **({} if costs is None else {"costs": costs}))
             scores.append(search.cv_results_["mean_test_score"])
+            errors.append(search.cv_results_["std_test_score"] / np.sqrt(search.n_splits_))
     what = "APGR" if costs is None else "AIQ"
     mean = np.mean(scores, axis=0)
-    for i, params in enumerate(search.cv_results_["params"]):
-        logger.info("%s: held-out %s %s", _describe(params), what,
+    params = search.cv_results_["params"]
+    for i, p in enumerate(params):
+        logger.info("%s: held-out %s %s", _describe(p), what,
                     " / ".join(f"{w} {s[i]:.4f}" for w, s in zip(ways, scores)))
-    return dict(search.cv_results_["params"][int(np.argmax(mean))])
+    best = int(np.argmax(mean))
+    numpy_only = [i for i, p in enumerate(params) if p.get("classifier") is None]
+    if best not in numpy_only and numpy_only:
+        # heads other than logistic ones need scikit-learn (and seconds) to load: keep them
+        # only when they route held-out rows better by more than the folds' standard error
+        se = float(np.mean([e[best] for e in errors]))
+        alt = max(numpy_only, key=lambda i: mean[i])
+        if mean[best] - mean[alt] <= se:
+            logger.warning("%s route held-out rows better than %s by %.4f %s, within the folds' "
+                           "standard error (%.4f): keeping %s, which load with numpy alone",
+                           _describe(params[best]), _describe(params[alt]),
+                           mean[best] - mean[alt], what, se, _describe(params[alt]))
+            best = alt
+        else:
+            logger.warning("keeping %s (held-out %s %.4f against %.4f for %s): the saved router "
+                           "needs scikit-learn to load (pip install 'router_ml[train]') and "
+                           "loads in seconds rather than under one", _describe(params[best]),
+                           what, mean[best], mean[alt], _describe(params[alt]))
+    return dict(params[best])
 
 
 def _heads_name(classifier) -> str:
@@ -311,6 +331,37 @@ def _routing_score(Y, V, costs=None) -> float:
         return evaluate_multi(V[keep], Y[keep], np.asarray(costs)[keep], names).aiq
     except ValueError:
         return float("-inf")
+
+
+def _signal_check(Y, V, costs, value: float, n_boot: int = 100, seed: int = 0) -> dict:
+    """How far the out-of-fold routing quality ``value`` is from routing without any signal,
+    with a bootstrap standard error over the rows: {"baseline", "se", "no_signal"}. The
+    baseline is random routing for two models (APGR 0.5) and, for more, the best mix of single
+    models (the AIQ of their upper hull: what one reaches ignoring the prompt)."""
+    from router_ml.core.metrics import aiq, upper_hull
+
+    Y = np.asarray(Y, dtype=np.float64)
+    keep = np.isfinite(Y).all(axis=1)
+    Y, V = Y[keep], np.asarray(V)[keep]
+    C = None if costs is None else np.asarray(costs)[keep]
+
+    def baseline(idx):
+        if C is None:
+            return 0.5
+        mc, mq = C[idx].mean(axis=0), Y[idx].mean(axis=0)
+        return aiq(*upper_hull(mc, mq), float(mc.min()), float(mc.max()))
+
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(Y), len(Y))
+        v = _routing_score(Y[idx], V[idx], None if C is None else C[idx])
+        if np.isfinite(v):
+            diffs.append(v - baseline(idx))
+    base = baseline(np.arange(len(Y)))
+    se = float(np.std(diffs)) if len(diffs) > 1 else float("nan")
+    return {"baseline": base, "se": se,
+            "no_signal": bool(np.isfinite(value) and np.isfinite(se) and value - base < se)}
 
 
 def out_of_fold(estimator, X, train: Rows, config: TrainConfig, by: str = "folds") -> np.ndarray:
@@ -375,6 +426,16 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     router.estimator = build_estimator(config).set_params(**_choose_heads(config, X, train, costs))
     oof = out_of_fold(router.estimator, X, train, config)  # fits clones
     cv_quality = _routing_score(train.quality, oof, costs)
+    signal = _signal_check(train.quality, oof, costs, cv_quality, seed=config.random_state)
+    if signal["no_signal"]:
+        what = "APGR" if pair else "AIQ"
+        logger.warning(
+            "out-of-fold %s %.3f is within its bootstrap error (%.3f) of routing without a "
+            "signal (%s %.3f): the features do not predict which model answers these prompts "
+            "better, so this router routes about as well as %s; check the labels (a quality "
+            "column per model, higher = better) or add rows", what, cv_quality, signal["se"],
+            "random" if pair else "the best mix of single models", signal["baseline"],
+            "a coin" if pair else "a fixed mix of models")
     C = router.estimator.C if router.estimator.classifier is None else None
     router.tokenizer = tokenizer
     router.fit(train.prompts, train.quality, features=X)
@@ -387,7 +448,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     fp = fingerprint(train.prompts)
     info = {"config": config.to_dict(), "C": C,
             "heads": _heads_name(router.estimator.classifier), "sources": sorted(set(train.sources)),
-            "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality}
+            "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality,
+            "cv_signal": signal}
     if pair:
         qs, qw = train.q_strong, train.q_weak
         score = Router._score(oof)
