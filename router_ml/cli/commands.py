@@ -277,9 +277,14 @@ def _table_rows(args, config):
     from router_ml.learn.protocols import add_extra_rows
     from router_ml.learn.tables import load_table
 
+    from router_ml.learn.columns import header, table_columns
+
     cols = [c.strip() for c in args.model_columns.split(",")] if args.model_columns else None
     ds = load_table(args.table, prompt_column=args.prompt_column, model_columns=cols,
                     scale=args.scale)
+    found = table_columns(args.table, header(args.table), args.prompt_column, cols).describe()
+    if found:
+        print(f"{args.table}:\n  " + found.replace("\n", "\n  "))
     from router_ml.learn.sources import models_of
 
     models = list(models_of(ds))
@@ -293,35 +298,8 @@ def _table_rows(args, config):
     return train
 
 
-def _prices(args, models):
-    """The price table for the router: the built-in one with --prices over it, reduced to
-    the models (a model without a price is an error for more than two models)."""
-    from router_ml.core.prices import _entry, load_prices, read_price_file
-    from router_ml.errors import DataFormatError, UnknownModelError
-
-    # Models are named exactly as given: a name in the price file is used as it is (the
-    # file may price openai/gpt-4o and azure/gpt-4o apart, which the prefix-blind table
-    # refuses as twins); other names are looked up in the table.
-    exact = read_price_file(args.prices) if args.prices else {}
-    try:
-        table = load_prices(args.prices) if args.prices else load_prices()
-    except DataFormatError:
-        if not any(m in exact for m in models):
-            raise
-        table = load_prices()
-    out = {}
-    for m in models:
-        try:
-            p = _entry(m, exact[m], str(args.prices)) if m in exact else table[m]
-        except UnknownModelError:
-            if len(models) > 2:
-                raise
-            return None  # a pair routes by its threshold; costs are optional
-        out[m] = {"input": p.input, "output": p.output}
-    return out
-
-
 def _train(args) -> int:
+    from router_ml.learn.price_fit import METHOD, router_prices
     from router_ml.learn.protocols import all_training_rows
     from router_ml.learn.tracking import Tracker
     from router_ml.learn.training import fit_router
@@ -376,9 +354,19 @@ def _train(args) -> int:
             else:
                 train = all_training_rows(args.data_dir, strong=strong, weak=weak,
                                           extra=config.extra)
-            prices = _prices(args, train.models)
+            tokenizer = None
+            if config.tokenizer is not None:
+                from router_ml.core.prices import load_tokenizer
+
+                tokenizer = load_tokenizer(config.tokenizer)
+            prices, derived = router_prices(train, args.prices, tokenizer)
+            for m, d in derived.items():
+                print(f"price of {m} from its observed costs: {d.describe()}")
             print(f"training on {len(train)} rows, models: {', '.join(train.models)}", flush=True)
             router = fit_router(train, config, prices)
+            if derived:
+                router.training["prices_from_costs"] = {
+                    "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
             router.save(out)
             cv = router.training.get("cv_apgr", router.training.get("cv_aiq"))
             what = "APGR" if len(train.models) == 2 else "AIQ"
