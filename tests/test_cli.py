@@ -98,6 +98,17 @@ def test_train_on_own_table(tmp_path, capsys):
     assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0
     got = json.loads(report.read_text())
     assert got["n"] == 300 and got["apgr"] > 0.6 and got["table"] == str(table)
+    # what the saved threshold does on those rows, from the router's own decisions
+    prompts = [line.rsplit(",", 2)[0] for line in rows[1:]]
+    Q = np.array([[float(x) for x in line.rsplit(",", 2)[1:]] for line in rows[1:]])
+    strong = np.array([d.model == "big" for d in r.route_batch(prompts)])
+    k = got["at_knob"]
+    assert k["knob"] == "threshold" and k["value"] == pytest.approx(r.threshold)
+    assert k["strong_share"] == pytest.approx(strong.mean())
+    assert k["quality"] == pytest.approx(np.where(strong, Q[:, 0], Q[:, 1]).mean())
+    assert 0 < k["strong_share"] < 1
+    printed = capsys.readouterr().out
+    assert f"at the saved threshold {r.threshold:.4g}: {100 * strong.mean():.1f} % strong" in printed
 
 
 def _tier_table(tmp_path):
@@ -142,7 +153,23 @@ def test_train_and_evaluate_three_models_from_a_table(tmp_path, capsys, target):
     assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0
     got = json.loads(report.read_text())
     assert got["n"] == 300 and got["aiq"] > 0 and got["best_model"] in r.models
-    assert "AIQ" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "AIQ" in printed
+    # what the saved lam does on those rows, from the router's own decisions and prices
+    lines = table.read_text().splitlines()[1:]
+    prompts = [x.split(",")[0] for x in lines]
+    Q = np.array([[float(v) for v in x.split(",")[1:]] for x in lines])
+    pick = np.array([r.models.index(d.model) for d in r.route_batch(prompts)])
+    C = r.costs(prompts)
+    k = got["at_knob"]
+    assert k["knob"] == "lam" and k["value"] == pytest.approx(r.lam)
+    assert k["quality"] == pytest.approx(Q[np.arange(300), pick].mean())
+    assert k["mean_cost"] == pytest.approx(C[np.arange(300), pick].mean())
+    assert k["shares"] == {m: pytest.approx((pick == j).mean()) for j, m in enumerate(r.models)}
+    assert k["best_model"] == got["best_model"] and k["best_quality"] == got["best_quality"]
+    assert k["quality_drop"] == pytest.approx(got["best_quality"] - k["quality"])
+    assert f"at the saved lam {r.lam:.4g}: quality {k['quality']:.3f}" in printed
+    assert "small " in printed.split("calls:")[1]
 
 
 def test_three_models_need_a_price_for_each(tmp_path, capsys):

@@ -100,8 +100,11 @@ def pooled_scores(folds, score_fn):
 
 def log_report(run, report: dict) -> None:
     """A protocol's test report in a tracking run: its numbers as metrics, its names (a
-    multi-model report's best single model) as parameters; curves (lists) are left out."""
-    flat = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
+    multi-model report's best single model) as parameters, the saved knob's results
+    (``at_knob``) prefixed ``at_knob_``; curves (lists) and per-model shares are left out."""
+    knob = {f"at_knob_{k}": v for k, v in report.get("at_knob", {}).items()}
+    flat = {k: v for k, v in {**report, **knob}.items()
+            if v is not None and not isinstance(v, (list, dict))}
     names = {k: v for k, v in flat.items() if isinstance(v, str)}
     if names:
         run.log_params(names)
@@ -117,8 +120,12 @@ def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[di
 
     if len(folds[0].test.models) == 2:
         scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
-        return evaluation.evaluate(scores, qs, qw).to_dict(), (scores, qs, qw)
-    qhat, q, c = [], [], []
+        picks = np.concatenate([routers[f.k].route_arrays(f.test.prompts).index for f in folds])
+        report = evaluation.evaluate(scores, qs, qw).to_dict()
+        report["at_knob"] = {**_saved_knob(routers),
+                             **evaluation.at_knob(picks, np.column_stack([qs, qw]))}
+        return report, (scores, qs, qw)
+    qhat, q, c, picks = [], [], [], []
     for f in folds:
         keep = np.isfinite(f.test.quality).all(axis=1)
         test = f.test.subset(keep)
@@ -127,9 +134,40 @@ def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[di
         q.append(test.quality)
         c.append(row_costs(test.prompts, test.models, test.costs,
                            r.prices if prices is None else prices, tokenizer=tokenizer))
-    rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c),
-                                    list(folds[0].test.models))
-    return rep.to_dict(), rep
+        picks.append(r.route_arrays(test.prompts).index)
+    models = list(folds[0].test.models)
+    rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c), models)
+    report = rep.to_dict()
+    report["at_knob"] = {**_saved_knob(routers), **evaluation.at_knob(
+        np.concatenate(picks), np.vstack(q), np.vstack(c), models)}
+    return report, rep
+
+
+def _saved_knob(routers: dict) -> dict:
+    """{"knob": "threshold" or "lam", "value": its value (a list, one per fold, when the
+    folds' routers differ)}."""
+    rs = list(routers.values())
+    knob = "threshold" if rs[0].threshold is not None else "lam"
+    values = [getattr(r, knob) for r in rs]
+    return {"knob": knob, "value": values[0] if len(set(values)) == 1 else values}
+
+
+def format_knob(r: dict) -> str:
+    """What the saved knob does on the evaluated rows (``report["at_knob"]``)."""
+    k = r["at_knob"]
+    v = k["value"]
+    at = f"at the saved {k['knob']} " + (f"{v:.4g}" if not isinstance(v, list)
+                                         else f"(per fold: {', '.join(f'{x:.4g}' for x in v)})")
+    if "strong_share" in k:
+        pgr = "n/a" if k["pgr"] is None else f"{k['pgr']:.3f}"
+        return (f"{at}: {100 * k['strong_share']:.1f} % strong calls, quality "
+                f"{100 * k['quality']:.1f} %, PGR {pgr}")
+    share = "n/a" if k["cost_share"] is None else f"{100 * k['cost_share']:.1f} %"
+    calls = ", ".join(f"{m} {100 * x:.1f} %" for m, x in k["shares"].items())
+    return (f"{at}: quality {k['quality']:.3f} ({-k['quality_drop']:+.3f} against the best "
+            f"single model, {k['best_model']}: {k['best_quality']:.3f}),\n"
+            f"  mean cost ${k['mean_cost']:.3g} per request ({share} of its "
+            f"${k['best_cost']:.3g}); calls: {calls}")
 
 
 def _plot(data, path: Path, title: str):
@@ -503,5 +541,7 @@ def _evaluate(args) -> int:
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(format_report(f"{where}: {name}", report) if isinstance(data, tuple)
           else format_multi(f"{where}: {name}", report))
+    if "at_knob" in report:
+        print(format_knob(report))
     print(f"\nreport: {out}\ncurve: {plot}")
     return 0
