@@ -405,6 +405,8 @@ def _train(args) -> int:
             if derived:
                 router.training["prices_from_costs"] = {
                     "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
+                run.log_params({"prices_from_costs": ", ".join(
+                    f"{m} ({d.method})" for m, d in derived.items())})
             router.save(out)
             cv = router.training.get("cv_apgr", router.training.get("cv_aiq"))
             what = "APGR" if len(train.models) == 2 else "AIQ"

@@ -37,7 +37,8 @@ DEFAULT_ALIAS = "champion"
 
 
 class RouterPyfunc:
-    """What mlflow wraps as a pyfunc model: ``predict(frame) -> frame`` of ``model, score``."""
+    """What mlflow wraps as a pyfunc model: ``predict(prompts) -> frame`` of ``model, score``
+    (the input forms are in the module docstring)."""
 
     def __init__(self, router):
         self.router = router
