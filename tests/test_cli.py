@@ -98,6 +98,17 @@ def test_train_on_own_table(tmp_path, capsys):
     assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0
     got = json.loads(report.read_text())
     assert got["n"] == 300 and got["apgr"] > 0.6 and got["table"] == str(table)
+    # what the saved threshold does on those rows, from the router's own decisions
+    prompts = [line.rsplit(",", 2)[0] for line in rows[1:]]
+    Q = np.array([[float(x) for x in line.rsplit(",", 2)[1:]] for line in rows[1:]])
+    strong = np.array([d.model == "big" for d in r.route_batch(prompts)])
+    k = got["at_knob"]
+    assert k["knob"] == "threshold" and k["value"] == pytest.approx(r.threshold)
+    assert k["strong_share"] == pytest.approx(strong.mean())
+    assert k["quality"] == pytest.approx(np.where(strong, Q[:, 0], Q[:, 1]).mean())
+    assert 0 < k["strong_share"] < 1
+    printed = capsys.readouterr().out
+    assert f"at the saved threshold {r.threshold:.4g}: {100 * strong.mean():.1f} % strong" in printed
 
 
 def _tier_table(tmp_path):
@@ -142,7 +153,23 @@ def test_train_and_evaluate_three_models_from_a_table(tmp_path, capsys, target):
     assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0
     got = json.loads(report.read_text())
     assert got["n"] == 300 and got["aiq"] > 0 and got["best_model"] in r.models
-    assert "AIQ" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "AIQ" in printed
+    # what the saved lam does on those rows, from the router's own decisions and prices
+    lines = table.read_text().splitlines()[1:]
+    prompts = [x.split(",")[0] for x in lines]
+    Q = np.array([[float(v) for v in x.split(",")[1:]] for x in lines])
+    pick = np.array([r.models.index(d.model) for d in r.route_batch(prompts)])
+    C = r.costs(prompts)
+    k = got["at_knob"]
+    assert k["knob"] == "lam" and k["value"] == pytest.approx(r.lam)
+    assert k["quality"] == pytest.approx(Q[np.arange(300), pick].mean())
+    assert k["mean_cost"] == pytest.approx(C[np.arange(300), pick].mean())
+    assert k["shares"] == {m: pytest.approx((pick == j).mean()) for j, m in enumerate(r.models)}
+    assert k["best_model"] == got["best_model"] and k["best_quality"] == got["best_quality"]
+    assert k["quality_drop"] == pytest.approx(got["best_quality"] - k["quality"])
+    assert f"at the saved lam {r.lam:.4g}: quality {k['quality']:.3f}" in printed
+    assert "small " in printed.split("calls:")[1]
 
 
 def test_three_models_need_a_price_for_each(tmp_path, capsys):
@@ -152,6 +179,63 @@ def test_three_models_need_a_price_for_each(tmp_path, capsys):
                        str(tmp_path / "o"), "--no-tracking", "--encoder", "tfidf"]) == 2
     err = capsys.readouterr().err
     assert "UnknownModelError" in err and "'small'" in err
+
+
+def _logged_costs_table(tmp_path, with_cost=("acme/large", "mid-7b", "tiny-1b")):
+    """A RouterBench-style log: three models unknown to the price table, each with a
+    <model>|total_cost column of costs made by planted per-token prices, and a token column."""
+    import csv
+    import math
+
+    rng = np.random.default_rng(1)
+    models = ["acme/large", "mid-7b", "tiny-1b"]
+    planted = {"acme/large": (4.0, 16.0), "mid-7b": (0.8, 2.0), "tiny-1b": (0.1, 0.3)}
+    kinds = ["prove the lemma", "write a poem", "say hi"]
+    path = tmp_path / "logs.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", *models, *(f"{m}|total_cost" for m in with_cost), "prompt_tokens"])
+        for i in range(300):
+            k = i % 3
+            prompt = f"{kinds[k]} number {i}" + " and more" * int(rng.integers(0, 40))
+            q = [int(rng.random() < (0.95 if j == k else (0.6 if j < 2 else 0.1)))
+                 for j in range(3)]
+            t = math.ceil(len(prompt) / 4)
+            costs = [(planted[m][0] * t + planted[m][1] * 256) / 1e6 for m in with_cost]
+            w.writerow([prompt, *q, *costs, t])
+    return path, planted
+
+
+def test_observed_costs_price_models_the_table_lacks(tmp_path, capsys):
+    """No price file: each model's price is fitted to its observed costs, printed, and
+    recorded in the manifest's training record; the recognised columns are printed."""
+    table, planted = _logged_costs_table(tmp_path)
+    out = tmp_path / "r"
+    assert train_main(["--table", str(table), "--out", str(out), "--no-tracking",
+                       "--encoder", "tfidf", "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "acme/large <- 'acme/large|total_cost'" in printed
+    assert "'prompt_tokens'" in printed and "price of tiny-1b from its observed costs" in printed
+    r = load_router(out)
+    assert r.models == list(planted) and r.lam is not None
+    for m, (inp, outp) in planted.items():  # the planted per-token prices are recovered
+        assert r.prices[m]["input"] == pytest.approx(inp, rel=1e-6)
+        assert r.prices[m]["output"] == pytest.approx(outp, rel=1e-6)
+    rec = r.training["prices_from_costs"]
+    assert "least squares" in rec["method"]
+    assert rec["models"]["mid-7b"]["method"] == "least-squares"
+    assert rec["models"]["mid-7b"]["rows"] == 300
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["prices_from_costs"] == rec
+
+
+def test_a_model_without_price_or_cost_names_the_prices_option(tmp_path, capsys):
+    table, _ = _logged_costs_table(tmp_path, with_cost=("acme/large", "mid-7b"))
+    assert train_main(["--table", str(table), "--out", str(tmp_path / "r"), "--no-tracking",
+                       "--encoder", "tfidf", "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "UnknownModelError" in err and "'tiny-1b'" in err and "--prices" in err
+    assert "load_prices" not in err
 
 
 def test_clear_error_for_unknown_model(tmp_path, capsys):

@@ -411,3 +411,16 @@ def test_cost_curve_is_monotone_from_weak_to_strong(scores):
     assert c.usd_per_month[0] == pytest.approx(monthly_cost(WEAK, TRAFFIC))
     assert c.usd_per_month[-1] == pytest.approx(monthly_cost(STRONG, TRAFFIC))
     assert (np.diff(c.usd_per_month) >= -1e-9).all()
+
+
+def test_a_price_from_costs_of_one_token_count_is_their_mean():
+    """All rows of one token count: no slope to fit; one price for input and output that
+    gives the mean observed cost per request."""
+    from router_ml.learn.price_fit import price_from_costs
+
+    costs = np.array([0.001, 0.003, np.nan, 0.002])
+    d = price_from_costs([100, 100, 100, 100], costs)
+    assert d.method == "mean" and d.rows == 3 and d.input == d.output
+    assert d.fitted_mean_cost == pytest.approx(0.002) == pytest.approx(d.mean_cost)
+    with pytest.raises(ValueError, match="no observed cost"):
+        price_from_costs([1, 2], [np.nan, np.nan])

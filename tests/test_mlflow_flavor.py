@@ -57,8 +57,70 @@ def test_saved_router_loads_as_pyfunc_and_predicts_like_route(saved):
     out = model.predict(pd.DataFrame({"messages": chats}))
     assert out["model"].tolist() == models[:3]
     np.testing.assert_allclose(out["score"].to_numpy(), scores[:3], atol=1e-12)
-    assert model.metadata.get_input_schema().input_names() == ["prompt", "messages"]
+    # no input schema: mlflow would turn a list into a column '0' and drop it (see below)
+    assert model.metadata.get_input_schema() is None
     assert model.metadata.get_output_schema().input_names() == ["model", "score"]
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple", "str", "series", "array", "dict",
+                                  "one column"])
+def test_pyfunc_takes_prompts_as_mlflow_flavours_do(saved, kind):
+    """A list, tuple, numpy array or Series of prompts, one prompt, a dict of columns, or a
+    frame of one string column (spark_udf's '0'), all as the DataFrame's prompt column."""
+    router, folder = saved
+    model = mlflow.pyfunc.load_model(str(folder))
+    data = {"list": list(PROMPTS), "tuple": tuple(PROMPTS), "str": PROMPTS[0],
+            "series": pd.Series(PROMPTS, index=range(10, 10 + len(PROMPTS))),
+            "array": np.array(PROMPTS), "dict": {"prompt": list(PROMPTS)},
+            "one column": pd.DataFrame({"0": PROMPTS})}[kind]
+    n = 1 if kind == "str" else len(PROMPTS)
+    out = model.predict(data)
+    models, scores = _expected(router, PROMPTS[:n])
+    assert out["model"].tolist() == models
+    np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)
+    if kind == "series":
+        assert out.index.tolist() == data.index.tolist()
+
+
+def test_pyfunc_of_three_models_takes_a_list(tmp_path):
+    from conftest import TIER_KINDS, TIER_PRICES, TIERS, planted_tiers
+
+    from router_ml import Router
+    from router_ml.core.encoders import TfidfEncoder
+
+    prompts, Q, _ = planted_tiers(300)
+    router = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
+                    lam=20.0).fit(prompts, Q)
+    router.save(tmp_path / "tiers")
+    new = [f"{TIER_KINDS[i % 3]} case {i}" for i in range(30)]
+    out = mlflow.pyfunc.load_model(str(tmp_path / "tiers")).predict(new)
+    models, scores = _expected(router, new)
+    assert out["model"].tolist() == models and len(set(models)) >= 2
+    np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)
+
+
+def test_a_wrong_input_says_what_it_got(saved, tmp_path):
+    import shutil
+    import warnings
+    from pathlib import Path
+
+    _, folder = saved
+    model = mlflow.pyfunc.load_model(str(folder))
+    with pytest.raises(TypeError, match="got builtins.int 5"):
+        model.predict(5)
+    with pytest.raises(ValueError, match=r"got a DataFrame of 1 rows with 'text' \(\w+\), "
+                                         r"'n' \(int64\)"):
+        model.predict(pd.DataFrame({"text": ["hi"], "n": [1]}))
+    with pytest.raises(TypeError, match=r"prompts\[1\] must be str .*got int"):
+        model.predict(["hi", 3])
+    # a router saved with the earlier signature: mlflow drops a list's column before predict
+    old = tmp_path / "v2"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "artifact-v2", old)
+    with warnings.catch_warnings():  # its loader module is the flavour's old (moved) path
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = mlflow.pyfunc.load_model(str(old))
+    with pytest.raises(ValueError, match="dropped the input's columns.*pd.DataFrame"):
+        model.predict(["What is 2+2?"])
 
 
 def test_mlmodel_is_the_same_with_and_without_mlflow(saved):
@@ -163,6 +225,13 @@ def test_register_load_by_alias_and_serve(saved, tmp_path):
                                          headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=30) as r:
                 got = json.loads(r.read())["predictions"]
+            # a plain list of prompts, as mlflow's own flavours take it
+            req = urllib.request.Request(f"http://127.0.0.1:{sport}/invocations",
+                                         data=json.dumps({"inputs": PROMPTS}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                listed = json.loads(r.read())["predictions"]
+        assert [g["model"] for g in listed] == models
         assert [g["model"] for g in got] == models
         np.testing.assert_allclose([g["score"] for g in got], scores, atol=1e-9)
 

@@ -37,12 +37,60 @@ def test_parquet_is_scored_in_batches_like_in_process(saved, tmp_path, capsys):
                  "--no-progress"]) == 0
     assert "scored 2345 rows" in capsys.readouterr().out
     out = pq.read_table(tmp_path / "scored.parquet")
-    assert out.column_names == ["id", "prompt", "model", "score"]
+    assert out.column_names == ["id", "prompt", "model", "score", "quality:strong",
+                                "quality:weak"]
     assert out.column("id").to_pylist() == list(range(len(prompts)))
     expected = router.score(prompts)
     np.testing.assert_allclose(out.column("score").to_numpy(), expected, atol=1e-12)
     assert out.column("model").to_pylist() == [d.model for d in router.route_batch(prompts)]
+    np.testing.assert_allclose(np.column_stack([out.column(f"quality:{m}").to_numpy()
+                                                for m in router.models]),
+                               router.predict_quality(prompts), atol=1e-12)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.fixture
+def saved_tiers(tmp_path):
+    """A router of three priced models (lam decides), saved."""
+    from conftest import TIER_PRICES, TIERS, planted_tiers
+
+    from router_ml import Router
+    from router_ml.core.encoders import TfidfEncoder
+
+    prompts, Q, _ = planted_tiers(300)
+    router = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
+                    lam=20.0).fit(prompts, Q)
+    router.save(tmp_path / "tiers")
+    return router, tmp_path / "tiers"
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_router_of_three_models_scores_a_file(saved_tiers, tmp_path, capsys, suffix):
+    """router-ml score on N models: the chosen model (as route picks it) and one quality
+    column per candidate; no pair score."""
+    import pyarrow.csv as pcsv
+
+    from conftest import TIER_KINDS
+    from router_ml.cli.main import main
+
+    router, folder = saved_tiers
+    prompts = [f"{TIER_KINDS[i % 3]} case {i}" for i in range(120)]
+    src = tmp_path / "logs.parquet"
+    pq.write_table(pa.table({"prompt": prompts}), src)
+    dest = tmp_path / f"scored{suffix}"
+    assert main(["score", "--model", str(folder), "--input", str(src), "--output", str(dest),
+                 "--batch-size", "50", "--no-progress"]) == 0
+    assert "scored 120 rows" in capsys.readouterr().out
+    out = pq.read_table(dest) if suffix == ".parquet" else pcsv.read_csv(dest)
+    assert out.column_names == ["prompt", "model", "quality:openai/gpt-4o",
+                                "quality:azure/gpt-4o", "quality:small"]
+    decisions = router.route_batch(prompts)
+    got = out.column("model").to_pylist()
+    assert got == [d.model for d in decisions]
+    assert len(set(got)) >= 2  # lam trades quality for cost: not one model for every prompt
+    np.testing.assert_allclose(np.column_stack([out.column(f"quality:{m}").to_numpy()
+                                                for m in router.models]),
+                               router.predict_quality(prompts), atol=1e-9)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])

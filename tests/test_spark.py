@@ -71,3 +71,28 @@ def test_score_parquet_cli_on_spark(spark, make_router, tmp_path, capsys):
     assert "scored 300 rows" in capsys.readouterr().out
     out = pq.read_table(tmp_path / "out").to_pandas().sort_values("k")
     np.testing.assert_allclose(out["score"].to_numpy(), router.score(prompts), atol=1e-6)
+
+
+def test_a_router_of_three_models_on_spark(spark, tmp_path):
+    """score_dataframe on N models: the chosen model (as route picks it) and one quality column
+    per candidate, names exactly as the router's (dots and slashes included)."""
+    import pandas as pd
+
+    from conftest import TIER_KINDS, TIER_PRICES, planted_tiers
+    from router_ml import Router
+    from router_ml.core.encoders import TfidfEncoder
+    from router_ml.serve.spark import score_dataframe
+
+    models = ["openai/gpt-4o", "gpt-3.5-turbo", "small"]  # a dot Spark must not read as nesting
+    prices = dict(zip(models, TIER_PRICES.values()))
+    prompts, Q, _ = planted_tiers(300)
+    router = Router(TfidfEncoder(min_df=1), models=models, prices=prices, lam=20.0).fit(prompts, Q)
+    router.save(tmp_path / "tiers")
+    new = [f"{TIER_KINDS[i % 3]} case {i}" for i in range(200)]
+    df = spark.createDataFrame(pd.DataFrame({"id": np.arange(200), "prompt": new}))
+    scored = score_dataframe(df, tmp_path / "tiers").orderBy("id").toPandas()
+    assert list(scored.columns) == ["id", "prompt", "model", *(f"quality:{m}" for m in models)]
+    expected = [d.model for d in router.route_batch(new)]
+    assert scored["model"].tolist() == expected and len(set(expected)) >= 2
+    np.testing.assert_allclose(scored[[f"quality:{m}" for m in models]].to_numpy(),
+                               router.predict_quality(new), atol=1e-6)

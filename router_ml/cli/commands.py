@@ -100,8 +100,11 @@ def pooled_scores(folds, score_fn):
 
 def log_report(run, report: dict) -> None:
     """A protocol's test report in a tracking run: its numbers as metrics, its names (a
-    multi-model report's best single model) as parameters; curves (lists) are left out."""
-    flat = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
+    multi-model report's best single model) as parameters, the saved knob's results
+    (``at_knob``) prefixed ``at_knob_``; curves (lists) and per-model shares are left out."""
+    knob = {f"at_knob_{k}": v for k, v in report.get("at_knob", {}).items()}
+    flat = {k: v for k, v in {**report, **knob}.items()
+            if v is not None and not isinstance(v, (list, dict))}
     names = {k: v for k, v in flat.items() if isinstance(v, str)}
     if names:
         run.log_params(names)
@@ -117,8 +120,12 @@ def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[di
 
     if len(folds[0].test.models) == 2:
         scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
-        return evaluation.evaluate(scores, qs, qw).to_dict(), (scores, qs, qw)
-    qhat, q, c = [], [], []
+        picks = np.concatenate([routers[f.k].route_arrays(f.test.prompts).index for f in folds])
+        report = evaluation.evaluate(scores, qs, qw).to_dict()
+        report["at_knob"] = {**_saved_knob(routers),
+                             **evaluation.at_knob(picks, np.column_stack([qs, qw]))}
+        return report, (scores, qs, qw)
+    qhat, q, c, picks = [], [], [], []
     for f in folds:
         keep = np.isfinite(f.test.quality).all(axis=1)
         test = f.test.subset(keep)
@@ -127,9 +134,40 @@ def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[di
         q.append(test.quality)
         c.append(row_costs(test.prompts, test.models, test.costs,
                            r.prices if prices is None else prices, tokenizer=tokenizer))
-    rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c),
-                                    list(folds[0].test.models))
-    return rep.to_dict(), rep
+        picks.append(r.route_arrays(test.prompts).index)
+    models = list(folds[0].test.models)
+    rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c), models)
+    report = rep.to_dict()
+    report["at_knob"] = {**_saved_knob(routers), **evaluation.at_knob(
+        np.concatenate(picks), np.vstack(q), np.vstack(c), models)}
+    return report, rep
+
+
+def _saved_knob(routers: dict) -> dict:
+    """{"knob": "threshold" or "lam", "value": its value (a list, one per fold, when the
+    folds' routers differ)}."""
+    rs = list(routers.values())
+    knob = "threshold" if rs[0].threshold is not None else "lam"
+    values = [getattr(r, knob) for r in rs]
+    return {"knob": knob, "value": values[0] if len(set(values)) == 1 else values}
+
+
+def format_knob(r: dict) -> str:
+    """What the saved knob does on the evaluated rows (``report["at_knob"]``)."""
+    k = r["at_knob"]
+    v = k["value"]
+    at = f"at the saved {k['knob']} " + (f"{v:.4g}" if not isinstance(v, list)
+                                         else f"(per fold: {', '.join(f'{x:.4g}' for x in v)})")
+    if "strong_share" in k:
+        pgr = "n/a" if k["pgr"] is None else f"{k['pgr']:.3f}"
+        return (f"{at}: {100 * k['strong_share']:.1f} % strong calls, quality "
+                f"{100 * k['quality']:.1f} %, PGR {pgr}")
+    share = "n/a" if k["cost_share"] is None else f"{100 * k['cost_share']:.1f} %"
+    calls = ", ".join(f"{m} {100 * x:.1f} %" for m, x in k["shares"].items())
+    return (f"{at}: quality {k['quality']:.3f} ({-k['quality_drop']:+.3f} against the best "
+            f"single model, {k['best_model']}: {k['best_quality']:.3f}),\n"
+            f"  mean cost ${k['mean_cost']:.3g} per request ({share} of its "
+            f"${k['best_cost']:.3g}); calls: {calls}")
 
 
 def _plot(data, path: Path, title: str):
@@ -277,9 +315,14 @@ def _table_rows(args, config):
     from router_ml.learn.protocols import add_extra_rows
     from router_ml.learn.tables import load_table
 
+    from router_ml.learn.columns import header, table_columns
+
     cols = [c.strip() for c in args.model_columns.split(",")] if args.model_columns else None
     ds = load_table(args.table, prompt_column=args.prompt_column, model_columns=cols,
                     scale=args.scale)
+    found = table_columns(args.table, header(args.table), args.prompt_column, cols).describe()
+    if found:
+        print(f"{args.table}:\n  " + found.replace("\n", "\n  "))
     from router_ml.learn.sources import models_of
 
     models = list(models_of(ds))
@@ -293,35 +336,8 @@ def _table_rows(args, config):
     return train
 
 
-def _prices(args, models):
-    """The price table for the router: the built-in one with --prices over it, reduced to
-    the models (a model without a price is an error for more than two models)."""
-    from router_ml.core.prices import _entry, load_prices, read_price_file
-    from router_ml.errors import DataFormatError, UnknownModelError
-
-    # Models are named exactly as given: a name in the price file is used as it is (the
-    # file may price openai/gpt-4o and azure/gpt-4o apart, which the prefix-blind table
-    # refuses as twins); other names are looked up in the table.
-    exact = read_price_file(args.prices) if args.prices else {}
-    try:
-        table = load_prices(args.prices) if args.prices else load_prices()
-    except DataFormatError:
-        if not any(m in exact for m in models):
-            raise
-        table = load_prices()
-    out = {}
-    for m in models:
-        try:
-            p = _entry(m, exact[m], str(args.prices)) if m in exact else table[m]
-        except UnknownModelError:
-            if len(models) > 2:
-                raise
-            return None  # a pair routes by its threshold; costs are optional
-        out[m] = {"input": p.input, "output": p.output}
-    return out
-
-
 def _train(args) -> int:
+    from router_ml.learn.price_fit import METHOD, router_prices
     from router_ml.learn.protocols import all_training_rows
     from router_ml.learn.tracking import Tracker
     from router_ml.learn.training import fit_router
@@ -376,9 +392,21 @@ def _train(args) -> int:
             else:
                 train = all_training_rows(args.data_dir, strong=strong, weak=weak,
                                           extra=config.extra)
-            prices = _prices(args, train.models)
+            tokenizer = None
+            if config.tokenizer is not None:
+                from router_ml.core.prices import load_tokenizer
+
+                tokenizer = load_tokenizer(config.tokenizer)
+            prices, derived = router_prices(train, args.prices, tokenizer)
+            for m, d in derived.items():
+                print(f"price of {m} from its observed costs: {d.describe()}")
             print(f"training on {len(train)} rows, models: {', '.join(train.models)}", flush=True)
             router = fit_router(train, config, prices)
+            if derived:
+                router.training["prices_from_costs"] = {
+                    "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
+                run.log_params({"prices_from_costs": ", ".join(
+                    f"{m} ({d.method})" for m, d in derived.items())})
             router.save(out)
             cv = router.training.get("cv_apgr", router.training.get("cv_aiq"))
             what = "APGR" if len(train.models) == 2 else "AIQ"
@@ -515,5 +543,7 @@ def _evaluate(args) -> int:
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(format_report(f"{where}: {name}", report) if isinstance(data, tuple)
           else format_multi(f"{where}: {name}", report))
+    if "at_knob" in report:
+        print(format_knob(report))
     print(f"\nreport: {out}\ncurve: {plot}")
     return 0

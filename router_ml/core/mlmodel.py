@@ -13,9 +13,12 @@ core install) the same content is written from :func:`mlmodel_dict`. Either way 
 deterministic (no creation time, a model uuid derived from the other files' digests, the
 Python version as major.minor), so identical routers still save byte-identical directories.
 
-Signature: input columns ``prompt`` (string) or ``messages`` (a chat: an array of
-``{role, content}`` objects), one of the two per call; output columns ``model`` (string) and
-``score`` (double).
+Signature: output columns ``model`` (string) and ``score`` (double); no input schema. With
+one, mlflow's schema enforcement turns a list of prompts (or an unnamed Series) into a frame
+whose only column, ``0``, is not in the schema, and drops it before the model sees it; the
+flavour (:class:`router_ml.serve.mlflow_flavor.RouterPyfunc`) checks its input itself: a
+DataFrame with a ``prompt`` (string) or ``messages`` (chat) column, a list or Series of
+prompts, or one prompt.
 """
 
 from __future__ import annotations
@@ -33,13 +36,10 @@ _OLD_LOADER_MODULES = ("router_ml.mlflow_flavor",)
 FLAVOR = "router_ml"
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-_MESSAGE_TYPE = {"type": "array", "items": {"type": "object", "properties": {
-    "content": {"type": "string", "required": True},
-    "role": {"type": "string", "required": True}}}}
-# mlflow's JSON form of the signature (ColSpec.to_dict order: type, then name, then required)
+# mlflow's JSON form of the signature (ColSpec.to_dict order: type, then name, then required);
+# no inputs: see the module docstring
 SIGNATURE = {
-    "inputs": [{"type": "string", "name": "prompt", "required": False},
-               {**_MESSAGE_TYPE, "name": "messages", "required": False}],
+    "inputs": None,
     "outputs": [{"type": "string", "name": "model", "required": True},
                 {"type": "double", "name": "score", "required": True}],
 }
@@ -60,8 +60,8 @@ def mlmodel_dict(file_digests: dict[str, str], router_ml_version: str) -> dict:
             FLAVOR: {"router_ml_version": router_ml_version, "manifest": "manifest.json"},
         },
         "model_uuid": model_uuid(file_digests),
-        "signature": {"inputs": json.dumps(SIGNATURE["inputs"]),
-                      "outputs": json.dumps(SIGNATURE["outputs"]), "params": None},
+        "signature": {"inputs": None, "outputs": json.dumps(SIGNATURE["outputs"]),
+                      "params": None},
         "is_signature_from_type_hint": False,
         "type_hint_from_example": False,
     }
@@ -71,13 +71,9 @@ def mlflow_signature():
     """The signature as an ``mlflow.models.ModelSignature`` (needs mlflow)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import Array, Object, Property
 
-    message = Object([Property("role", "string"), Property("content", "string")])
     return ModelSignature(
-        inputs=Schema([ColSpec("string", "prompt", required=False),
-                       ColSpec(Array(message), "messages", required=False)]),
-        outputs=Schema([ColSpec("string", "model"), ColSpec("double", "score")]))
+        inputs=None, outputs=Schema([ColSpec("string", "model"), ColSpec("double", "score")]))
 
 
 def mlmodel_dict_with_mlflow(file_digests: dict[str, str], router_ml_version: str) -> dict:

@@ -343,12 +343,17 @@ def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,
             p = table[m]
         rates.append((p.input, p.output))
     r = np.asarray(rates, dtype=np.float64).reshape(len(models), 2)
-    if tokenizer is None:
-        tokens = np.ceil(np.fromiter((len(p) for p in prompts), dtype=np.float64,
-                                     count=len(prompts)) / 4)
-    else:
-        tokens = np.array([_count_tokens(p, tokenizer, 1.0) for p in prompts], dtype=np.float64)
+    tokens = input_tokens(prompts, tokenizer)
     return (tokens[:, None] * r[:, 0] + output_tokens * r[:, 1]) / TOKENS_PER_MILLION
+
+
+def input_tokens(prompts: Sequence[str], tokenizer=None) -> np.ndarray:
+    """(n,) float64 input tokens per prompt, as costs count them: the ``tokenizer``'s count
+    when given (see :func:`prompt_costs`), else ceil(characters / 4)."""
+    if tokenizer is None:
+        return np.ceil(np.fromiter((len(p) for p in prompts), dtype=np.float64,
+                                   count=len(prompts)) / 4)
+    return np.array([_count_tokens(p, tokenizer, 1.0) for p in prompts], dtype=np.float64)
 
 
 def row_costs(prompts: Sequence[str], models: Sequence[str], observed=None, prices=None,

@@ -62,6 +62,45 @@ class RoutingDecision:
         return self.threshold is not None and self.score >= self.threshold
 
 
+@dataclass(frozen=True, eq=False)
+class Routes:
+    """The routing decisions of n prompts as arrays (:meth:`Router.route_arrays`).
+
+    model: (n,) object array of the chosen models' names; index: (n,) their column in
+    ``router.models``; score: (n,) float64 in [0, 1], as :attr:`RoutingDecision.score` (a
+    pair's score, else the chosen model's predicted quality); qualities: (n, m) float64
+    predicted quality in [0, 1] per candidate, columns in ``router.models`` order; cost: (n,)
+    estimated USD of the chosen model per prompt (None without prices); covered: (n,) bool
+    (None without a coverage signal); similarity: (n,) the coverage similarity or None.
+    """
+
+    router: "Router"
+    model: np.ndarray
+    index: np.ndarray
+    score: np.ndarray
+    qualities: np.ndarray
+    cost: np.ndarray | None
+    covered: np.ndarray | None
+    similarity: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def reason(self, i: int) -> str:
+        """Why prompt ``i`` went where it did, in words."""
+        r, j = self.router, int(self.index[i])
+        if self.covered is not None and not self.covered[i] and r.fallback is not None:
+            return (f"not covered (similarity {self.similarity[i]:.3f} < "
+                    f"{r.coverage.tau:.3f}): fallback {r.fallback}")
+        if r.threshold is not None:
+            prior = ("" if r.length_prior is None
+                     else f" (length prior, weight {r.length_prior.weight:g})")
+            return (f"score {self.score[i]:.4f}{prior} {'>=' if j == 0 else '<'} threshold "
+                    f"{r.threshold:.4f}")
+        return (f"highest predicted quality - {r.lam:g} x cost: {r.models[j]} "
+                f"({self.qualities[i, j]:.3f})")
+
+
 class Router:
     """Encoder + estimator -> predicted quality per model; a knob -> the model to call.
 
@@ -271,39 +310,41 @@ class Router:
         """Decisions for a list of prompts (str or chat messages). With a coverage signal
         and a ``fallback`` model, an uncovered prompt goes to the fallback."""
         texts = self._texts(prompts)
+        r = self._route(texts)
+        return [RoutingDecision(self.models[j], float(r.score[i]), self._threshold, self._lam,
+                                dict(zip(self.models, r.qualities[i].tolist())),
+                                None if r.cost is None else float(r.cost[i]), r.reason(i),
+                                None if r.covered is None else bool(r.covered[i]))
+                for i, j in enumerate(r.index)]
+
+    def route_arrays(self, prompts) -> "Routes":
+        """The decisions of :meth:`route_batch` as arrays (for batch scoring: no object per
+        prompt): see :class:`Routes`."""
+        return self._route(self._texts(prompts))
+
+    def _route(self, texts: list[str]) -> "Routes":
         V, X = self._predict(texts)
         Q = np.clip(V, 0.0, 1.0)
         C = self.costs(texts) if self.prices else None
         if self._threshold is not None:
             s = self._pair_score(V, texts)
             pick = np.where(s >= self._threshold, 0, 1)
-            prior = ("" if self.length_prior is None
-                     else f" (length prior, weight {self.length_prior.weight:g})")
-            why = [f"score {v:.4f}{prior} {'>=' if j == 0 else '<'} threshold "
-                   f"{self._threshold:.4f}" for v, j in zip(s, pick)]
         else:
             if C is None and self._lam > 0:
                 raise ValueError("routing by lam > 0 needs the models' prices; pass prices= "
                                  "to the router (USD per million input/output tokens)")
             pick = choose(V, np.zeros_like(V) if C is None else C, self._lam)
             s = Q[np.arange(len(pick)), pick]
-            why = [f"highest predicted quality - {self._lam:g} x cost: {self.models[j]} "
-                   f"({Q[i, j]:.3f})" for i, j in enumerate(pick)]
-        cov = None
+        cov = sim = None
         if self.coverage is not None and X is not None:
             sim = self.coverage.similarity(X)
             cov = sim >= self.coverage.tau
             if self.fallback is not None:
-                fb = self.models.index(self.fallback)
-                for i in np.flatnonzero(~cov):
-                    why[i] = (f"not covered (similarity {sim[i]:.3f} < {self.coverage.tau:.3f}): "
-                              f"fallback {self.fallback}")
-                    pick[i] = fb
-        return [RoutingDecision(self.models[j], float(s[i]), self._threshold, self._lam,
-                                dict(zip(self.models, Q[i].tolist())),
-                                None if C is None else float(C[i, j]), why[i],
-                                None if cov is None else bool(cov[i]))
-                for i, j in enumerate(pick)]
+                pick = np.where(cov, pick, self.models.index(self.fallback))
+        pick = np.asarray(pick, dtype=np.intp)
+        return Routes(self, np.asarray(self.models, dtype=object)[pick], pick,
+                      np.asarray(s, dtype=np.float64), Q,
+                      None if C is None else C[np.arange(len(pick)), pick], cov, sim)
 
     @property
     def fallback(self) -> str | None:

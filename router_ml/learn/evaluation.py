@@ -31,9 +31,9 @@ from router_ml.core.metrics import (  # the metrics, re-exported: evaluation's p
 )
 
 __all__ = [
-    "Curve", "MultiReport", "Report", "Sweep", "aiq", "apgr", "choose", "cost_quality_curve",
-    "cpt", "evaluate", "evaluate_multi", "hull_value", "knob_breakpoints", "pgr", "plot_curves",
-    "plot_multi", "sweep", "upper_hull",
+    "Curve", "MultiReport", "Report", "Sweep", "aiq", "apgr", "at_knob", "choose",
+    "cost_quality_curve", "cpt", "evaluate", "evaluate_multi", "hull_value", "knob_breakpoints",
+    "pgr", "plot_curves", "plot_multi", "sweep", "upper_hull",
 ]
 
 
@@ -204,6 +204,43 @@ def evaluate_multi(qhat, q_true, costs, models) -> MultiReport:
         saving=saving, oracle_hull_cost=ohx, oracle_hull_quality=ohy, oracle_aiq=oa,
         oracle_max_quality=omx, oracle_cost_share_at_best=oshare, oracle_saving=osaving,
     )
+
+
+def at_knob(picks, q_true, costs=None, models=None) -> dict:
+    """What a router's actual decisions give on test rows: the saved knob, not the sweep.
+
+    picks: (n,) column of the chosen model per row (``router.route_arrays(prompts).index``,
+    fallback included); q_true: (n, m) true qualities; costs: (n, m) USD per request (more
+    than two models); models: m names. Returns, for a pair (m = 2, strong first):
+    ``strong_share`` (fraction of rows sent to the strong model), ``quality`` (mean true
+    quality of the chosen answers) and ``pgr`` (the share of the quality gap recovered,
+    (quality - q_weak) / (q_strong - q_weak); None when the two means are equal). For more:
+    ``quality``, ``mean_cost`` (USD per request), ``shares`` ({model: fraction of rows}), the
+    best single model (as :func:`evaluate_multi` picks it: highest mean quality, ties to the
+    cheaper) with ``best_quality`` and ``best_cost``, ``quality_drop`` (best_quality -
+    quality) and ``cost_share`` (mean_cost / best_cost; None when best_cost is 0).
+    """
+    qt = _as_matrix("q_true", q_true)
+    n, m = qt.shape
+    j = np.asarray(picks, dtype=np.intp).ravel()
+    if j.shape != (n,) or ((j < 0) | (j >= m)).any():
+        raise ValueError(f"picks must be {n} column indices in [0, {m}), got shape {j.shape}")
+    rows = np.arange(n)
+    quality = float(qt[rows, j].mean())
+    if m == 2 and costs is None:
+        qs, qw = float(qt[:, 0].mean()), float(qt[:, 1].mean())
+        return {"strong_share": float((j == 0).mean()), "quality": quality,
+                "pgr": None if qs == qw else (quality - qw) / (qs - qw)}
+    c = _as_costs(costs, qt.shape)
+    names = [str(x) for x in (models if models is not None else range(m))]
+    model_cost, model_quality = c.mean(axis=0), qt.mean(axis=0)
+    best = int(np.lexsort((np.arange(m), model_cost, -model_quality))[0])
+    mean_cost, best_cost = float(c[rows, j].mean()), float(model_cost[best])
+    return {"quality": quality, "mean_cost": mean_cost,
+            "shares": {x: float((j == k).mean()) for k, x in enumerate(names)},
+            "best_model": names[best], "best_quality": float(model_quality[best]),
+            "best_cost": best_cost, "quality_drop": float(model_quality[best]) - quality,
+            "cost_share": mean_cost / best_cost if best_cost > 0 else None}
 
 
 def plot_multi(report: MultiReport, path=None, *, ax=None, per_month: float | None = None,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from router_ml.errors import DataFormatError, DataNotFoundError
+from router_ml.learn.columns import table_columns
 from router_ml.learn.sources import _Builder, parse_score
 
 logger = logging.getLogger(__name__)
@@ -116,20 +117,6 @@ def _read_parquet(path: Path):
 
     table = pq.read_table(path)
     return table.column_names, table.to_pylist(), 0
-
-
-def _non_quality(name: str, columns: Sequence[str]) -> str | None:
-    """``"cost"``, ``"tokens"`` or ``"field"`` for a column recognised by its name as not a
-    quality, else None. ``field``: ``<model>|<anything>`` where ``<model>`` is a column too
-    (RouterBench's ``<model>|model_response``)."""
-    low = name.strip().lower()
-    if low in ("cost", "total_cost") or low.endswith(("|total_cost", "|cost", "_cost")):
-        return "cost"
-    if low == "tokens" or low.endswith(("_tokens", "|tokens")):
-        return "tokens"
-    if "|" in name and name.rsplit("|", 1)[0] in columns:
-        return "field"
-    return None
 
 
 def _number(value) -> float | None:
@@ -232,47 +219,13 @@ def load_table(
     if scale not in ("unit", "judge10"):
         raise ValueError(f"scale must be 'unit' or 'judge10', got {scale!r}")
     path, columns, rows, malformed = _read_table(path, prompt_column)
-    needed = [prompt_column] + ([group_column] if group_column else [])
-    for col in needed:
-        if col not in columns:
-            raise DataFormatError(f"{path}: missing column {col!r} (columns: {', '.join(columns)})")
-    if model_columns is None:
-        excluded: dict[str, list[str]] = {}
-        model_columns = []
-        for c in columns:
-            if c in needed:
-                continue
-            kind = "unnamed" if not str(c).strip() else _non_quality(c, columns)
-            if kind:
-                excluded.setdefault(kind, []).append(c)
-            else:
-                model_columns.append(c)
-        if excluded:
-            logger.info("%s: not read as qualities: %s", path, "; ".join(
-                f"{kind} columns {', '.join(map(repr, cols))}" for kind, cols in excluded.items()))
-    else:
-        model_columns = list(model_columns)
-        for col in model_columns:
-            if col not in columns:
-                raise DataFormatError(
-                    f"{path}: missing column {col!r} (columns: {', '.join(columns)})")
-            kind = _non_quality(col, columns)
-            if kind:
-                raise DataFormatError(
-                    f"{path}: column {col!r} looks like a {kind} column, not a quality; drop "
-                    "it from the model columns (a <model>|total_cost or <model>|cost column is "
-                    "read as that model's observed cost)")
-    if not model_columns:
-        raise DataFormatError(f"{path}: no model score columns besides {prompt_column!r}")
+    roles = table_columns(path, columns, prompt_column, model_columns, group_column)
+    if roles.other:
+        logger.info("%s: not read as qualities: %s", path, "; ".join(
+            f"{kind} columns {', '.join(map(repr, cols))}" for kind, cols in roles.other.items()))
+    model_columns = roles.models
     names = _model_names(path, model_columns)
-    cost_columns = {}
-    for n, c in zip(names, model_columns):
-        found = [f"{c}{suffix}" for suffix in ("|total_cost", "|cost") if f"{c}{suffix}" in columns]
-        if len(found) > 1:
-            raise DataFormatError(f"{path}: columns {found[0]!r} and {found[1]!r} both hold the "
-                                  f"cost of {n!r}; keep one of them")
-        if found:
-            cost_columns[n] = found[0]
+    cost_columns = {n: roles.costs[c] for n, c in zip(names, model_columns) if c in roles.costs}
     for c in model_columns:
         _check_scale(path, c, (r.get(c) for r in rows), scale)
     b = _Builder(str(path))

@@ -5,7 +5,9 @@
 
 The input (Parquet, CSV or JSONL, by suffix) is read in batches (``--batch-size`` rows; Parquet
 through ``pyarrow.parquet.ParquetFile.iter_batches``), so memory does not grow with the file;
-each batch gets ``model`` (the chosen model) and ``score`` (float64 in [0, 1]) columns and is
+each batch gets the columns of :func:`output_columns`: ``model`` (the chosen model, as
+``route`` chooses it, fallback included), for a two-model router ``score`` (float64 in [0, 1]),
+and ``quality:<model>`` (float64 in [0, 1], the predicted quality) for every candidate; it is
 appended to the output (format by suffix), written beside the target and renamed into place
 when complete. With ``--spark`` the job runs on a local SparkSession (see
 :mod:`router_ml.serve.spark`) and the output is a Parquet directory.
@@ -21,13 +23,11 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from router_ml.errors import DataFormatError, RouterMLError
+from router_ml.serve.columns import decision_columns, output_columns
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
            ".json": "jsonl"}
-OUTPUT_COLUMNS = ("model", "score")
 
 
 def _format(path: Path) -> str:
@@ -85,13 +85,14 @@ def file_rows(path) -> int | None:
 
 
 def score_batch(router, batch, prompt_column: str, source="input"):
-    """``batch`` with ``model`` and ``score`` columns appended (pyarrow RecordBatch)."""
+    """``batch`` with the columns of :func:`output_columns` appended (pyarrow RecordBatch)."""
     import pyarrow as pa
 
     if prompt_column not in batch.schema.names:
         raise DataFormatError(f"{source}: no column {prompt_column!r} (columns: "
                               f"{', '.join(batch.schema.names)}); pass --prompt-column")
-    clash = [c for c in OUTPUT_COLUMNS if c in batch.schema.names]
+    names = output_columns(router)
+    clash = [c for c in names if c in batch.schema.names]
     if clash:
         raise DataFormatError(f"{source}: already has column(s) {', '.join(clash)}; rename them "
                               "before scoring")
@@ -100,11 +101,11 @@ def score_batch(router, batch, prompt_column: str, source="input"):
     if missing:
         raise DataFormatError(f"{source}: {len(missing)} rows have no text in {prompt_column!r} "
                               f"(first at batch row {missing[0]}); drop or fill them")
-    scores = router.score(prompts)
-    models = np.where(scores >= router.threshold, router.strong_model, router.weak_model)
-    return pa.RecordBatch.from_arrays(
-        [*batch.columns, pa.array(models.tolist(), pa.string()), pa.array(scores, pa.float64())],
-        names=[*batch.schema.names, *OUTPUT_COLUMNS])
+    cols = decision_columns(router, prompts)
+    arrays = [pa.array(cols["model"].tolist(), pa.string())]
+    arrays += [pa.array(cols[c], pa.float64()) for c in names[1:]]
+    return pa.RecordBatch.from_arrays([*batch.columns, *arrays],
+                                      names=[*batch.schema.names, *names])
 
 
 class _Writer:
@@ -169,8 +170,10 @@ def score_file(router, input_path, output_path, prompt_column: str = "prompt",
 
 
 def score_parser(prog: str = "router-ml score") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Add model and score columns to a "
-                                "Parquet, CSV or JSONL file of prompts, batch by batch.")
+    p = argparse.ArgumentParser(prog=prog, description="Add the chosen model, for a pair "
+                                "its score, and every candidate's predicted quality "
+                                "(quality:<model>) to a Parquet, CSV or JSONL file of prompts, "
+                                "batch by batch.")
     p.add_argument("--model", required=True, type=Path, help="router directory")
     p.add_argument("--input", required=True, type=Path, help="Parquet, CSV or JSONL file "
                    "(with --spark: anything spark.read.parquet reads)")

@@ -11,10 +11,15 @@ load through :func:`_load_pyfunc`, which is :func:`router_ml.load_router` with a
 (a changed file is refused here too). :func:`log_model` logs a router directory to an mlflow
 run and optionally registers it with the alias ``champion``.
 
-Prediction input: a pandas DataFrame with a ``prompt`` column of strings, or a ``messages``
-column of chats (lists of ``{"role", "content"}``; the last user turn is routed, see
-:func:`router_ml.core.prompts.prompt_text`); also accepted: a list of strings or a dict of columns. Output: a
-DataFrame with ``model`` (str) and ``score`` (float64 in [0, 1]) per row, in input order.
+Prediction input, as mlflow's own flavours take it: one prompt (a string), a list, tuple,
+numpy array or pandas Series of prompts, or a pandas DataFrame (or a dict of columns) with a
+``prompt`` column of strings or a ``messages`` column of chats (lists of ``{"role",
+"content"}``; the last user turn is routed, see :func:`router_ml.core.prompts.prompt_text`),
+or a single column of strings under another name (``mlflow.pyfunc.spark_udf`` names its
+columns ``0``, ``1``, ...). Anything else is a TypeError or ValueError that says what it got.
+Output: a DataFrame with ``model`` (str) and ``score`` (float64 in [0, 1]) per row, in input
+order (for a pair the score of :meth:`Router.score`, else the chosen model's predicted
+quality).
 
 mlflow is imported only by :func:`log_model`; loading and predicting need pandas (which mlflow
 brings).
@@ -32,7 +37,8 @@ DEFAULT_ALIAS = "champion"
 
 
 class RouterPyfunc:
-    """What mlflow wraps as a pyfunc model: ``predict(frame) -> frame`` of ``model, score``."""
+    """What mlflow wraps as a pyfunc model: ``predict(prompts) -> frame`` of ``model, score``
+    (the input forms are in the module docstring)."""
 
     def __init__(self, router):
         self.router = router
@@ -40,47 +46,77 @@ class RouterPyfunc:
     def get_raw_model(self):
         return self.router
 
-    def prompts(self, model_input) -> list[str]:
-        """The prompts of a prediction input (see the module docstring)."""
+    def prompts(self, model_input) -> list:
+        """The prompts (strings or chats) of a prediction input (see the module docstring)."""
+        import numpy as np
         import pandas as pd
 
+        if isinstance(model_input, str):
+            return [model_input]
         if isinstance(model_input, dict):
-            model_input = pd.DataFrame(model_input)
-        if isinstance(model_input, (list, tuple)):
-            model_input = pd.DataFrame({"prompt": list(model_input)})
+            model_input = pd.DataFrame({k: v if isinstance(v, (list, tuple, np.ndarray, pd.Series))
+                                        else [v] for k, v in model_input.items()})
+        if isinstance(model_input, pd.Series):
+            return model_input.tolist()
+        if isinstance(model_input, (list, tuple)) or (isinstance(model_input, np.ndarray)
+                                                      and model_input.ndim == 1):
+            return list(model_input)
         if not isinstance(model_input, pd.DataFrame):
-            raise TypeError(f"expected a pandas DataFrame with a 'prompt' or 'messages' column, "
-                            f"got {type(model_input).__name__}")
-        has_prompt = "prompt" in model_input.columns
-        has_messages = "messages" in model_input.columns
-        if has_prompt and model_input["prompt"].notna().all():
-            return model_input["prompt"].tolist()
-        if has_messages:
-            out = []
-            for i, (m, p) in enumerate(zip(model_input["messages"],
-                                           model_input["prompt"] if has_prompt
-                                           else [None] * len(model_input))):
-                if isinstance(p, str):
-                    out.append(p)
-                elif m is None or (isinstance(m, float) and m != m):
-                    raise ValueError(f"row {i} has neither a prompt nor messages")
-                else:
-                    out.append(prompt_text(m))
-            return out
-        if has_prompt:
-            raise ValueError("the 'prompt' column has missing values; give every row a prompt "
-                             "(or a 'messages' chat)")
-        raise ValueError(f"the input needs a 'prompt' column (strings) or a 'messages' column "
-                         f"(chats); it has {list(model_input.columns)}")
+            raise TypeError(f"expected a prompt, a list or Series of prompts, or a pandas "
+                            f"DataFrame with a 'prompt' or 'messages' column; got "
+                            f"{_received(model_input)}")
+        return _frame_prompts(model_input)
 
     def predict(self, model_input, params=None):
         import pandas as pd
 
         prompts = self.prompts(model_input)
         decisions = self.router.route_batch(prompts)
-        index = model_input.index if isinstance(model_input, pd.DataFrame) else None
+        index = model_input.index if isinstance(model_input, (pd.DataFrame, pd.Series)) else None
         return pd.DataFrame({"model": [d.model for d in decisions],
                              "score": [float(d.score) for d in decisions]}, index=index)
+
+
+def _received(x) -> str:
+    """What a prediction input is, for an error message: its type and shape or columns."""
+    import pandas as pd
+
+    if isinstance(x, pd.DataFrame):
+        cols = ", ".join(f"{c!r} ({t})" for c, t in x.dtypes.items()) or "no columns"
+        return f"a DataFrame of {len(x)} rows with {cols}"
+    shape = getattr(x, "shape", None)
+    return f"{type(x).__module__}.{type(x).__name__}" + (f" of shape {shape}" if shape else "") \
+        + ("" if shape else f" {x!r:.60}")
+
+
+def _frame_prompts(frame) -> list:
+    has_prompt, has_messages = "prompt" in frame.columns, "messages" in frame.columns
+    if has_prompt and frame["prompt"].notna().all():
+        return frame["prompt"].tolist()
+    if has_messages:
+        out = []
+        prompts = frame["prompt"] if has_prompt else [None] * len(frame)
+        for i, (m, p) in enumerate(zip(frame["messages"], prompts)):
+            if isinstance(p, str):
+                out.append(p)
+            elif m is None or (isinstance(m, float) and m != m):
+                raise ValueError(f"row {i} has neither a prompt nor messages")
+            else:
+                out.append(prompt_text(m))
+        return out
+    if has_prompt:
+        raise ValueError("the 'prompt' column has missing values; give every row a prompt "
+                         "(or a 'messages' chat)")
+    if len(frame.columns) == 1 and frame.iloc[:, 0].map(lambda v: isinstance(v, str)).all():
+        return frame.iloc[:, 0].tolist()  # one column of prompts, e.g. spark_udf's "0"
+    if len(frame.columns) == 0:
+        raise ValueError(
+            f"got {_received(frame)}: mlflow dropped the input's columns because they are not "
+            "in this router's MLmodel signature (a router saved by an earlier router_ml declares "
+            "'prompt' and 'messages' inputs, so a list becomes a column '0' that is dropped). "
+            "Pass pd.DataFrame({'prompt': [...]}), or load and save the router again")
+    raise ValueError(f"the input needs a 'prompt' column (strings) or a 'messages' column "
+                     f"(chats), or a single column of strings; got {_received(frame)}")
 
 
 def _load_pyfunc(path, model_config=None):

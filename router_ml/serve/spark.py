@@ -6,7 +6,9 @@
 
 The router directory is shipped to the executors with ``SparkContext.addFile`` and loaded
 (with all of ``load_router``'s checks) once per Python worker; each Arrow batch of prompts is
-scored with ``router.score``. Results equal in-process scoring (float64, to 1e-6).
+routed as ``router.route_batch`` routes it. The columns added are those of ``router-ml score``
+(:func:`router_ml.serve.columns.output_columns`): ``model``, ``score`` for a pair, and
+``quality:<model>`` per candidate. Results equal in-process scoring (float64, to 1e-6).
 Alternatively ``mlflow.pyfunc.spark_udf(spark, "models:/NAME@champion")`` works on the same
 directory (see :mod:`router_ml.serve.mlflow_flavor`).
 
@@ -21,7 +23,6 @@ from pathlib import Path
 
 _ROUTERS: dict[str, object] = {}
 _LOCK = threading.Lock()
-RESULT_TYPE = "model string, score double"
 
 
 def local_session(cores: int = 2, app_name: str = "router_ml", memory: str = "2g"):
@@ -58,39 +59,49 @@ def _router(name: str):
 def _score_series(name: str):
     import pandas as pd
 
+    from router_ml.serve.columns import decision_columns
+
     def score(prompts: pd.Series) -> pd.DataFrame:
-        router = _router(name)
-        s = router.score(prompts.tolist())
-        models = [router.strong_model if v >= router.threshold else router.weak_model for v in s]
-        return pd.DataFrame({"model": models, "score": s})
+        cols = decision_columns(_router(name), prompts.tolist())
+        # positional field names: model names may hold dots, which Spark reads as nesting
+        return pd.DataFrame({f"c{i}": v for i, v in enumerate(cols.values())})
 
     return score
 
 
+def _result_type(columns):
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    return StructType([StructField(f"c{i}", StringType() if c == "model" else DoubleType())
+                       for i, c in enumerate(columns)])
+
+
 def score_dataframe(df, model_dir, prompt_column: str = "prompt"):
-    """``df`` with ``model`` (string) and ``score`` (double) columns from the router saved in
-    ``model_dir``. Lazy, like any Spark transformation."""
+    """``df`` with the columns of ``router-ml score`` from the router saved in ``model_dir``:
+    ``model`` (string), ``score`` (double in [0, 1], two-model routers) and
+    ``quality:<model>`` (double in [0, 1]) per candidate. Lazy, like any Spark transformation."""
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
     from router_ml.core.load import load_router
     from router_ml.errors import DataFormatError
+    from router_ml.serve.columns import output_columns
 
     model_dir = Path(model_dir).resolve()
-    load_router(model_dir)  # fail on the driver, before any job, if it cannot load
+    columns = output_columns(load_router(model_dir))  # fails here, before any job
     if prompt_column not in df.columns:
         raise DataFormatError(f"no column {prompt_column!r} in the DataFrame (columns: "
                               f"{', '.join(df.columns)})")
-    for c in ("model", "score"):
+    for c in columns:
         if c in df.columns:
             raise DataFormatError(f"the DataFrame already has a {c!r} column; rename it first")
     sc = df.sparkSession.sparkContext
     sc.addFile(str(model_dir), recursive=True)
-    udf = pandas_udf(_score_series(model_dir.name), RESULT_TYPE)
+    udf = pandas_udf(_score_series(model_dir.name), _result_type(columns))
     tmp = "__router_ml_result"
-    return (df.withColumn(tmp, udf(F.col(prompt_column)))
-              .withColumn("model", F.col(f"{tmp}.model"))
-              .withColumn("score", F.col(f"{tmp}.score")).drop(tmp))
+    out = df.withColumn(tmp, udf(F.col(prompt_column)))
+    return out.withColumns({c: F.col(tmp).getField(f"c{i}")
+                            for i, c in enumerate(columns)}).drop(tmp)
 
 
 def score_parquet(model_dir, input_path, output_path, prompt_column: str = "prompt",
