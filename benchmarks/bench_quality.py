@@ -8,9 +8,12 @@ saved, reloaded with load_router, and scored on the test rows from the reloaded 
 protocols pool their out-of-fold predictions into one curve. Pair protocols report APGR with
 random, length and oracle references and each configuration's paired bootstrap standard error
 against the default; multi-model protocols report AIQ, the highest quality and the cost share
-at which the best single model's quality is reached. The default rule: best mean APGR over
-the pair protocols with no protocol below the length baseline, nor below random by more than
-its bootstrap error. Writes reports/quality.json and reports/quality.md.
+at which the best single model's quality is reached; the real-chat protocols report
+arena-rated's rho and arena-battles' APGR with bootstrap errors. The default is chosen by the
+suite score: the mean of three groups' means (in-domain, transfer, real chat), so real chat
+weighs as much as the benchmarks; the pair protocols' rule (none below the length baseline,
+nor below random by more than its bootstrap error) is reported beside it. Writes
+reports/quality.json and reports/quality.md.
 """
 
 from __future__ import annotations
@@ -23,58 +26,72 @@ import tempfile
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 
 from router_ml import load_router
-from router_ml.learn import evaluation
+from router_ml.learn import arena, evaluation
 from router_ml.cli.commands import PUBLISHED, baseline_scores, pooled_scores
 from router_ml.core.features import encoders_of
 from router_ml.core.transformer import EMBEDDING_CACHE_ENV, SentenceTransformerEncoder
 from router_ml.learn.protocols import (
+    CHAT_PROTOCOLS,
     MULTI_PROTOCOLS,
     PAIR_PROTOCOLS,
     protocol_folds,
     protocol_prices,
+    with_outcomes,
 )
-from router_ml.learn.training import TrainConfig, fit_router
+from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig, fit_router
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.65,
            "alpaca-eval": 0.60, "mmlu-to-gsm8k": 0.65, "loso-mmlu": 0.58, "loso-gsm8k": 0.58,
            "loso-arena-hard": 0.58}
+# the protocols' groups: the suite score weighs each group alike (real chat as much as the
+# benchmarks), arena-rated's rho counted as 0.5 + rho / 2 (random 0.5, like an APGR)
+GROUPS = {"in-domain": ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval"),
+          "transfer": ("mmlu-to-gsm8k", "loso-mmlu", "loso-gsm8k", "loso-arena-hard"),
+          "real chat": CHAT_PROTOCOLS}
+HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 default)
 CONFIGS = {
-    "default": ("default: static + surface + length prior, arena-hard rows, C by folds and "
-                "left-out sources", TrainConfig()),
-    "no-prior": ("default without the length prior",
-                 TrainConfig(length_prior=False)),
-    "minilm-no-prior": ("MiniLM + surface, no length prior",
+    "default": ("default: difficulty from every model's outcomes, static", DEFAULT_ROUTER),
+    "difficulty-prior": ("difficulty, static + length prior",
+                         replace(DEFAULT_ROUTER, length_prior=True)),
+    "difficulty-length": ("difficulty, static + log length feature",
+                          replace(DEFAULT_ROUTER, encoder="static+length")),
+    "difficulty-surface": ("difficulty, static + surface",
+                           replace(DEFAULT_ROUTER, encoder="static+surface")),
+    "difficulty-pair": ("difficulty, the pair's rows only (no other outcomes)",
+                        replace(DEFAULT_ROUTER, outcomes=())),
+    "difficulty-alpaca": ("difficulty, + alpaca-eval outcomes",
+                          replace(DEFAULT_ROUTER, outcomes=DEFAULT_ROUTER.outcomes
+                                  + ("alpaca-tiers",))),
+    "heads": ("gain heads, static + surface + length prior (the previous default)", HEADS),
+    "heads-static": ("gain heads, static + length prior", TrainConfig(encoder="static")),
+    "no-prior": ("gain heads without the length prior", TrainConfig(length_prior=False)),
+    "minilm-no-prior": ("gain heads, MiniLM + surface, no length prior",
                         TrainConfig(encoder="minilm+surface", length_prior=False)),
-    "static256": ("static 256-d float16 + surface, arena-hard rows (a 17 MB router)",
-                  TrainConfig(encoder="static256+surface")),
-    "static-surface-all": ("static + surface, arena-hard + alpaca-eval rows",
+    "static256": ("gain heads, static 256-d float16 + surface", TrainConfig(encoder="static256+surface")),
+    "static-surface-all": ("gain heads, static + surface, arena-hard + alpaca-eval rows",
                            TrainConfig(encoder="static+surface", extra=("arena-hard", "alpaca-eval"))),
-    "static-surface": ("static + surface, no extra rows",
+    "static-surface": ("gain heads, static + surface, no extra rows",
                        TrainConfig(encoder="static+surface", extra=())),
-    "stats": ("28 stats, arena-hard rows (an earlier default)",
-              TrainConfig(encoder="stats", extra=("arena-hard",))),
-    "surface": ("12 surface stats", TrainConfig(encoder="surface")),
-    "static": ("static", TrainConfig(encoder="static")),
-    "static-stats": ("static + 28 stats", TrainConfig(encoder="static+stats")),
-    "tfidf": ("TF-IDF", TrainConfig(encoder="tfidf")),
+    "stats": ("gain heads, 28 stats", TrainConfig(encoder="stats", extra=("arena-hard",))),
+    "surface": ("gain heads, 12 surface stats", TrainConfig(encoder="surface")),
+    "tfidf": ("gain heads, TF-IDF", TrainConfig(encoder="tfidf")),
     "quality": ("quality heads", TrainConfig(target="quality")),
-    "minilm": ("MiniLM + surface + length prior", TrainConfig(encoder="minilm+surface")),
-    "sources": ("default, C chosen by leave-one-source-out", TrainConfig(select_by="sources")),
-    "folds": ("default, C chosen by shuffled folds only (previous default)",
-              TrainConfig(select_by="folds")),
-    "prior-both": ("default, the prior's weight chosen by folds and left-out sources",
+    "minilm": ("gain heads, MiniLM + surface + length prior", TrainConfig(encoder="minilm+surface")),
+    "sources": ("gain heads, C by leave-one-source-out", TrainConfig(select_by="sources")),
+    "folds": ("gain heads, C by shuffled folds only", TrainConfig(select_by="folds")),
+    "prior-both": ("gain heads, the prior's weight by folds and left-out sources",
                    TrainConfig(prior_select_by="both")),
-    "knn": ("default with kNN heads (k = 100, cosine)", TrainConfig(classifier="knn")),
-    "hgb": ("default with gradient-boosted heads", TrainConfig(classifier="hgb")),
-    # not a router: the mean of two configurations' test scores (both on the prior's
-    # training-share scale), listed after them in --configs; pair protocols only
-    "blend": ("mean of the default's and the kNN heads' scores", ("default", "knn")),
-    "blend-quality": ("mean of the default's and the quality heads' scores",
-                      ("default", "quality")),
+    "knn": ("kNN heads (k = 100, cosine)", TrainConfig(classifier="knn")),
+    "hgb": ("gradient-boosted heads", TrainConfig(classifier="hgb")),
+    # not a router: the mean of two configurations' test scores, listed after them in
+    # --configs; pair protocols only
+    "blend": ("mean of the default's and the gain heads' scores", ("default", "heads")),
 }
 
 
@@ -83,7 +100,7 @@ def run_config(config: TrainConfig, folds, prices, workdir: Path) -> dict:
     routers = {}
     for f in folds:
         path = workdir / f"fold-{f.k}"
-        fit_router(f.train, config, prices).save(path)
+        fit_router(f.train, config, prices, outcomes=f.outcomes).save(path)
         routers[f.k] = load_router(path)
         # A loaded router never caches embeddings; here the benchmark's cache serves the
         # reloaded MiniLM encoder too (the same vectors), or a MiniLM run would re-encode every
@@ -134,15 +151,84 @@ def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
     return float(np.std(diffs))
 
 
+def _folds(protocol: str, config: TrainConfig, pair: bool = True):
+    folds = protocol_folds(protocol, extra=config.extra if pair else ())
+    if config.estimator == "difficulty":
+        folds = with_outcomes(folds, config.outcomes)
+    return folds
+
+
+def run_chat(protocol: str, configs) -> dict:
+    """A real-chat protocol: each configuration trained on its rows minus the test prompts;
+    arena-rated: Spearman's rho of the score with the prompts' difficulty (bootstrap error,
+    and the paired error of the difference to the default); arena-battles: APGR."""
+    rows, scores = {}, {}
+    truth = None
+    for c in configs:
+        label, config = CONFIGS[c]
+        if isinstance(config, tuple):
+            continue
+        (f,) = _folds(protocol, config)
+        if truth is None:
+            truth = f
+            for b in ("random", "length"):
+                s = baseline_scores(b, f.test.prompts)
+                rows[b] = (arena.rated_metric(s, f.difficulty) if protocol == "arena-rated"
+                           else arena.battles_metric(s, f.test.q_strong, f.test.q_weak))
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            router = run_config(config, [f], None, Path(tmp))[None]
+            scores[c] = router.score(f.test.prompts)
+        rows[c] = (arena.rated_metric(scores[c], f.difficulty) if protocol == "arena-rated"
+                   else arena.battles_metric(scores[c], f.test.q_strong, f.test.q_weak))
+        rows[c]["train_seconds"] = round(time.perf_counter() - t, 1)
+        rows[c]["rows_dropped"] = f.dropped
+        key = "rho" if protocol == "arena-rated" else "apgr"
+        print(f"[{protocol}] {label}: {key} {rows[c][key]:.3f} ± {rows[c]['se']:.3f}", flush=True)
+    if "default" in scores:
+        for c in scores:
+            if c == "default":
+                continue
+            rng = np.random.default_rng(0)
+            diffs = []
+            for _ in range(300):
+                i = rng.integers(0, len(truth.test), len(truth.test))
+                if protocol == "arena-rated":
+                    d = (arena.spearman(scores[c][i], truth.difficulty[i])
+                         - arena.spearman(scores["default"][i], truth.difficulty[i]))
+                else:
+                    qs, qw = truth.test.q_strong[i], truth.test.q_weak[i]
+                    d = (evaluation.apgr(scores[c][i], qs, qw)
+                         - evaluation.apgr(scores["default"][i], qs, qw))
+                diffs.append(d)
+            rows[c]["minus_default_se"] = float(np.std(diffs))
+    return {"pair": False, "chat": True, "rows": rows, "published": None, "target": None}
+
+
+def suite_score(results, c) -> dict:
+    """Each group's mean (arena-rated as 0.5 + rho / 2) and their mean, the suite score."""
+    groups = {}
+    for g, protocols in GROUPS.items():
+        vals = []
+        for p in protocols:
+            r = results.get(p, {}).get("rows", {}).get(c)
+            if r is not None:
+                vals.append(0.5 + r["rho"] / 2 if p == "arena-rated" else r["apgr"])
+        if vals:
+            groups[g] = float(np.mean(vals))
+    return {**groups, "suite": float(np.mean(list(groups.values()))) if groups else float("nan")}
+
+
 def main(argv=None) -> int:
     from router_ml.core.transformer import default_cache_dir
 
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default="default,static256,static-surface-all,static-surface,stats,minilm",
+    p.add_argument("--configs", default="default,difficulty-prior,difficulty-length,heads",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
-    p.add_argument("--protocols", default=",".join(PAIR_PROTOCOLS + MULTI_PROTOCOLS))
+    p.add_argument("--protocols", default=",".join(PAIR_PROTOCOLS + MULTI_PROTOCOLS
+                                                     + CHAT_PROTOCOLS))
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="only join the quality.json files of runs over disjoint protocols "
@@ -160,7 +246,7 @@ def main(argv=None) -> int:
     if args.merge:
         for path in args.merge:
             results.update(json.loads(path.read_text()))
-        order = PAIR_PROTOCOLS + MULTI_PROTOCOLS
+        order = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS
         results = {k: results[k] for k in sorted(results, key=order.index)}
         (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
         md = to_markdown(results, configs)
@@ -168,6 +254,10 @@ def main(argv=None) -> int:
         print(md)
         return 0
     for protocol in [x for x in args.protocols.split(",") if x]:
+        if protocol in CHAT_PROTOCOLS:
+            results[protocol] = run_chat(protocol, configs)
+            (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+            continue
         pair = protocol in PAIR_PROTOCOLS
         prices = None if pair else protocol_prices(protocol)
         rows, scores = {}, {}
@@ -180,7 +270,7 @@ def main(argv=None) -> int:
                     rows[c].update(against_length(scores[c], rows[c]["apgr"]))
                     print(f"[{protocol}] {label}: apgr {rows[c]['apgr']:.3f}", flush=True)
                 continue
-            folds = protocol_folds(protocol, extra=config.extra if pair else ())
+            folds = _folds(protocol, config, pair)
             if pair and "random" not in rows:
                 _, qs, qw, prompts = pooled_scores(folds, lambda f: np.zeros(len(f.test)))
                 base = {b: baseline_scores(b, prompts) for b in ("random", "length")}
@@ -242,7 +332,7 @@ def _suite(results, configs):
 
 def to_markdown(results: dict, configs) -> str:
     pairs = [p for p, r in results.items() if r["pair"]]
-    multis = [p for p, r in results.items() if not r["pair"]]
+    multis = [p for p, r in results.items() if not r["pair"] and not r.get("chat")]
     lines = ["# Routing quality", "", "Generated by `make bench-quality` "
              "(benchmarks/bench_quality.py).", ""]
     if pairs:
@@ -300,6 +390,45 @@ def to_markdown(results: dict, configs) -> str:
                 lines.append(f"| {p} | {CONFIGS[c][0]} | {fmt(r['threshold_pgr'])} | "
                              f"{100 * r['covered_share']:.1f} % | {fmt(r['covered_apgr'])} | "
                              f"{fmt(r['uncovered_apgr'])} |")
+    chats = [p for p, r in results.items() if r.get("chat")]
+    if chats:
+        lines += ["", "## Real-chat protocols (arena-rated: Spearman's rho with the prompts' "
+                  "difficulty; arena-battles: APGR on the users' votes; ± bootstrap error; "
+                  "in brackets the difference to the default ± its paired error)", "",
+                  "| protocol | n | random | length | " + " | ".join(
+                      CONFIGS[c][0] for c in configs if not isinstance(CONFIGS[c][1], tuple))
+                  + " |", "|---" * (4 + sum(not isinstance(CONFIGS[c][1], tuple)
+                                            for c in configs)) + "|"]
+        for p in chats:
+            r = results[p]["rows"]
+            key = "rho" if p == "arena-rated" else "apgr"
+            cells = []
+            for c in configs:
+                if isinstance(CONFIGS[c][1], tuple):
+                    continue
+                if c not in r:
+                    cells.append("-")
+                    continue
+                cell = f"{r[c][key]:.3f} ± {r[c]['se']:.3f}"
+                if "minus_default_se" in r[c]:
+                    cell += f" [{r[c][key] - r['default'][key]:+.3f}±{r[c]['minus_default_se']:.3f}]"
+                cells.append(cell)
+            n = next(r[c]["n"] for c in r)
+            lines.append(f"| {p} | {n} | {r['random'][key]:.3f} | {r['length'][key]:.3f} | "
+                         + " | ".join(cells) + " |")
+    scored = [c for c in configs if not isinstance(CONFIGS[c][1], tuple)]
+    if any(r.get("chat") for r in results.values()) or pairs:
+        lines += ["", "## The suite score: each group of protocols weighs alike", "",
+                  "in-domain: " + ", ".join(GROUPS["in-domain"]) + "; transfer: "
+                  + ", ".join(GROUPS["transfer"]) + "; real chat: " + ", ".join(CHAT_PROTOCOLS)
+                  + " (arena-rated as 0.5 + rho / 2).", "",
+                  "| configuration | in-domain | transfer | real chat | suite |",
+                  "|---|---|---|---|---|"]
+        fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
+        for c in scored:
+            d = suite_score(results, c)
+            lines.append(f"| {CONFIGS[c][0]} | {fmt(d, 'in-domain')} | {fmt(d, 'transfer')} | "
+                         f"{fmt(d, 'real chat')} | **{fmt(d, 'suite')}** |")
     if multis:
         lines += ["", "## Multi-model protocols", "",
                   "| protocol | configuration | n | AIQ | highest quality | cost share at the "

@@ -672,14 +672,14 @@ def test_the_committed_default_router_is_the_code_default():
     """models/default is committed; it must be what `make train` builds with today's code."""
     from router_ml.core.features import encoder_spec
     from router_ml.learn.protocols import STRONG_MODEL, WEAK_MODEL
-    from router_ml.learn.training import TrainConfig, build_encoder
+    from router_ml.learn.training import DEFAULT_ROUTER, build_encoder
 
     folder = ROOT / "models" / "default"
     router = load_router(folder)
     assert router.manifest["format_version"] == artifact.FORMAT_VERSION
     config = dict(router.training["config"])
-    assert config == TrainConfig().to_dict()
-    assert router.manifest["encoder"]["kind"] == encoder_spec(build_encoder(TrainConfig().encoder))["kind"]
+    assert config == DEFAULT_ROUTER.to_dict()
+    assert router.manifest["encoder"]["kind"] == encoder_spec(build_encoder(DEFAULT_ROUTER.encoder))["kind"]
     assert (router.strong_model, router.weak_model) == (STRONG_MODEL, WEAK_MODEL)
     s = router.score(PROBES)
     assert s.shape == (len(PROBES),) and ((s >= 0) & (s <= 1)).all()
@@ -866,6 +866,43 @@ def test_a_tampered_n_model_router_is_refused(tier_router, tmp_path):
     coef.write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError, match="sha256 differs"):
         load_router(folder)
+
+
+# ------------------------------------------------------------------ format version 3
+
+V3 = ROOT / "tests" / "fixtures" / "artifact-v3"
+
+
+def test_version_3_fixture_loads_with_the_scores_version_3_gave(tmp_path):
+    """Version 3 knew one pair score, the gain: it loads as a router of score rule ``gain``
+    with the same scores, prior and decisions, and saves again as the current version."""
+    expected = json.loads((ROOT / "tests" / "fixtures" / "artifact-v3-expected.json").read_text())
+    router = load_router(V3)
+    assert router.manifest["format_version"] == 3 and "score" not in router.manifest
+    assert router.score_rule == "gain" and router.length_prior.weight == expected["prior_weight"]
+    assert router.threshold == expected["threshold"]
+    np.testing.assert_allclose(router.score(V1_PROMPTS), expected["scores"], rtol=0, atol=1e-12)
+    assert [d.model for d in router.route_batch(V1_PROMPTS)] == expected["models"]
+    router.save(tmp_path / "again")
+    again = load_router(tmp_path / "again")
+    assert again.manifest["format_version"] == artifact.FORMAT_VERSION == 4
+    assert again.manifest["score"] == "gain"
+    np.testing.assert_array_equal(again.score(V1_PROMPTS), router.score(V1_PROMPTS))
+
+
+def test_the_score_rule_is_saved_and_an_unknown_one_refused(tmp_path):
+    router = load_router(V3)
+    router.score_rule = "weak"
+    router.save(tmp_path / "weak")
+    again = load_router(tmp_path / "weak")
+    assert again.score_rule == "weak"
+    V = again.predict_quality(V1_PROMPTS)
+    # 1 - q_weak, as its share of the training rows through the prior's quantiles
+    np.testing.assert_allclose(again.score(V1_PROMPTS), again.length_prior.apply(
+        1 - V[:, 1], [len(p) for p in V1_PROMPTS]), atol=1e-12)
+    rewrite_manifest(tmp_path / "weak", lambda m: m.__setitem__("score", "loss"))
+    with pytest.raises(ArtifactIntegrityError, match="unknown score rule 'loss'"):
+        load_router(tmp_path / "weak")
 
 
 # ------------------------------------------------------------------ format version 2

@@ -2,6 +2,7 @@
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from router_ml.learn.protocols import PROTOCOLS, QuestionIndex, fold, protocol_folds, question_key
@@ -56,7 +57,48 @@ def test_extra_sources_drop_test_questions(shared):
     assert all("arena-hard" in set(f.train.sources) for f in folds)
     assert set(PROTOCOLS) == {"mmlu", "mmlu-subjects", "gsm8k", "mmlu-to-gsm8k", "arena-hard",
                               "alpaca-eval", "loso-mmlu", "loso-gsm8k", "loso-arena-hard",
-                              "dcrouter", "alpaca-tiers"}
+                              "dcrouter", "alpaca-tiers", "arena-rated", "arena-battles"}
+
+
+def test_real_chat_protocols(shared):
+    """arena-rated: the 236 rated prompts not in arena-hard-v1 with their difficulty; the
+    length baseline's rho is DESIGN's 0.14. arena-battles: the battles between models 100 Elo
+    apart. Training rows never hold a test prompt, through any source."""
+    from router_ml.learn import arena
+    from router_ml.learn.protocols import QuestionIndex, with_outcomes
+
+    (rated,) = with_outcomes(protocol_folds("arena-rated", shared, extra=("arena-hard",)),
+                             data_dir=shared)
+    assert len(rated.test) == len(set(rated.test.prompts)) == 236
+    assert rated.difficulty.shape == (236,) and 0 <= rated.difficulty.min() < rated.difficulty.max() <= 10
+    length = arena.rated_metric([len(p) for p in rated.test.prompts], rated.difficulty)
+    assert length["rho"] == pytest.approx(0.14, abs=0.015) and 0.03 < length["se"] < 0.1
+    index = QuestionIndex(rated.test.prompts)
+    for rows in (rated.train, rated.outcomes):
+        assert not any(p in index for p in rows.prompts)
+    assert "arena-rated" in set(rated.outcomes.sources)  # the other rated prompts teach
+    assert len(rated.outcomes.models) > 20 and rated.dropped > 236
+    (battles,) = protocol_folds("arena-battles", shared)
+    q = battles.test.quality
+    assert len(battles.test) > 500 and set(np.unique(q[:, 0])) <= {0.0, 0.5, 1.0}
+    np.testing.assert_array_equal(q[:, 0] + q[:, 1], 1.0)
+    assert q[:, 0].mean() > 0.6  # the stronger model wins more often than it loses
+
+
+def test_bradley_terry_recovers_planted_ratings():
+    from router_ml.learn import arena
+
+    rng = np.random.default_rng(0)
+    true = {"a": 200.0, "b": 0.0, "c": -200.0}
+    battles = []
+    for _ in range(3000):
+        x, y = rng.choice(list(true), 2, replace=False)
+        p = 1 / (1 + 10 ** ((true[y] - true[x]) / 400))
+        battles.append({"model_a": x, "model_b": y,
+                        "winner": "model_a" if rng.random() < p else "model_b"})
+    got = arena.bradley_terry(battles)
+    for m in true:
+        assert got[m] == pytest.approx(true[m], abs=30)
 
 
 def test_unknown_protocol():

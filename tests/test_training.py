@@ -110,3 +110,57 @@ def test_other_heads_are_kept_only_when_they_win_by_more_than_their_error(tmp_pa
         assert router.training["heads"] == kept
         assert ("load with numpy alone" in caplog.text) is (kept == "logistic")
         assert ("needs scikit-learn to load" in caplog.text) is (kept == "kNN")
+
+
+def test_the_difficulty_estimator_learns_from_other_models_outcomes(tmp_path):
+    """A pair with few rows and other models' outcomes on other prompts: the difficulty learned
+    from every outcome sends the hard kind of prompt to the strong model, the pair's score is
+    1 - q_weak, and the saved router gives the same scores."""
+    from router_ml import load_router
+    from router_ml.learn.labels import Rows
+
+    rng = np.random.default_rng(0)
+    kinds = ["prove the theorem about", "say hello to"]
+
+    def rows(n, models, source, p_ok):
+        prompts, Q = [], []
+        for i in range(n):
+            hard = i % 2 == 0
+            prompts.append(f"{kinds[0 if hard else 1]} item {source} {i}")
+            Q.append([float(rng.random() < p_ok(m, hard)) for m in models])
+        src = np.array([source] * n, dtype=object)
+        return Rows(prompts, np.array(Q), tuple(models), src, src)
+
+    pair = rows(40, ["big", "small"], "mine", lambda m, hard: 0.9 if m == "big" or not hard else 0.3)
+    others = rows(400, ["x", "y", "z"], "public", lambda m, hard: 0.2 if hard else 0.9)
+    config = training.TrainConfig(estimator="difficulty", encoder="tfidf", extra=(),
+                                  length_prior=False, coverage=None)
+    router = training.fit_router(pair, config, outcomes=others)
+    assert router.score_rule == "weak" and router.training["heads"] == "difficulty"
+    assert router.training["n_outcomes"] == 440 and router.training["outcome_models"] == 5
+    hard, easy = router.score(["prove the theorem about item new 1", "say hello to item new 2"])
+    assert hard > easy
+    V = router.predict_quality(["prove the theorem about item new 1"])
+    assert router.score(["prove the theorem about item new 1"])[0] == pytest.approx(1 - V[0, 1])
+    router.save(tmp_path / "r")
+    again = load_router(tmp_path / "r")
+    assert again.score_rule == "weak"
+    probes = ["prove the theorem about item new 1", "say hello to item new 2"]
+    np.testing.assert_allclose(again.score(probes), router.score(probes), atol=1e-12)
+
+
+@pytest.mark.slow
+def test_make_train_rebuilds_the_committed_default_router_byte_for_byte(shared, tmp_path):
+    """The committed models/default is what training builds from the data and the committed
+    static embedding, on any machine: every file the same, byte for byte."""
+    from pathlib import Path
+
+    from router_ml.cli.commands import train_main
+
+    committed = Path(__file__).resolve().parent.parent / "models" / "default"
+    out = tmp_path / "default"
+    assert train_main(["--out", str(out), "--no-tracking", "--data-dir", str(shared)]) == 0
+    names = sorted(p.name for p in committed.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names
+    for name in names:
+        assert (out / name).read_bytes() == (committed / name).read_bytes(), name

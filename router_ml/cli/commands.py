@@ -118,6 +118,12 @@ def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[di
     from router_ml.core.prices import row_costs
     from router_ml.learn import evaluation
 
+    if folds[0].difficulty is not None:  # arena-rated: the score against the difficulty
+        from router_ml.learn.arena import rated_metric
+
+        f = folds[0]
+        scores = routers[f.k].score(f.test.prompts)
+        return rated_metric(scores, f.difficulty), None
     if len(folds[0].test.models) == 2:
         scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
         picks = np.concatenate([routers[f.k].route_arrays(f.test.prompts).index for f in folds])
@@ -209,7 +215,14 @@ def _tokenizer_argument(p: argparse.ArgumentParser) -> None:
 
 def train_parser() -> argparse.ArgumentParser:
     from router_ml.learn.labels import TARGETS
-    from router_ml.learn.training import CLASSIFIER_CHOICES, ENCODER_PARTS, SELECT_BY, TrainConfig
+    from router_ml.learn.training import (
+        CLASSIFIER_CHOICES,
+        DEFAULT_ROUTER,
+        ENCODER_PARTS,
+        ESTIMATORS,
+        SELECT_BY,
+        TrainConfig,
+    )
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -235,9 +248,19 @@ def train_parser() -> argparse.ArgumentParser:
                    "input/output tokens) over the built-in table; stored in the router")
     p.add_argument("--strong", help=f"strong model of a pair (protocols: {STRONG_MODEL})")
     p.add_argument("--weak", help=f"weak model of a pair (protocols: {WEAK_MODEL})")
-    p.add_argument("--encoder", default=d.encoder,
+    p.add_argument("--estimator", choices=ESTIMATORS, default=None,
+                   help="difficulty: one difficulty shared by every model, learned from every "
+                        "model's outcomes (the default router; what transfers to other "
+                        "traffic); heads: per-model heads on the training rows (the default "
+                        "with --table: your own traffic)")
+    p.add_argument("--outcomes", default=None,
+                   help="with --estimator difficulty: the sources whose every model's outcomes "
+                        f"it also learns from, comma-separated (default: "
+                        f"{','.join(DEFAULT_ROUTER.outcomes)}; none with --table), '' for none")
+    p.add_argument("--encoder", default=None,
                    help=f"feature parts joined by '+', from {', '.join(ENCODER_PARTS)} "
-                        "(default %(default)s)")
+                        f"(default: {DEFAULT_ROUTER.encoder} for difficulty, {d.encoder} for "
+                        "heads)")
     p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
                    "(default: chosen by cross-validation in the training rows)")
@@ -263,9 +286,11 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-by", choices=SELECT_BY, default=d.select_by,
                    help="choose the heads on shuffled folds, by leaving one source out, or by "
                         "the mean of the two")
+    p.add_argument("--length-prior", dest="length_prior", action="store_true", default=None,
+                   help="two models: blend the learned score with the prompt's length where "
+                        "that routes the out-of-fold rows better (default with heads)")
     p.add_argument("--no-length-prior", dest="length_prior", action="store_false",
-                   help="two models: keep the learned score alone (by default it is blended "
-                        "with the prompt's length where that routes the out-of-fold rows better)")
+                   help="two models: keep the learned score alone (default with difficulty)")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")
@@ -279,17 +304,26 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
-    from router_ml.learn.training import TrainConfig
+    from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig
 
     lam_target = args.budget is not None or args.dearest_share is not None
-    return TrainConfig(encoder=args.encoder, classifier=args.classifier, C=args.C,
+    estimator = args.estimator or ("heads" if args.table else "difficulty")
+    base = DEFAULT_ROUTER if estimator == "difficulty" else TrainConfig()
+    outcomes = (() if estimator != "difficulty" else
+                (base.outcomes if args.outcomes is None and not args.table
+                 else tuple(s for s in (args.outcomes or "").split(",") if s)))
+    return TrainConfig(estimator=estimator, outcomes=outcomes,
+                       encoder=args.encoder or base.encoder,
+                       length_prior=(base.length_prior if args.length_prior is None
+                                     else args.length_prior),
+                       classifier=args.classifier, C=args.C,
                        target=args.target,
                        min_pgr=None if args.share is not None else args.min_pgr,
                        share=args.share, max_drop=None if lam_target else args.max_drop,
                        budget=args.budget, dearest_share=args.dearest_share, delta=args.delta,
                        random_state=args.seed, n_jobs=args.jobs,
                        tokenizer=str(args.tokenizer) if args.tokenizer else None,
-                       select_by=args.select_by, length_prior=args.length_prior,
+                       select_by=args.select_by,
                        extra=(TrainConfig().extra if args.extra is None and not args.table
                               else tuple(s for s in (args.extra or "").split(",") if s)))
 
@@ -338,7 +372,7 @@ def _table_rows(args, config):
 
 def _train(args) -> int:
     from router_ml.learn.price_fit import METHOD, router_prices
-    from router_ml.learn.protocols import all_training_rows
+    from router_ml.learn.protocols import all_training_rows, outcome_rows, with_outcomes
     from router_ml.learn.tracking import Tracker
     from router_ml.learn.training import fit_router
 
@@ -354,6 +388,8 @@ def _train(args) -> int:
         if args.protocol:
             folds = protocol_folds(args.protocol, args.data_dir, strong=strong, weak=weak,
                                    extra=config.extra)
+            if config.outcomes:
+                folds = with_outcomes(folds, config.outcomes, args.data_dir)
             prices = protocol_prices(args.protocol, args.data_dir) \
                 if args.protocol in MULTI_PROTOCOLS else None
             routers = {}
@@ -362,7 +398,7 @@ def _train(args) -> int:
                       + f" on {len(f.train)} rows"
                       + (f" ({f.dropped} rows of other sources dropped: they match test "
                          "questions)" if f.dropped or config.extra else ""), flush=True)
-                routers[f.k] = fit_router(f.train, config, prices)
+                routers[f.k] = fit_router(f.train, config, prices, outcomes=f.outcomes)
             report, data = evaluate_rows(routers, folds, prices,
                                          next(iter(routers.values())).tokenizer)
             out.mkdir(parents=True, exist_ok=True)
@@ -372,18 +408,23 @@ def _train(args) -> int:
                                 **{k: v for k, v in report.items() if not isinstance(v, list)}}
                 r.save(out if f.k is None else out / f"fold-{f.k}")
             plot = out / "curve.png"
-            _plot(data, plot, f"{args.protocol}: cost-quality curve")
             (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             print()
             heads = sorted({r.training.get("heads", config.classifier) for r in routers.values()})
             title = f"{args.protocol} (test rows, {config.encoder} + {'/'.join(heads)} heads)"
-            print(format_report(title, report) if isinstance(data, tuple)
-                  else format_multi(title, report))
-            print(f"\ncurve: {plot}\nrouter: {out}")
+            if data is None:  # arena-rated: a rank correlation, no curve
+                print(f"{title}\nSpearman's rho of the score with the prompts' difficulty: "
+                      f"{report['rho']:.3f} ± {report['se']:.3f} (bootstrap) on {report['n']} "
+                      f"prompts\nrouter: {out}")
+            else:
+                _plot(data, plot, f"{args.protocol}: cost-quality curve")
+                print(format_report(title, report) if isinstance(data, tuple)
+                      else format_multi(title, report))
+                print(f"\ncurve: {plot}\nrouter: {out}")
+                run.log_artifact(plot)
             if len(folds) == 1:
                 print(describe_knob(routers[folds[0].k]))
             log_report(run, report)
-            run.log_artifact(plot)
         else:
             if args.table:
                 train = _table_rows(args, config)
@@ -400,8 +441,12 @@ def _train(args) -> int:
             prices, derived = router_prices(train, args.prices, tokenizer)
             for m, d in derived.items():
                 print(f"price of {m} from its observed costs: {d.describe()}")
-            print(f"training on {len(train)} rows, models: {', '.join(train.models)}", flush=True)
-            router = fit_router(train, config, prices)
+            outcomes = outcome_rows(config.outcomes, args.data_dir) if config.outcomes else None
+            print(f"training on {len(train)} rows, models: {', '.join(train.models)}"
+                  + (f"; difficulty also from {len(outcomes)} rows of every model's outcomes "
+                     f"({', '.join(config.outcomes)})" if outcomes is not None else ""),
+                  flush=True)
+            router = fit_router(train, config, prices, outcomes=outcomes)
             if derived:
                 router.training["prices_from_costs"] = {
                     "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
@@ -508,10 +553,18 @@ def _evaluate(args) -> int:
             if prices is not None:
                 raise ValueError("baselines are for pair protocols")
             name = args.baseline
-            scores, qs, qw, _ = pooled_scores(
-                folds, lambda f: baseline_scores(args.baseline, f.test.prompts, args.seed))
-            report, data = evaluation.evaluate(scores, qs, qw).to_dict(), (scores, qs, qw)
             routers = None
+            if folds[0].difficulty is not None:  # arena-rated
+                from router_ml.learn.arena import rated_metric
+
+                f = folds[0]
+                report = rated_metric(baseline_scores(args.baseline, f.test.prompts, args.seed),
+                                      f.difficulty)
+                data = None
+            else:
+                scores, qs, qw, _ = pooled_scores(
+                    folds, lambda f: baseline_scores(args.baseline, f.test.prompts, args.seed))
+                report, data = evaluation.evaluate(scores, qs, qw).to_dict(), (scores, qs, qw)
         else:
             name = args.model.name
             if len(folds) > 1:
@@ -534,15 +587,20 @@ def _evaluate(args) -> int:
     out = args.report or args.root / "reports" / f"{name}-{where}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     plot = args.plot or out.with_suffix(".png")
-    _plot(data, plot, f"{where}: {name}")
+    if data is not None:
+        _plot(data, plot, f"{where}: {name}")
     payload = {"protocol": None if args.table else args.protocol,
                "table": str(args.table) if args.table else None,
                "router": str(args.model) if args.model else None,
                "baseline": args.baseline, **report,
                "published": None if args.table else PUBLISHED.get(args.protocol)}
     out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(format_report(f"{where}: {name}", report) if isinstance(data, tuple)
-          else format_multi(f"{where}: {name}", report))
+    if data is None:
+        print(f"{where}: {name}\nSpearman's rho of the score with the prompts' difficulty: "
+              f"{report['rho']:.3f} ± {report['se']:.3f} (bootstrap) on {report['n']} prompts")
+    else:
+        print(format_report(f"{where}: {name}", report) if isinstance(data, tuple)
+              else format_multi(f"{where}: {name}", report))
     if "at_knob" in report:
         print(format_knob(report))
     print(f"\nreport: {out}\ncurve: {plot}")

@@ -4,7 +4,8 @@ Layout (format version 3)::
 
     manifest.json          format version, versions, encoder spec, estimator type and heads,
                            candidate models and their prices, the knob (threshold or lam) and
-                           its calibration, the length prior of a pair (or null), training and
+                           its calibration, the length prior of a pair (or null), how a pair's score
+                           comes from the predicted qualities, training and
                            evaluation summaries, the sha256 of every other file, and its own
                            sha256
     encoder.<part>.npy     arrays (numpy, allow_pickle=False)
@@ -21,7 +22,8 @@ Logistic heads are stored as plain arrays: loading them needs no skops, whose im
 takes seconds (it imports every scikit-learn estimator), and the files are byte-identical for
 identical fits. Version-1 artifacts (a strong/weak pair, ``classifier.*`` files, the
 threshold at the top level) still load: :func:`_load_v1` turns them into the same router.
-Version 2 is version 3 without the prior (tests/fixtures/artifact-v2).
+Version 2 is version 3 without the prior (tests/fixtures/artifact-v2); version 3 is version 4
+with a pair's score always the gain (tests/fixtures/artifact-v3).
 
 Loading checks, before building anything: the format version is known; the manifest has only
 known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
@@ -66,12 +68,15 @@ from router_ml.errors import (
 # _load_v1), add a saved artifact of the new version as a test fixture next to
 # tests/fixtures/artifact-v1, list the new number in SUPPORTED_VERSIONS and its manifest keys
 # in MANIFEST_KEYS, and never make an old loader less strict than the new one.
+# Version 4 adds the manifest's "score": how a pair's score comes from the predicted qualities
+# ("gain" or "weak", router_ml.core.router.pair_score; a version-3 artifact is "gain",
+# tests/fixtures/artifact-v3).
 # Version 3 adds the manifest's "prior" (router_ml.core.prior.LengthPrior, or null); a version-2
 # artifact has none (tests/fixtures/artifact-v2).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
-SUPPORTED_VERSIONS = (1, 2, 3)
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 
 
 MANIFEST = "manifest.json"
@@ -101,6 +106,7 @@ MANIFEST_KEYS = {
 
 
 MANIFEST_KEYS[3] = MANIFEST_KEYS[2] | {"prior"}
+MANIFEST_KEYS[4] = MANIFEST_KEYS[3] | {"score"}
 
 
 _MAX_MANIFEST_BYTES = 1 << 20
@@ -266,6 +272,7 @@ def save_router(router, path) -> Path:
             "knob": knob,
             "coverage": coverage,
             "prior": None if router.length_prior is None else router.length_prior.to_dict(),
+            "score": router.score_rule,
             "calibration": router.calibration.to_dict(),
             "training": router.training,
             "evaluation": router.evaluation,
@@ -388,6 +395,7 @@ _READ = {1: {V1_CLASSIFIER_FILE, "classifier.coef.npy", "classifier.intercept.np
 
 
 _READ[3] = _READ[2]  # version 3 adds a manifest key, no file
+_READ[4] = _READ[3]  # version 4 adds a manifest key, no file
 
 
 def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:

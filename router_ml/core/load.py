@@ -232,6 +232,13 @@ def load_router(path):
                 router.coverage = Coverage(_load_array(contents[name], folder / name),
                                            cov["tau"], cov["level"], cov["n_calibration"])
                 router.fallback = cov.get("fallback")
+            if version >= 4:
+                from router_ml.core.router import SCORE_RULES
+
+                if manifest["score"] not in SCORE_RULES:
+                    raise ArtifactIntegrityError(f"{folder}: unknown score rule "
+                                                 f"{manifest['score']!r}")
+                router.score_rule = manifest["score"]
             if version >= 3 and manifest.get("prior") is not None:
                 from router_ml.core.prior import LengthPrior
 

@@ -101,6 +101,22 @@ class Routes:
                 f"({self.qualities[i, j]:.3f})")
 
 
+SCORE_RULES = ("gain", "weak")
+
+
+def pair_score(V, rule: str = "gain") -> np.ndarray:
+    """(n,) a pair's score in [0, 1] from its predicted qualities V (n, 2), strong first:
+    ``gain``, 0.5 + (q_strong - q_weak) / 2 (the strong model's expected gain); ``weak``,
+    1 - q_weak (the chance that the weak model's answer falls short: what a difficulty
+    estimator ranks, :mod:`router_ml.learn.difficulty`)."""
+    V = np.asarray(V, dtype=np.float64)
+    if rule == "gain":
+        return np.clip(0.5 + 0.5 * (V[:, 0] - V[:, 1]), 0.0, 1.0)
+    if rule == "weak":
+        return np.clip(1.0 - V[:, 1], 0.0, 1.0)
+    raise ValueError(f"score rule must be one of {SCORE_RULES}, got {rule!r}")
+
+
 class Router:
     """Encoder + estimator -> predicted quality per model; a knob -> the model to call.
 
@@ -140,6 +156,8 @@ class Router:
         self.coverage = None  # a router_ml.core.coverage.Coverage, set by training
         # two models: a router_ml.core.prior.LengthPrior blended into the score, set by training
         self.length_prior = None
+        # two models: how the score comes from the predicted qualities (see pair_score)
+        self.score_rule = "gain"
         # counts a prompt's input tokens for its cost (see router_ml.core.prices.prompt_costs;
         # None: ceil(len / 4)); not saved: set it again after load_router
         self.tokenizer = None
@@ -272,22 +290,23 @@ class Router:
 
     def score(self, prompts) -> np.ndarray:
         """Two-model routers: (n,) float64 in [0, 1], higher meaning the strong model is more
-        needed: 0.5 + (q_strong - q_weak) / 2 from the predicted qualities, or, with a
-        ``length_prior`` (set by training), that score blended with the prompt's length
-        (see :mod:`router_ml.core.prior`)."""
+        needed: :func:`pair_score` of the predicted qualities by the router's ``score_rule``
+        (the gain 0.5 + (q_strong - q_weak) / 2, or 1 - q_weak for a difficulty estimator),
+        with a ``length_prior`` (set by training) as its share of the training rows, blended
+        with the prompt's length (see :mod:`router_ml.core.prior`)."""
         self._pair()
         texts = self._texts(prompts)
         return self._pair_score(self._predict(texts)[0], texts)
 
     def _pair_score(self, V, texts) -> np.ndarray:
-        s = self._score(V)
+        s = pair_score(V, self.score_rule)
         if self.length_prior is not None:
             s = self.length_prior.apply(s, [len(t) for t in texts])
         return s
 
     @staticmethod
     def _score(V) -> np.ndarray:
-        return np.clip(0.5 + 0.5 * (V[:, 0] - V[:, 1]), 0.0, 1.0)
+        return pair_score(V, "gain")
 
     def costs(self, prompts) -> np.ndarray:
         """(n, len(models)) estimated USD per prompt and model from the router's prices

@@ -75,6 +75,22 @@ def concat(parts: Sequence[Rows]) -> Rows:
                 np.concatenate([p.sources for p in parts]), costs)
 
 
+def union(parts: Sequence[Rows]) -> Rows:
+    """Rows of parts whose models may differ: one column per model met, in order of first
+    appearance, NaN where a part has no outcome of that model (observed costs are dropped)."""
+    models = []
+    for p in parts:
+        models += [m for m in p.models if m not in models]
+    blocks = []
+    for p in parts:
+        q = np.full((len(p), len(models)), np.nan)
+        q[:, [models.index(m) for m in p.models]] = p.quality
+        blocks.append(q)
+    return Rows([x for p in parts for x in p.prompts], np.concatenate(blocks), tuple(models),
+                np.concatenate([p.groups for p in parts]),
+                np.concatenate([p.sources for p in parts]))
+
+
 def check_models(ds, models: Sequence[str]) -> list[str]:
     """The models, each a model of ``ds`` (exact names); UnknownModelError lists the known ones."""
     known = models_of(ds)

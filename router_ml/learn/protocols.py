@@ -20,9 +20,20 @@ Multi-model protocols (:data:`MULTI_PROTOCOLS`; prices from :func:`protocol_pric
 - ``alpaca-tiers``: 5 folds by fold(instruction) on alpaca-eval-pairs, the candidates and
   prices of its tiers.json.
 
+Real-chat protocols (:data:`CHAT_PROTOCOLS`, :mod:`router_ml.learn.arena`): a configuration is
+trained on every row it trains on, minus the test prompts, and tested on real Chatbot Arena
+prompts:
+
+- ``arena-rated``: the 236 rated prompts not in arena-hard-v1; Spearman's rho between the
+  router's score and the prompts' difficulty (``Fold.difficulty``, 10 - the mean GPT-4 grade
+  of 11 models' answers).
+- ``arena-battles``: the battles between models at least 100 Elo points apart; APGR with the
+  stronger model's vote as its quality.
+
 Test questions never reach training through another source: every training row from a
 source other than the test rows' whose normalised question matches a test row is dropped
-and counted (``Fold.dropped``); so are extra sources' rows (``extra=("arena-hard",)``).
+and counted (``Fold.dropped``); so are extra sources' rows (``extra=("arena-hard",)``) and the
+rows of every model's outcomes (``outcomes=``, for the difficulty estimator).
 """
 
 from __future__ import annotations
@@ -31,11 +42,11 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from router_ml.learn.labels import Rows, concat, pair_data, rows_of
+from router_ml.learn.labels import Rows, concat, pair_data, rows_of, union
 from router_ml.learn.sources import load_source, models_of
 
 logger = logging.getLogger(__name__)
@@ -46,7 +57,11 @@ WEAK_MODEL = "Mixtral-8x7B-Instruct-v0.1"
 PAIR_PROTOCOLS = ("mmlu", "mmlu-subjects", "gsm8k", "mmlu-to-gsm8k", "arena-hard", "alpaca-eval",
                   "loso-mmlu", "loso-gsm8k", "loso-arena-hard")
 MULTI_PROTOCOLS = ("dcrouter", "alpaca-tiers")
-PROTOCOLS = PAIR_PROTOCOLS + MULTI_PROTOCOLS
+CHAT_PROTOCOLS = ("arena-rated", "arena-battles")
+PROTOCOLS = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS
+# the sources of every model's outcomes that the difficulty estimator learns from (alpaca-eval
+# is left out: its judge is the strong model, and as difficulty it ranks chat prompts worse)
+OUTCOME_SOURCES = ("mmlu", "gsm8k", "arena-hard", "dcrouter", "arena-rated")
 _LOSO = ("mmlu", "gsm8k", "arena-hard")
 N_FOLDS = 5
 
@@ -113,6 +128,10 @@ class Fold:
     train: Rows
     test: Rows
     dropped: int = 0
+    # every model's outcomes on other prompts, for the difficulty estimator (with_outcomes)
+    outcomes: Rows | None = None
+    # arena-rated: the test prompts' difficulty (10 - mean grade), the truth of its metric
+    difficulty: np.ndarray | None = None
 
 
 def _pair_rows(source: str, data_dir, strong: str, weak: str) -> Rows:
@@ -155,6 +174,9 @@ def protocol_folds(
     if name in MULTI_PROTOCOLS:
         folds = _multi_folds(name, data_dir)
         return with_extra(folds, extra, data_dir) if extra else folds
+    if name in CHAT_PROTOCOLS:
+        folds = [_chat_fold(name, data_dir, strong, weak)]
+        return with_extra(folds, extra, data_dir) if extra else folds
     if name == "mmlu":
         rows = _pair_rows("mmlu", data_dir, strong, weak)
         f = np.array([fold(p) for p in rows.prompts])
@@ -180,6 +202,54 @@ def protocol_folds(
                         name, k, dropped)
         folds.append(Fold(name, k, train, test, dropped))
     return with_extra(folds, extra, data_dir) if extra else folds
+
+
+def _chat_fold(name: str, data_dir, strong: str, weak: str) -> Fold:
+    """A real-chat protocol's one split: train on the pair's rows of MMLU and GSM8K (plus the
+    extra and outcome sources of the configuration, added later) minus the test prompts."""
+    from router_ml.learn import arena
+
+    battles = arena.load_arena_battles(data_dir)
+    difficulty = None
+    if name == "arena-rated":
+        prompts, difficulty = battles.rated_prompts()
+        q = np.full((len(prompts), 2), np.nan)
+    else:
+        prompts, qs, qw = arena.battle_rows(battles)
+        q = np.column_stack([qs, qw])
+    src = np.array([name] * len(prompts), dtype=object)
+    test = Rows(list(prompts), q, ("stronger", "weaker"), src, src)
+    train, dropped = _filtered(all_training_rows(data_dir, strong=strong, weak=weak), test)
+    return Fold(name, None, train, test, dropped, difficulty=difficulty)
+
+
+def outcome_rows(sources: Sequence[str] = OUTCOME_SOURCES, data_dir=None) -> Rows:
+    """Every model's outcomes on the prompts of the sources (``arena-rated``: the rated
+    prompts' grade as one pseudo-model), joined with one column per model met."""
+    from router_ml.learn.arena import load_arena_rated
+
+    parts = []
+    for name in sources:
+        ds = load_arena_rated(data_dir) if name == "arena-rated" else load_source(name, data_dir)
+        parts.append(rows_of(ds, models_of(ds)))
+    return union(parts)
+
+
+def with_outcomes(folds: Sequence[Fold], sources: Sequence[str] = OUTCOME_SOURCES,
+                  data_dir=None) -> list[Fold]:
+    """The folds with every model's outcomes of the sources, minus the rows that match a test
+    question of the fold (counted in ``Fold.dropped``)."""
+    if not folds or not sources:
+        return list(folds)
+    rows = outcome_rows(sources, data_dir)
+    out = []
+    for f in folds:
+        index = QuestionIndex(f.test.prompts)
+        keep = np.array([p not in index for p in rows.prompts], dtype=bool)
+        logger.info("%s fold %s: dropped %d outcome rows that match a test question",
+                    f.protocol, f.k, int((~keep).sum()))
+        out.append(replace(f, outcomes=rows.subset(keep), dropped=f.dropped + int((~keep).sum())))
+    return out
 
 
 def _multi_folds(name: str, data_dir) -> list[Fold]:
@@ -248,7 +318,7 @@ def with_extra(folds: Sequence[Fold], extra: Sequence[str], data_dir=None) -> li
             kept.append(e.subset(mask))
         logger.info("%s fold %s: dropped %d extra rows that match a test question",
                     f.protocol, f.k, dropped)
-        out.append(Fold(f.protocol, f.k, concat(kept), f.test, f.dropped + dropped))
+        out.append(replace(f, train=concat(kept), dropped=f.dropped + dropped))
     return out
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.core.router import Router
+from router_ml.core.router import Router, pair_score
 from router_ml.learn.labels import TARGETS, Rows
 
 logger = logging.getLogger(__name__)
 
-ENCODER_PARTS = ("tfidf", "stats", "surface", "static", "static256", "minilm")
+ENCODER_PARTS = ("tfidf", "stats", "surface", "length", "static", "static256", "minilm")
 CLASSIFIER_CHOICES = ("auto", "logreg", "knn", "mlp", "hgb")
 C_GRID = (0.03, 0.1, 0.3)
 # with select_by="sources": held-out sources favour stronger regularisation
@@ -56,7 +56,8 @@ class TrainConfig:
     router keeps it in memory as ``router.tokenizer`` (it is not saved: set it after loading).
     coverage: the share of held-out training prompts that count as covered (see
     :mod:`router_ml.core.coverage`; None: no coverage signal). fallback: the model for uncovered
-    prompts (default: the strong model of a pair, none for more models).
+    prompts (default none: coverage is a signal, logged and reported; a short everyday prompt
+    unlike the training rows is no reason to call the dearest model).
     select_by: how the heads are chosen: ``folds`` (shuffled folds of all training rows),
     ``sources`` (leave one source out: each held-out source is traffic the heads did not see,
     over the wider ``C_GRID_SOURCES``) or ``both`` (the mean of the two scores: seen and unseen
@@ -73,6 +74,17 @@ class TrainConfig:
     is also predicted by a model fitted without it. ``both`` has a lower suite mean (``make
     bench-quality``: ``prior-both``), so it stays an option.
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
+    estimator: ``heads`` (the :class:`~router_ml.learn.estimator.QualityEstimator`'s heads on
+    the training rows: ``target``, ``classifier``, ``C``, ``select_by`` apply) or
+    ``difficulty`` (:class:`~router_ml.learn.difficulty.DifficultyEstimator`: one difficulty
+    shared by every model, learned from every model's outcomes on the training rows and on
+    the ``outcomes`` sources; a pair's score is then 1 - q_weak, see
+    :func:`router_ml.core.router.pair_score`). The default router (:data:`DEFAULT_ROUTER`)
+    uses ``difficulty``, what transfers to traffic it was not trained on; a team's own logs
+    train ``heads`` by default.
+    outcomes: with ``difficulty``, the sources whose every model's outcomes it learns from as
+    well (:data:`router_ml.learn.protocols.OUTCOME_SOURCES`; a protocol drops the rows that
+    match its test questions).
     """
 
     encoder: str = "static+surface"
@@ -96,10 +108,13 @@ class TrainConfig:
     select_by: str = "both"
     length_prior: bool = True
     prior_select_by: str = "folds"
+    estimator: str = "heads"
+    outcomes: tuple = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["extra"] = list(self.extra)
+        d["outcomes"] = list(self.outcomes)
         d["tokenizer"] = None if self.tokenizer is None else str(self.tokenizer)
         d.pop("n_jobs")  # how fast, not what: the result does not depend on it
         return d
@@ -139,6 +154,9 @@ def committed_static_encoder(folder=STATIC_DIR):
     return StaticEncoder.from_parts(spec, parts)
 
 
+ESTIMATORS = ("heads", "difficulty")
+
+
 def static_encoder(pca_dims: int = 64, quantize_to: str = "int8"):
     """The static embedding distilled from all-MiniLM-L6-v2. The default, 64 dimensions in
     int8 (a saved router under 3 MB), is read from its committed files
@@ -173,7 +191,8 @@ def build_encoder(spec: str):
     from router_ml.core.transformer import SentenceTransformerEncoder
 
     makers = {"tfidf": TfidfEncoder, "stats": StatsEncoder,
-              "surface": lambda: StatsEncoder(SURFACE_STATS), "static": static_encoder,
+              "surface": lambda: StatsEncoder(SURFACE_STATS),
+              "length": lambda: StatsEncoder(("log_chars",)), "static": static_encoder,
               "static256": lambda: static_encoder(256, "float16"),
               "minilm": SentenceTransformerEncoder}
     names = spec.split("+")
@@ -316,7 +335,7 @@ def _describe(params: dict) -> str:
     return _heads_name(clf) + k + (f", C={params['C']}" if "C" in params else "")
 
 
-def _routing_score(Y, V, costs=None) -> float:
+def _routing_score(Y, V, costs=None, rule: str = "gain") -> float:
     """APGR (two models, no costs) or AIQ of decision values V against qualities Y (rows with
     a missing quality left out); -inf where undefined (e.g. both models equally good)."""
     from router_ml.core.metrics import apgr
@@ -325,7 +344,7 @@ def _routing_score(Y, V, costs=None) -> float:
     Y, V = np.asarray(Y, dtype=np.float64), np.asarray(V, dtype=np.float64)
     try:
         if costs is None:
-            return apgr(Router._score(V), Y[:, 0], Y[:, 1])
+            return apgr(pair_score(V, rule), Y[:, 0], Y[:, 1])
         keep = np.isfinite(Y).all(axis=1)
         names = [str(i) for i in range(Y.shape[1])]
         return evaluate_multi(V[keep], Y[keep], np.asarray(costs)[keep], names).aiq
@@ -333,7 +352,8 @@ def _routing_score(Y, V, costs=None) -> float:
         return float("-inf")
 
 
-def _signal_check(Y, V, costs, value: float, n_boot: int = 100, seed: int = 0) -> dict:
+def _signal_check(Y, V, costs, value: float, n_boot: int = 100, seed: int = 0,
+                  rule: str = "gain") -> dict:
     """How far the out-of-fold routing quality ``value`` is from routing without any signal,
     with a bootstrap standard error over the rows: {"baseline", "se", "no_signal"}. The
     baseline is random routing for two models (APGR 0.5) and, for more, the best mix of single
@@ -355,7 +375,7 @@ def _signal_check(Y, V, costs, value: float, n_boot: int = 100, seed: int = 0) -
     diffs = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(Y), len(Y))
-        v = _routing_score(Y[idx], V[idx], None if C is None else C[idx])
+        v = _routing_score(Y[idx], V[idx], None if C is None else C[idx], rule)
         if np.isfinite(v):
             diffs.append(v - baseline(idx))
     base = baseline(np.arange(len(Y)))
@@ -391,7 +411,56 @@ def out_of_fold(estimator, X, train: Rows, config: TrainConfig, by: str = "folds
     return oof
 
 
-def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
+def _outcome_table(train: Rows, outcomes: Rows | None) -> tuple[Rows, list[int]]:
+    """Every outcome the difficulty estimator learns from: the training rows first (their
+    columns filled from an outcome row of the same source and prompt, which holds every
+    model), then the other outcome rows; and the candidates' columns in it."""
+    from router_ml.learn.labels import union
+
+    if outcomes is None or not len(outcomes):
+        return train, list(range(len(train.models)))
+    table = union([train, outcomes])
+    n = len(train)
+    where = {(s, p): i for i, (s, p) in enumerate(zip(train.sources, train.prompts))}
+    keep = np.ones(len(table), dtype=bool)
+    for j in range(n, len(table)):
+        i = where.get((table.sources[j], table.prompts[j]))
+        if i is not None:
+            missing = np.isnan(table.quality[i])
+            table.quality[i, missing] = table.quality[j, missing]
+            keep[j] = False
+    return table.subset(keep), [table.models.index(m) for m in train.models]
+
+
+def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
+    """Fit ``router``'s encoder and a DifficultyEstimator on every outcome; return the
+    training rows' features and out-of-fold predicted qualities (n, m) of the candidates."""
+    from router_ml.core.prompts import fingerprint
+    from router_ml.learn.difficulty import DifficultyEstimator
+
+    table, cols = _outcome_table(train, outcomes)
+    X_all = router.encoder.fit_transform(table.prompts)
+    X_all = X_all.toarray() if hasattr(X_all, "toarray") else np.asarray(X_all)
+    est = DifficultyEstimator(columns=cols, random_state=config.random_state)
+    oof = np.empty((len(train), len(cols)))
+    for tr, te in _folds(config).split(X_all):
+        fold = DifficultyEstimator(columns=cols, random_state=config.random_state)
+        fold.fit(X_all[tr], table.quality[tr], source=table.sources[tr])
+        te = te[te < len(train)]
+        oof[te] = fold.predict(X_all[te])
+    router.estimator = est.fit(X_all, table.quality, source=table.sources)
+    router.score_rule = "weak"
+    router.fitted_ = True
+    router.length_prior = None
+    router.training = {"n": len(train), "n_outcomes": len(table),
+                       "outcome_models": len(table.models), "alpha": est.alpha_,
+                       "fingerprint": fingerprint(table.prompts,
+                                                  np.nan_to_num(table.quality, nan=-1))}
+    return X_all[:len(train)], oof
+
+
+def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | None = None
+               ) -> Router:
     """Fit a router on ``train`` and calibrate its knob on out-of-fold predictions.
 
     The encoder is fitted on all training prompts (it sees no labels). C is chosen from
@@ -401,7 +470,10 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     that C the rows get out-of-fold decision values (every row predicted by a model that did
     not see it), which calibrate the threshold (two models) or ``lam`` (more models, with
     costs from ``train.costs`` where the rows carry them, else from ``prices``); the router
-    is then refitted on all rows with that C and keeps that knob.
+    is then refitted on all rows with that C and keeps that knob. With ``config.estimator ==
+    "difficulty"`` a :class:`~router_ml.learn.difficulty.DifficultyEstimator` learns from the
+    training rows and every model's ``outcomes`` (rows of other sources and models, e.g.
+    :func:`router_ml.learn.protocols.outcome_rows`), with out-of-fold predictions the same way.
     """
     from router_ml.core.calibration import calibrate, lam_for_target
     from router_ml.core.prompts import fingerprint
@@ -411,9 +483,14 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
     if config.prior_select_by not in SELECT_BY:
         raise ValueError(f"prior_select_by must be one of {', '.join(map(repr, SELECT_BY))}, "
                          f"got {config.prior_select_by!r}")
+    if config.estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
     router = build_router(config, train.models, prices)
-    X = router.encoder.fit_transform(train.prompts)
     pair = len(train.models) == 2
+    difficulty = config.estimator == "difficulty"
+    if difficulty and config.prior_select_by != "folds":
+        raise ValueError("prior_select_by applies to heads; the difficulty estimator's prior "
+                         "is chosen on shuffled folds")
     from router_ml.core.prices import row_costs
 
     tokenizer = None
@@ -423,10 +500,17 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
         tokenizer = load_tokenizer(config.tokenizer)
     costs = None if pair else row_costs(train.prompts, train.models, train.costs, prices,
                                         tokenizer=tokenizer)
-    router.estimator = build_estimator(config).set_params(**_choose_heads(config, X, train, costs))
-    oof = out_of_fold(router.estimator, X, train, config)  # fits clones
-    cv_quality = _routing_score(train.quality, oof, costs)
-    signal = _signal_check(train.quality, oof, costs, cv_quality, seed=config.random_state)
+    rule = "weak" if difficulty else "gain"
+    if difficulty:
+        X, oof = _fit_difficulty(router, train, config, outcomes)
+    else:
+        X = router.encoder.fit_transform(train.prompts)
+        router.estimator = build_estimator(config).set_params(
+            **_choose_heads(config, X, train, costs))
+        oof = out_of_fold(router.estimator, X, train, config)  # fits clones
+    cv_quality = _routing_score(train.quality, oof, costs, rule)
+    signal = _signal_check(train.quality, oof, costs, cv_quality, seed=config.random_state,
+                           rule=rule)
     if signal["no_signal"]:
         what = "APGR" if pair else "AIQ"
         logger.warning(
@@ -436,23 +520,27 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
             "column per model, higher = better) or add rows", what, cv_quality, signal["se"],
             "random" if pair else "the best mix of single models", signal["baseline"],
             "a coin" if pair else "a fixed mix of models")
-    C = router.estimator.C if router.estimator.classifier is None else None
     router.tokenizer = tokenizer
-    router.fit(train.prompts, train.quality, features=X)
+    if difficulty:
+        C = None
+    else:
+        C = router.estimator.C if router.estimator.classifier is None else None
+        router.fit(train.prompts, train.quality, features=X)
     if config.coverage is not None:
         from router_ml.core.coverage import Coverage
 
         router.coverage = Coverage.fit(X, level=config.coverage, random_state=config.random_state)
-        router.fallback = config.fallback if config.fallback is not None else (
-            train.models[0] if pair else None)
+        router.fallback = config.fallback
     fp = fingerprint(train.prompts)
     info = {"config": config.to_dict(), "C": C,
-            "heads": _heads_name(router.estimator.classifier), "sources": sorted(set(train.sources)),
+            "heads": ("difficulty" if difficulty else _heads_name(router.estimator.classifier)),
+            "sources": sorted(set(train.sources) | (set(outcomes.sources) if difficulty
+                                                    and outcomes is not None else set())),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality,
             "cv_signal": signal}
     if pair:
         qs, qw = train.q_strong, train.q_weak
-        score = Router._score(oof)
+        score = pair_score(oof, rule)
         if config.length_prior:
             from router_ml.core.prior import LengthPrior
 
@@ -460,7 +548,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
             held_out, by = None, config.prior_select_by
             if by != "folds" and len(set(train.sources)) > 1:
                 oos = out_of_fold(router.estimator, X, train, config, by="sources")
-                held_out = (Router._score(oos), train.sources)
+                held_out = (pair_score(oos, rule), train.sources)
             prior = LengthPrior.fit(score, lengths, qs, qw, held_out=held_out,
                                     folds=by != "sources")
             info["length_prior_weight"], info["cv_apgr_with_prior"] = prior.weight, prior.apgr_
@@ -489,4 +577,10 @@ def fit_router(train: Rows, config: TrainConfig, prices=None) -> Router:
         router.set_lam(lam, record)
     router.training.update(info)
     return router
+
+
+# The default router's recipe (train.py without --table; make bench-quality's "default"): the
+# difficulty estimator on the static embedding, learned from every model's outcomes
+DEFAULT_ROUTER = TrainConfig(estimator="difficulty", encoder="static", length_prior=False,
+                             outcomes=("mmlu", "gsm8k", "arena-hard", "dcrouter", "arena-rated"))
 
