@@ -326,7 +326,7 @@ class Run:
                                            f"{CIRCUIT_OPEN}: {decision.route} failed "
                                            f"{breaker.failures} times in a row; skipped for "
                                            f"{breaker.cooldown:g} s"))
-                self.model = nxt
+                decision.reason, self.model = "fallback", nxt
 
     def _after(self, model: str, *, errors: bool) -> list:
         ladder = self.policy.ladder
@@ -365,7 +365,7 @@ class Run:
                                        f"({', '.join(sorted(self._tried))}); last error {err}",
                                        d) from error
         d.steps.append(Step(model, nxt, "fallback", err))
-        d.error, self.model = err, nxt
+        d.error, d.reason, self.model = err, "fallback", nxt
 
     def answered(self, c: Completion | str) -> bool:
         """``model`` answered ``c``: check it. True when the request is done; False when the
@@ -392,8 +392,15 @@ class Run:
         if nxt is None or d.escalations >= self.policy.max_escalations:
             return True
         d.steps.append(Step(model, nxt, "escalated", v.message))
-        self.model = nxt
+        d.reason, self.model = "escalated", nxt
         return False
+
+    def broke(self, error: BaseException) -> None:
+        """The answer of ``decision.model`` broke off after it began to stream (too late to move
+        on): record the error; the breaker counts it as a failure."""
+        self.decision.error = f"{type(error).__name__}: {str(error)[:300]}"
+        if self.policy.breaker is not None:
+            self.policy.breaker.failure(self.decision.model)
 
     def finish(self, call: Callable | None = None) -> Decision:
         """Costs and latency on the Decision, quality sampling (``call(model, messages) ->
