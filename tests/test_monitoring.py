@@ -281,3 +281,41 @@ def test_a_judge_reply_without_a_verdict_is_counted(tmp_path):
 
     assert "2 of 4 sampled requests (50.0 %)" in format_report(rep)
     log.close()
+
+
+def test_a_background_flusher_writes_without_flush_calls(tmp_path):
+    log = DecisionLog(tmp_path / "log", flush_seconds=0.05, batch_size=10_000)
+    for i in range(25):
+        log.write(decision(i))
+    reader = DecisionLog(tmp_path / "log")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (tmp_path / "log").exists() and reader.files() and len(reader.read()) == 25:
+            break
+        time.sleep(0.05)
+    assert len(reader.read()) == 25  # nobody called flush or close
+    d = decision(99)
+    log.write(d)
+    log.update(d.request_id, {"strong_better": 1.0, "judge": "B"})
+    log.close()
+    row = [r for r in reader.read() if r["request_id"] == d.request_id][0]
+    assert (row["strong_better"], row["judge"]) == (1.0, "B")
+    with pytest.raises(ValueError, match="unknown decision log columns"):
+        log.update("x", {"nope": 1})
+
+
+def test_a_log_file_of_the_previous_version_gets_the_new_column(tmp_path):
+    import sqlite3
+
+    old = [c for c in COLUMNS if c != "cost_estimated"]
+    (tmp_path / "log").mkdir()
+    con = sqlite3.connect(tmp_path / "log" / "decisions-20231114.sqlite")
+    con.execute(f"CREATE TABLE decisions ({', '.join(old)})")
+    con.execute(f"INSERT INTO decisions ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})",
+                [T0 if c == "ts" else None for c in old])
+    con.commit()
+    con.close()
+    with DecisionLog(tmp_path / "log") as log:
+        log.write(decision(1))
+    rows = DecisionLog(tmp_path / "log").read()
+    assert len(rows) == 2 and [r["cost_estimated"] for r in rows] == [None, 0]
