@@ -143,7 +143,7 @@ async def load(url: str, prompts: list[str], clients: int, seconds: float, max_r
                *, json_share: float = 0.2, timeout: float = 60.0) -> list[dict]:
     """``clients`` concurrent clients for ``seconds`` (at most ``max_requests`` requests) against
     ``url`` (a /v1/chat/completions). One record per request: t (Unix s), ms, status (0: no
-    response), model, reason."""
+    response; then ``error`` says why), model, reason."""
     import httpx
 
     out, sent = [], 0
@@ -166,8 +166,9 @@ async def load(url: str, prompts: list[str], clients: int, seconds: float, max_r
                     r = await client.post(url, json=body)
                     rec = {"status": r.status_code, "model": r.headers.get("x-router-model"),
                            "reason": r.headers.get("x-router-reason")}
-                except httpx.HTTPError:
-                    rec = {"status": 0, "model": None, "reason": None}
+                except httpx.HTTPError as e:
+                    rec = {"status": 0, "model": None, "reason": None,
+                           "error": f"{type(e).__name__}: {e}"}
                 out.append({"t": t, "ms": (time.perf_counter() - t0) * 1000, **rec})
 
         await asyncio.gather(*(worker(k) for k in range(clients)))
@@ -180,9 +181,10 @@ def alert_check(log_dir, t_start: float, t_jump: float, t_end: float, buckets: i
     from router_ml.loop.monitoring import report
 
     width = (t_end - t_start) / buckets
-    before_n = max(2, round((t_jump - t_start) / width))
-    before = report(log_dir, t_start, t_jump, buckets=before_n)
-    after = report(log_dir, t_start, t_jump + width, buckets=before_n + 1)
+    before_n = max(2, int((t_jump - t_start) / width))
+    since = t_jump - before_n * width  # whole buckets before the jump, the last one after it
+    before = report(log_dir, since, t_jump, buckets=before_n)
+    after = report(log_dir, since, t_jump + width, buckets=before_n + 1)
     fired = lambda rep: any(a.startswith("escalations rose") for a in rep["alerts"])  # noqa: E731
     return {"fired_before_jump": fired(before), "fired_after_jump": fired(after),
             "rate_before": before["escalation"]["rate"],

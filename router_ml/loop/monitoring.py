@@ -61,8 +61,11 @@ def _rows(log, since, until) -> list[dict]:
     return sorted((r for r in log if lo <= r["ts"] < hi), key=lambda r: r["ts"])
 
 
-def _escalation(ts, esc, buckets: int) -> dict:
-    edges = np.linspace(ts[0], ts[-1], buckets + 1) if len(ts) > 1 else np.array([ts[0]] * 2)
+def _escalation(ts, esc, buckets: int, lo: float = -np.inf, hi: float = np.inf) -> dict:
+    # the buckets divide the period asked for where it is bounded, else the rows' own span
+    start = lo if np.isfinite(lo) else ts[0]
+    end = hi if np.isfinite(hi) else ts[-1]
+    edges = np.linspace(start, end, buckets + 1)
     idx = np.clip(np.searchsorted(edges, ts, side="right") - 1, 0, buckets - 1)
     out = []
     for b in range(buckets):
@@ -100,7 +103,8 @@ def report(log, since=None, until=None, reference_scores=None, *, prices=None,
     log: a DecisionLog, its folder, or rows as :meth:`DecisionLog.read` returns them.
     reference_scores: the router's scores on its training or calibration prompts; the scores
     of learned decisions are compared with them (PSI over reference deciles, alert above
-    ``psi_alert``; KS test). buckets: time buckets of the escalation trend; a last bucket whose
+    ``psi_alert``; KS test). buckets: time buckets of the escalation trend (equal parts of
+    [since, until) where those are given, else of the rows' span); a last bucket whose
     rate exceeds the earlier ones' by 5 points and 3 standard errors is flagged.
     requests_per_month: traffic for the monthly sampling cost (default: the log's own rate);
     sample_rate: the sampler's rate (default: the share sampled among cheaper answers).
@@ -123,7 +127,7 @@ def report(log, since=None, until=None, reference_scores=None, *, prices=None,
                        "learned": sum(r["route_reason"] == "learned" for r in rows) / n,
                        "mean_router_coverage": float(np.mean(cov)) if cov else None}
     esc = np.array([(r["escalations"] or 0) > 0 for r in rows], float)
-    out["escalation"] = _escalation(ts, esc, buckets)
+    out["escalation"] = _escalation(ts, esc, buckets, _time(since, -np.inf), _time(until, np.inf))
     out["escalation"]["fallback_rate"] = sum(r["reason"] == "fallback" for r in rows) / n
     if out["escalation"]["rising"]:
         b = out["escalation"]["buckets"]
