@@ -259,6 +259,8 @@ class DecisionLog:
                 out += [dict(r) for r in con.execute(
                     "SELECT * FROM decisions WHERE ts >= ? AND ts < ? ORDER BY ts", (lo, hi))]
             except sqlite3.DatabaseError as e:
+                if "no such table: decisions" in str(e):
+                    continue  # a writer has just created the file and not yet its table
                 raise MonitoringError(f"{f}: not a readable decision log ({e})") from None
             finally:
                 con.close()

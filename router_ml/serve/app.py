@@ -123,9 +123,18 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
             return error(400, str(e))
         except PolicyError as e:
             return error(500, str(e), "server_error")
-        timeout = meta.get("timeout")
         params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream",
                                                              "metadata")}
+        try:
+            return await respond(run, body, params, meta.get("timeout"))
+        except BaseException as e:  # the client went away (cancelled): the row is still logged
+            if run.model is not None:
+                run.decision.error = f"{type(e).__name__}: the request ended before an answer"
+                run.model = None
+                run.finish()
+            raise
+
+    async def respond(run, body, params, timeout):
         messages = run.messages
         if not body.get("stream"):
             answer = None
