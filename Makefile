@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
 .PHONY: install test test-fast data train bench-quality bench-peers bench-speed bench-install \
-	bench-serve bench-spark notebook-plot clean
+	bench-serve bench-faults bench-spark notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@# Spark (router-ml score --spark and its tests) needs a Java runtime
@@ -56,6 +56,9 @@ bench-install:
 
 bench-serve: $(STAMP)
 	$(PY) benchmarks/bench_serve.py
+
+bench-faults: $(STAMP)
+	$(PY) benchmarks/bench_faults.py
 
 bench-spark: $(STAMP)
 	$(PY) benchmarks/bench_spark.py

@@ -45,6 +45,11 @@ class TrackingError(RouterMLError):
     """The mlflow tracking server cannot be used."""
 
 
+class VerdictError(RouterMLError, ValueError):
+    """A judge's reply holds no verdict that can be parsed (e.g. ``Sure: answer.``); quality
+    sampling records it as ``unparsed`` and the report counts it."""
+
+
 class ServingError(RouterMLError):
     """The routing endpoint cannot start (no router, no upstream)."""
 

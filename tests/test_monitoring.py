@@ -188,3 +188,134 @@ def test_quality_sampler():
     s = QualitySampler(lambda m, a, b: 0.0, seed=0)
     hits = sum(s.maybe_sample(decision(i), [], call, "gpt-4o", cost) for i in range(3000))
     assert 50 < hits < 130  # 3 % of 3,000
+
+
+# ---------------------------------------------------------------------------- what the policy logs
+
+DEFAULT_MODEL = __import__("pathlib").Path(__file__).resolve().parent.parent / "models" / "default"
+PROMPTS = ["What is 2+2?", "Prove that there are infinitely many primes.",
+           "Write a haiku about the sea.", "Translate 'good morning' into French.",
+           "Solve for x: 3x + 7 = 22.", "Explain TCP and UDP in detail."]
+
+
+@pytest.fixture(scope="module")
+def default_router():
+    from router_ml import load_router
+
+    return load_router(DEFAULT_MODEL)
+
+
+def test_logged_rows_carry_the_routers_coverage(tmp_path, default_router):
+    from router_ml.loop.policy import Policy
+
+    log = DecisionLog(tmp_path / "log")
+    policy = Policy(default_router, log=log)
+    for p in PROMPTS:
+        policy.run(p, lambda model, messages: "an answer")
+    rows = log.read()
+    covered = [bool(d.covered) for d in default_router.route_batch(PROMPTS)]
+    assert [r["coverage"] for r in rows] == [float(c) for c in covered]
+    rep = report(log)
+    assert rep["coverage"]["mean_router_coverage"] == pytest.approx(np.mean(covered))
+    log.close()
+
+
+def test_plain_text_answers_log_the_routers_cost_estimate(tmp_path, default_router):
+    from router_ml.loop.policy import Policy
+
+    log = DecisionLog(tmp_path / "log")
+    policy = Policy(default_router, log=log)
+    for p in PROMPTS:
+        policy.run(p, lambda model, messages: "an answer without token counts")
+    rows = log.read()
+    expected = [d.cost for d in default_router.route_batch(PROMPTS)]
+    assert [r["cost_usd"] for r in rows] == pytest.approx(expected)
+    assert all(r["cost_estimated"] == 1 and r["cost_usd"] > 0 for r in rows)
+    rep = report(log)
+    assert rep["spend"]["usd"] == pytest.approx(sum(expected))
+    assert rep["spend"]["estimated_share"] == 1.0 and rep["spend"]["why_zero"] is None
+    # a client that gives token counts is priced from them, and not marked estimated
+    d = policy.run(PROMPTS[0], lambda model, messages: Completion("x", 1000, 0))
+    assert not d.cost_estimated and d.cost_usd == pytest.approx(
+        default_router.prices[d.model]["input"] * 1000 / 1e6)
+    log.close()
+
+
+def test_a_report_whose_spend_is_all_zero_says_why(tmp_path):
+    rows = []
+    for i in range(5):
+        d = decision(i, model="my-local-model")
+        d.cost_usd = d.strongest_cost_usd = None
+        rows.append(d)
+    with DecisionLog(tmp_path / "log") as log:
+        for d in rows:
+            log.write(d)
+    rep = report(tmp_path / "log")
+    assert rep["spend"]["usd"] == 0 and "my-local-model" in rep["spend"]["why_zero"]
+    from router_ml.loop.monitoring import format_report
+
+    assert "spend is zero" in format_report(rep) and "price" in format_report(rep)
+
+
+def test_a_judge_reply_without_a_verdict_is_counted(tmp_path):
+    from router_ml.loop.labeling import PairwiseJudge
+    from router_ml.loop.policy import Policy, parse_rules
+
+    replies = iter(["Sure: answer.", "[[A]]", "Sure: answer.", "Same. [[C]]"])
+
+    def client(model, messages):
+        return next(replies) if model == "judge" else f"answer of {model}"
+
+    log = DecisionLog(tmp_path / "log")
+    policy = Policy(None, parse_rules({"rules": [{"name": "all", "regex": ".", "model": "cheap"}]}),
+                    ladder=["cheap", "strong"], log=log,
+                    sampler=QualitySampler(PairwiseJudge(client, "judge"), rate=1.0, seed=0))
+    for i in range(4):
+        policy.run(f"question {i}", client)
+    rep = report(log)
+    q = rep["quality"]
+    assert (q["n_sampled"], q["n_judged"], q["n_unparsed"]) == (4, 2, 2)
+    assert q["unparsed_share"] == 0.5
+    assert [r["judge"].startswith("unparsed") for r in log.read()] == [True, False, True, False]
+    from router_ml.loop.monitoring import format_report
+
+    assert "2 of 4 sampled requests (50.0 %)" in format_report(rep)
+    log.close()
+
+
+def test_a_background_flusher_writes_without_flush_calls(tmp_path):
+    log = DecisionLog(tmp_path / "log", flush_seconds=0.05, batch_size=10_000)
+    for i in range(25):
+        log.write(decision(i))
+    reader = DecisionLog(tmp_path / "log")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (tmp_path / "log").exists() and reader.files() and len(reader.read()) == 25:
+            break
+        time.sleep(0.05)
+    assert len(reader.read()) == 25  # nobody called flush or close
+    d = decision(99)
+    log.write(d)
+    log.update(d.request_id, {"strong_better": 1.0, "judge": "B"})
+    log.close()
+    row = [r for r in reader.read() if r["request_id"] == d.request_id][0]
+    assert (row["strong_better"], row["judge"]) == (1.0, "B")
+    with pytest.raises(ValueError, match="unknown decision log columns"):
+        log.update("x", {"nope": 1})
+
+
+def test_a_log_file_of_the_previous_version_gets_the_new_column(tmp_path):
+    import sqlite3
+
+    old = [c for c in COLUMNS if c != "cost_estimated"]
+    (tmp_path / "log").mkdir()
+    con = sqlite3.connect(tmp_path / "log" / "decisions-20231114.sqlite")
+    con.execute(f"CREATE TABLE decisions ({', '.join(old)})")
+    con.execute(f"INSERT INTO decisions ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})",
+                [T0 if c == "ts" else None for c in old])
+    con.commit()
+    con.close()
+    with DecisionLog(tmp_path / "log") as log:
+        log.write(decision(1))
+    rows = DecisionLog(tmp_path / "log").read()
+    assert len(rows) == 2 and [r["cost_estimated"] for r in rows] == [None, 0]

@@ -270,3 +270,57 @@ def test_the_default_ladder_runs_cheapest_first_and_lam_decisions_have_no_thresh
     assert policy.strongest == "azure/gpt-4o"
     d = policy.decide(prompts[0])
     assert d.route_reason == "learned" and d.route in TIERS and d.threshold is None
+
+
+def test_arun_with_an_async_client_and_the_circuit_breaker():
+    import asyncio
+
+    from router_ml.loop.breaker import CircuitBreaker
+
+    calls = []
+
+    async def client(model, messages):
+        calls.append(model)
+        if model == "cheap":
+            raise ConnectionError("refused")
+        return Completion('{"answer": 4}', 10, 5)
+
+    now = [0.0]
+    breaker = CircuitBreaker(failures=2, cooldown=30, clock=lambda: now[0])
+    policy = Policy(None, parse_rules({"rules": [{"name": "all", "regex": ".", "model": "cheap"}]}),
+                    ladder=["cheap", "strong"], breaker=breaker,
+                    validators=[JsonSchemaValid(SCHEMA)])
+    for _ in range(2):
+        d = asyncio.run(policy.arun("q", client))
+        assert (d.model, d.reason) == ("strong", "fallback") and "ConnectionError" in d.error
+    assert breaker.state("cheap") == "open"
+    d = asyncio.run(policy.arun("q", client))  # the open circuit is skipped without a call
+    assert calls == ["cheap", "strong", "cheap", "strong", "strong"]
+    assert d.reason == "fallback" and d.steps[0].message.startswith("CircuitOpen")
+    now[0] = 31.0  # half-open: one trial call, which fails and opens it again
+    d = asyncio.run(policy.arun("q", client))
+    assert calls[-2:] == ["cheap", "strong"] and breaker.state("cheap") == "open"
+    # the sync run shares the breaker; every circuit open: the route is tried anyway
+    breaker.failure("strong"), breaker.failure("strong")
+    with pytest.raises(AllModelsFailedError):
+        Policy(None, parse_rules({"rules": [{"name": "all", "regex": ".", "model": "cheap"}]}),
+               ladder=["cheap"], breaker=breaker).run("q", lambda m, ms: 1 / 0)
+    from router_ml.loop.monitoring import QualitySampler
+
+    with pytest.raises(PolicyError, match="BackgroundSampler"):
+        asyncio.run(Policy(None, parse_rules({"rules": [{"name": "a", "regex": ".", "model": "m"}]}),
+                           sampler=QualitySampler(lambda *a: 1.0)).arun("q", client))
+
+
+def test_run_step_by_step_records_what_a_stream_does():
+    policy = Policy(None, parse_rules({"rules": [{"name": "all", "regex": ".", "model": "cheap"}]}),
+                    ladder=["cheap", "strong"], validators=[JsonValid()])
+    run = policy.start("q")
+    assert run.model == "cheap"
+    assert run.answered(Completion("not json")) is False and run.model == "strong"
+    assert run.decision.reason == "escalated"  # known before the answer is sent
+    assert run.answered('{"a": 1}') is True and run.model is None
+    run.broke(ConnectionError("reset"))
+    d = run.finish()
+    assert (d.model, d.reason, d.validator) == ("strong", "escalated", "passed")
+    assert d.error.startswith("ConnectionError")

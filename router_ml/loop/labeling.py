@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from router_ml.errors import RouterMLError
+from router_ml.errors import RouterMLError, VerdictError
 from router_ml.loop.clients import Completion, LiteLLMClient, Pricer, as_completion
 from router_ml.loop.policy import as_messages, conversation_text
 
@@ -68,6 +68,10 @@ class LabelingError(RouterMLError):
     """Labels cannot be made or read (a judge's reply without a verdict, a log without prompts)."""
 
 
+class UnparsedVerdictError(LabelingError, VerdictError):
+    """The judge answered without a verdict in the expected form."""
+
+
 def prompt_key(prompt: str) -> str:
     """The row key: sha256 of the stripped prompt (as the evaluation folds use)."""
     return hashlib.sha256(prompt.strip().encode("utf-8")).hexdigest()
@@ -84,7 +88,7 @@ class SingleJudge:
             question=conversation_text(messages), answer=answer)}]))
         found = re.findall(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]", c.text)
         if not found:
-            raise LabelingError(f"judge {self.model} gave no 'Rating: [[N]]': {c.text[:200]!r}")
+            raise UnparsedVerdictError(f"judge {self.model} gave no 'Rating: [[N]]': {c.text[:200]!r}")
         return min(10.0, max(1.0, float(found[-1]))), self._pricer(self.model, c) or 0.0
 
 
@@ -105,7 +109,7 @@ class PairwiseJudge:
             question=conversation_text(messages), a=a, b=b)}]))
         found = re.findall(r"\[\[\s*([ABC])\s*\]\]", c.text)
         if not found:
-            raise LabelingError(f"judge {self.model} gave no [[A]], [[B]] or [[C]]: {c.text[:200]!r}")
+            raise UnparsedVerdictError(f"judge {self.model} gave no [[A]], [[B]] or [[C]]: {c.text[:200]!r}")
         v = found[-1]
         strong_pos = "A" if swap else "B"
         return {"strong_better": 0.5 if v == "C" else float(v == strong_pos),

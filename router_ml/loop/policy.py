@@ -1,84 +1,59 @@
 """The routing policy around the learned router: rules, escalation, fallback, and why.
 
-Per request, in this order (:meth:`Policy.run`):
+Per request, in this order (:meth:`Policy.run`, or :meth:`Policy.arun` with an async client):
 
-1. **Rules** (:func:`load_rules`): the first rule whose conditions all hold picks a model or a
-   tier. Conditions read the request metadata (``task``, ``tags``, ``max_latency``) and a
-   regular expression on the prompt text.
+1. **Rules** (:func:`load_rules`, :mod:`router_ml.loop.rules`): the first rule whose conditions
+   all hold picks a model or a tier. Conditions read the request metadata (``task``, ``tags``,
+   ``max_latency``) and a regular expression on the routed text.
 2. **Learned routing**: unmatched requests go to the router (``router.route_batch``).
 3. **Escalation**: after the chosen model answers, the validators (:class:`JsonValid`,
    :class:`JsonSchemaValid`, :class:`NoRefusal`, or any callable) check the answer; on a
    failure the request goes one rung up the ladder (models cheapest first), at most
    ``max_escalations`` times.
 4. **Fallback**: a provider error or timeout moves the request to the next rung, or to the
-   configured ``fallback`` model when the ladder is exhausted.
+   configured ``fallback`` model when the ladder is exhausted. With a
+   :class:`~router_ml.loop.breaker.CircuitBreaker`, a model whose circuit is open is skipped
+   (a ``fallback`` step whose message starts with ``CircuitOpen``).
 
 The :class:`Decision` records each step and why. Deciding (steps 1-2) makes no network call;
 calling a model is the caller's ``client(model, messages)`` callable or :class:`LiteLLMClient`.
+:class:`Run` is one request's way up the ladder, step by step, for callers that make the calls
+themselves (the endpoint's streaming).
 
-Which turns the router reads: an OpenAI-style conversation (a list of ``{"role", "content"}``
-dicts) is scored on its user turns, oldest first and the last user turn at the end, cut from
-the oldest side to the router's ``MAX_CHARS`` (8,000) so the newest turn always counts; system
-and assistant turns are ignored. Rules' ``regex`` matches the same text.
+Which turn the router reads: an OpenAI-style conversation (a list of ``{"role", "content"}``
+dicts) is scored on its last user turn (:func:`router_ml.core.prompts.prompt_text`); system and
+assistant turns are ignored. Rules' ``regex`` matches the same text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from router_ml.errors import RouterMLError
 from router_ml.loop.clients import Completion, LiteLLMClient, Pricer, as_completion
+from router_ml.loop.rules import (
+    LATENCY_CLASSES,
+    PolicyConfig,
+    PolicyError,
+    Rule,
+    RuleConfigError,
+    load_rules,
+    parse_rules,
+)
 from router_ml.loop.validators import (
     JsonSchemaValid,
     JsonValid,
     NoRefusal,
     ValidationResult,
-    _key_path,
     check_answer,
 )
 
-LATENCY_CLASSES = ("realtime", "interactive", "batch")  # tightest first
-_CONDITIONS = ("task", "tags", "regex", "max_latency")
-_TEXT = {"type": "string", "minLength": 1}
-RULES_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "tiers": {"type": "object", "additionalProperties": _TEXT},
-        "ladder": {"type": "array", "items": _TEXT, "minItems": 1, "uniqueItems": True},
-        "fallback": _TEXT,
-        "max_escalations": {"type": "integer", "minimum": 0},
-        "rules": {"type": "array", "items": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name"],
-            "properties": {"name": _TEXT, "task": _TEXT, "tags": {"type": "array", "items": _TEXT},
-                           "regex": _TEXT, "max_latency": {"enum": list(LATENCY_CLASSES)},
-                           "model": _TEXT, "tier": _TEXT},
-            "allOf": [
-                {"oneOf": [{"required": ["model"]}, {"required": ["tier"]}],
-                 "errorMessage": "needs exactly one target: 'model' or 'tier'"},
-                {"anyOf": [{"required": [k]} for k in _CONDITIONS],
-                 "errorMessage": f"needs at least one condition of {', '.join(_CONDITIONS)}"},
-            ]}},
-    },
-}
-
-
-class PolicyError(RouterMLError):
-    """The policy cannot route or answer a request."""
-
-
-class RuleConfigError(PolicyError, ValueError):
-    """A rules file is malformed; the message names the file and the key."""
+OUTPUT_TOKENS = 256  # the router's assumed answer length (router_ml.core.prices.OUTPUT_TOKENS)
+CIRCUIT_OPEN = "CircuitOpen"  # how a step that skipped an open circuit starts its message
 
 
 class AllModelsFailedError(PolicyError):
@@ -87,106 +62,6 @@ class AllModelsFailedError(PolicyError):
     def __init__(self, message: str, decision: "Decision"):
         super().__init__(message)
         self.decision = decision
-
-
-# ---------------------------------------------------------------------------- rules
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A rule: all given conditions must hold. tags: matches when the request has any of them;
-    max_latency: matches requests whose latency class is this one or tighter."""
-
-    name: str
-    model: str
-    task: str | None = None
-    tags: tuple = ()
-    regex: re.Pattern | None = None
-    max_latency: str | None = None
-
-    def matches(self, text: str, meta: Mapping) -> bool:
-        if self.task is not None and meta.get("task") != self.task:
-            return False
-        if self.tags and not set(self.tags) & set(meta.get("tags") or ()):
-            return False
-        if self.max_latency is not None:
-            cls = meta.get("max_latency")
-            if cls not in LATENCY_CLASSES or \
-                    LATENCY_CLASSES.index(cls) > LATENCY_CLASSES.index(self.max_latency):
-                return False
-        return self.regex is None or self.regex.search(text) is not None
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """What a rules file holds: rules (first match wins), tiers {name: model}, the ladder
-    (models cheapest first), the fallback model and the escalation cap."""
-
-    rules: tuple = ()
-    tiers: dict = field(default_factory=dict)
-    ladder: tuple = ()
-    fallback: str | None = None
-    max_escalations: int = 1
-
-
-def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
-    """A :class:`PolicyConfig` from parsed data, validated against :data:`RULES_SCHEMA`.
-    RuleConfigError names ``source`` and every bad key (e.g. ``rules[1].max_latency``)."""
-    import jsonschema
-
-    problems = []
-    for e in sorted(jsonschema.Draft202012Validator(RULES_SCHEMA).iter_errors(data),
-                    key=lambda e: list(map(str, e.absolute_path))):
-        path = list(e.absolute_path)
-        if e.validator == "additionalProperties":
-            allowed = ", ".join(e.schema.get("properties", {}))
-            for key in sorted(set(e.instance) - set(e.schema.get("properties", {}))):
-                problems.append(f"{_key_path([*path, key])}: unknown key (allowed: {allowed})")
-            continue
-        problems.append(f"{_key_path(path)}: {e.schema.get('errorMessage', e.message)}")
-    if problems:
-        raise RuleConfigError(f"{source}: " + "; ".join(problems))
-    tiers = dict(data.get("tiers", {}))
-    rules = []
-    for i, r in enumerate(data.get("rules", [])):
-        if "tier" in r and r["tier"] not in tiers:
-            raise RuleConfigError(f"{source}: rules[{i}].tier: unknown tier {r['tier']!r}; "
-                                  f"define it under [tiers] (known: {', '.join(tiers) or 'none'})")
-        try:
-            rx = re.compile(r["regex"]) if "regex" in r else None
-        except re.error as e:
-            raise RuleConfigError(f"{source}: rules[{i}].regex: not a valid regular "
-                                  f"expression ({e})") from None
-        rules.append(Rule(r["name"], r.get("model") or tiers[r["tier"]], r.get("task"),
-                          tuple(r.get("tags", ())), rx, r.get("max_latency")))
-    return PolicyConfig(tuple(rules), tiers, tuple(data.get("ladder", ())), data.get("fallback"),
-                        int(data.get("max_escalations", 1)))
-
-
-def load_rules(path) -> PolicyConfig:
-    """Read and validate a rules file (.toml, .json, .yaml/.yml); see the README's example."""
-    path = Path(path)
-    if not path.is_file():
-        raise RuleConfigError(f"rules file {path} does not exist")
-    text, suffix = path.read_text(encoding="utf-8"), path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            raise RuleConfigError(f"{path}: use a .toml, .json, .yaml or .yml rules file")
-    except (ValueError, ImportError) as e:  # TOML/JSON/YAML decode errors are ValueErrors
-        if isinstance(e, RuleConfigError):
-            raise
-        raise RuleConfigError(f"{path}: cannot parse ({type(e).__name__}: {e})") from None
-    return parse_rules(data, str(path))
 
 
 # ---------------------------------------------------------------------------- decisions
@@ -205,8 +80,11 @@ class Step:
 @dataclass
 class Decision:
     """Why a request went where it went. route_reason: ``rule`` or ``learned``; reason: the
-    final one (``escalated`` or ``fallback`` when it moved). Costs in USD, times in ms;
-    validator: ``passed``, ``failed`` or ``none`` (no validators)."""
+    final one (``escalated`` or ``fallback`` when it moved). coverage: 1.0 when the router
+    counts the prompt as covered, 0.0 when not, None without a coverage signal. Costs in USD
+    (``cost_estimated``: a call returned no token counts, so its cost is the router's estimate,
+    ceil(characters / 4) input and 256 output tokens), times in ms; validator: ``passed``,
+    ``failed`` or ``none`` (no validators)."""
 
     request_id: str
     prompt_sha256: str
@@ -228,6 +106,7 @@ class Decision:
     output_tokens: int = 0
     cost_usd: float | None = None
     strongest_cost_usd: float | None = None
+    cost_estimated: bool = False
     decision_ms: float = 0.0
     latency_ms: float = 0.0
     time: float = 0.0
@@ -270,14 +149,17 @@ class Policy:
     config's, else ``router.models`` or (weak, strong)); a model off the ladder escalates to
     its first rung. validators: callables checking each answer (see :func:`check_answer`).
     prices: a :class:`router_ml.core.prices.PriceTable` for estimated costs (default: built-in);
-    models without a price get cost None. sampler: quality sampling (see
-    :class:`router_ml.loop.monitoring.QualitySampler`). log: where decisions go (``write(decision)``;
-    a :class:`router_ml.loop.monitoring.DecisionLog` keeps only the text's sha256 unless asked).
+    models without a price get cost None. sampler: quality sampling (a
+    :class:`router_ml.loop.sampling.QualitySampler`, or a
+    :class:`~router_ml.loop.sampling.BackgroundSampler` that samples off the request path).
+    log: where decisions go (``write(decision)``; a :class:`router_ml.loop.decision_log.DecisionLog`
+    keeps only the text's sha256 unless asked). breaker: a
+    :class:`router_ml.loop.breaker.CircuitBreaker` (None: every model is always tried).
     """
 
     def __init__(self, router=None, config: PolicyConfig | None = None, *, rules=None,
                  ladder=None, fallback=None, max_escalations=None, validators=(), prices=None,
-                 sampler=None, log=None):
+                 sampler=None, log=None, breaker=None):
         config = config or PolicyConfig()
         self.router = router
         self.rules = tuple(config.rules if rules is None else rules)
@@ -286,7 +168,7 @@ class Policy:
         self.max_escalations = int(config.max_escalations if max_escalations is None
                                    else max_escalations)
         self.validators = tuple(validators)
-        self.sampler, self.log = sampler, log
+        self.sampler, self.log, self.breaker = sampler, log, breaker
         self._pricer = Pricer(prices)
 
     @staticmethod
@@ -307,10 +189,13 @@ class Policy:
         return self.ladder[-1] if self.ladder else None
 
     # ------------------------------------------------------------------ deciding
-    def decide_batch(self, conversations: Sequence, metadata: Sequence | None = None) -> list:
+    def decide_batch(self, conversations: Sequence, metadata: Sequence | None = None, *,
+                     threshold: float | None = None) -> list:
         """Decisions for a batch (no model call): rules first, the rest in one router call.
         conversations: prompts (str) or OpenAI-style message lists; metadata: one dict
-        (``task``, ``tags``, ``max_latency``) or None per request."""
+        (``task``, ``tags``, ``max_latency``) or None per request. threshold: a pair router's
+        knob in [0, 1] for these requests only (the strong model when score >= threshold;
+        None: the router's own)."""
         t0 = time.perf_counter()
         metadata = metadata if metadata is not None else [None] * len(conversations)
         if len(metadata) != len(conversations):
@@ -332,18 +217,23 @@ class Policy:
                 raise PolicyError(f"{len(learned)} requests match no rule and the policy has "
                                   "no router; add a catch-all rule or pass router=")
             for i, d in zip(learned, self.router.route_batch([texts[i] for i in learned])):
-                out[i] = self._new(texts[i], d.model, "learned", score=float(d.score),
-                                   threshold=None if d.threshold is None else float(d.threshold),
-                                   qualities=getattr(d, "qualities", None),
-                                   coverage=getattr(d, "coverage", None))
+                model, th = d.model, d.threshold
+                if threshold is not None and d.threshold is not None:
+                    th = threshold
+                    model = self.router.strong_model if d.score >= th else self.router.weak_model
+                out[i] = self._new(texts[i], model, "learned", score=float(d.score),
+                                   threshold=None if th is None else float(th),
+                                   qualities=getattr(d, "qualities", None) or None,
+                                   coverage=_coverage(getattr(d, "covered", None)))
         ms = (time.perf_counter() - t0) * 1000 / max(len(texts), 1)
         for d in out:
             d.decision_ms = ms
         return out
 
-    def decide(self, conversation, metadata: Mapping | None = None) -> Decision:
+    def decide(self, conversation, metadata: Mapping | None = None, *,
+               threshold: float | None = None) -> Decision:
         """The decision for one request (see :meth:`decide_batch`)."""
-        return self.decide_batch([conversation], [metadata])[0]
+        return self.decide_batch([conversation], [metadata], threshold=threshold)[0]
 
     def _new(self, text: str, model: str, why: str, **kw) -> Decision:
         return Decision(uuid.uuid4().hex, hashlib.sha256(text.encode("utf-8", "replace"))
@@ -355,76 +245,190 @@ class Policy:
         """Estimated USD of one call from its token counts, None for a model without a price."""
         return self._pricer(model, c)
 
-    def _next(self, model: str, tried: set) -> str | None:
-        rungs = self.ladder[self.ladder.index(model) + 1:] if model in self.ladder else self.ladder
-        return next((m for m in rungs if m not in tried), None)
+    def estimate(self, model: str, c: Completion, text: str) -> tuple[float | None, bool]:
+        """(USD, estimated) of one call: from its token counts, or, when the client gave none,
+        the router's estimate for the routed ``text`` (ceil(characters / 4) input tokens, 256
+        output tokens; estimated True). USD is None for a model without a price."""
+        if c.input_tokens or c.output_tokens:
+            return self._pricer(model, c), False
+        guess = Completion(c.text, math.ceil(len(text) / 4), OUTPUT_TOKENS)
+        return self._pricer(model, guess), True
+
+    def start(self, messages, metadata: Mapping | None = None, *,
+              validators: Sequence | None = None, threshold: float | None = None) -> "Run":
+        """Decide, and return the :class:`Run` that answers the request step by step."""
+        t0 = time.perf_counter()
+        d = self.decide(messages, metadata, threshold=threshold)
+        checks = self.validators if validators is None else tuple(validators)
+        return Run(self, d, as_messages(messages), checks, t0)
 
     def run(self, messages, client: Callable, metadata: Mapping | None = None, *,
-            validators: Sequence | None = None) -> Decision:
+            validators: Sequence | None = None, threshold: float | None = None) -> Decision:
         """Decide, call ``client(model, messages) -> Completion | str``, validate, escalate
         and fall back; log the Decision (also when every model fails, then raise
         :class:`AllModelsFailedError`)."""
-        t0 = time.perf_counter()
-        d = self.decide(messages, metadata)
-        msgs = as_messages(messages)
-        checks = self.validators if validators is None else tuple(validators)
-        tried, model, spent = set(), d.route, []
-        while True:
-            tried.add(model)
+        run = self.start(messages, metadata, validators=validators, threshold=threshold)
+        while run.model is not None:
             try:
-                c = as_completion(client(model, msgs))
+                c = as_completion(client(run.model, run.messages))
             except Exception as e:  # any provider error or timeout: next rung or fallback
-                nxt = self._next(model, tried)
-                if nxt is None and self.fallback and self.fallback not in tried:
-                    nxt = self.fallback
-                err = f"{type(e).__name__}: {str(e)[:300]}"
-                if nxt is None:
-                    d.error, d.model, d.reason = err, model, "fallback" if d.steps else d.reason
-                    self._finish(d, spent, None, t0)
-                    raise AllModelsFailedError(f"request {d.request_id}: every model failed "
-                                               f"({', '.join(sorted(tried))}); last error {err}",
-                                               d) from e
-                d.steps.append(Step(model, nxt, "fallback", err))
-                d.error, model = err, nxt
+                run.failed(e)
                 continue
-            spent.append(self.cost(model, c))
-            d.answer, d.model = c.text, model
-            d.input_tokens += c.input_tokens
-            d.output_tokens += c.output_tokens
-            if not checks:
-                break
-            v = check_answer(checks, c.text)
-            d.validator, d.validator_message = ("passed" if v.ok else "failed"), v.message
-            if v.ok:
-                break
-            nxt = self._next(model, tried)
-            if nxt is None or d.escalations >= self.max_escalations:
-                break
-            d.steps.append(Step(model, nxt, "escalated", v.message))
-            model = nxt
+            run.answered(c)
+        return run.finish(lambda m, ms: as_completion(client(m, ms)))
+
+    async def arun(self, messages, client: Callable, metadata: Mapping | None = None, *,
+                   validators: Sequence | None = None,
+                   threshold: float | None = None) -> Decision:
+        """:meth:`run` with an async ``client(model, messages)`` (awaited). Quality sampling
+        then needs a sampler with its own client (a ``BackgroundSampler``)."""
+        if self.sampler is not None and getattr(self.sampler, "client", None) is None:
+            raise PolicyError("arun samples off the request path: give the policy a "
+                              "router_ml.loop.sampling.BackgroundSampler with a client")
+        run = self.start(messages, metadata, validators=validators, threshold=threshold)
+        while run.model is not None:
+            try:
+                c = as_completion(await client(run.model, run.messages))
+            except Exception as e:
+                run.failed(e)
+                continue
+            run.answered(c)
+        return run.finish()
+
+
+class Run:
+    """One request on its way up the ladder. ``model`` is the model to call next (None when
+    done); report each call with :meth:`answered` or :meth:`failed`, then :meth:`finish`.
+
+        run = policy.start(messages)
+        while run.model is not None:
+            try:
+                c = client(run.model, run.messages)
+            except Exception as e:
+                run.failed(e)      # raises AllModelsFailedError when nothing is left
+                continue
+            run.answered(c)        # validates; may move run.model up a rung
+        decision = run.finish()
+    """
+
+    def __init__(self, policy: Policy, decision: Decision, messages: list, checks: tuple,
+                 t0: float):
+        self.policy, self.decision, self.messages, self.checks = policy, decision, messages, checks
+        self._t0, self._tried, self._spent = t0, set(), []
+        self._last: Completion | None = None
+        self.model: str | None = decision.route
+        breaker = policy.breaker
+        if breaker is not None and not breaker.allow(decision.route):
+            nxt = self._pick(self._after(decision.route, errors=True))
+            if nxt is not None:
+                self._tried.add(decision.route)
+                decision.steps.append(Step(decision.route, nxt, "fallback",
+                                           f"{CIRCUIT_OPEN}: {decision.route} failed "
+                                           f"{breaker.failures} times in a row; skipped for "
+                                           f"{breaker.cooldown:g} s"))
+                decision.reason, self.model = "fallback", nxt
+
+    def _after(self, model: str, *, errors: bool) -> list:
+        ladder = self.policy.ladder
+        rungs = ladder[ladder.index(model) + 1:] if model in ladder else ladder
+        out = [m for m in rungs if m not in self._tried and m != model]
+        fb = self.policy.fallback
+        if errors and fb and fb not in self._tried and fb != model and fb not in out:
+            out.append(fb)
+        return out
+
+    def _pick(self, candidates: list) -> str | None:
+        """The first candidate whose circuit lets it through; the first one at all when every
+        circuit is open (trying beats failing without a try)."""
+        breaker = self.policy.breaker
+        for m in candidates:
+            if breaker is None or breaker.allow(m):
+                return m
+        return candidates[0] if candidates else None
+
+    def failed(self, error: BaseException) -> None:
+        """The call to ``model`` raised (a provider error or a timeout): move on to the next
+        rung or the fallback model, or, when none is left, finish the Decision (logged) and
+        raise :class:`AllModelsFailedError`."""
+        d, model = self.decision, self.model
+        self._tried.add(model)
+        if self.policy.breaker is not None:
+            self.policy.breaker.failure(model)
+        err = f"{type(error).__name__}: {str(error)[:300]}"
+        nxt = self._pick(self._after(model, errors=True))
+        if nxt is None:
+            d.error, d.model = err, model
+            d.reason = "fallback" if d.steps else d.reason
+            self.model = None
+            self.finish()
+            raise AllModelsFailedError(f"request {d.request_id}: every model failed "
+                                       f"({', '.join(sorted(self._tried))}); last error {err}",
+                                       d) from error
+        d.steps.append(Step(model, nxt, "fallback", err))
+        d.error, d.reason, self.model = err, "fallback", nxt
+
+    def answered(self, c: Completion | str) -> bool:
+        """``model`` answered ``c``: check it. True when the request is done; False when the
+        answer failed a validator and ``model`` moved one rung up."""
+        c = as_completion(c)
+        d, model = self.decision, self.model
+        self._tried.add(model)
+        if self.policy.breaker is not None:
+            self.policy.breaker.success(model)
+        usd, estimated = self.policy.estimate(model, c, d.prompt or "")
+        self._spent.append(usd)
+        d.cost_estimated = d.cost_estimated or estimated
+        d.answer, d.model, self._last = c.text, model, c
+        d.input_tokens += c.input_tokens
+        d.output_tokens += c.output_tokens
+        self.model = None
+        if not self.checks:
+            return True
+        v = check_answer(self.checks, c.text)
+        d.validator, d.validator_message = ("passed" if v.ok else "failed"), v.message
+        if v.ok:
+            return True
+        nxt = self._pick(self._after(model, errors=False))
+        if nxt is None or d.escalations >= self.policy.max_escalations:
+            return True
+        d.steps.append(Step(model, nxt, "escalated", v.message))
+        d.reason, self.model = "escalated", nxt
+        return False
+
+    def broke(self, error: BaseException) -> None:
+        """The answer of ``decision.model`` broke off after it began to stream (too late to move
+        on): record the error; the breaker counts it as a failure."""
+        self.decision.error = f"{type(error).__name__}: {str(error)[:300]}"
+        if self.policy.breaker is not None:
+            self.policy.breaker.failure(self.decision.model)
+
+    def finish(self, call: Callable | None = None) -> Decision:
+        """Costs and latency on the Decision, quality sampling (``call(model, messages) ->
+        Completion`` for a sampler without its own client), the log. Returns the Decision."""
+        d, p = self.decision, self.policy
         if d.steps:
             d.reason = d.steps[-1].kind
-        self._finish(d, spent, c, t0)
-        if self.sampler is not None and self.strongest and d.model != self.strongest:
-            self.sampler.maybe_sample(d, msgs, lambda m, ms: as_completion(client(m, ms)),
-                                      self.strongest, self.cost)
-        if self.log is not None:
-            self.log.write(d)
+        known = [s for s in self._spent if s is not None]
+        d.cost_usd = float(sum(known)) if known or not self._spent else None
+        if self._last is not None and p.strongest:
+            d.strongest_cost_usd = p.estimate(p.strongest, self._last, d.prompt or "")[0]
+        d.latency_ms = (time.perf_counter() - self._t0) * 1000
+        if (self._last is not None and p.sampler is not None and p.strongest
+                and d.model != p.strongest):
+            p.sampler.maybe_sample(d, self.messages, call, p.strongest,
+                                   lambda m, c: p.estimate(m, c, d.prompt or "")[0])
+        if p.log is not None:
+            p.log.write(d)
         return d
 
-    def _finish(self, d: Decision, spent: list, last: Completion | None, t0: float) -> None:
-        known = [s for s in spent if s is not None]
-        d.cost_usd = float(sum(known)) if known or not spent else None
-        if last is not None and self.strongest:
-            d.strongest_cost_usd = self.cost(self.strongest, last)
-        d.latency_ms = (time.perf_counter() - t0) * 1000
-        if d.error is not None and last is None and self.log is not None:
-            self.log.write(d)
+
+def _coverage(covered) -> float | None:
+    return None if covered is None else float(bool(covered))
 
 
 __all__ = [
     "AllModelsFailedError", "Completion", "Decision", "JsonSchemaValid", "JsonValid",
     "LATENCY_CLASSES", "LiteLLMClient", "NoRefusal", "Policy", "PolicyConfig", "PolicyError",
-    "Rule", "RuleConfigError", "Step", "ValidationResult", "check_answer", "conversation_text",
-    "load_rules", "parse_rules",
+    "Rule", "RuleConfigError", "Run", "Step", "ValidationResult", "check_answer",
+    "conversation_text", "load_rules", "parse_rules",
 ]

@@ -1,167 +1,88 @@
-"""``router-ml serve``: an OpenAI-compatible endpoint that routes each request.
+"""``router-ml serve``: an OpenAI-compatible endpoint that runs every request through the policy.
 
-    router-ml serve --model models/default --upstream-base http://127.0.0.1:4000/v1
+    router-ml serve --model models/default --upstream-base http://127.0.0.1:4000/v1 \\
+        [--rules rules.toml] [--log logs/decisions] [--sample-rate 0.03 --judge gpt-4o]
 
 ``POST /v1/chat/completions`` takes an OpenAI chat request whose ``model`` is ``router`` (the
-router's own threshold) or ``router:<knob>`` (a threshold in [0, 1] for this request only:
-the strong model when score >= knob). The router scores the last user turn (see
-:func:`router_ml.core.prompts.prompt_text`), and the request goes on to the chosen model through LiteLLM
-(``litellm.acompletion`` with ``api_base`` = the upstream, an OpenAI-compatible server such as
-a LiteLLM proxy, vLLM or OpenAI itself); ``stream: true`` is answered with server-sent events.
-The response carries ``x-router-model`` and ``x-router-score`` headers.
+router's own knob) or ``router:<knob>`` (a pair router's threshold in [0, 1] for this request
+only). Each request goes through the same :class:`router_ml.loop.policy.Policy` as the Python
+loop: rules (metadata from the body's ``metadata`` or the ``x-router-task``,
+``x-router-tags`` (comma-separated) and ``x-router-latency`` headers), the learned router,
+escalation up the ladder when an answer fails a validator (``response_format`` ``json_object``
+or ``json_schema`` is checked as JSON or against its schema), fallback on provider errors and
+timeouts, a circuit breaker per model, the decision log and quality sampling (off the request
+path). The request goes on to the chosen model through LiteLLM (see
+:mod:`router_ml.serve.upstream` for the timeouts; ``x-router-timeout`` or ``metadata.timeout``
+sets this request's total in seconds).
 
-``GET /health``: the router's models and threshold. ``GET /metrics``: Prometheus text with
-``router_ml_decisions_total{model}``, ``router_ml_decision_seconds`` (histogram of the
-routing time alone) and ``router_ml_upstream_errors_total``.
+Responses carry ``x-router-model``, ``x-router-reason`` (rule, learned, escalated, fallback),
+``x-request-id`` (for ``POST /v1/feedback``) and, for learned routes, ``x-router-score``. When
+every model fails the client gets a 502 with those headers. **Streaming** (``stream: true``):
+fallback happens before the first byte is sent (the first chunk must arrive); with validators
+the whole answer is read, checked (and escalated) before it is sent; once a stream has
+started, a failure ends it with ``data: {"error": {...}}`` and ``data: [DONE]``.
 
-The router is loaded once at start-up; the embedding cache is never used here. The upstream
-API key is read from the environment variable named by ``--api-key-env`` (default
-``OPENAI_API_KEY``), never from the command line.
+``POST /v1/feedback`` ``{"request_id", "score"}``: the user's feedback on a logged request.
+``GET /v1/models``: ``router`` and the router's candidates. ``GET /health``. ``GET /metrics``:
+see :mod:`router_ml.serve.metrics`. On SIGTERM uvicorn stops accepting, drains in-flight
+requests (``--drain-seconds``), then the sampler's queue is finished (same bound) and the log
+is flushed.
 """
 
+from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
-import time
 
 from router_ml.errors import RouterMLError, ServingError
+from router_ml.serve.requests import ROUTER_NAME, parse_model_name
 
-logger = logging.getLogger("router_ml.serve.endpoint")
-ROUTER_NAME = "router"
-
-
-def parse_model_name(name, default_threshold: float) -> float:
-    """The threshold a request asks for: ``router`` -> the router's, ``router:<knob>`` ->
-    knob. ValueError (with what to send instead) otherwise."""
-    if not isinstance(name, str) or not (name == ROUTER_NAME or name.startswith(ROUTER_NAME + ":")):
-        raise ValueError(f"model must be {ROUTER_NAME!r} or '{ROUTER_NAME}:<threshold in [0, 1]>'"
-                         f", got {name!r}")
-    if name == ROUTER_NAME:
-        return default_threshold
-    text = name[len(ROUTER_NAME) + 1:]
-    try:
-        knob = float(text)
-    except ValueError:
-        raise ValueError(f"the knob in {name!r} is not a number; send e.g. 'router:0.6'") from None
-    if not 0.0 <= knob <= 1.0:
-        raise ValueError(f"the knob in {name!r} must be in [0, 1]")
-    return knob
-
-
-def _metrics():
-    from prometheus_client import CollectorRegistry, Counter, Histogram
-
-    registry = CollectorRegistry()
-    return registry, {
-        "decisions": Counter("router_ml_decisions", "Routing decisions, by chosen model",
-                             ["model"], registry=registry),
-        "latency": Histogram("router_ml_decision_seconds", "Time to route one request "
-                             "(scoring only, no upstream call)", registry=registry,
-                             buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
-                                      5e-2, 0.1, 0.25, 1.0)),
-        "upstream_errors": Counter("router_ml_upstream_errors", "Upstream calls that failed",
-                                   registry=registry),
-    }
+DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 30.0, 3.0  # seconds
 
 
 def create_app(router, upstream_base: str, api_key: str | None = None, *,
-               timeout: float = 600.0):
-    """The FastAPI app for a loaded ``router`` forwarding to ``upstream_base``."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
-    import litellm
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.concurrency import run_in_threadpool
+               timeout: float = DEFAULT_TIMEOUT, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+               config=None, log=None, sample_rate: float = 0.0, judge: str | None = None,
+               validators=(), prices=None, breaker_failures: int = 5,
+               breaker_cooldown: float = 30.0, sample_queue: int = 64,
+               drain_seconds: float = 30.0, seed: int | None = None):
+    """The FastAPI app for a loaded ``router`` answering through ``upstream_base``.
 
-    from router_ml.core.prompts import prompt_text
+    timeout, connect_timeout: seconds for one upstream call and for opening its connection.
+    config: a :class:`router_ml.loop.rules.PolicyConfig` (rules, ladder, fallback,
+    max_escalations; from :func:`router_ml.loop.rules.load_rules`). log: a
+    :class:`router_ml.loop.decision_log.DecisionLog` (closed at shutdown) or None.
+    sample_rate: share in [0, 1] of the answers below the strongest model that ``judge`` (a
+    model name at the upstream) compares with the strongest one, off the request path, through
+    a queue of ``sample_queue`` samples (needs ``log``). validators: checks for every answer
+    (``response_format`` adds its own per request). prices: a price table (default built-in).
+    breaker_failures, breaker_cooldown: consecutive failures that open a model's circuit, and
+    seconds it stays open. drain_seconds: how long shutdown waits for queued samples.
+    """
+    from router_ml.loop.breaker import CircuitBreaker
+    from router_ml.loop.clients import LiteLLMClient
+    from router_ml.loop.policy import Policy
+    from router_ml.serve.app import app_for
+    from router_ml.serve.upstream import Upstream
 
-    litellm.telemetry = False
-    litellm.suppress_debug_info = True
-    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
-        # one INFO line per upstream call would cost more than the routing itself
-        logging.getLogger(name).setLevel(logging.WARNING)
-    registry, m = _metrics()
-    app = FastAPI(title="router_ml", docs_url=None, redoc_url=None)
-    app.state.router = router
-    app.state.metrics = m
+    upstream = Upstream(upstream_base, api_key, connect_timeout=connect_timeout, timeout=timeout)
+    sampler = None
+    if sample_rate:
+        from router_ml.loop.labeling import PairwiseJudge
+        from router_ml.loop.sampling import BackgroundSampler, QualitySampler
 
-    def timed_route(prompt: str):
-        t0 = time.perf_counter()
-        decision = router.route(prompt)
-        m["latency"].observe(time.perf_counter() - t0)
-        return decision
-
-    def error(status: int, message: str, kind: str = "invalid_request_error"):
-        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "models": router.models, "threshold": router.threshold,
-                "lam": router.lam}
-
-    @app.get("/metrics")
-    async def metrics():
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        try:
-            body = await request.json()
-        except ValueError:
-            return error(400, "the request body is not JSON")
-        if not isinstance(body, dict):
-            return error(400, "the request body must be a JSON object")
-        try:
-            if router.threshold is None and body.get("model") != "router":
-                raise ValueError("this router has more than two models and routes by lam; send "
-                                 "model 'router'")
-            threshold = parse_model_name(body.get("model"), router.threshold)
-            if not isinstance(body.get("messages"), list):
-                raise ValueError("messages must be a list of {'role', 'content'} chat messages")
-            prompt = prompt_text(body["messages"], "messages")
-            # in a worker thread: a transformer encoder must not stall the event loop
-            decision = await run_in_threadpool(timed_route, prompt)
-            chosen = decision.model
-            if threshold != router.threshold:  # a knob for this request
-                chosen = router.strong_model if decision.score >= threshold else router.weak_model
-        except (TypeError, ValueError) as e:
-            return error(400, str(e))
-        m["decisions"].labels(model=chosen).inc()
-        headers = {"x-router-model": chosen, "x-router-score": f"{decision.score:.6f}"}
-        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
-        stream = bool(body.get("stream"))
-        try:
-            result = await litellm.acompletion(
-                model=f"openai/{chosen}", messages=body["messages"], api_base=upstream_base,
-                api_key=api_key or "none", stream=stream, timeout=timeout, num_retries=0,
-                **params)
-        except Exception as e:  # the upstream's failure is the client's 502, never a crash
-            m["upstream_errors"].inc()
-            logger.warning("upstream call for %s failed: %s", chosen, e)
-            return error(502, f"the upstream model {chosen!r} failed: {type(e).__name__}: {e}",
-                         "upstream_error")
-        if not stream:
-            return JSONResponse(result.model_dump(exclude_none=True), headers=headers)
-
-        async def events():
-            try:
-                async for chunk in result:
-                    yield f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n"
-            except Exception as e:
-                m["upstream_errors"].inc()
-                logger.warning("upstream stream for %s failed: %s", chosen, e)
-                err = {"error": {"message": f"upstream stream failed: {e}",
-                                 "type": "upstream_error"}}
-                yield f"data: {json.dumps(err)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-    return app
+        if log is None or not judge:
+            raise ServingError("quality sampling writes its verdicts to the decision log: pass "
+                               "--log DIR and --judge MODEL with --sample-rate")
+        client = LiteLLMClient(api_base=upstream_base, api_key=api_key or "none",
+                               timeout=timeout)
+        sampler = BackgroundSampler(QualitySampler(PairwiseJudge(client, judge, prices),
+                                                   rate=sample_rate, seed=seed),
+                                    client, log, max_queue=sample_queue)
+    policy = Policy(router, config, validators=validators, prices=prices, log=log,
+                    sampler=sampler, breaker=CircuitBreaker(breaker_failures, breaker_cooldown))
+    return app_for(policy, upstream, drain_seconds=drain_seconds)
 
 
 def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
@@ -175,32 +96,97 @@ def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
                         "%(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--timeout", type=float, default=600.0, help="upstream timeout in seconds")
+    p.add_argument("--rules", help="rules file (.toml, .json, .yaml): rules, ladder, fallback, "
+                                   "max_escalations")
+    p.add_argument("--log", help="decision log folder (SQLite, a file per day)")
+    p.add_argument("--store-prompts", choices=["no", "sampled", "all"], default="sampled",
+                   help="prompt text in the log: none, of sampled requests (default), or all")
+    p.add_argument("--flush-seconds", type=float, default=1.0,
+                   help="seconds between log inserts; a hard kill loses at most the rows of "
+                        "this window (default %(default)s)")
+    p.add_argument("--sample-rate", type=float, default=0.0,
+                   help="share of cheaper answers judged against the strongest model (e.g. 0.03)")
+    p.add_argument("--judge", help="judge model at the upstream for quality sampling")
+    p.add_argument("--check-refusals", action="store_true",
+                   help="escalate answers that refuse or say they are not sure")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="seconds for one upstream call, connect to last byte (default "
+                        "%(default)s; per request: x-router-timeout)")
+    p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
+                   help="seconds to connect to the upstream (default %(default)s)")
+    p.add_argument("--breaker-failures", type=int, default=5,
+                   help="consecutive failures that open a model's circuit (default %(default)s)")
+    p.add_argument("--breaker-cooldown", type=float, default=30.0,
+                   help="seconds a model's open circuit skips it (default %(default)s)")
+    p.add_argument("--drain-seconds", type=float, default=30.0,
+                   help="on SIGTERM, seconds to finish in-flight requests and queued samples")
     return p
+
+
+def describe(args, router, config) -> str:
+    """The start-up lines: where it listens, which router, which upstream, what else runs."""
+    if getattr(router, "threshold", None) is not None:
+        knob = f"{router.strong_model} / {router.weak_model}, threshold {router.threshold:.4f}"
+    else:
+        knob = f"{', '.join(router.models)}, lam {router.lam:g}"
+    lines = [f"router-ml serve: listening on http://{args.host}:{args.port} (model {ROUTER_NAME!r}"
+             f"; /v1/chat/completions, /v1/models, /v1/feedback, /health, /metrics)",
+             f"router:   {args.model} ({knob})",
+             f"upstream: {args.upstream_base} (timeout {args.timeout:g} s, connect "
+             f"{args.connect_timeout:g} s)"]
+    if config is not None:
+        lines.append(f"rules:    {args.rules} ({len(config.rules)} rules"
+                     + (f", ladder {' -> '.join(config.ladder)}" if config.ladder else "")
+                     + (f", fallback {config.fallback}" if config.fallback else "") + ")")
+    lines.append(f"log:      {args.log or 'none'}" + (
+        f"; sampling {100 * args.sample_rate:g} % judged by {args.judge}" if args.sample_rate
+        else ""))
+    return "\n".join(lines)
 
 
 def serve_main(argv=None, prog: str = "router-ml serve") -> int:
     args = serve_parser(prog).parse_args(argv)
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log = None
     try:
         if not args.upstream_base:
             raise ServingError("no upstream: pass --upstream-base URL (an OpenAI-compatible "
                                "server) or set OPENAI_BASE_URL")
+        if not 0.0 <= args.sample_rate <= 1.0:
+            raise ServingError(f"--sample-rate must be in [0, 1], got {args.sample_rate}")
         try:
             import uvicorn
         except ImportError:
             raise ServingError("router-ml serve needs the serve extra: "
                                "pip install 'router_ml[serve]'") from None
         from router_ml.core.load import load_router
+        from router_ml.loop.decision_log import DecisionLog
+        from router_ml.loop.rules import load_rules
+        from router_ml.loop.validators import NoRefusal
 
         router = load_router(args.model)
+        config = load_rules(args.rules) if args.rules else None
+        if args.log:
+            log = DecisionLog(args.log, flush_seconds=args.flush_seconds, store_prompts={
+                "no": False, "sampled": "sampled", "all": True}[args.store_prompts])
         app = create_app(router, args.upstream_base, os.environ.get(args.api_key_env),
-                         timeout=args.timeout)
-    except (RouterMLError, ImportError) as e:
+                         timeout=args.timeout, connect_timeout=args.connect_timeout,
+                         config=config, log=log, sample_rate=args.sample_rate, judge=args.judge,
+                         validators=[NoRefusal()] if args.check_refusals else (),
+                         breaker_failures=args.breaker_failures,
+                         breaker_cooldown=args.breaker_cooldown,
+                         drain_seconds=args.drain_seconds)
+    except (RouterMLError, ImportError, ValueError) as e:
+        if log is not None:
+            log.close()
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    print(describe(args, router, config), flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=args.drain_seconds)
     return 0
 
 
-__all__ = ["create_app", "parse_model_name", "serve_main", "serve_parser"]
+__all__ = ["create_app", "describe", "parse_model_name", "serve_main", "serve_parser"]
