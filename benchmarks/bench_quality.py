@@ -231,8 +231,8 @@ def main(argv=None) -> int:
                                                      + CHAT_PROTOCOLS))
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
-                   help="only join the quality.json files of runs over disjoint protocols "
-                        "(e.g. run in parallel) into --out")
+                   help="only join the quality.json files of runs (e.g. run in parallel over "
+                        "other protocols or configurations) into --out")
     args = p.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     for i, c in enumerate(configs):
@@ -244,8 +244,12 @@ def main(argv=None) -> int:
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        for path in args.merge:
-            results.update(json.loads(path.read_text()))
+        for path in args.merge:  # a protocol in several files: the union of its rows
+            for protocol, res in json.loads(path.read_text()).items():
+                if protocol in results:
+                    results[protocol]["rows"].update(res["rows"])
+                else:
+                    results[protocol] = res
         order = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS
         results = {k: results[k] for k in sorted(results, key=order.index)}
         (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")

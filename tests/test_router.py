@@ -173,7 +173,7 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
 
     from router_ml.core.prices import row_costs
     from router_ml.core.transformer import resolve_st_model
-    from router_ml.learn import training
+    from router_ml.learn import selection, training
     from router_ml.learn.training import (
         TrainConfig,
         _folds,
@@ -182,7 +182,7 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
         fit_router,
     )
 
-    monkeypatch.setattr(training, "C_GRID", (0.001, 0.1, 10.0))
+    monkeypatch.setattr(selection, "C_GRID", (0.001, 0.1, 10.0))
     if n_models == 2:
         prompts, qs, qw = planted(240)
         train = Rows(prompts, np.column_stack([qs, qw]), ("strong", "weak"),
@@ -198,7 +198,7 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
     X = training.build_encoder("tfidf").fit_transform(prompts)
     costs = None if prices is None else row_costs(prompts, train.models, None, prices,
                                                   tokenizer=router.tokenizer)
-    candidates = [("logistic", C, build_estimator(config, C)) for C in training.C_GRID]
+    candidates = [("logistic", C, build_estimator(config, C)) for C in selection.C_GRID]
     if n_models == 3:
         knn = TrainConfig(classifier="knn", k=15)
         candidates.append(("kNN", None, build_estimator(knn)))
@@ -225,7 +225,7 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
     folds' score; one source falls back to folds."""
     from sklearn.base import clone
 
-    from router_ml.learn import training
+    from router_ml.learn import selection, training
     from router_ml.learn.training import (
         TrainConfig,
         _folds,
@@ -234,7 +234,7 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
         fit_router,
     )
 
-    monkeypatch.setattr(training, "C_GRID_SOURCES", (0.001, 0.1, 10.0))
+    monkeypatch.setattr(selection, "C_GRID_SOURCES", (0.001, 0.1, 10.0))
     prompts, qs, qw = planted(300)
     sources = np.array(["a", "b", "c"] * 100, dtype=object)
     Q = np.column_stack([qs, qw])
@@ -243,7 +243,7 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
     router = fit_router(train, config)
     X = training.build_encoder("tfidf").fit_transform(prompts)
     by_source, by_fold = [], []
-    for C in training.C_GRID_SOURCES:
+    for C in selection.C_GRID_SOURCES:
         scores = []
         for held in ("a", "b", "c"):
             te, tr = sources == held, sources != held
@@ -255,13 +255,13 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
             est = clone(build_estimator(config, C)).fit(X[tr], Q[tr])
             scores.append(_routing_score(Q[te], est.decision_function(X[te])))
         by_fold.append(np.mean(scores))
-    assert router.training["C"] == training.C_GRID_SOURCES[int(np.argmax(by_source))]
+    assert router.training["C"] == selection.C_GRID_SOURCES[int(np.argmax(by_source))]
     both = fit_router(train, TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1,
                                          select_by="both"))
     mean = (np.array(by_source) + np.array(by_fold)) / 2
-    assert both.training["C"] == training.C_GRID_SOURCES[int(np.argmax(mean))]
+    assert both.training["C"] == selection.C_GRID_SOURCES[int(np.argmax(mean))]
     one = Rows(prompts, Q, ("strong", "weak"), train.groups, np.array(["a"] * 300, dtype=object))
-    assert fit_router(one, config).training["C"] in training.C_GRID  # folds, the usual grid
+    assert fit_router(one, config).training["C"] in selection.C_GRID  # folds, the usual grid
     with pytest.raises(ValueError, match="select_by must be one of 'folds', 'sources', 'both'"):
         fit_router(train, TrainConfig(encoder="tfidf", select_by="groups"))
 

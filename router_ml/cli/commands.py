@@ -214,8 +214,7 @@ def _tokenizer_argument(p: argparse.ArgumentParser) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from router_ml.learn.labels import TARGETS
-    from router_ml.learn.training import (
+    from router_ml.learn.config import (
         CLASSIFIER_CHOICES,
         DEFAULT_ROUTER,
         ENCODER_PARTS,
@@ -223,6 +222,7 @@ def train_parser() -> argparse.ArgumentParser:
         SELECT_BY,
         TrainConfig,
     )
+    from router_ml.learn.labels import TARGETS
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -304,7 +304,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
-    from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig
+    from router_ml.learn.config import DEFAULT_ROUTER, TrainConfig
 
     lam_target = args.budget is not None or args.dearest_share is not None
     estimator = args.estimator or ("heads" if args.table else "difficulty")
@@ -345,11 +345,10 @@ def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) 
 
 def _table_rows(args, config):
     """The user's table as training rows, models in the order given (strong first)."""
+    from router_ml.learn.columns import header, table_columns
     from router_ml.learn.labels import rows_of
     from router_ml.learn.protocols import add_extra_rows
     from router_ml.learn.tables import load_table
-
-    from router_ml.learn.columns import header, table_columns
 
     cols = [c.strip() for c in args.model_columns.split(",")] if args.model_columns else None
     ds = load_table(args.table, prompt_column=args.prompt_column, model_columns=cols,

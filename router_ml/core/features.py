@@ -34,7 +34,7 @@ from router_ml.core.transformer import SentenceTransformerEncoder
 class ConcatEncoder:
     """A loaded ``FeatureUnion`` of encoders: their outputs side by side, each block times its
     weight, sparse if any block is sparse. Training builds the ``FeatureUnion``
-    (:func:`router_ml.learn.training.build_encoder`); a saved router loads as this numpy-only
+    (:func:`router_ml.learn.config.build_encoder`); a saved router loads as this numpy-only
     equivalent (tested to give the same matrix), so serving does not import scikit-learn.
     """
 
