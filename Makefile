@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install test test-fast data train bench-quality bench-peers bench-speed bench-install \
+.PHONY: install test test-fast data train bench-quality bench-textbook bench-peers bench-speed bench-install \
 	bench-serve bench-faults bench-spark notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
@@ -44,6 +44,9 @@ train: $(STAMP) data
 
 bench-quality: $(STAMP)
 	$(PY) benchmarks/bench_quality.py
+
+bench-textbook: $(STAMP)
+	$(PY) benchmarks/bench_textbook.py
 
 bench-peers: $(STAMP)
 	$(PY) benchmarks/bench_peers.py

@@ -56,16 +56,17 @@ GROUPS = {"in-domain": ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-
           "real chat": CHAT_PROTOCOLS}
 HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 default)
 CONFIGS = {
-    "default": ("default: difficulty from every model's outcomes, static", DEFAULT_ROUTER),
-    "difficulty-prior": ("difficulty, static + length prior",
-                         replace(DEFAULT_ROUTER, length_prior=True)),
-    "difficulty-length": ("difficulty, static + log length feature",
-                          replace(DEFAULT_ROUTER, encoder="static+length")),
-    "difficulty-surface": ("difficulty, static + surface",
+    "default": ("default: difficulty from every model's outcomes, static + length prior",
+                DEFAULT_ROUTER),
+    "difficulty": ("difficulty, static, no length prior",
+                   replace(DEFAULT_ROUTER, length_prior=False)),
+    "difficulty-length": ("difficulty, static + log length feature, no prior",
+                          replace(DEFAULT_ROUTER, encoder="static+length", length_prior=False)),
+    "difficulty-surface": ("difficulty, static + surface + length prior",
                            replace(DEFAULT_ROUTER, encoder="static+surface")),
-    "difficulty-pair": ("difficulty, the pair's rows only (no other outcomes)",
+    "difficulty-pair": ("difficulty + length prior, the pair's rows only (no other outcomes)",
                         replace(DEFAULT_ROUTER, outcomes=())),
-    "difficulty-alpaca": ("difficulty, + alpaca-eval outcomes",
+    "difficulty-alpaca": ("difficulty + length prior, + alpaca-eval outcomes",
                           replace(DEFAULT_ROUTER, outcomes=DEFAULT_ROUTER.outcomes
                                   + ("alpaca-tiers",))),
     "heads": ("gain heads, static + surface + length prior (the previous default)", HEADS),
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default="default,difficulty-prior,difficulty-length,heads",
+    p.add_argument("--configs", default="default,difficulty,difficulty-length,heads",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
     p.add_argument("--protocols", default=",".join(PAIR_PROTOCOLS + MULTI_PROTOCOLS
                                                      + CHAT_PROTOCOLS))

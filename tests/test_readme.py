@@ -1,6 +1,7 @@
-"""The README's Python examples run as written.
+"""The README's and the guides' Python examples run as written.
 
-Every ```python block of README.md runs in a fresh interpreter whose working directory stands
+Every ```python block of README.md and docs/*.md runs in a fresh interpreter whose working
+directory stands
 for the repository root: a temporary folder with a copy of ``models/default`` (so the examples
 write their logs, ``mlflow.db`` and ``models/mine`` there, not into the checkout), the files
 the README shows as file blocks (a ```toml block whose first line is ``# rules.toml: ...`` is
@@ -24,17 +25,20 @@ import pytest
 from servers import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 SKIP = re.compile(r"#\s*readme:\s*skip\s*\((.+)\)")
 FILE = re.compile(r"#\s*([\w.-]+\.(?:toml|json|ya?ml)):")
 
 
-def _blocks() -> list[tuple[str, int, str]]:
-    """(language, first line number, code) of every fenced block of the README."""
-    text = README.read_text(encoding="utf-8")
-    return [(m.group(1), text.count("\n", 0, m.start()) + 2, m.group(2))
-            for m in FENCE.finditer(text)]
+def _blocks() -> list[tuple[str, str, str]]:
+    """(language, page:first line, code) of every fenced block of the pages."""
+    out = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        out += [(m.group(1), f"{page.name}:{text.count(chr(10), 0, m.start()) + 2}", m.group(2))
+                for m in FENCE.finditer(text)]
+    return out
 
 
 PYTHON = [(line, code) for lang, line, code in _blocks() if lang == "python"]
@@ -66,7 +70,7 @@ def root(tmp_path_factory):
 
 
 @pytest.mark.parametrize("code", [c for _, c in PYTHON],
-                         ids=[f"README.md:{line}" for line, _ in PYTHON])
+                         ids=[where for where, _ in PYTHON])
 def test_readme_example_runs(code, root):
     skip = SKIP.search(code)
     if skip:

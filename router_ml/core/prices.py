@@ -318,7 +318,7 @@ def _count_tokens(text: str, tokenizer, chars_per_token: float) -> float:
     return float(len(getattr(out, "ids", out)))
 
 
-OUTPUT_TOKENS = 256  # DESIGN.md: assumed output length where a data set has no token counts
+OUTPUT_TOKENS = 256  # docs/protocols.md: assumed output length where a data set has no token counts
 
 
 def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,

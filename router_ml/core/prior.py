@@ -17,7 +17,7 @@ averaged with the out-of-fold APGR). The router keeps the prior then too: its sc
 F_score(score), the plain score's share of the training rows, which routes each prompt as
 the plain score does (the same order) but on a scale shared by routers trained on other
 rows. Protocols that pool
-the test scores of several folds' routers (DESIGN.md section 4) rank them on that one scale.
+the test scores of several folds' routers (docs/protocols.md) rank them on that one scale.
 The learned score keeps at least half the
 say: at weight 1 the router would ignore what it learned, and where length happens to
 separate the training rows, a prompt shorter than the training prompts of its kind would

@@ -310,7 +310,7 @@ class Router:
 
     def costs(self, prompts) -> np.ndarray:
         """(n, len(models)) estimated USD per prompt and model from the router's prices
-        (DESIGN.md: input tokens ceil(chars / 4), 256 output tokens)."""
+        (docs/protocols.md: input tokens ceil(chars / 4), 256 output tokens)."""
         from router_ml.core.prices import prompt_costs
 
         return prompt_costs(self._texts(prompts), self.models, self.prices,

@@ -81,7 +81,7 @@ def load_arena_battles(data_dir=None) -> ArenaBattles:
             if np.isfinite(g):
                 grades.setdefault(p, []).append(g)
                 # a prompt is in the test set when some rated battle of it is not flagged
-                # (DESIGN's 236; 25 of them are arena-hard-v1 prompts by another battle's
+                # (the protocol's 236; 25 of them are arena-hard-v1 prompts by another battle's
                 # flag, and decontamination drops those from training)
                 in_ah[p] = in_ah.get(p, True) and ah
     if skipped:

@@ -40,7 +40,8 @@ class TrainConfig:
 
     encoder: parts joined by ``+``, each one of ``tfidf`` (word 1-2-grams), ``stats`` (28
     prompt statistics: see :func:`router_ml.core.encoders.prompt_stats`), ``surface`` (the 12 of
-    them that describe any prompt, not a multiple-choice layout), ``static`` (model2vec
+    them that describe any prompt, not a multiple-choice layout), ``length`` (log characters
+    alone), ``static`` (model2vec
     embedding distilled from all-MiniLM-L6-v2, 64 dimensions in int8; ``static256``: 256 in
     float16) and ``minilm`` (the transformer itself; slow,
     needs torch at run time).
@@ -265,6 +266,7 @@ def build_router(config: TrainConfig, models, prices=None) -> Router:
 
 
 # The default router's recipe (train.py without --table; make bench-quality's "default"): the
-# difficulty estimator on the static embedding, learned from every model's outcomes
-DEFAULT_ROUTER = TrainConfig(estimator="difficulty", encoder="static", length_prior=False,
+# difficulty estimator on the static embedding, learned from every model's outcomes, with the
+# length prior; chosen by the suite score of make bench-quality (docs/quality.md)
+DEFAULT_ROUTER = TrainConfig(estimator="difficulty", encoder="static", length_prior=True,
                              outcomes=("mmlu", "gsm8k", "arena-hard", "dcrouter", "arena-rated"))

@@ -56,7 +56,7 @@ class Report:
 
 
 def evaluate(scores, q_strong, q_weak) -> Report:
-    """All of DESIGN.md's metrics for one score vector, with random and oracle references.
+    """All of docs/protocols.md's metrics for one score vector, with random and oracle references.
 
     AUC is the ROC AUC of the scores for the label "strong strictly better" (NaN if one class).
     """
@@ -118,7 +118,7 @@ def plot_curves(curves: dict, q_strong, q_weak, path=None, *, title: str = "", t
 
 @dataclass(frozen=True)
 class MultiReport:
-    """Multi-model routing metrics on one test set (DESIGN.md section 4).
+    """Multi-model routing metrics on one test set (docs/protocols.md).
 
     Costs are mean USD per request; qualities mean true quality (the data's scale, e.g. [0, 1]).
     model_cost, model_quality: (m,) each single model's means. best_*: the single model of the
@@ -179,7 +179,7 @@ def _router_summary(s: Sweep, lo: float, hi: float, best_cost: float, best_quali
 
 
 def evaluate_multi(qhat, q_true, costs, models) -> MultiReport:
-    """All multi-model metrics of DESIGN.md section 4 for one router's predicted qualities.
+    """All multi-model metrics of docs/protocols.md for one router's predicted qualities.
 
     qhat: (n, m) predicted qualities; q_true: (n, m) true qualities (finite: drop rows with a
     missing score first); costs: (n, m) USD per request, >= 0; models: m names, the columns.

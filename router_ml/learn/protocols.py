@@ -1,4 +1,4 @@
-"""The evaluation protocols of DESIGN.md section 4, so anyone recomputes the same splits.
+"""The evaluation protocols of docs/protocols.md, so anyone recomputes the same splits.
 
 fold(text) = int(sha256(text.strip().encode("utf-8")).hexdigest(), 16) % 5
 
@@ -51,7 +51,7 @@ from router_ml.learn.sources import load_source, models_of
 
 logger = logging.getLogger(__name__)
 
-# The pair of the pair protocols (DESIGN.md section 4), strong first.
+# The pair of the pair protocols (docs/protocols.md), strong first.
 STRONG_MODEL = "gpt-4-1106-preview"
 WEAK_MODEL = "Mixtral-8x7B-Instruct-v0.1"
 PAIR_PROTOCOLS = ("mmlu", "mmlu-subjects", "gsm8k", "mmlu-to-gsm8k", "arena-hard", "alpaca-eval",

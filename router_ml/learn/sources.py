@@ -437,7 +437,7 @@ def load_alpaca_eval(data_dir=None, *, view: str = "tiers"):
     - ``"tiers"`` (the ``alpaca-tiers`` protocol): one model per CSV column, named exactly as
       the column (``gpt4`` stays ``gpt4``), quality p; plus the baseline ``gpt-4-1106-preview``
       with quality 0.5 on every row (judged against itself, by construction).
-    - ``"pair"`` (the ``alpaca-eval`` pair protocol, DESIGN.md): only gpt-4-1106-preview
+    - ``"pair"`` (the ``alpaca-eval`` pair protocol, docs/protocols.md): only gpt-4-1106-preview
       (strong) and Mixtral-8x7B-Instruct-v0.1 (weak), with quality(strong) = 1 - p and
       quality(weak) = p, p = P(Mixtral better).
 
