@@ -22,8 +22,9 @@ Peers (higher score = strong model more needed; every one sees the same test row
   reason is printed and recorded and scikit-learn stand-ins of the same three ideas run
   instead, labelled ``sklearn-knn``/``sklearn-mlp``/``sklearn-mf`` (re-implementations, not
   the peer).
-- ``router_ml``: ``TrainConfig()`` fitted per fold with ``fit_router`` and scored with
-  ``router.score``.
+- ``router_ml``: the default recipe (``DEFAULT_ROUTER``: the difficulty estimator, learned
+  from every model's outcomes as well, test questions dropped) fitted per fold with
+  ``fit_router`` and scored with ``router.score``.
 
 Training rows: the protocol's, plus the default recipe's extra sources
 (``TrainConfig().extra``, test questions dropped) for every learned peer alike; ``--extra ""``
@@ -329,10 +330,10 @@ def main(argv=None) -> int:
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     os.environ.update({k: v for k, v in OFFLINE_ENV.items() if "THREADS" not in k})
     from router_ml.learn import evaluation
-    from router_ml.cli.commands import baseline_scores, pooled_scores
+    from router_ml.cli.report import baseline_scores, pooled_scores
     from router_ml.core.transformer import SentenceTransformerEncoder
-    from router_ml.learn.protocols import PAIR_PROTOCOLS, protocol_folds
-    from router_ml.learn.training import TrainConfig, fit_router
+    from router_ml.learn.protocols import PAIR_PROTOCOLS, protocol_folds, with_outcomes
+    from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig, fit_router
 
     protocols = [x for x in (args.protocols or ",".join(PAIR_PROTOCOLS)).split(",") if x]
     peers = [x for x in args.peers.split(",") if x]
@@ -426,7 +427,9 @@ def main(argv=None) -> int:
                                                                    for j in range(len(X))])}
         if "router_ml" in peers:
             t = time.perf_counter()
-            routers = {f.k: fit_router(f.train, TrainConfig(), None) for f in folds}
+            outcome_folds = with_outcomes(folds, DEFAULT_ROUTER.outcomes)
+            routers = {f.k: fit_router(f.train, DEFAULT_ROUTER, None, outcomes=o.outcomes)
+                       for f, o in zip(folds, outcome_folds)}
             train_s = time.perf_counter() - t
             record("router_ml", pooled_scores(folds, lambda f: routers[f.k].score(
                 f.test.prompts))[0], train_s)

@@ -32,7 +32,7 @@ import numpy as np
 
 from router_ml import load_router
 from router_ml.learn import arena, evaluation
-from router_ml.cli.commands import PUBLISHED, baseline_scores, pooled_scores
+from router_ml.cli.report import PUBLISHED, baseline_scores, pooled_scores
 from router_ml.core.features import encoders_of
 from router_ml.core.transformer import EMBEDDING_CACHE_ENV, SentenceTransformerEncoder
 from router_ml.learn.protocols import (
@@ -210,14 +210,15 @@ def suite_score(results, c) -> dict:
     """Each group's mean (arena-rated as 0.5 + rho / 2) and their mean, the suite score."""
     groups = {}
     for g, protocols in GROUPS.items():
-        vals = []
-        for p in protocols:
-            r = results.get(p, {}).get("rows", {}).get(c)
+        vals, run = [], [p for p in protocols if p in results]
+        for p in run:
+            r = results[p]["rows"].get(c)
             if r is not None:
                 vals.append(0.5 + r["rho"] / 2 if p == "arena-rated" else r["apgr"])
-        if vals:
+        if run and len(vals) == len(run):  # a group counts only when complete
             groups[g] = float(np.mean(vals))
-    return {**groups, "suite": float(np.mean(list(groups.values()))) if groups else float("nan")}
+    return {**groups, "suite": float(np.mean(list(groups.values())))
+            if len(groups) == len(GROUPS) else float("nan")}
 
 
 def main(argv=None) -> int:
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 routers = run_config(config, folds, prices, Path(tmp))
-            from router_ml.cli.commands import evaluate_rows
+            from router_ml.cli.report import evaluate_rows
 
             rep, data = evaluate_rows(routers, folds, prices)
             if pair:
@@ -429,7 +430,7 @@ def to_markdown(results: dict, configs) -> str:
                   + " (arena-rated as 0.5 + rho / 2).", "",
                   "| configuration | in-domain | transfer | real chat | suite |",
                   "|---|---|---|---|---|"]
-        fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
+        fmt = lambda d, k: f"{d[k]:.3f}" if k in d and d[k] == d[k] else "-"  # noqa: E731
         for c in scored:
             d = suite_score(results, c)
             lines.append(f"| {CONFIGS[c][0]} | {fmt(d, 'in-domain')} | {fmt(d, 'transfer')} | "

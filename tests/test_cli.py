@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from router_ml import load_router
-from router_ml.cli.commands import evaluate_main, train_main
+from router_ml.cli.evaluate import evaluate_main
+from router_ml.cli.train import train_main
 from router_ml.core.metrics import apgr
 from router_ml.core.prior import WEIGHTS
 from router_ml.learn.protocols import protocol_folds

@@ -240,7 +240,7 @@ def test_register_load_by_alias_and_serve(saved, tmp_path):
 def test_train_register_sets_the_champion_alias(tmp_path, monkeypatch, capsys):
     import csv
 
-    from router_ml.cli.commands import train_main
+    from router_ml.cli.train import train_main
 
     with open(tmp_path / "logs.csv", "w", newline="") as f:
         w = csv.writer(f)

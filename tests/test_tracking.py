@@ -256,7 +256,7 @@ def test_a_multi_model_report_logs_its_numbers_as_metrics_and_its_best_model_as_
     # `train.py --protocol dcrouter` logs such a report; its best model's name is text
     from mlflow import MlflowClient
 
-    from router_ml.cli.commands import log_report
+    from router_ml.cli.report import log_report
     from router_ml.learn.evaluation import evaluate_multi
 
     rng = np.random.default_rng(0)

@@ -58,7 +58,7 @@ def _pair_table(tmp_path, signal: bool):
 @pytest.mark.parametrize("signal", [True, False])
 def test_training_warns_when_routing_is_no_better_than_random(tmp_path, caplog, signal):
     from router_ml import load_router
-    from router_ml.cli.commands import train_main
+    from router_ml.cli.train import train_main
 
     out = tmp_path / "r"
     assert train_main(["--table", str(_pair_table(tmp_path, signal)), "--model-columns",
@@ -155,7 +155,7 @@ def test_make_train_rebuilds_the_committed_default_router_byte_for_byte(shared, 
     static embedding, on any machine: every file the same, byte for byte."""
     from pathlib import Path
 
-    from router_ml.cli.commands import train_main
+    from router_ml.cli.train import train_main
 
     committed = Path(__file__).resolve().parent.parent / "models" / "default"
     out = tmp_path / "default"

@@ -6,7 +6,7 @@ from pathlib import Path
 # run from a source checkout: use its router_ml (outputs default to the checkout's folders)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from router_ml.cli.commands import train_main
+from router_ml.cli.train import train_main
 
 if __name__ == "__main__":
     sys.exit(train_main())

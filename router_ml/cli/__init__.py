@@ -1,5 +1,6 @@
-"""The ``router-ml`` command: :mod:`~router_ml.cli.main` dispatches, :mod:`~router_ml.cli.commands`
-parses the train and evaluate options and prints; the work is done in the layers below."""
+"""The ``router-ml`` command: :mod:`~router_ml.cli.main` dispatches; :mod:`~router_ml.cli.train`
+and :mod:`~router_ml.cli.evaluate` parse their options and print, with the reports of
+:mod:`~router_ml.cli.report`; the work is done in the layers below."""
 
 import warnings
 

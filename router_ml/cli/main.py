@@ -15,9 +15,9 @@ from pathlib import Path
 
 # name -> (module:function, one-line help, installed by)
 COMMANDS = {
-    "train": ("router_ml.cli.commands:train_main", "train a router (on a protocol or your own table)",
+    "train": ("router_ml.cli.train:train_main", "train a router (on a protocol or your own table)",
               "router_ml[train]"),
-    "evaluate": ("router_ml.cli.commands:evaluate_main", "evaluate a saved router or a baseline",
+    "evaluate": ("router_ml.cli.evaluate:evaluate_main", "evaluate a saved router or a baseline",
                  "router_ml[train]"),
     "label": ("router_ml.loop.labeling:label_main", "label logged prompts with model outcomes",
               "router_ml[train]"),

@@ -1,0 +1,293 @@
+"""``router-ml train`` (and ``training/train.py``): parse the options, run the training
+recipe of :mod:`router_ml.learn.training`, print and log what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from router_ml.cli.report import (
+    PROJECT_ROOT,
+    _fail,
+    _plot,
+    _setup_logging,
+    _tokenizer_argument,
+    describe_knob,
+    evaluate_rows,
+    format_multi,
+    format_report,
+    log_report,
+)
+from router_ml.errors import RouterMLError
+from router_ml.learn.protocols import (
+    MULTI_PROTOCOLS,
+    PROTOCOLS,
+    STRONG_MODEL,
+    WEAK_MODEL,
+    protocol_folds,
+    protocol_prices,
+)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    from router_ml.learn.config import (
+        CLASSIFIER_CHOICES,
+        DEFAULT_ROUTER,
+        ENCODER_PARTS,
+        ESTIMATORS,
+        SELECT_BY,
+        TrainConfig,
+    )
+    from router_ml.learn.labels import TARGETS
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a router. With --protocol: on that protocol's training rows (one "
+                    "router per fold in OUT/fold-K for a k-fold protocol), evaluated on its "
+                    "test rows. With --table: on your own file (two or more model columns). "
+                    "Without either: the default router on all training data, into "
+                    "models/default.")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="evaluation protocol to train for")
+    p.add_argument("--out", type=Path, help="output directory (default: models/default, or "
+                   "models/<protocol> with --protocol, or models/<table name>)")
+    p.add_argument("--data-dir", type=Path, help="folder with the data sources (default: "
+                   "$ROUTER_ML_DATA or ../shared/data)")
+    p.add_argument("--table", type=Path, help="train on your own CSV/JSONL/Parquet file instead")
+    p.add_argument("--prompt-column", default="prompt", help="prompt column of --table")
+    p.add_argument("--model-columns", help="comma-separated quality columns of --table, one "
+                   "per candidate model (default: every column but the prompt and any cost or "
+                   "token column); for two, the first is the strong model unless --strong/--weak")
+    p.add_argument("--scale", choices=("unit", "judge10"), default="unit",
+                   help="scores of --table: 0/1 or [0,1] (unit) or 1-10 judge scores")
+    p.add_argument("--prices", type=Path, help="price file (JSON/TOML/YAML, USD per million "
+                   "input/output tokens) over the built-in table; stored in the router")
+    p.add_argument("--strong", help=f"strong model of a pair (protocols: {STRONG_MODEL})")
+    p.add_argument("--weak", help=f"weak model of a pair (protocols: {WEAK_MODEL})")
+    p.add_argument("--estimator", choices=ESTIMATORS, default=None,
+                   help="difficulty: one difficulty shared by every model, learned from every "
+                        "model's outcomes (the default router; what transfers to other "
+                        "traffic); heads: per-model heads on the training rows (the default "
+                        "with --table: your own traffic)")
+    p.add_argument("--outcomes", default=None,
+                   help="with --estimator difficulty: the sources whose every model's outcomes "
+                        f"it also learns from, comma-separated (default: "
+                        f"{','.join(DEFAULT_ROUTER.outcomes)}; none with --table), '' for none")
+    p.add_argument("--encoder", default=None,
+                   help=f"feature parts joined by '+', from {', '.join(ENCODER_PARTS)} "
+                        f"(default: {DEFAULT_ROUTER.encoder} for difficulty, {d.encoder} for "
+                        "heads)")
+    p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
+    p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
+                   "(default: chosen by cross-validation in the training rows)")
+    p.add_argument("--target", choices=TARGETS, default=d.target,
+                   help="what the heads learn (default %(default)s)")
+    p.add_argument("--extra", default=None,
+                   help="extra training sources, comma-separated (arena-hard, alpaca-eval, "
+                        "dcrouter), '' for none; rows matching a test question are dropped "
+                        f"(default: {','.join(d.extra) or 'none'}; none with --table)")
+    p.add_argument("--min-pgr", type=float, default=d.min_pgr,
+                   help="two models: keep this share of the strong model's gain (default %(default)s)")
+    p.add_argument("--share", type=float, help="two models: strong-call share instead")
+    p.add_argument("--max-drop", type=float, default=d.max_drop,
+                   help="more models: mean quality at most this below the best single model's "
+                        "(default %(default)s)")
+    p.add_argument("--delta", type=float, help="two models: calibrate for --max-drop with "
+                   "probability 1 - delta on new traffic (Learn-then-Test; assumes the traffic "
+                   "is like the training rows)")
+    p.add_argument("--budget", type=float, help="more models: mean USD per request instead")
+    p.add_argument("--dearest-share", type=float, help="more models: share of calls to the "
+                   "dearest model instead")
+    _tokenizer_argument(p)
+    p.add_argument("--select-by", choices=SELECT_BY, default=d.select_by,
+                   help="choose the heads on shuffled folds, by leaving one source out, or by "
+                        "the mean of the two")
+    p.add_argument("--length-prior", dest="length_prior", action="store_true", default=None,
+                   help="two models: blend the learned score with the prompt's length where "
+                        "that routes the out-of-fold rows better (default with heads)")
+    p.add_argument("--no-length-prior", dest="length_prior", action="store_false",
+                   help="two models: keep the learned score alone (default with difficulty)")
+    p.add_argument("--seed", type=int, default=d.random_state)
+    p.add_argument("--jobs", type=int, default=-1,
+                   help="parallel cross-validation fits (default: every core)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log the run to mlflow")
+    p.add_argument("--experiment", default="router_ml", help="mlflow experiment name")
+    p.add_argument("--register", metavar="NAME",
+                   help="also log the router as an mlflow model, register it as NAME and point "
+                        "the alias 'champion' at it (load with models:/NAME@champion)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _config_from_args(args):
+    from router_ml.learn.config import DEFAULT_ROUTER, TrainConfig
+
+    lam_target = args.budget is not None or args.dearest_share is not None
+    estimator = args.estimator or ("heads" if args.table else "difficulty")
+    base = DEFAULT_ROUTER if estimator == "difficulty" else TrainConfig()
+    outcomes = (() if estimator != "difficulty" else
+                (base.outcomes if args.outcomes is None and not args.table
+                 else tuple(s for s in (args.outcomes or "").split(",") if s)))
+    return TrainConfig(estimator=estimator, outcomes=outcomes,
+                       encoder=args.encoder or base.encoder,
+                       length_prior=(base.length_prior if args.length_prior is None
+                                     else args.length_prior),
+                       classifier=args.classifier, C=args.C,
+                       target=args.target,
+                       min_pgr=None if args.share is not None else args.min_pgr,
+                       share=args.share, max_drop=None if lam_target else args.max_drop,
+                       budget=args.budget, dearest_share=args.dearest_share, delta=args.delta,
+                       random_state=args.seed, n_jobs=args.jobs,
+                       tokenizer=str(args.tokenizer) if args.tokenizer else None,
+                       select_by=args.select_by,
+                       extra=(TrainConfig().extra if args.extra is None and not args.table
+                              else tuple(s for s in (args.extra or "").split(",") if s)))
+
+
+def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) -> int:
+    """``root``: where default outputs go (``root/models/<name>``); the project by default."""
+    parser = train_parser()
+    parser.prog = prog or parser.prog
+    args = parser.parse_args(argv)
+    args.root = root or PROJECT_ROOT
+    if args.register and args.no_tracking:
+        parser.error("--register logs the model to mlflow; it cannot go with --no-tracking")
+    _setup_logging(args.verbose)
+    try:
+        return _train(args)
+    except (RouterMLError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        return _fail(f"{type(e).__name__}: {e}")
+
+
+def _table_rows(args, config):
+    """The user's table as training rows, models in the order given (strong first)."""
+    from router_ml.learn.columns import header, table_columns
+    from router_ml.learn.labels import rows_of
+    from router_ml.learn.protocols import add_extra_rows
+    from router_ml.learn.tables import load_table
+
+    cols = [c.strip() for c in args.model_columns.split(",")] if args.model_columns else None
+    ds = load_table(args.table, prompt_column=args.prompt_column, model_columns=cols,
+                    scale=args.scale)
+    found = table_columns(args.table, header(args.table), args.prompt_column, cols).describe()
+    if found:
+        print(f"{args.table}:\n  " + found.replace("\n", "\n  "))
+    from router_ml.learn.sources import models_of
+
+    models = list(models_of(ds))
+    if args.strong or args.weak:
+        if not (args.strong and args.weak):
+            raise ValueError("give both --strong and --weak, or neither")
+        models = [args.strong, args.weak]
+    train = rows_of(ds, models, complete=len(models) == 2)
+    if config.extra:
+        train = add_extra_rows(train, config.extra, args.data_dir)
+    return train
+
+
+def _train(args) -> int:
+    from router_ml.learn.price_fit import METHOD, router_prices
+    from router_ml.learn.protocols import all_training_rows, outcome_rows, with_outcomes
+    from router_ml.learn.tracking import Tracker
+    from router_ml.learn.training import fit_router
+
+    config = _config_from_args(args)
+    tracker = Tracker(experiment=args.experiment, enabled=not args.no_tracking)
+    tracker.check()  # fail before any training work if the server is unreachable
+    name = args.protocol or (args.table.stem if args.table else "default")
+    out = args.out or args.root / "models" / name
+    strong, weak = args.strong or STRONG_MODEL, args.weak or WEAK_MODEL
+    params = {**config.to_dict(), "protocol": args.protocol or "all"}
+    t0 = time.perf_counter()
+    with tracker.run(name, params) as run:
+        if args.protocol:
+            folds = protocol_folds(args.protocol, args.data_dir, strong=strong, weak=weak,
+                                   extra=config.extra)
+            if config.outcomes:
+                folds = with_outcomes(folds, config.outcomes, args.data_dir)
+            prices = protocol_prices(args.protocol, args.data_dir) \
+                if args.protocol in MULTI_PROTOCOLS else None
+            routers = {}
+            for f in folds:
+                print((f"training fold {f.k}" if f.k is not None else "training")
+                      + f" on {len(f.train)} rows"
+                      + (f" ({f.dropped} rows of other sources dropped: they match test "
+                         "questions)" if f.dropped or config.extra else ""), flush=True)
+                routers[f.k] = fit_router(f.train, config, prices, outcomes=f.outcomes)
+            report, data = evaluate_rows(routers, folds, prices,
+                                         next(iter(routers.values())).tokenizer)
+            out.mkdir(parents=True, exist_ok=True)
+            for f in folds:
+                r = routers[f.k]
+                r.evaluation = {"protocol": args.protocol, "fold": f.k,
+                                **{k: v for k, v in report.items() if not isinstance(v, list)}}
+                r.save(out if f.k is None else out / f"fold-{f.k}")
+            plot = out / "curve.png"
+            (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+            print()
+            heads = sorted({r.training.get("heads", config.classifier) for r in routers.values()})
+            title = f"{args.protocol} (test rows, {config.encoder} + {'/'.join(heads)} heads)"
+            if data is None:  # arena-rated: a rank correlation, no curve
+                print(f"{title}\nSpearman's rho of the score with the prompts' difficulty: "
+                      f"{report['rho']:.3f} ± {report['se']:.3f} (bootstrap) on {report['n']} "
+                      f"prompts\nrouter: {out}")
+            else:
+                _plot(data, plot, f"{args.protocol}: cost-quality curve")
+                print(format_report(title, report) if isinstance(data, tuple)
+                      else format_multi(title, report))
+                print(f"\ncurve: {plot}\nrouter: {out}")
+                run.log_artifact(plot)
+            if len(folds) == 1:
+                print(describe_knob(routers[folds[0].k]))
+            log_report(run, report)
+        else:
+            if args.table:
+                train = _table_rows(args, config)
+                run.log_params({"table": str(args.table), "columns": ",".join(train.models),
+                                "rows": len(train)})
+            else:
+                train = all_training_rows(args.data_dir, strong=strong, weak=weak,
+                                          extra=config.extra)
+            tokenizer = None
+            if config.tokenizer is not None:
+                from router_ml.core.prices import load_tokenizer
+
+                tokenizer = load_tokenizer(config.tokenizer)
+            prices, derived = router_prices(train, args.prices, tokenizer)
+            for m, d in derived.items():
+                print(f"price of {m} from its observed costs: {d.describe()}")
+            outcomes = outcome_rows(config.outcomes, args.data_dir) if config.outcomes else None
+            print(f"training on {len(train)} rows, models: {', '.join(train.models)}"
+                  + (f"; difficulty also from {len(outcomes)} rows of every model's outcomes "
+                     f"({', '.join(config.outcomes)})" if outcomes is not None else ""),
+                  flush=True)
+            router = fit_router(train, config, prices, outcomes=outcomes)
+            if derived:
+                router.training["prices_from_costs"] = {
+                    "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
+                run.log_params({"prices_from_costs": ", ".join(
+                    f"{m} ({d.method})" for m, d in derived.items())})
+            router.save(out)
+            cv = router.training.get("cv_apgr", router.training.get("cv_aiq"))
+            what = "APGR" if len(train.models) == 2 else "AIQ"
+            print(f"router: {out}\nout-of-fold {what}: "
+                  f"{'-' if cv is None else f'{cv:.3f}'}\n{describe_knob(router)}")
+            run.log_metrics({f"cv_{what.lower()}": cv,
+                             **{f"calibration_{k}": v for k, v in
+                                router.calibration.achieved.items()}})
+        run.log_metrics({"train_seconds": time.perf_counter() - t0})
+        run.log_dir(out, "router")
+        if args.register:
+            from router_ml.serve.mlflow_flavor import log_model
+
+            if args.protocol and len(folds) > 1:
+                raise ValueError(f"--register needs one router; {args.protocol} has "
+                                 f"{len(folds)} folds")
+            info = log_model(out, "model", registered_model_name=args.register,
+                             run_id=run.run_id, tracking_uri=tracker.uri)
+            print(f"registered: models:/{args.register}@champion (version "
+                  f"{info.registered_model_version})")
+    return 0
