@@ -30,9 +30,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# Where the data sources are: $ROUTER_ML_DATA, else ../shared/data, else ./data (fetched there
-# with router-ml data fetch when absent).
-DATA ?= $(or $(ROUTER_ML_DATA),$(if $(wildcard ../shared/data/routellm-evals),../shared/data,data))
+# Where the data sources are, in router_ml.learn.sources.resolve_data_dir's order: $ROUTER_ML_DATA,
+# else ./data if it holds a source, else ../shared/data, else ./data (fetched there with
+# router-ml data fetch).
+DATA ?= $(or $(ROUTER_ML_DATA),$(if $(wildcard data/routellm-evals),data,$(if $(wildcard ../shared/data/routellm-evals),../shared/data,data)))
 
 data: $(STAMP)
 	$(PY) -m router_ml.cli data fetch --check --dest $(DATA) >/dev/null || \

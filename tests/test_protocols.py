@@ -104,3 +104,15 @@ def test_bradley_terry_recovers_planted_ratings():
 def test_unknown_protocol():
     with pytest.raises(ValueError, match="unknown protocol"):
         protocol_folds("nope")
+
+
+def test_outcomes_without_the_arena_source_warn_and_go_on(shared, monkeypatch, caplog):
+    from router_ml.learn import arena
+    from router_ml.learn.protocols import outcome_rows
+
+    def missing(data_dir=None):
+        raise FileNotFoundError("arena-battles-2023/battles.jsonl")
+
+    monkeypatch.setattr(arena, "load_arena_rated", missing)
+    rows = outcome_rows(("gsm8k", "arena-rated"), shared)
+    assert set(rows.sources) == {"gsm8k"} and "arena-rated left out" in caplog.text
