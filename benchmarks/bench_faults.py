@@ -39,6 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import wait  # noqa: E402  (the benchmarks' own helper)
+
 ROOT = Path(__file__).resolve().parent.parent
 CHEAP, STRONG, JUDGE = "Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview", "judge"
 HEALTHY = {STRONG: {"slow": 0.02}}
@@ -240,21 +243,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait(url, proc, timeout=120):
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[:4]} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not come up in {timeout} s")
-
-
 def _post(url, data):
     import urllib.request
 
@@ -335,7 +323,7 @@ def main(argv=None):
              "--check-refusals", "--timeout", "1", "--connect-timeout", "0.5",
              "--breaker-failures", "5", "--breaker-cooldown", "2", "--sample-rate", "0.03",
              "--judge", JUDGE], env=env, start_new_session=True, stdout=subprocess.DEVNULL))
-        _wait(f"{base}/health", procs[1])
+        wait(f"{base}/health", proc=procs[1])
         url = f"{base}/v1/chat/completions"
         _post(f"{stub}/_faults", HEALTHY)
         warm = asyncio.run(load(url, prompts, 4, 3, 500))

@@ -186,23 +186,20 @@ def run_chat(protocol: str, configs) -> dict:
         rows[c]["rows_dropped"] = f.dropped
         key = "rho" if protocol == "arena-rated" else "apgr"
         print(f"[{protocol}] {label}: {key} {rows[c][key]:.3f} ± {rows[c]['se']:.3f}", flush=True)
-    if "default" in scores:
-        for c in scores:
-            if c == "default":
-                continue
-            rng = np.random.default_rng(0)
-            diffs = []
-            for _ in range(300):
-                i = rng.integers(0, len(truth.test), len(truth.test))
-                if protocol == "arena-rated":
-                    d = (arena.spearman(scores[c][i], truth.difficulty[i])
-                         - arena.spearman(scores["default"][i], truth.difficulty[i]))
-                else:
-                    qs, qw = truth.test.q_strong[i], truth.test.q_weak[i]
-                    d = (evaluation.apgr(scores[c][i], qs, qw)
-                         - evaluation.apgr(scores["default"][i], qs, qw))
-                diffs.append(d)
-            rows[c]["minus_default_se"] = float(np.std(diffs))
+    for c in scores:
+        if c == "default" or "default" not in scores:
+            continue
+        if protocol == "arena-battles":
+            rows[c]["minus_default_se"] = paired_se(scores[c], scores["default"],
+                                                    truth.test.q_strong, truth.test.q_weak)
+            continue
+        rng = np.random.default_rng(0)
+        diffs = []
+        for _ in range(300):
+            i = rng.integers(0, len(truth.test), len(truth.test))
+            diffs.append(evaluation.spearman(scores[c][i], truth.difficulty[i])
+                         - evaluation.spearman(scores["default"][i], truth.difficulty[i]))
+        rows[c]["minus_default_se"] = float(np.std(diffs))
     return {"pair": False, "chat": True, "rows": rows, "published": None, "target": None}
 
 

@@ -54,11 +54,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait(url, timeout=120):
+def wait(url, timeout=120, proc=None):
+    """Until ``url`` answers; SystemExit after ``timeout`` s, or when ``proc`` (the server's
+    process, if given) has exited."""
     import urllib.request
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{proc.args[:4]} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return

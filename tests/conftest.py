@@ -173,3 +173,14 @@ def isolated_datasets_cache(tmp_path_factory):
         mp.setattr(datasets.config, "HF_DATASETS_CACHE",
                    tmp_path_factory.mktemp("hf-datasets-cache"))
         yield
+
+
+def load_benchmark(name: str):
+    """A benchmark script of benchmarks/ as a module, to test its pieces."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -6,7 +6,6 @@ one log row per request, and the report's escalation alert fires after the jump,
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("litellm")
 pytest.importorskip("httpx")
 
+from conftest import load_benchmark  # noqa: E402
 from servers import uvicorn_thread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_faults",
-                                                  ROOT / "benchmarks" / "bench_faults.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_faults")
 
 
 def test_the_stub_injects_each_fault(bench):

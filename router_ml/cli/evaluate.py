@@ -18,9 +18,8 @@ from router_ml.cli.report import (
     _tokenizer_argument,
     baseline_scores,
     evaluate_rows,
+    format_evaluation,
     format_knob,
-    format_multi,
-    format_report,
     pooled_scores,
 )
 from router_ml.errors import RouterMLError
@@ -140,12 +139,7 @@ def _evaluate(args) -> int:
                "baseline": args.baseline, **report,
                "published": None if args.table else PUBLISHED.get(args.protocol)}
     out.write_text(json.dumps(payload, indent=2) + "\n")
-    if data is None:
-        print(f"{where}: {name}\nSpearman's rho of the score with the prompts' difficulty: "
-              f"{report['rho']:.3f} ± {report['se']:.3f} (bootstrap) on {report['n']} prompts")
-    else:
-        print(format_report(f"{where}: {name}", report) if isinstance(data, tuple)
-              else format_multi(f"{where}: {name}", report))
+    print(format_evaluation(f"{where}: {name}", report, data))
     if "at_knob" in report:
         print(format_knob(report))
     print(f"\nreport: {out}\ncurve: {plot}")

@@ -53,6 +53,15 @@ def format_report(title: str, report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_evaluation(title: str, report: dict, data) -> str:
+    """The printout of :func:`evaluate_rows`' report: a pair's table, arena-rated's rank
+    correlation (``data`` None: no curve), or the multi-model summary."""
+    if data is None:
+        return (f"{title}\nSpearman's rho of the score with the prompts' difficulty: "
+                f"{report['rho']:.3f} ± {report['se']:.3f} (bootstrap) on {report['n']} prompts")
+    return format_report(title, report) if isinstance(data, tuple) else format_multi(title, report)
+
+
 def describe_knob(router) -> str:
     """One line on the knob and what it achieved where it was calibrated."""
     c = router.calibration

@@ -17,8 +17,7 @@ from router_ml.cli.report import (
     _tokenizer_argument,
     describe_knob,
     evaluate_rows,
-    format_multi,
-    format_report,
+    format_evaluation,
     log_report,
 )
 from router_ml.errors import RouterMLError
@@ -230,16 +229,12 @@ def _train(args) -> int:
             print()
             heads = sorted({r.training.get("heads", config.classifier) for r in routers.values()})
             title = f"{args.protocol} (test rows, {config.encoder} + {'/'.join(heads)} heads)"
-            if data is None:  # arena-rated: a rank correlation, no curve
-                print(f"{title}\nSpearman's rho of the score with the prompts' difficulty: "
-                      f"{report['rho']:.3f} ± {report['se']:.3f} (bootstrap) on {report['n']} "
-                      f"prompts\nrouter: {out}")
-            else:
+            print(format_evaluation(title, report, data))
+            if data is not None:  # arena-rated has a rank correlation, no curve
                 _plot(data, plot, f"{args.protocol}: cost-quality curve")
-                print(format_report(title, report) if isinstance(data, tuple)
-                      else format_multi(title, report))
-                print(f"\ncurve: {plot}\nrouter: {out}")
                 run.log_artifact(plot)
+                print(f"\ncurve: {plot}")
+            print(f"router: {out}")
             if len(folds) == 1:
                 print(describe_knob(routers[folds[0].k]))
             log_report(run, report)

@@ -18,14 +18,14 @@ protocols' definitions: docs/protocols.md).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from router_ml.core.metrics import apgr
-from router_ml.learn.sources import _Builder, resolve_data_dir
+from router_ml.learn.evaluation import spearman
+from router_ml.learn.sources import _Builder, _read_jsonl, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -57,33 +57,29 @@ def load_arena_battles(data_dir=None) -> ArenaBattles:
     winner, a grade that is not a number) are skipped and counted in the log."""
     path = resolve_data_dir(data_dir) / SOURCE_DIR / "battles.jsonl"
     battles, grades, in_ah, skipped = [], {}, {}, 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            o = json.loads(line)
-            p, w = o.get("prompt"), o.get("winner")
-            if not isinstance(p, str) or not p.strip() or w not in WINNERS \
-                    or not o.get("model_a") or not o.get("model_b"):
-                skipped += 1
-                continue
-            ah = bool(o.get("in_arena_hard_v1"))
-            battles.append({"prompt": p, "model_a": o["model_a"], "model_b": o["model_b"],
-                            "winner": w, "in_arena_hard_v1": ah})
-            g = o.get("mean_gpt4_grade_11models")
-            if g is None:
-                continue
-            try:
-                g = float(g)
-            except (TypeError, ValueError):
-                skipped += 1
-                continue
-            if np.isfinite(g):
-                grades.setdefault(p, []).append(g)
-                # a prompt is in the test set when some rated battle of it is not flagged
-                # (the protocol's 236; 25 of them are arena-hard-v1 prompts by another battle's
-                # flag, and decontamination drops those from training)
-                in_ah[p] = in_ah.get(p, True) and ah
+    for o in _read_jsonl(path):
+        p, w = o.get("prompt"), o.get("winner")
+        if not isinstance(p, str) or not p.strip() or w not in WINNERS \
+                or not o.get("model_a") or not o.get("model_b"):
+            skipped += 1
+            continue
+        ah = bool(o.get("in_arena_hard_v1"))
+        battles.append({"prompt": p, "model_a": o["model_a"], "model_b": o["model_b"],
+                        "winner": w, "in_arena_hard_v1": ah})
+        g = o.get("mean_gpt4_grade_11models")
+        if g is None:
+            continue
+        try:
+            g = float(g)
+        except (TypeError, ValueError):
+            skipped += 1
+            continue
+        if np.isfinite(g):
+            grades.setdefault(p, []).append(g)
+            # a prompt is in the test set when some rated battle of it is not flagged (the
+            # protocol's 236; 25 of them are arena-hard-v1 prompts by another battle's flag,
+            # and decontamination drops those from training)
+            in_ah[p] = in_ah.get(p, True) and ah
     if skipped:
         logger.warning("%s: skipped %d bad rows", path, skipped)
     return ArenaBattles(battles, {p: 10.0 - float(np.mean(v)) for p, v in grades.items()}, in_ah)
@@ -142,14 +138,6 @@ def battle_rows(arena: ArenaBattles, min_gap: float = MIN_ELO_GAP):
         qs.append(1.0 if b["winner"] == strong else 0.5 if b["winner"].startswith("tie") else 0.0)
     qs = np.array(qs)
     return prompts, qs, 1.0 - qs
-
-
-def spearman(a, b) -> float:
-    """Spearman's rho of a and b (0 where undefined, e.g. constant scores)."""
-    from scipy.stats import spearmanr
-
-    r = spearmanr(a, b).statistic
-    return float(r) if np.isfinite(r) else 0.0
 
 
 def rated_metric(scores, difficulty, n_boot: int = 1000, seed: int = 0) -> dict:

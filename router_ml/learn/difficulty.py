@@ -41,6 +41,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from router_ml.core.heads import QualityHeads
+from router_ml.learn.evaluation import spearman
 
 ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 
@@ -86,12 +87,8 @@ def _ridge(X, y, w, alpha):
 
 
 def _spearman(a, b) -> float:
-    from scipy.stats import rankdata
-
-    if len(a) < 3:
-        return np.nan
-    c = np.corrcoef(rankdata(a), rankdata(b))[0, 1]
-    return float(c) if np.isfinite(c) else 0.0
+    """NaN for fewer than 3 rows, where a rank correlation says nothing (nanmean skips it)."""
+    return np.nan if len(a) < 3 else spearman(a, b)
 
 
 class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):

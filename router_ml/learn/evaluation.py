@@ -297,3 +297,12 @@ def _finish(fig, ax, path, xlabel: str, title: str):
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def spearman(a, b) -> float:
+    """Spearman's rho of a and b: Pearson's correlation of their ranks (ties get their mean
+    rank); 0 where undefined (a constant input)."""
+    from scipy.stats import rankdata
+
+    c = np.corrcoef(rankdata(a), rankdata(b))[0, 1]
+    return float(c) if np.isfinite(c) else 0.0
