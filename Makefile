@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
+# litellm fetches its model cost map from the network at import unless told not to
+export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 .PHONY: install test test-fast data train bench-quality bench-textbook bench-peers bench-speed bench-install \
 	bench-serve bench-faults bench-spark notebook-plot clean

@@ -16,10 +16,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# test modules import litellm (importorskip) before router_ml sets this: litellm would then try
+# to fetch its model cost map from the network at import
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 HARD = ["prove the theorem about the integral", "derive the equation of motion",
         "solve the differential equation", "compute the eigenvalues of the matrix"]
