@@ -426,3 +426,44 @@ def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path, upstrea
     rows = DecisionLog(log_dir).read()
     assert len(rows) == 2  # the flush interval is 60 s: the shutdown wrote them
     assert time.monotonic() - t0 < 120
+
+
+WARM_CHECK = r"""
+import sys, threading, time
+sys.path[:0] = [sys.argv[1]]
+from test_serving import stub_upstream
+from servers import uvicorn_thread
+import httpx
+from router_ml.core.encoders import TfidfEncoder
+from router_ml.core.router import Router
+from router_ml.serve.endpoint import create_app
+
+router = Router(TfidfEncoder(min_df=1), models=["strong", "weak"]).fit(
+    ["prove it", "hi there", "integral of x", "say hello"] * 5,
+    [[1, 0], [1, 1], [1, 0], [1, 1]] * 5)
+app, seen = stub_upstream()
+with uvicorn_thread(app) as up, uvicorn_thread(create_app(router, f"{up}/v1")) as base:
+    started = len(seen)
+    httpx.get(f"{base}/health", timeout=30)  # the client's own imports
+    before = set(sys.modules)
+    r = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
+        "model": "router", "messages": [{"role": "user", "content": "hi there"}]})
+    print(r.status_code, started, len(seen),
+          sum(m.startswith("litellm") for m in set(sys.modules) - before))
+"""
+
+
+def test_startup_loads_what_the_first_call_would_import_and_sends_nothing():
+    # LiteLLM's first call imports ~40 of its modules and builds their schemas (0.6-1 s
+    # holding the event loop): on the first requests that stall ran into the timeouts of the
+    # calls already in flight
+    import os
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", WARM_CHECK, str(Path(__file__).parent)],
+                         capture_output=True, text=True, env={**os.environ, **child_env()},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    status, started, sent, imported = map(int, out.stdout.split()[-4:])
+    assert (status, started, sent) == (200, 0, 1)
+    assert imported <= 2, f"the first request imported {imported} of LiteLLM's modules"

@@ -47,6 +47,7 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        await upstream.warm()
         yield
         await run_in_threadpool(close)
 

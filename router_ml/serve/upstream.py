@@ -36,6 +36,22 @@ class Upstream:
         self.model_prefix = model_prefix
         self._timeouts: dict = {}
 
+    async def warm(self) -> None:
+        """Runs LiteLLM's first-call work (imports and schema builds: 0.5-1 s that would hold
+        the event loop, and run into the timeouts of calls already in flight) before serving:
+        one plain and one streamed call to a closed port on 127.0.0.1. Nothing is sent."""
+        import socket
+
+        with socket.socket() as s:  # a free port, closed again: the calls are refused
+            s.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+        for stream in (False, True):
+            kwargs = self._kwargs("warm-up", [{"role": "user", "content": "hi"}], {}, 5.0, stream)
+            try:
+                await self._litellm.acompletion(**{**kwargs, "api_base": closed})
+            except Exception:  # noqa: BLE001 (refused, as intended)
+                pass
+
     def _http_timeout(self, total: float):
         # one Timeout object per total: LiteLLM keys its cached HTTP clients on it
         t = self._timeouts.get(total)
