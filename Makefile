@@ -9,8 +9,9 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 # litellm fetches its model cost map from the network at import unless told not to
 export LITELLM_LOCAL_MODEL_COST_MAP := True
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install test test-fast data train bench-quality bench-textbook bench-peers bench-speed bench-install \
+.PHONY: install test test-fast docs data train bench-quality bench-textbook bench-peers bench-speed bench-install \
 	bench-serve bench-faults bench-spark notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
@@ -26,8 +27,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) docs
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The documentation site (mkdocs.yml) into site/, warnings as errors: a broken link, a page
+# missing from the navigation or an API name that no longer exists fails the build.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --quiet
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -73,4 +79,4 @@ notebook-plot: $(STAMP)
 	ROUTER_ML_NB_PLOT=docs/threshold_curve.png $(VENV)/bin/jupyter execute notebooks/threshold_tuning.ipynb
 
 clean:
-	rm -rf $(VENV) .pytest_cache reports mlruns
+	rm -rf $(VENV) .pytest_cache reports mlruns site

@@ -153,7 +153,7 @@ def shared():
 
 @pytest.fixture(scope="session")
 def real_gsm8k():
-    """Rows of 200 GSM8K rows of the shared data (strong/weak pair of DESIGN.md)."""
+    """Rows of 200 GSM8K rows of the shared data (the strong/weak pair of docs/protocols.md)."""
     from router_ml.errors import DataNotFoundError
     from router_ml.learn import sources
     from router_ml.learn.labels import pair_data

@@ -199,7 +199,7 @@ def test_alpaca_pair_view(shared):
     p = sources.quality_matrix(tiers, [W])[:, 0]
     pair = pair_data(ds, S, W)
     np.testing.assert_allclose(pair.q_weak, p)
-    np.testing.assert_allclose(pair.q_strong, 1 - p)  # DESIGN: quality(strong) = 1 - p
+    np.testing.assert_allclose(pair.q_strong, 1 - p)  # docs/protocols.md: quality(strong) = 1 - p
     assert pair.q_strong.mean() == pytest.approx(0.773, abs=0.002)
     # the named source is the pair view: it feeds the pair protocol alpaca-eval
     np.testing.assert_array_equal(sources.quality_matrix(sources.load_source("alpaca-eval", shared)),

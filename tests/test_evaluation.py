@@ -332,7 +332,7 @@ def multi_cases(draw, max_n=10, max_m=5):
     q_true = draw(arrays(np.float64, (n, m), elements=st.sampled_from([0.0, 0.5, 1.0])))
     if draw(st.booleans()):  # any cost per cell, zero and ties included
         costs = draw(arrays(np.float64, (n, m), elements=st.integers(0, 6).map(lambda i: i / 4)))
-    else:  # price per model times a length factor per row, as DESIGN.md's cost(m, p)
+    else:  # price per model times a length factor per row, as docs/protocols.md's cost(m, p)
         price = draw(arrays(np.float64, (1, m), elements=st.integers(1, 4).map(lambda i: i / 4)))
         length = draw(arrays(np.float64, (n, 1), elements=st.sampled_from([1.0, 2.0])))
         costs = price * length

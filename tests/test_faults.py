@@ -1,4 +1,4 @@
-"""A short run of benchmarks/bench_faults.py's scenario, in this process: the endpoint with the
+"""A short run of benchmarks/bench_faults.py's scenario, in a child process: the endpoint with the
 default router against the fault-injecting stub (the cheap model fails 30 % with HTTP 500 and
 hangs 5 %; half-way its answers go bad). Invariants: no 5xx while the strong model is healthy,
 one log row per request, and the report's escalation alert fires after the jump, not before."""
@@ -6,6 +6,7 @@ one log row per request, and the report's escalation alert fires after the jump,
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ pytest.importorskip("litellm")
 pytest.importorskip("httpx")
 
 from conftest import load_benchmark  # noqa: E402
-from servers import uvicorn_thread  # noqa: E402
+from servers import child_env, uvicorn_thread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,18 +48,20 @@ def test_the_stub_injects_each_fault(bench):
             "content"] == '{"answer": 4}'
 
 
-def test_faults_short_run(bench, tmp_path):
+def short_run(log_dir: Path) -> dict:
+    """The scenario, with the stub, the endpoint and the clients in this process: the
+    summary, the failed requests, the log's row count and the alert check."""
     from router_ml.core.load import load_router
     from router_ml.loop.decision_log import DecisionLog
     from router_ml.loop.validators import NoRefusal
     from router_ml.serve.endpoint import create_app
 
-    t_start = time.monotonic()
+    bench = load_benchmark("bench_faults")
     router = load_router(ROOT / "models" / "default")
     prompts = bench.prompt_pool(router, 32)
     plan = dict(bench.FAULTS_BEFORE)
-    log = DecisionLog(tmp_path / "log", flush_seconds=0.5)
-    # the stub, the endpoint and the clients share this process: a healthy call gets a second
+    log = DecisionLog(log_dir, flush_seconds=0.5)
+    # a healthy call gets a second
     with uvicorn_thread(bench.stub_app(plan, hang_seconds=1.5, slow_seconds=0.05)) as up:
         app = create_app(router, f"{up}/v1", timeout=1.0, connect_timeout=1.0, log=log,
                          # buckets here last under 2 s: an open circuit would hide the
@@ -75,12 +78,31 @@ def test_faults_short_run(bench, tmp_path):
             t_end = time.time()
         app.state.close()
     records = first + second
-    s = bench.summarize(records)
-    rows = DecisionLog(tmp_path / "log").read()
-    failed = [r for r in records if r["status"] != 200]
-    assert s["errors_5xx"] == 0 and s["errors"] == 0, (s, failed)
+    return {"summary": bench.summarize(records),
+            "failed": [r for r in records if r["status"] != 200], "requests": len(records),
+            "log_rows": len(DecisionLog(log_dir).read()),
+            "alert": bench.alert_check(log_dir, t0, t_jump, t_end, buckets=4)}
+
+
+def test_faults_short_run(tmp_path):
+    # In a child process: in pytest's own, with the heap of every test before it, a garbage
+    # collection can hold every thread past the 1 s timeout of the healthy model's calls.
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "import test_faults; print(json.dumps(test_faults.short_run(Path(sys.argv[2]))))")
+    t_start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent),
+                          str(tmp_path / "log")], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, **child_env()})
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    s = r["summary"]
+    assert s["errors_5xx"] == 0 and s["errors"] == 0, (s, r["failed"])
     assert s["fallback"] > 0 and s["escalated"] > 0, s
-    assert len(rows) == len(records) >= 100
-    alert = bench.alert_check(tmp_path / "log", t0, t_jump, t_end, buckets=4)
+    assert r["log_rows"] == r["requests"] >= 100
+    alert = r["alert"]
     assert alert["fired_after_jump"] and not alert["fired_before_jump"], alert
     assert time.monotonic() - t_start < 90

@@ -1,4 +1,4 @@
-"""Protocol splits follow DESIGN.md's sha256 fold rule; extra sources never leak test rows."""
+"""Protocol splits follow docs/protocols.md's sha256 fold rule; extra sources never leak test rows."""
 
 import hashlib
 
@@ -62,7 +62,7 @@ def test_extra_sources_drop_test_questions(shared):
 
 def test_real_chat_protocols(shared):
     """arena-rated: the 236 rated prompts not in arena-hard-v1 with their difficulty; the
-    length baseline's rho is DESIGN's 0.14. arena-battles: the battles between models 100 Elo
+    length baseline's rho is about 0.14 (docs/protocols.md). arena-battles: the battles between models 100 Elo
     apart. Training rows never hold a test prompt, through any source."""
     from router_ml.learn import arena
     from router_ml.learn.protocols import QuestionIndex, with_outcomes

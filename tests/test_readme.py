@@ -81,3 +81,19 @@ def test_readme_example_runs(code, root):
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, f"the example failed:\n{done.stderr[-3000:]}"
+
+
+def test_the_months_bill_is_the_benchmarks_output():
+    # the README's and the site's table of a month's bill are what bench_money.py prints
+    # for the committed quality report, not typed
+    import json
+
+    from conftest import load_benchmark
+
+    money = load_benchmark("bench_money")
+    table = money.bill_table(json.loads((ROOT / "docs" / "reports" / "quality.json").read_text()),
+                             "default", 1_000_000, 400)
+    assert len(table.splitlines()) >= 4
+    assert table in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert (ROOT / "docs" / "reports" / "money.md").read_text(encoding="utf-8") == table
+    assert '--8<-- "docs/reports/money.md"' in (ROOT / "docs" / "index.md").read_text()
