@@ -1,4 +1,5 @@
-"""MkDocs hooks (mkdocs.yml): the notebooks of ``notebooks/`` become pages with their outputs.
+"""MkDocs hooks (mkdocs.yml): the notebooks of ``notebooks/`` become pages with their outputs,
+and the docstrings' Sphinx roles (``:class:`~router_ml.core.router.Router```) read as code.
 
 Each notebook runs headless in a fresh kernel, as ``tests/test_notebook.py`` runs it (a quick
 router on a sample of 1,500 rows for the threshold notebook, every dcrouter row for the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +26,7 @@ NOTEBOOKS = {  # notebook: (the data source it needs, its parameters)
     "multi_model_budget.ipynb": ("llmrouter-dcrouter", {"ROUTER_ML_NB_SAMPLE": "0"}),
 }
 log = logging.getLogger("mkdocs.hooks.notebooks")
+ROLE = re.compile(r":(?:class|func|meth|attr|mod|data|exc|obj):<code>(~?)([^<]*)</code>")
 _runs: list[Path] = []  # this build's temporary folders
 
 
@@ -74,3 +77,9 @@ def on_files(files, config):
 def on_post_build(config):
     while _runs:
         shutil.rmtree(_runs.pop(), ignore_errors=True)
+
+
+def on_page_content(html, page, config, files):
+    # ``:func:`~a.b.c``` renders as ":func:<code>~a.b.c</code>": keep the code, and with the
+    # tilde only its last name, as Sphinx shows it
+    return ROLE.sub(lambda m: f"<code>{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}</code>", html)
