@@ -1,5 +1,5 @@
 """Routing quality of the peers that work offline, side by side with router_ml's default,
-on the pair protocols of DESIGN.md section 4, in one run.
+on the pair protocols of docs/protocols.md and the real-chat protocol arena-rated, in one run.
 
     python benchmarks/bench_peers.py [--protocols mmlu,gsm8k] [--peers litellm,llmrouter-knn]
 
@@ -29,9 +29,13 @@ Peers (higher score = strong model more needed; every one sees the same test row
 Training rows: the protocol's, plus the default recipe's extra sources
 (``TrainConfig().extra``, test questions dropped) for every learned peer alike; ``--extra ""``
 trains on the protocol rows alone. k-fold protocols pool their out-of-fold scores into one
-curve. Per-prompt cost: median over single-prompt calls on one batch of test prompts, in this
-run, embedding included for embedding peers (sum of the medians of a single-prompt MiniLM
-encode, cache off, and the peer's single-row prediction), reported as a ratio to router_ml's.
+curve. ``arena-rated`` (the rated Chatbot Arena prompts): Spearman's rho of each score with the
+prompts' difficulty, with its bootstrap error (``arena.rated_metric``); every learned peer
+trains on its one fold as in benchmarks/bench_quality.py (the pair's MMLU and GSM8K rows plus
+the extra sources, minus the test prompts); not in the APGR mean. Per-prompt cost: median over
+single-prompt calls on one batch of test prompts, in this run, embedding included for
+embedding peers (sum of the medians of a single-prompt MiniLM encode, cache off, and the
+peer's single-row prediction), reported as a ratio to router_ml's.
 Writes reports/peers.json and reports/peers.md and prints the table. Not part of `make test`.
 """
 
@@ -329,17 +333,18 @@ def main(argv=None) -> int:
     # the benchmark encodes the same prompts in every run: it opts in to the embedding cache
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     os.environ.update({k: v for k, v in OFFLINE_ENV.items() if "THREADS" not in k})
-    from router_ml.learn import evaluation
+    from router_ml.learn import arena, evaluation
     from router_ml.cli.report import baseline_scores, pooled_scores
     from router_ml.core.transformer import SentenceTransformerEncoder
     from router_ml.learn.protocols import PAIR_PROTOCOLS, protocol_folds, with_outcomes
     from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig, fit_router
 
-    protocols = [x for x in (args.protocols or ",".join(PAIR_PROTOCOLS)).split(",") if x]
+    known = (*PAIR_PROTOCOLS, "arena-rated")
+    protocols = [x for x in (args.protocols or ",".join(known)).split(",") if x]
     peers = [x for x in args.peers.split(",") if x]
     for x in protocols:
-        if x not in PAIR_PROTOCOLS:
-            p.error(f"unknown pair protocol {x!r}; choose from {', '.join(PAIR_PROTOCOLS)}")
+        if x not in known:
+            p.error(f"unknown protocol {x!r}; choose from {', '.join(known)}")
     for x in peers:
         if x not in PEERS:
             p.error(f"unknown peer {x!r}; choose from {', '.join(PEERS)}")
@@ -363,20 +368,27 @@ def main(argv=None) -> int:
     timed = dict(litellm)  # single-prompt callables timed together at the end
     for protocol in protocols:
         t0 = time.perf_counter()
+        rated = protocol == "arena-rated"
         folds = protocol_folds(protocol, extra=extra)
         _, qs, qw, prompts = pooled_scores(folds, lambda f: np.zeros(len(f.test)))
         if timing_prompts is None:
             timing_prompts = list(prompts[: args.timing_prompts])
-        rows = {b: evaluation.evaluate(baseline_scores(b, prompts), qs, qw).to_dict()
-                for b in ("random", "length")}
+
+        def metric(s):
+            s = np.asarray(s, dtype=np.float64)
+            return (arena.rated_metric(s, folds[0].difficulty) if rated
+                    else evaluation.evaluate(s, qs, qw).to_dict())
+
+        key = "rho" if rated else "apgr"
+        rows = {b: metric(baseline_scores(b, prompts)) for b in ("random", "length")}
         scores, info = {}, {}
 
         def record(name, s, seconds):
-            rep = evaluation.evaluate(np.asarray(s, dtype=np.float64), qs, qw).to_dict()
+            rep = metric(s)
             rep["seconds"] = round(seconds, 1)
             rows[name] = rep
             scores[name] = s
-            print(f"[{protocol}] {LABELS[name]}: APGR {rep['apgr']:.3f} ({seconds:.0f} s)",
+            print(f"[{protocol}] {LABELS[name]}: {key} {rep[key]:.3f} ({seconds:.0f} s)",
                   flush=True)
 
         for name, fn in litellm.items():
@@ -435,7 +447,8 @@ def main(argv=None) -> int:
                 f.test.prompts))[0], train_s)
             if timed.get("router_ml") is None:
                 timed["router_ml"] = (lambda r: lambda x: r.score([x]))(routers[folds[0].k])
-        results[protocol] = {"rows": rows, "dropped": sum(f.dropped for f in folds),
+        results[protocol] = {"metric": key, "rows": rows,
+                             "dropped": sum(f.dropped for f in folds),
                              "n_train": [len(f.train) for f in folds],
                              "seconds": round(time.perf_counter() - t0, 1), **info}
         _write(args.out, results, cost, peers, extra, notes, timing_prompts)
@@ -495,28 +508,36 @@ def _write(out: Path, results, cost, peers, extra, notes, timing_prompts) -> str
 def to_markdown(results, cost, extra, notes, n_timing) -> str:
     cols = _columns(results)
     head = ["protocol", "n", "random", "length", *[LABELS[c] for c in cols], "oracle"]
-    lines = ["# Peers: APGR on the pair protocols", "",
+    lines = ["# Peers: APGR on the pair protocols"
+             + (", rho on arena-rated" if "arena-rated" in results else ""), "",
              "Generated by `make bench-peers` (benchmarks/bench_peers.py). Higher is better; "
              "random routing gives 0.5. Learned peers train on the protocol's training rows"
-             + (f" plus {', '.join(extra)} (test questions dropped)" if extra else "") + ".", "",
+             + (f" plus {', '.join(extra)} (test questions dropped)" if extra else "") + "."
+             + (" arena-rated: Spearman's rho of the score with the rated Chatbot Arena prompts' "
+                "difficulty ± bootstrap error (random gives 0; no oracle); learned peers train "
+                "on the pair's MMLU and GSM8K rows (and the extra rows) minus its prompts; "
+                "not in the mean."
+                if "arena-rated" in results else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     means = {c: [] for c in cols}
     for proto, r in results.items():
-        rows = r["rows"]
+        rows, key = r["rows"], r.get("metric", "apgr")
         anyrow = next(iter(rows.values()))
-        cells = [proto, str(anyrow["n"]), f"{rows['random']['apgr']:.3f}",
-                 f"{rows['length']['apgr']:.3f}"]
-        best = max((rows[c]["apgr"] for c in cols if c in rows), default=None)
+        cells = [proto, str(anyrow["n"]), f"{rows['random'][key]:.3f}",
+                 f"{rows['length'][key]:.3f}"]
+        best = max((rows[c][key] for c in cols if c in rows), default=None)
         for c in cols:
             if c in rows:
-                v = rows[c]["apgr"]
-                means[c].append(v)
-                cells.append(f"**{v:.3f}**" if v == best else f"{v:.3f}")
+                v = rows[c][key]
+                if key == "apgr":
+                    means[c].append(v)
+                cell = f"{v:.3f}" + (f" ± {rows[c]['se']:.3f}" if key == "rho" else "")
+                cells.append(f"**{cell}**" if v == best else cell)
             else:
                 cells.append("")
-        cells.append(f"{anyrow['oracle_apgr']:.3f}")
+        cells.append(f"{anyrow['oracle_apgr']:.3f}" if key == "apgr" else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    if len(results) > 1:
+    if sum(r.get("metric", "apgr") == "apgr" for r in results.values()) > 1:
         lines.append("| mean | | | | " + " | ".join(
             f"{np.mean(means[c]):.3f}" if means[c] else "" for c in cols) + " | |")
     if cost:
