@@ -5,7 +5,8 @@
 
 For each pair protocol of the report (gpt-4-1106-preview / Mixtral-8x7B-Instruct-v0.1 at the
 built-in list prices, router_ml/core/prices.json), one request costs ``(input price x
-input tokens + output price x 256) / 1e6`` USD (docs/protocols.md). A month of ``--requests``
+input tokens + output price x 256) / 1e6`` USD (docs/protocols.md); the bills are
+``router_ml.learn.budget.cost_summary``'s. A month of ``--requests``
 requests costs: everything to the strong model; routed by the configuration's threshold
 calibrated on its training rows for 80 % of the strong model's quality gain, with the
 strong-call share and the PGR that threshold reached on the test rows (``at_knob`` of the
@@ -26,12 +27,12 @@ PROTOCOLS = ("mmlu", "gsm8k", "arena-hard", "mmlu-to-gsm8k", "loso-arena-hard")
 
 
 def bill_table(report: dict, config: str, requests: int, input_tokens: int) -> str:
-    from router_ml.core.prices import OUTPUT_TOKENS, load_prices
+    from router_ml.core.prices import OUTPUT_TOKENS
+    from router_ml.learn.budget import TrafficProfile, cost_summary
 
-    prices = load_prices()
-    strong, weak = (float(prices[m].request_cost(input_tokens, OUTPUT_TOKENS)) * requests
-                    for m in (STRONG, WEAK))
-    month = lambda share: share * strong + (1 - share) * weak  # noqa: E731
+    traffic = TrafficProfile(requests, input_tokens, OUTPUT_TOKENS)
+    bill = lambda share: cost_summary(share, traffic, strong=STRONG, weak=WEAK)  # noqa: E731
+    ends = bill(0.0)
     lines = [f"| protocol (test rows) | all to {STRONG} | all to {WEAK} | routed for 80 % of "
              "the gain: strong calls, bill, saving (gain kept) | routed for half the gain |",
              "|---|---|---|---|---|"]
@@ -39,12 +40,11 @@ def bill_table(report: dict, config: str, requests: int, input_tokens: int) -> s
         row = report.get(p, {}).get("rows", {}).get(config)
         if row is None:
             continue
-        k, half = row["at_knob"], row["cpt50"]
-        lines.append(f"| {p} | ${strong:,.0f} | ${weak:,.0f} | {100 * k['strong_share']:.0f} %, "
-                     f"${month(k['strong_share']):,.0f}, "
-                     f"{100 * (1 - month(k['strong_share']) / strong):.0f} % "
-                     f"({100 * k['pgr']:.0f} %) | {100 * half:.0f} %, ${month(half):,.0f}, "
-                     f"{100 * (1 - month(half) / strong):.0f} % |")
+        k, half = bill(row["at_knob"]["strong_share"]), bill(row["cpt50"])
+        lines.append(f"| {p} | ${ends.always_strong:,.0f} | ${ends.always_weak:,.0f} | "
+                     f"{100 * k.share:.0f} %, ${k.router:,.0f}, {k.saving_pct:.0f} % "
+                     f"({100 * row['at_knob']['pgr']:.0f} %) | {100 * half.share:.0f} %, "
+                     f"${half.router:,.0f}, {half.saving_pct:.0f} % |")
     if len(lines) == 2:  # the header alone
         raise SystemExit(f"the report has no pair protocol with a row for {config!r}")
     return "\n".join(lines) + "\n"

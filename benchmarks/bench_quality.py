@@ -139,14 +139,17 @@ def knob_and_coverage(routers, folds) -> dict:
     return out
 
 
-def paired_se(a, b, qs, qw, n_boot: int = 200, seed: int = 0) -> float:
-    """Bootstrap standard error of APGR(a) - APGR(b) on the same resampled rows."""
+def paired_se(a, b, *truth, metric=evaluation.apgr, n_boot: int = 200, seed: int = 0) -> float:
+    """Bootstrap standard error of metric(a, *truth) - metric(b, *truth) on the same resampled
+    rows: APGR by default (truth: q_strong, q_weak), or e.g. Spearman's rho against a
+    difficulty. Resamples where the metric is undefined are left out."""
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n_boot):
         i = rng.integers(0, len(a), len(a))
+        rows = [t[i] for t in truth]
         try:
-            diffs.append(evaluation.apgr(a[i], qs[i], qw[i]) - evaluation.apgr(b[i], qs[i], qw[i]))
+            diffs.append(metric(a[i], *rows) - metric(b[i], *rows))
         except ValueError:
             continue
     return float(np.std(diffs))
@@ -189,17 +192,11 @@ def run_chat(protocol: str, configs) -> dict:
     for c in scores:
         if c == "default" or "default" not in scores:
             continue
-        if protocol == "arena-battles":
-            rows[c]["minus_default_se"] = paired_se(scores[c], scores["default"],
-                                                    truth.test.q_strong, truth.test.q_weak)
-            continue
-        rng = np.random.default_rng(0)
-        diffs = []
-        for _ in range(300):
-            i = rng.integers(0, len(truth.test), len(truth.test))
-            diffs.append(evaluation.spearman(scores[c][i], truth.difficulty[i])
-                         - evaluation.spearman(scores["default"][i], truth.difficulty[i]))
-        rows[c]["minus_default_se"] = float(np.std(diffs))
+        rows[c]["minus_default_se"] = (
+            paired_se(scores[c], scores["default"], truth.test.q_strong, truth.test.q_weak)
+            if protocol == "arena-battles" else
+            paired_se(scores[c], scores["default"], truth.difficulty, metric=evaluation.spearman,
+                      n_boot=300))
     return {"pair": False, "chat": True, "rows": rows, "published": None, "target": None}
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from router_ml.core.metrics import apgr
 from router_ml.learn.evaluation import spearman
-from router_ml.learn.sources import _Builder, _read_jsonl, resolve_data_dir
+from router_ml.learn.sources import _Builder, _read_jsonl, _source_dir
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ArenaBattles:
 def load_arena_battles(data_dir=None) -> ArenaBattles:
     """Read arena-battles-2023/battles.jsonl. Bad rows (no prompt, no models, an unknown
     winner, a grade that is not a number) are skipped and counted in the log."""
-    path = resolve_data_dir(data_dir) / SOURCE_DIR / "battles.jsonl"
+    path = _source_dir(data_dir, SOURCE_DIR) / "battles.jsonl"
     battles, grades, in_ah, skipped = [], {}, {}, 0
     for o in _read_jsonl(path):
         p, w = o.get("prompt"), o.get("winner")
