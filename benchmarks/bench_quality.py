@@ -62,6 +62,16 @@ CONFIGS = {
                    replace(DEFAULT_ROUTER, length_prior=False)),
     "difficulty-length": ("difficulty, static + log length feature, no prior",
                           replace(DEFAULT_ROUTER, encoder="static+length", length_prior=False)),
+    "prior-0.25": ("difficulty, static + length prior at a fixed weight 0.25",
+                   replace(DEFAULT_ROUTER, prior_weight=0.25)),
+    "no-dcrouter": ("difficulty without dcrouter's outcomes, static + length prior",
+                    replace(DEFAULT_ROUTER, outcomes=tuple(
+                        s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter"))),
+    "no-dcrouter-0.25": ("difficulty without dcrouter's outcomes, length prior at 0.25",
+                         replace(DEFAULT_ROUTER, prior_weight=0.25, outcomes=tuple(
+                             s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter"))),
+    "difficulty-static256": ("difficulty, static 256-d float16 + length prior",
+                             replace(DEFAULT_ROUTER, encoder="static256")),
     "difficulty-surface": ("difficulty, static + surface + length prior",
                            replace(DEFAULT_ROUTER, encoder="static+surface")),
     "difficulty-pair": ("difficulty + length prior, the pair's rows only (no other outcomes)",

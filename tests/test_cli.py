@@ -94,6 +94,11 @@ def test_train_on_own_table(tmp_path, capsys):
     assert again.training["length_prior_weight"] in WEIGHTS
     probes = ["prove the lemma number 7", "say hi number 8"]
     assert [d.model for d in again.route_batch(probes)] == [d.model for d in r.route_batch(probes)]
+    # --prior-weight fixes the weight instead
+    assert train_main(["--table", str(table), "--model-columns", "big,small", "--out",
+                       str(tmp_path / "fixed"), "--no-tracking", "--encoder", "tfidf",
+                       "--prior-weight", "0.2"]) == 0
+    assert load_router(tmp_path / "fixed").length_prior.weight == 0.2
     # evaluated on the user's held-out rows
     report = tmp_path / "e.json"
     assert evaluate_main(["--model", str(out), "--table", str(table), "--report", str(report)]) == 0

@@ -116,15 +116,20 @@ def test_no_length_prior_keeps_the_plain_score(tmp_path):
     assert load_router(tmp_path / "r").manifest["prior"] is None
 
 
-def test_at_weight_0_the_score_is_the_plain_scores_share_of_the_training_rows(tmp_path):
-    # the words carry the signal and length none: weight 0, the prior stays as a scale
-    rng = np.random.default_rng(3)
-    n = 240
+def word_rows(seed: int = 3, n: int = 240) -> Rows:
+    """A pair's rows where a word says which model a prompt needs and length says nothing."""
+    rng = np.random.default_rng(seed)
     need = rng.random(n) < 0.5
     prompts = [" ".join(rng.choice(WORDS, int(rng.integers(3, 41)))) + (" prove" if h else " chat")
                for h in need]
-    rows = Rows(prompts, np.column_stack([np.ones(n), (~need).astype(float)]), ("strong", "weak"),
+    return Rows(prompts, np.column_stack([np.ones(n), (~need).astype(float)]), ("strong", "weak"),
                 np.array(["g"] * n, dtype=object), np.array(["planted"] * n, dtype=object))
+
+
+def test_at_weight_0_the_score_is_the_plain_scores_share_of_the_training_rows(tmp_path):
+    # the words carry the signal and length none: weight 0, the prior stays as a scale
+    rows = word_rows()
+    prompts = rows.prompts
     router = fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, coverage=None))
     assert router.training["length_prior_weight"] == 0.0 and router.length_prior.weight == 0.0
     s = router.score(prompts)
@@ -188,3 +193,18 @@ def test_prior_select_by_chooses_the_weight_on_left_out_sources_as_select_by_cho
     assert weights["both"] > 0.0
     with pytest.raises(ValueError, match="prior_select_by must be one of"):
         fit_router(rows, TrainConfig(encoder="tfidf", extra=(), prior_select_by="source"))
+
+
+def test_a_fixed_prior_weight_is_kept_where_the_folds_would_choose_another():
+    # the words carry the signal and length none: chosen, the weight is 0; fixed, it is kept
+    rows = word_rows()
+    prompts = rows.prompts
+    config = TrainConfig(encoder="tfidf", extra=(), C=1.0, coverage=None, prior_weight=0.3)
+    router = fit_router(rows, config)
+    assert router.training["length_prior_weight"] == 0.3 and router.length_prior.weight == 0.3
+    assert router.training["config"]["prior_weight"] == 0.3
+    plain = router._score(router.decision_function(prompts))
+    np.testing.assert_allclose(router.score(prompts),
+                               router.length_prior.apply(plain, [len(p) for p in prompts]))
+    with pytest.raises(ValueError, match=r"prior_weight must be in \[0, 1\].*1\.5"):
+        fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, prior_weight=1.5))

@@ -106,9 +106,12 @@ def train_parser() -> argparse.ArgumentParser:
                         "the mean of the two")
     p.add_argument("--length-prior", dest="length_prior", action="store_true", default=None,
                    help="two models: blend the learned score with the prompt's length where "
-                        "that routes the out-of-fold rows better (default with heads)")
+                        "that routes the out-of-fold rows better (the default)")
     p.add_argument("--no-length-prior", dest="length_prior", action="store_false",
-                   help="two models: keep the learned score alone (default with difficulty)")
+                   help="two models: keep the learned score alone")
+    p.add_argument("--prior-weight", type=float, default=None,
+                   help="a fixed weight in [0, 1] for the length prior (default: chosen on the "
+                        "training rows' folds)")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")
@@ -134,6 +137,7 @@ def _config_from_args(args):
                        encoder=args.encoder or base.encoder,
                        length_prior=(base.length_prior if args.length_prior is None
                                      else args.length_prior),
+                       prior_weight=args.prior_weight,
                        classifier=args.classifier, C=args.C,
                        target=args.target,
                        min_pgr=None if args.share is not None else args.min_pgr,

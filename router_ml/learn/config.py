@@ -82,6 +82,10 @@ class TrainConfig:
     at weight 0 the score is the plain score's share of the training rows, in the same
     order). On the protocol suite it raises the mean APGR and most
     of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
+    prior_weight: with ``length_prior``, a fixed weight in [0, 1] instead of the one chosen
+    (None: chosen from :data:`router_ml.core.prior.WEIGHTS`). Chosen on the training rows'
+    folds the weight follows the sources that dominate them (MMLU and GSM8K, where length
+    routes unusually well) and lands on the grid's top.
     prior_select_by: how the prior's weight is chosen, as ``select_by`` chooses C: ``folds``
     (the default) or with rows from several sources ``sources`` or ``both``, where each source
     is also predicted by a model fitted without it. ``both`` has a lower suite mean (``make
@@ -120,6 +124,7 @@ class TrainConfig:
     tokenizer: str | None = None
     select_by: str = "both"
     length_prior: bool = True
+    prior_weight: float | None = None
     prior_select_by: str = "folds"
     estimator: str = "heads"
     outcomes: tuple = ()

@@ -118,6 +118,9 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     if config.prior_select_by not in SELECT_BY:
         raise ValueError(f"prior_select_by must be one of {', '.join(map(repr, SELECT_BY))}, "
                          f"got {config.prior_select_by!r}")
+    if config.prior_weight is not None and not 0.0 <= config.prior_weight <= 1.0:
+        raise ValueError(f"prior_weight must be in [0, 1] (or None: chosen on the training "
+                         f"rows), got {config.prior_weight!r}")
     if config.estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
     router = build_router(config, train.models, prices)
@@ -177,14 +180,15 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
         qs, qw = train.q_strong, train.q_weak
         score = pair_score(oof, rule)
         if config.length_prior:
-            from router_ml.core.prior import LengthPrior
+            from router_ml.core.prior import WEIGHTS, LengthPrior
 
             lengths = [len(p) for p in train.prompts]
             held_out, by = None, config.prior_select_by
             if by != "folds" and len(set(train.sources)) > 1:
                 oos = out_of_fold(router.estimator, X, train, config, by="sources")
                 held_out = (pair_score(oos, rule), train.sources)
-            prior = LengthPrior.fit(score, lengths, qs, qw, held_out=held_out,
+            weights = WEIGHTS if config.prior_weight is None else (config.prior_weight,)
+            prior = LengthPrior.fit(score, lengths, qs, qw, weights=weights, held_out=held_out,
                                     folds=by != "sources")
             info["length_prior_weight"], info["cv_apgr_with_prior"] = prior.weight, prior.apgr_
             # kept at weight 0 too: the score is then the plain score's share of the training
