@@ -9,6 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def import_litellm():
+    """litellm, imported without fetching its price map from the network (unless
+    ``LITELLM_LOCAL_MODEL_COST_MAP`` says otherwise), its debug banners and telemetry off."""
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
 @dataclass(frozen=True)
 class Completion:
     """A model's answer; tokens from the provider's usage (0 when unknown)."""
@@ -35,13 +48,7 @@ class LiteLLMClient:
 
     def __call__(self, model: str, messages: list[dict]) -> Completion:
         if self._litellm is None:
-            import os
-
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            import litellm
-
-            litellm.suppress_debug_info = True
-            self._litellm = litellm
+            self._litellm = import_litellm()
         r = self._litellm.completion(model=self.model_prefix + model, messages=messages,
                                      api_base=self.api_base, api_key=self.api_key,
                                      timeout=self.timeout, max_retries=0, num_retries=0,

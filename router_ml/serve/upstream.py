@@ -10,9 +10,8 @@ policy's job (fallback up the ladder).
 from __future__ import annotations
 
 import asyncio
-import os
 
-from router_ml.loop.clients import Completion
+from router_ml.loop.clients import Completion, import_litellm
 
 
 class Upstream:
@@ -24,13 +23,9 @@ class Upstream:
         for name, v in (("connect_timeout", connect_timeout), ("timeout", timeout)):
             if not float(v) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {v!r}")
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
         import httpx
-        import litellm
 
-        litellm.telemetry = False
-        litellm.suppress_debug_info = True
-        self._litellm, self._httpx = litellm, httpx
+        self._litellm, self._httpx = import_litellm(), httpx
         self.api_base, self.api_key = api_base, api_key or "none"
         self.connect_timeout, self.timeout = float(connect_timeout), float(timeout)
         self.model_prefix = model_prefix
