@@ -208,3 +208,6 @@ def test_a_fixed_prior_weight_is_kept_where_the_folds_would_choose_another():
                                router.length_prior.apply(plain, [len(p) for p in prompts]))
     with pytest.raises(ValueError, match=r"prior_weight must be in \[0, 1\].*1\.5"):
         fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, prior_weight=1.5))
+    with pytest.raises(ValueError, match="prior_weight 0.3 is set but length_prior is off"):
+        fit_router(rows, TrainConfig(encoder="tfidf", extra=(), C=1.0, prior_weight=0.3,
+                                     length_prior=False))

@@ -83,9 +83,9 @@ class TrainConfig:
     order). On the protocol suite it raises the mean APGR and most
     of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
     prior_weight: with ``length_prior``, a fixed weight in [0, 1] instead of the one chosen
-    (None: chosen from :data:`router_ml.core.prior.WEIGHTS`). Chosen on the training rows'
-    folds the weight follows the sources that dominate them (MMLU and GSM8K, where length
-    routes unusually well) and lands on the grid's top.
+    (None: chosen from :data:`router_ml.core.prior.WEIGHTS`). The default router's rows,
+    which MMLU and GSM8K dominate, choose 0.5; a fixed 0.25 ranks real chat prompts better
+    and the benchmarks worse (``make bench-quality``: ``prior-0.25``).
     prior_select_by: how the prior's weight is chosen, as ``select_by`` chooses C: ``folds``
     (the default) or with rows from several sources ``sources`` or ``both``, where each source
     is also predicted by a model fitted without it. ``both`` has a lower suite mean (``make

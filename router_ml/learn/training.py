@@ -121,6 +121,9 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     if config.prior_weight is not None and not 0.0 <= config.prior_weight <= 1.0:
         raise ValueError(f"prior_weight must be in [0, 1] (or None: chosen on the training "
                          f"rows), got {config.prior_weight!r}")
+    if config.prior_weight is not None and not config.length_prior:
+        raise ValueError(f"prior_weight {config.prior_weight!r} is set but length_prior is "
+                         "off: turn the prior on (--length-prior) or leave the weight unset")
     if config.estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
     router = build_router(config, train.models, prices)
