@@ -54,6 +54,7 @@ TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.6
 GROUPS = {"in-domain": ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval"),
           "transfer": ("mmlu-to-gsm8k", "loso-mmlu", "loso-gsm8k", "loso-arena-hard"),
           "real chat": CHAT_PROTOCOLS}
+_NO_DCROUTER = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter")
 HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 default)
 CONFIGS = {
     "default": ("default: difficulty from every model's outcomes, static + length prior",
@@ -65,11 +66,9 @@ CONFIGS = {
     "prior-0.25": ("difficulty, static + length prior at a fixed weight 0.25",
                    replace(DEFAULT_ROUTER, prior_weight=0.25)),
     "no-dcrouter": ("difficulty without dcrouter's outcomes, static + length prior",
-                    replace(DEFAULT_ROUTER, outcomes=tuple(
-                        s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter"))),
+                    replace(DEFAULT_ROUTER, outcomes=_NO_DCROUTER)),
     "no-dcrouter-0.25": ("difficulty without dcrouter's outcomes, length prior at 0.25",
-                         replace(DEFAULT_ROUTER, prior_weight=0.25, outcomes=tuple(
-                             s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter"))),
+                         replace(DEFAULT_ROUTER, prior_weight=0.25, outcomes=_NO_DCROUTER)),
     "difficulty-static256": ("difficulty, static 256-d float16 + length prior",
                              replace(DEFAULT_ROUTER, encoder="static256")),
     "difficulty-surface": ("difficulty, static + surface + length prior",
