@@ -56,3 +56,23 @@ class ServingError(RouterMLError):
 
 class FetchError(RouterMLError):
     """A data file could not be downloaded or did not match its pinned sha256."""
+
+
+class RequestError(RouterMLError, ValueError):
+    """A request the endpoint refuses with a 400; ``param`` names the field at fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class UpstreamError(RouterMLError):
+    """An upstream call that failed, described without the upstream's own text (which may echo
+    a key or an internal service's reply). ``kind``: ``timeout``, ``connect``, ``server``
+    (5xx, 408, 429), ``client`` (other 4xx: the request's fault), ``too_large`` (the answer
+    passed the size cap) or ``empty`` (no answer text); ``status``: the HTTP status or None.
+    ``counts``: whether it counts against the model's circuit breaker."""
+
+    def __init__(self, kind: str, status: int | None = None, *, counts: bool = True):
+        self.kind, self.status, self.counts = kind, status, counts
+        super().__init__(f"upstream {kind}" + (f" (HTTP {status})" if status else ""))

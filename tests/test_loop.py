@@ -20,7 +20,8 @@ CHEAP, STRONG, JUDGE = "gpt-4o-mini", "gpt-4o", "gpt-4-1106-preview"
 SCHEMA = {"type": "object", "required": ["total"], "properties": {"total": {"type": "integer"}}}
 RULES = {"ladder": [CHEAP, STRONG], "fallback": STRONG, "max_escalations": 1,
          "rules": [{"name": "code", "task": "code", "model": STRONG},
-                   {"name": "ops", "tags": ["ops"], "model": "flaky"}]}
+                   {"name": "ops", "tags": ["ops"], "model": "flaky"}],
+         "models": {"flaky": {}}}
 
 
 def user(text):

@@ -35,6 +35,11 @@ max_escalations = 1
 [tiers]
 fast = "gemini-2.0-flash"
 
+# models the router does not know, named below
+[models."claude-3.5-haiku"]
+[models."claude-opus-4"]
+[models."gemini-2.0-flash"]
+
 [[rules]]
 name = "code"
 task = "code"

@@ -6,6 +6,7 @@ counts); the policy, quality sampling and labelling all call models through one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -20,6 +21,18 @@ def import_litellm():
     litellm.suppress_debug_info = True
     litellm.telemetry = False
     return litellm
+
+
+_SECRET = re.compile(r"(?i)(bearer\s+|api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"
+                     r"|\b(sk|rk|pk|key)-[A-Za-z0-9_\-]{6,}")
+
+
+def redact(text: str | None) -> str | None:
+    """``text`` with credentials replaced by ``[redacted]``: ``Bearer <token>``,
+    ``api_key=<value>`` and ``sk-...``-style keys. For error texts that may echo them."""
+    if not text:
+        return text
+    return _SECRET.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import re
 import sqlite3
 import threading
@@ -57,6 +59,9 @@ from pathlib import Path
 import numpy as np
 
 from router_ml.errors import RouterMLError
+from router_ml.loop.clients import redact
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ("ts", "request_id", "prompt_sha256", "prompt", "route", "route_reason", "model",
            "reason", "rule", "score", "threshold", "qualities", "coverage", "cost_usd",
@@ -91,8 +96,8 @@ def _row(d, store_prompts) -> tuple:
             json.dumps(d.qualities) if d.qualities is not None else None, d.coverage,
             d.cost_usd, d.strongest_cost_usd, d.input_tokens, d.output_tokens, d.decision_ms,
             d.latency_ms, d.escalations,
-            json.dumps([[x.from_model, x.to_model, x.kind, x.message] for x in d.steps]),
-            d.validator, d.validator_message, d.error, None, int(bool(s)),
+            redact(json.dumps([[x.from_model, x.to_model, x.kind, x.message] for x in d.steps])),
+            d.validator, redact(d.validator_message), redact(d.error), None, int(bool(s)),
             d.answer if (s or store_prompts is True) else None, s.get("model"), s.get("answer"),
             s.get("strong_better"), s.get("judge"), s.get("cost_usd"),
             int(bool(getattr(d, "cost_estimated", False))))
@@ -149,6 +154,7 @@ class DecisionLog:
         self._updates: list = []
         self._lock, self._write_lock = threading.Lock(), threading.Lock()
         self._conns: dict[Path, sqlite3.Connection] = {}
+        self.unreadable: list[str] = []
         self.flush_seconds, self._flusher = flush_seconds, None
         self._wake, self._stop = threading.Event(), threading.Event()
         if flush_seconds is not None:
@@ -248,10 +254,12 @@ class DecisionLog:
         return [p for *_, p in sorted(found)]
 
     def read(self, since=None, until=None) -> list[dict]:
-        """Rows with since <= ts < until (datetimes, ISO strings or Unix seconds), by time."""
+        """Rows with since <= ts < until (datetimes, ISO strings or Unix seconds), by time. A
+        file that cannot be read is skipped with a warning and named in ``self.unreadable``."""
         self.flush()
         lo, hi = _time(since, -np.inf), _time(until, np.inf)
         out = []
+        self.unreadable = []
         for f in self.files():
             con = sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=30)
             con.row_factory = sqlite3.Row
@@ -261,7 +269,9 @@ class DecisionLog:
             except sqlite3.DatabaseError as e:
                 if "no such table: decisions" in str(e):
                     continue  # a writer has just created the file and not yet its table
-                raise MonitoringError(f"{f}: not a readable decision log ({e})") from None
+                # a truncated or foreign file loses its own rows, not the folder's
+                logger.warning("skipped %s: not a readable decision log (%s)", f, e)
+                self.unreadable.append(str(f))
             finally:
                 con.close()
         return sorted(out, key=lambda r: r["ts"])
@@ -285,7 +295,12 @@ class DecisionLog:
         con = self._conns.get(f)
         if con is None:
             new = not f.exists()
-            self.path.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                # prompts, answers and costs: readable by the service's user only
+                self.path.mkdir(parents=True, exist_ok=True)
+                os.chmod(self.path, 0o700)
+            if new:  # SQLite gives its -wal and -shm files the database file's mode
+                os.close(os.open(f, os.O_CREAT | os.O_WRONLY, 0o600))
             con = sqlite3.connect(f, timeout=30, isolation_level=None, check_same_thread=False)
             _setup(con)
             self._conns[f] = con

@@ -50,15 +50,16 @@ def _shares(x, inner) -> np.ndarray:
     return np.bincount(np.searchsorted(inner, x, side="right"), minlength=len(inner) + 1) / len(x)
 
 
-def _rows(log, since, until) -> list[dict]:
-    if isinstance(log, DecisionLog):
-        return log.read(since, until)
+def _rows(log, since, until) -> tuple[list[dict], list[str]]:
+    """(the rows, the log files that could not be read and were skipped)."""
     if isinstance(log, (str, Path)):
         if not Path(log).is_dir():
             raise MonitoringError(f"decision log folder {log} does not exist")
-        return DecisionLog(log).read(since, until)
+        log = DecisionLog(log)
+    if isinstance(log, DecisionLog):
+        return log.read(since, until), list(log.unreadable)
     lo, hi = _time(since, -np.inf), _time(until, np.inf)
-    return sorted((r for r in log if lo <= r["ts"] < hi), key=lambda r: r["ts"])
+    return sorted((r for r in log if lo <= r["ts"] < hi), key=lambda r: r["ts"]), []
 
 
 def _escalation(ts, esc, buckets: int, lo: float = -np.inf, hi: float = np.inf) -> dict:
@@ -113,15 +114,17 @@ def report(log, since=None, until=None, reference_scores=None, *, prices=None,
 
     from router_ml.learn.budget import TrafficProfile, quality_sampling_cost
 
-    rows = _rows(log, since, until)
+    rows, skipped = _rows(log, since, until)
     n = len(rows)
     if n == 0:
-        raise MonitoringError("the decision log holds no decisions in this period")
+        raise MonitoringError("the decision log holds no decisions in this period"
+                              + (f" (unreadable, skipped: {', '.join(skipped)})" if skipped else ""))
     col = lambda k: [r[k] for r in rows]  # noqa: E731
     ts = np.array(col("ts"), float)
     share = lambda xs: {k: v / n for k, v in Counter(xs).most_common()}  # noqa: E731
     out = {"n": n, "since": float(ts[0]), "until": float(ts[-1]), "models": share(col("model")),
-           "routes": share(col("route")), "reasons": share(col("reason")), "alerts": []}
+           "routes": share(col("route")), "reasons": share(col("reason")), "alerts": [],
+           "skipped_files": skipped}
     cov = [r["coverage"] for r in rows if r["coverage"] is not None]
     out["coverage"] = {"rule": sum(r["route_reason"] == "rule" for r in rows) / n,
                        "learned": sum(r["route_reason"] == "learned" for r in rows) / n,
@@ -237,6 +240,8 @@ def format_report(rep: dict) -> str:
     """The report as text, alerts first."""
     pct = lambda x: "-" if x is None else f"{100 * x:.1f} %"  # noqa: E731
     lines = [f"ALERT: {a}" for a in rep["alerts"]] or ["no alerts"]
+    lines += [f"skipped           {f} (not a readable decision log)"
+              for f in rep.get("skipped_files", ())]
     lines += [f"requests          {rep['n']}",
               "models            " + ", ".join(f"{m} {pct(v)}" for m, v in rep["models"].items()),
               f"rules / learned   {pct(rep['coverage']['rule'])} / {pct(rep['coverage']['learned'])}",

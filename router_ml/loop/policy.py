@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from router_ml.loop.clients import Completion, LiteLLMClient, Pricer, as_completion
+from router_ml.loop.clients import Completion, LiteLLMClient, Pricer, as_completion, redact
 from router_ml.loop.rules import (
     LATENCY_CLASSES,
     PolicyConfig,
@@ -170,6 +170,24 @@ class Policy:
         self.validators = tuple(validators)
         self.sampler, self.log, self.breaker = sampler, log, breaker
         self._pricer = Pricer(prices)
+        self._check_models(config)
+
+    def _check_models(self, config: PolicyConfig) -> None:
+        """A model named by the rules, tiers, ladder or fallback that neither the router nor
+        the rules file's ``[models]`` declares is a typo that would send requests to a model
+        that does not exist: RuleConfigError."""
+        if not getattr(self.router, "models", None):
+            return
+        known = [*self.router.models, *(m for m in config.models if m not in self.router.models)]
+        named = [*((f"rules[{r.name!r}]", r.model) for r in self.rules),
+                 *((f"tiers.{k}", m) for k, m in config.tiers.items()),
+                 *(("ladder", m) for m in self.ladder),
+                 *((("fallback", self.fallback),) if self.fallback else ())]
+        bad = [f"{where}: {m!r}" for where, m in named if m not in known]
+        if bad:
+            raise RuleConfigError(f"unknown model in the rules: {'; '.join(bad)}. The router's "
+                                  f"models are: {', '.join(self.router.models)}; declare "
+                                  'others as [models."name"] in the rules file')
 
     @staticmethod
     def _router_ladder(router) -> tuple:
@@ -352,9 +370,11 @@ class Run:
         raise :class:`AllModelsFailedError`."""
         d, model = self.decision, self.model
         self._tried.add(model)
-        if self.policy.breaker is not None:
+        # an error that says it is not the model's fault (``counts`` False: the request's own
+        # 4xx, a timeout the client shortened, an oversized answer) leaves the breaker alone
+        if self.policy.breaker is not None and getattr(error, "counts", True):
             self.policy.breaker.failure(model)
-        err = f"{type(error).__name__}: {str(error)[:300]}"
+        err = _error_text(error)
         nxt = self._pick(self._after(model, errors=True))
         if nxt is None:
             d.error, d.model = err, model
@@ -398,8 +418,8 @@ class Run:
     def broke(self, error: BaseException) -> None:
         """The answer of ``decision.model`` broke off after it began to stream (too late to move
         on): record the error; the breaker counts it as a failure."""
-        self.decision.error = f"{type(error).__name__}: {str(error)[:300]}"
-        if self.policy.breaker is not None:
+        self.decision.error = _error_text(error)
+        if self.policy.breaker is not None and getattr(error, "counts", True):
             self.policy.breaker.failure(self.decision.model)
 
     def finish(self, call: Callable | None = None) -> Decision:
@@ -420,6 +440,10 @@ class Run:
         if p.log is not None:
             p.log.write(d)
         return d
+
+
+def _error_text(error: BaseException) -> str:
+    return redact(f"{type(error).__name__}: {str(error)[:300]}")
 
 
 def _coverage(covered) -> float | None:

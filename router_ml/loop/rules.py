@@ -29,6 +29,9 @@ RULES_SCHEMA = {
         "ladder": {"type": "array", "items": _TEXT, "minItems": 1, "uniqueItems": True},
         "fallback": _TEXT,
         "max_escalations": {"type": "integer", "minimum": 0},
+        # models beyond the router's that the rules, tiers, ladder or fallback may name
+        "models": {"type": "object", "additionalProperties": {
+            "type": "object", "additionalProperties": False, "properties": {}}},
         "rules": {"type": "array", "items": {
             "type": "object",
             "additionalProperties": False,
@@ -84,13 +87,15 @@ class Rule:
 @dataclass(frozen=True)
 class PolicyConfig:
     """What a rules file holds: rules (first match wins), tiers {name: model}, the ladder
-    (models cheapest first), the fallback model and the escalation cap."""
+    (models cheapest first), the fallback model, the escalation cap, and the models beyond the
+    router's that these may name (``[models."name"]`` tables)."""
 
     rules: tuple = ()
     tiers: dict = field(default_factory=dict)
     ladder: tuple = ()
     fallback: str | None = None
     max_escalations: int = 1
+    models: tuple = ()
 
 
 def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
@@ -124,7 +129,7 @@ def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
         rules.append(Rule(r["name"], r.get("model") or tiers[r["tier"]], r.get("task"),
                           tuple(r.get("tags", ())), rx, r.get("max_latency")))
     return PolicyConfig(tuple(rules), tiers, tuple(data.get("ladder", ())), data.get("fallback"),
-                        int(data.get("max_escalations", 1)))
+                        int(data.get("max_escalations", 1)), tuple(data.get("models", {})))
 
 
 def load_rules(path) -> PolicyConfig:
@@ -132,8 +137,9 @@ def load_rules(path) -> PolicyConfig:
     path = Path(path)
     if not path.is_file():
         raise RuleConfigError(f"rules file {path} does not exist")
-    text, suffix = path.read_text(encoding="utf-8"), path.suffix.lower()
+    suffix = path.suffix.lower()
     try:
+        text = path.read_text(encoding="utf-8")
         if suffix == ".toml":
             import tomllib
 
@@ -143,7 +149,10 @@ def load_rules(path) -> PolicyConfig:
         elif suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:  # e.g. a tag safe_load will not construct
+                raise ValueError(str(e).replace("\n", " ")) from None
         else:
             raise RuleConfigError(f"{path}: use a .toml, .json, .yaml or .yml rules file")
     except (ValueError, ImportError) as e:  # TOML/JSON/YAML decode errors are ValueErrors

@@ -2,22 +2,41 @@
 the model list, health and metrics. See :mod:`router_ml.serve.endpoint` for what it does."""
 
 # No "from __future__ import annotations": FastAPI reads the handlers' annotations at run time.
+import asyncio
 import json
 import logging
 import math
 
+from router_ml.errors import RequestError
 from router_ml.loop.policy import AllModelsFailedError, PolicyError
-from router_ml.serve.requests import ROUTER_NAME, format_validators, parse_model_name, request_metadata
-from router_ml.serve.upstream import chunk_text
+from router_ml.serve.requests import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_TOKENS,
+    MAX_DEPTH,
+    ROUTER_NAME,
+    check_messages,
+    depth_exceeds,
+    format_validators,
+    forwarded_params,
+    parse_model_name,
+    request_metadata,
+)
+from router_ml.serve.upstream import chunk_text, upstream_error
 
 logger = logging.getLogger("router_ml.serve.endpoint")
 
 
-def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
+def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
+            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+            body_timeout: float = DEFAULT_BODY_TIMEOUT, max_tokens: int = DEFAULT_MAX_TOKENS):
     """The FastAPI app: ``policy`` (a :class:`router_ml.loop.policy.Policy` with its router,
     rules, breaker, log and sampler) answering through ``upstream`` (a
     :class:`router_ml.serve.upstream.Upstream`). ``app.state.close()`` finishes the sampler's
-    queue (at most ``drain_seconds``) and flushes the log; the app's shutdown calls it."""
+    queue (at most ``drain_seconds``) and flushes the log; the app's shutdown calls it.
+
+    max_body_bytes: the largest request body (413 past it); body_timeout: seconds a client has
+    to send its body (408 after); max_tokens: the cap on a request's max_tokens."""
     import contextlib
 
     from fastapi import FastAPI, Request
@@ -54,9 +73,10 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
     app = FastAPI(title="router_ml", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.policy, app.state.metrics, app.state.close = policy, m, close
 
-    def error(status: int, message: str, kind: str = "invalid_request_error", headers=None):
-        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status,
-                            headers=headers)
+    def error(status: int, message: str, kind: str = "invalid_request_error", headers=None,
+              param: str | None = None):
+        return JSONResponse({"error": {"message": message, "type": kind, "param": param,
+                                       "code": None}}, status_code=status, headers=headers)
 
     def headers_of(d) -> dict:
         h = {"x-router-model": d.model, "x-router-reason": d.reason, "x-request-id": d.request_id}
@@ -67,8 +87,9 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
     def failed(e: AllModelsFailedError):
         d = e.decision
         m.observe(d, failed=True)
-        return error(502, f"every model failed for this request: {d.error}", "upstream_error",
-                     headers_of(d))
+        # the upstream's own text stays out: it may echo a key or an internal reply
+        return error(502, f"every model failed for this request ({d.error}); request "
+                          f"{d.request_id}", "upstream_error", headers_of(d))
 
     @app.get("/health")
     async def health():
@@ -84,16 +105,20 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
 
     @app.get("/v1/models")
     async def models():
-        names = [ROUTER_NAME, *(getattr(router, "models", None) or ())]
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0,
-                                            "owned_by": "router_ml"} for n in names]}
+        # only what a request may name: the candidates are the router's to choose
+        return {"object": "list", "data": [{"id": ROUTER_NAME, "object": "model", "created": 0,
+                                            "owned_by": "router_ml",
+                                            "candidates": list(getattr(router, "models", None)
+                                                               or ())}]}
 
     @app.post("/v1/feedback")
     async def feedback(request: Request):
+        body = await read_body(request)
+        if not isinstance(body, dict):
+            return body
         try:
-            body = await request.json()
             rid, score = body["request_id"], float(body["score"])
-            if not isinstance(rid, str) or not math.isfinite(score):
+            if not isinstance(rid, str) or len(rid) > 64 or not math.isfinite(score):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             return error(400, 'send {"request_id": "<the x-request-id header>", "score": <number>}')
@@ -103,29 +128,60 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
             return error(404, f"no logged request {rid!r}", "not_found_error")
         return {"request_id": rid, "score": score, "recorded": True}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
+    async def read_body(request: Request):
+        """The parsed body, or an error response: 413 past ``max_body_bytes``, 408 when the
+        client is slower than ``body_timeout``, 400 for what is not a JSON object of at most
+        MAX_DEPTH levels."""
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > max_body_bytes:
+            return error(413, f"the request body is larger than {max_body_bytes} bytes")
+        parts, seen = [], 0
         try:
-            body = await request.json()
+            async with asyncio.timeout(body_timeout):
+                async for part in request.stream():
+                    seen += len(part)
+                    if seen > max_body_bytes:
+                        return error(413, f"the request body is larger than {max_body_bytes} "
+                                          "bytes")
+                    parts.append(part)
+        except TimeoutError:
+            return error(408, f"the request body did not arrive within {body_timeout:g} s")
+        try:
+            body = json.loads(b"".join(parts))
+        except RecursionError:
+            return error(400, f"the request body nests deeper than {MAX_DEPTH}")
         except ValueError:
             return error(400, "the request body is not JSON")
         if not isinstance(body, dict):
             return error(400, "the request body must be a JSON object")
+        if depth_exceeds(body):
+            return error(400, f"the request body nests deeper than {MAX_DEPTH}")
+        return body
+
+    def prepare(body, headers):
+        """Checks, schema compilation and the routing decision: in a worker thread, so that a
+        large schema or a transformer encoder does not stall the event loop."""
+        knob = parse_model_name(body.get("model"), getattr(router, "threshold", None))
+        messages = check_messages(body.get("messages"))
+        params = forwarded_params(body, max_tokens)
+        meta = request_metadata(body, headers)
+        checks = [*policy.validators, *format_validators(body.get("response_format"))]
+        return policy.start(messages, meta, validators=checks, threshold=knob), params, meta
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await read_body(request)
+        if not isinstance(body, dict):
+            return body
         try:
-            knob = parse_model_name(body.get("model"), getattr(router, "threshold", None))
-            if not isinstance(body.get("messages"), list):
-                raise ValueError("messages must be a list of {'role', 'content'} chat messages")
-            meta = request_metadata(body, request.headers)
-            checks = [*policy.validators, *format_validators(body.get("response_format"))]
-            # in a worker thread: a transformer encoder must not stall the event loop
-            run = await run_in_threadpool(lambda: policy.start(body["messages"], meta,
-                                                               validators=checks, threshold=knob))
-        except (TypeError, ValueError) as e:
-            return error(400, str(e))
+            run, params, meta = await run_in_threadpool(prepare, body, request.headers)
+        except RequestError as e:
+            return error(400, str(e), param=e.param)
+        except (TypeError, ValueError, RecursionError) as e:
+            return error(400, str(e) if not isinstance(e, RecursionError)
+                         else f"the request nests deeper than {MAX_DEPTH}")
         except PolicyError as e:
             return error(500, str(e), "server_error")
-        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream",
-                                                             "metadata")}
         try:
             return await respond(run, body, params, meta.get("timeout"))
         except BaseException as e:  # the client went away (cancelled): the row is still logged
@@ -135,18 +191,37 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
                 run.finish()
             raise
 
+    def give_up(run, e: Exception, shortened: bool):
+        """The call failed: the next rung (None), or the response that ends the request.
+        shortened: the client asked for a timeout below the operator's."""
+        e = upstream_error(e)
+        if e.kind == "timeout" and shortened:
+            e.counts = False  # a client's short timeout says nothing about the model
+        if e.kind == "client":  # the request's own fault: no other model would take it
+            run.model = None
+            run.decision.error = str(e)
+            run.finish()
+            d = run.decision
+            m.observe(d, failed=True)
+            return error(400, f"the model refused this request (HTTP {e.status}); check its "
+                              f"parameters (request {d.request_id})", headers=headers_of(d))
+        try:
+            run.failed(e)
+        except AllModelsFailedError as err:
+            return failed(err)
+        return None
+
     async def respond(run, body, params, timeout):
         messages = run.messages
+        shortened = timeout is not None and timeout < upstream.timeout
         if not body.get("stream"):
             answer = None
             while run.model is not None:
                 try:
                     c, answer = await upstream.complete(run.model, messages, params, timeout)
-                except Exception as e:  # the upstream's failure: the next rung, or a 502
-                    try:
-                        run.failed(e)
-                    except AllModelsFailedError as err:
-                        return failed(err)
+                except Exception as e:  # the upstream's failure: the next rung, or an error
+                    if (out := give_up(run, e, shortened)) is not None:
+                        return out
                     continue
                 run.answered(c)
             d = run.finish()
@@ -155,23 +230,21 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
 
         while run.model is not None:
             try:
-                first, rest = await upstream.stream(run.model, messages, params, timeout)
+                head, rest = await upstream.stream(run.model, messages, params, timeout)
                 if not run.checks:
                     run.answered(Completion(""))
                     break
-                chunks = [first] + [c async for c in rest]
-            except Exception as e:  # before the first byte: the next rung, or a 502
-                try:
-                    run.failed(e)
-                except AllModelsFailedError as err:
-                    return failed(err)
+                chunks = head + [c async for c in rest]
+            except Exception as e:  # before the first byte: the next rung, or an error
+                if (out := give_up(run, e, shortened)) is not None:
+                    return out
                 continue
             if run.answered(Completion("".join(map(chunk_text, chunks)))):
                 d = run.finish()
                 m.observe(d)
                 return StreamingResponse(_replay(chunks), media_type="text/event-stream",
                                          headers=headers_of(d))
-        return StreamingResponse(_relay(run, first, rest, m), media_type="text/event-stream",
+        return StreamingResponse(_relay(run, head, rest, m), media_type="text/event-stream",
                                  headers=headers_of(run.decision))
 
     return app
@@ -187,20 +260,23 @@ async def _replay(chunks):
     yield "data: [DONE]\n\n"
 
 
-async def _relay(run, first, rest, metrics):
+async def _relay(run, head, rest, metrics):
     """Send a started stream on; a failure ends it with an error event. The Decision is
     finished (logged, counted) when the stream ends, however it ends."""
-    d, parts = run.decision, [chunk_text(first)]
+    d, parts = run.decision, [chunk_text(c) for c in head]
     try:
-        yield _sse(first)
+        for c in head:
+            yield _sse(c)
         async for c in rest:
             parts.append(chunk_text(c))
             yield _sse(c)
     except Exception as e:
+        e = upstream_error(e)
         run.broke(e)
-        logger.warning("upstream stream of %s broke off: %s", d.model, d.error)
-        yield _sse({"error": {"message": f"the upstream stream broke off: {d.error}",
-                              "type": "upstream_error"}})
+        logger.warning("upstream stream of %s broke off: %s (request %s)", d.model, d.error,
+                       d.request_id)
+        yield _sse({"error": {"message": f"the upstream stream broke off ({e}); request "
+                                         f"{d.request_id}", "type": "upstream_error"}})
     finally:
         d.answer = "".join(parts)
         run.finish()

@@ -36,9 +36,18 @@ import os
 import sys
 
 from router_ml.errors import RouterMLError, ServingError
-from router_ml.serve.requests import ROUTER_NAME, parse_model_name
+from router_ml.serve.requests import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_TOKENS,
+    ROUTER_NAME,
+    parse_model_name,
+)
 
 DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 30.0, 3.0  # seconds
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds a client has to send its request line and headers
+DEFAULT_MAX_CONNECTIONS = 1000  # open connections and requests in flight (503 past it)
 
 
 def create_app(router, upstream_base: str, api_key: str | None = None, *,
@@ -46,7 +55,9 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
                config=None, log=None, sample_rate: float = 0.0, judge: str | None = None,
                validators=(), prices=None, breaker_failures: int = 5,
                breaker_cooldown: float = 30.0, sample_queue: int = 64,
-               drain_seconds: float = 30.0, seed: int | None = None):
+               drain_seconds: float = 30.0, seed: int | None = None,
+               max_body_bytes: int | None = None, body_timeout: float | None = None,
+               max_tokens: int | None = None, max_response_bytes: int | None = None):
     """The FastAPI app for a loaded ``router`` answering through ``upstream_base``.
 
     timeout, connect_timeout: seconds for one upstream call and for opening its connection.
@@ -59,6 +70,9 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
     (``response_format`` adds its own per request). prices: a price table (default built-in).
     breaker_failures, breaker_cooldown: consecutive failures that open a model's circuit, and
     seconds it stays open. drain_seconds: how long shutdown waits for queued samples.
+    max_body_bytes, body_timeout, max_tokens: the request limits of
+    :func:`router_ml.serve.app.app_for`; max_response_bytes: the most read of one upstream
+    answer (:class:`router_ml.serve.upstream.Upstream`). None: the documented default.
     """
     from router_ml.loop.breaker import CircuitBreaker
     from router_ml.loop.clients import LiteLLMClient
@@ -66,7 +80,9 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
     from router_ml.serve.app import app_for
     from router_ml.serve.upstream import Upstream
 
-    upstream = Upstream(upstream_base, api_key, connect_timeout=connect_timeout, timeout=timeout)
+    upstream = Upstream(upstream_base, api_key, connect_timeout=connect_timeout, timeout=timeout,
+                        **({} if max_response_bytes is None
+                           else {"max_response_bytes": max_response_bytes}))
     sampler = None
     if sample_rate:
         from router_ml.loop.labeling import PairwiseJudge
@@ -82,7 +98,10 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
                                     client, log, max_queue=sample_queue)
     policy = Policy(router, config, validators=validators, prices=prices, log=log,
                     sampler=sampler, breaker=CircuitBreaker(breaker_failures, breaker_cooldown))
-    return app_for(policy, upstream, drain_seconds=drain_seconds)
+    limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),
+                                 ("body_timeout", body_timeout), ("max_tokens", max_tokens))
+              if v is not None}
+    return app_for(policy, upstream, drain_seconds=drain_seconds, **limits)
 
 
 def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
@@ -120,7 +139,86 @@ def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
                    help="seconds a model's open circuit skips it (default %(default)s)")
     p.add_argument("--drain-seconds", type=float, default=30.0,
                    help="on SIGTERM, seconds to finish in-flight requests and queued samples")
+    lim = p.add_argument_group("limits (see docs/security.md)")
+    lim.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                     help="largest request body; 413 past it (default %(default)s)")
+    lim.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,
+                     help="seconds a client has to send its request headers before the "
+                          "connection is closed (default %(default)s)")
+    lim.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT,
+                     help="seconds a client has to send its body; 408 after (default "
+                          "%(default)s)")
+    lim.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                     help="largest max_tokens a request may ask for (default %(default)s)")
+    lim.add_argument("--max-response-bytes", type=int, default=DEFAULT_MAX_RESPONSE_BYTES,
+                     help="most bytes read of one upstream answer; past it the request gets a "
+                          "502 and the model keeps its circuit (default %(default)s)")
+    lim.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                     help="open connections and requests in flight; 503 past it (default "
+                          "%(default)s)")
     return p
+
+
+def check_limits(args) -> None:
+    """ServingError for a limit that is not positive."""
+    for name in ("max_body_bytes", "header_timeout", "body_timeout", "max_tokens",
+                 "max_response_bytes", "max_connections", "timeout", "connect_timeout"):
+        if not getattr(args, name) > 0:
+            raise ServingError(f"--{name.replace('_', '-')} must be positive, got "
+                               f"{getattr(args, name)}")
+
+
+def check_port(host: str, port: int) -> None:
+    """ServingError when ``host:port`` cannot be bound (in use, or not an address here), before
+    anything says it is listening."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ServingError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    family, *_, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise ServingError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def header_timeout_protocol(seconds: float):
+    """uvicorn's h11 protocol, closing a connection whose request line and headers have not
+    all arrived ``seconds`` after the connection opened or its next request began (uvicorn
+    itself bounds only the idle time between requests)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._header_timer = self.loop.call_later(seconds, self._headers_late)
+
+        def data_received(self, data):
+            before = self.cycle
+            if self._header_timer is None and (before is None or before.response_complete):
+                self._header_timer = self.loop.call_later(seconds, self._headers_late)
+            super().data_received(data)
+            if self.cycle is not before and self._header_timer is not None:
+                self._header_timer.cancel()  # the headers are in: the request has begun
+                self._header_timer = None
+
+        def _headers_late(self):
+            self._header_timer = None
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_lost(self, exc):
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
 
 
 def describe(args, router, config) -> str:
@@ -156,6 +254,7 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
                                "server) or set OPENAI_BASE_URL")
         if not 0.0 <= args.sample_rate <= 1.0:
             raise ServingError(f"--sample-rate must be in [0, 1], got {args.sample_rate}")
+        check_limits(args)
         try:
             import uvicorn
         except ImportError:
@@ -177,7 +276,10 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
                          validators=[NoRefusal()] if args.check_refusals else (),
                          breaker_failures=args.breaker_failures,
                          breaker_cooldown=args.breaker_cooldown,
-                         drain_seconds=args.drain_seconds)
+                         drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes,
+                         body_timeout=args.body_timeout, max_tokens=args.max_tokens,
+                         max_response_bytes=args.max_response_bytes)
+        check_port(args.host, args.port)
     except (RouterMLError, ImportError, ValueError) as e:
         if log is not None:
             log.close()
@@ -185,8 +287,11 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
         return 2
     print(describe(args, router, config), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=args.drain_seconds)
+                timeout_graceful_shutdown=args.drain_seconds,
+                http=header_timeout_protocol(args.header_timeout),
+                limit_concurrency=args.max_connections, h11_max_incomplete_event_size=64 * 1024)
     return 0
 
 
-__all__ = ["create_app", "describe", "parse_model_name", "serve_main", "serve_parser"]
+__all__ = ["check_limits", "check_port", "create_app", "describe", "header_timeout_protocol",
+           "parse_model_name", "serve_main", "serve_parser"]

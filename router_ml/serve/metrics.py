@@ -27,7 +27,8 @@ from router_ml.loop.policy import CIRCUIT_OPEN
 
 
 def _is_timeout(message: str) -> bool:
-    return "Timeout" in message.split(":", 1)[0]
+    kind, _, text = message.partition(":")
+    return "Timeout" in kind or text.strip().startswith("upstream timeout")
 
 
 class Metrics:
