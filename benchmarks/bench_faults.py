@@ -15,6 +15,12 @@ a fifth of the requests ask for ``response_format`` ``json_object``):
    other fault; half-way its answers go bad (refusals 30 %, invalid JSON 50 %) and
    escalations jump. The strong model stays healthy (2 % slow answers).
 
+``--scenario hostile`` runs instead, with both models healthy, normal clients beside hostile
+ones that send tiny and short timeouts against hanging answers, 5 MB bodies, 60,000-deep JSON,
+fields outside the allow-list (``base_url``) and prompts whose answers are 20 MB; it prints the
+normal clients' errors, what the hostile ones got, circuit openings, log rows against the
+requests that reached the policy, and the server's RSS.
+
 Prints a table: requests, client-visible errors (5xx), escalations, fallbacks, timeouts,
 circuit openings, log rows against requests, p50/p99 latency added against the run without
 faults, the server's RSS before and after, whether the report's escalation alert fired within
@@ -79,6 +85,14 @@ def stub_app(plan: dict, *, seed: int = 0, hang_seconds: float = 3.0, slow_secon
         body = await request.json()
         model = body["model"]
         wants_json = bool(body.get("response_format"))
+        last = body["messages"][-1].get("content") or ""
+        if "[hang]" in last:  # a hostile client's prompt: every model hangs for it
+            await asyncio.sleep(hang_seconds)
+        if "[huge]" in last:  # ... or answers 20 MB
+            return Response(b'{"id": "x", "object": "chat.completion", "created": 1, "model": "'
+                            + model.encode() + b'", "choices": [{"index": 0, "finish_reason": '
+                            b'"stop", "message": {"role": "assistant", "content": "'
+                            + b"x" * 20_000_000 + b'"}}]}', media_type="application/json")
         if model == JUDGE:
             text = "Sure: answer." if rng.random() < 0.1 else "Both are fine. [[C]]"
         else:
@@ -178,6 +192,94 @@ async def load(url: str, prompts: list[str], clients: int, seconds: float, max_r
     return out
 
 
+HOSTILE_KINDS = ("tiny-timeout", "short-timeout", "huge-body", "huge-answer", "deep",
+                 "forbidden-field")
+
+
+def hostile_request(kind: str, prompt: str) -> dict:
+    """The httpx.post keywords of one hostile request of ``kind``."""
+    msgs = [{"role": "user", "content": prompt}]
+    if kind == "tiny-timeout":
+        return {"json": {"model": "router", "messages": msgs},
+                "headers": {"x-router-timeout": "0.001"}}
+    if kind == "short-timeout":  # every model hangs past it: no circuit may open for it
+        return {"json": {"model": "router", "messages": [{"role": "user",
+                                                          "content": prompt + " [hang]"}]},
+                "headers": {"x-router-timeout": "1"}}
+    if kind == "huge-body":
+        return {"json": {"model": "router", "messages": [{"role": "user",
+                                                          "content": "x" * 5_000_000}]}}
+    if kind == "huge-answer":
+        return {"json": {"model": "router", "messages": [{"role": "user",
+                                                          "content": prompt + " [huge]"}]}}
+    if kind == "deep":
+        return {"content": "[" * 60_000 + "]" * 60_000,
+                "headers": {"content-type": "application/json"}}
+    return {"json": {"model": "router", "messages": msgs, "base_url": "http://127.0.0.1:9/v1"}}
+
+
+async def hostile_load(url: str, prompts: list[str], clients: int, hostile: int,
+                       seconds: float) -> tuple[list[dict], list[dict]]:
+    """``clients`` normal clients beside ``hostile`` hostile ones (cycling through
+    HOSTILE_KINDS) for ``seconds``: (the normal records, the hostile records with their kind)."""
+    import httpx
+
+    normal, bad = [], []
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def good(k):
+            i = k
+            while time.monotonic() < deadline:
+                body = {"model": "router",
+                        "messages": [{"role": "user", "content": prompts[i % len(prompts)]}]}
+                i += clients
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, json=body)
+                    rec = {"status": r.status_code, "reason": r.headers.get("x-router-reason")}
+                except httpx.HTTPError as e:
+                    rec = {"status": 0, "reason": None, "error": type(e).__name__}
+                normal.append({"ms": (time.perf_counter() - t0) * 1000, **rec})
+
+        async def evil(k):
+            i = k
+            while time.monotonic() < deadline:
+                kind = HOSTILE_KINDS[i % len(HOSTILE_KINDS)]
+                i += 1
+                try:
+                    r = await client.post(url, **hostile_request(kind, prompts[i % len(prompts)]))
+                    bad.append({"kind": kind, "status": r.status_code})
+                except httpx.HTTPError as e:
+                    bad.append({"kind": kind, "status": 0, "error": type(e).__name__})
+
+        await asyncio.gather(*(good(k) for k in range(clients)),
+                             *(evil(k) for k in range(hostile)))
+    return normal, bad
+
+
+def hostile_table(res: dict) -> str:
+    n, h = res["normal"], res["hostile"]
+    got = ", ".join(f"{kind}: " + " ".join(f"{s}x{c}" for s, c in sorted(v.items()))
+                    for kind, v in h["by_kind"].items())
+    rows = [("normal requests / errors (non-200)", f"{n['requests']:,} / {n['errors']}"),
+            ("normal p50 / p99 (ms)", f"{n['p50_ms']:.1f} / {n['p99_ms']:.1f}"),
+            ("hostile requests / 5xx beyond the expected 502s", f"{h['requests']:,} / "
+                                                                 f"{h['unexpected']}"),
+            ("what the hostile requests got (status x count)", got),
+            ("circuit openings", f"{res['circuit_opened']}"),
+            ("log rows / requests that reached the policy",
+             f"{res['log_rows']:,} / {res['routed']:,}"),
+            ("server RSS before / after (MB)",
+             f"{res['rss_before_mb']:.0f} / {res['rss_after_mb']:.0f} "
+             f"({100 * (res['rss_after_mb'] / res['rss_before_mb'] - 1):+.1f} %)")]
+    return "\n".join(["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
+
+
+# what each hostile kind should get: refused before routing (not logged), or routed (logged)
+EXPECTED = {"tiny-timeout": 400, "short-timeout": 502, "huge-body": 413, "huge-answer": 502,
+            "deep": 400, "forbidden-field": 400}
+
+
 def alert_check(log_dir, t_start: float, t_jump: float, t_end: float, buckets: int) -> dict:
     """Whether the report's escalation alert fires for the log up to one bucket past the jump,
     and whether it stays quiet up to the jump. A bucket is (t_end - t_start) / buckets."""
@@ -235,6 +337,15 @@ def summarize(records: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------- the run
+
+
+def _stop(procs):
+    for proc in reversed(procs):  # the server first: it drains and flushes its log
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=60)
 
 
 def _free_port():
@@ -297,6 +408,8 @@ def main(argv=None):
     p.add_argument("--max-requests", type=int, default=14000, help="per run")
     p.add_argument("--buckets", type=int, default=10, help="report buckets over the fault run")
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--scenario", choices=["faults", "hostile"], default="faults")
+    p.add_argument("--hostile-clients", type=int, default=6, help="with --scenario hostile")
     p.add_argument("--stub", type=int, help=argparse.SUPPRESS)  # run the stub on this port
     args = p.parse_args(argv)
     if args.stub:
@@ -316,11 +429,13 @@ def main(argv=None):
     log_dir = Path(tmp.name) / "log"
     procs = [subprocess.Popen([sys.executable, __file__, "--stub", str(sp)], env=env,
                               start_new_session=True)]
+    started = False
     try:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "router_ml.cli.main", "serve", "--model", args.model,
              "--upstream-base", f"{stub}/v1", "--port", str(rp), "--log", str(log_dir),
-             "--check-refusals", "--timeout", "1", "--connect-timeout", "0.5",
+             "--check-refusals", "--timeout", "2" if args.scenario == "hostile" else "1",
+             "--connect-timeout", "0.5",
              "--breaker-failures", "5", "--breaker-cooldown", "2", "--sample-rate", "0.03",
              "--judge", JUDGE], env=env, start_new_session=True, stdout=subprocess.DEVNULL))
         wait(f"{base}/health", proc=procs[1])
@@ -328,6 +443,32 @@ def main(argv=None):
         _post(f"{stub}/_faults", HEALTHY)
         warm = asyncio.run(load(url, prompts, 4, 3, 500))
         rss0 = _rss_mb(procs[1].pid)
+        if args.scenario == "hostile":
+            normal, bad = asyncio.run(hostile_load(url, prompts, args.clients,
+                                                   args.hostile_clients, args.seconds))
+            rss1 = _rss_mb(procs[1].pid)
+            opened = _metric_sum(base, "router_ml_circuit_opened_total")
+        started = True
+    finally:
+        if args.scenario == "hostile" or not started:
+            _stop(procs)
+    if args.scenario == "hostile":
+        by_kind = {}
+        for r in bad:
+            by_kind.setdefault(r["kind"], {}).setdefault(r["status"], 0)
+            by_kind[r["kind"]][r["status"]] += 1
+        routed = len(warm) + len(normal) + sum(r["status"] in (200, 502) for r in bad)
+        res = {"normal": {**summarize([{**r, "model": None} for r in normal])},
+               "hostile": {"requests": len(bad), "by_kind": by_kind,
+                           "unexpected": sum(r["status"] != EXPECTED[r["kind"]] for r in bad)},
+               "circuit_opened": int(opened), "log_rows": len(DecisionLog(log_dir).read()),
+               "routed": routed, "rss_before_mb": rss0, "rss_after_mb": rss1}
+        tmp.cleanup()
+        print(hostile_table(res))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2) + "\n")
+        return 0
+    try:
         baseline = asyncio.run(load(url, prompts, args.clients, args.baseline_seconds,
                                     args.max_requests))
         _post(f"{stub}/_faults", FAULTS_BEFORE)
@@ -343,12 +484,7 @@ def main(argv=None):
         timeouts = _metric_sum(base, "router_ml_timeouts_total")
         opened = _metric_sum(base, "router_ml_circuit_opened_total")
     finally:
-        for proc in reversed(procs):  # the server first: it drains and flushes its log
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=60)
+        _stop(procs)
     faults = first + second
     rows = DecisionLog(log_dir).read()
     res = {"baseline": summarize(baseline), "faults": summarize(faults),

@@ -8,7 +8,10 @@ Prints p50/p99 in milliseconds, one request at a time, of:
   (conversation text + 4 rules + the learned route + the Decision record);
 - policy overhead: decide minus route, per request (rules + text + Decision, route excluded);
 - decide, rule: a request the first rule matches (no router call);
-- log write: ``DecisionLog.write`` (buffered; the mean includes the batched SQLite inserts).
+- log write: ``DecisionLog.write`` (buffered; the mean includes the batched SQLite inserts);
+- gateway checks: what the endpoint checks of a request body before routing it (the
+  allow-list, the messages, the nesting depth, the metadata), on a body with four
+  parameters.
 Numbers vary on a shared machine; compare within one run.
 """
 
@@ -31,7 +34,7 @@ RULES = {"rules": [
     {"name": "legal", "tags": ["legal", "medical"], "model": "claude-opus-4"},
     {"name": "sql", "regex": r"(?i)\bselect\b.*\bfrom\b", "model": "gpt-4o"},
     {"name": "realtime", "max_latency": "realtime", "model": "gemini-2.0-flash"},
-]}
+], "models": {"gpt-4o": {}, "claude-opus-4": {}, "gemini-2.0-flash": {}}}
 WORDS = ("what is the integral of x squared explain why the sky is blue which of the following "
          "statements about mitochondria is true solve for x in 3x plus 5 equals 20 write a short "
          "poem about autumn leaves").split()
@@ -87,6 +90,7 @@ def main(argv=None) -> int:
         log.close()
         total = clock() - t_all
     writes = np.array(writes) * 1000
+    checks = gateway_checks(convs)
     print(f"router {args.model.name}, {args.n} requests, one at a time (ms)")
     print(f"route                  {pct(route)}")
     print(f"decide, learned        {pct(decide)}")
@@ -94,7 +98,32 @@ def main(argv=None) -> int:
     print(f"decide, rule           {pct(rule)}")
     print(f"log write              {pct(writes)}  mean {total * 1000 / len(decisions):.4f} "
           "(batched inserts included in the mean)")
+    print(f"gateway checks         {pct(checks)}")
     return 0
+
+
+def gateway_checks(convs) -> np.ndarray:
+    """Milliseconds per request of the endpoint's body checks (router_ml.serve.requests)."""
+    try:
+        from router_ml.serve.requests import (
+            check_messages,
+            depth_exceeds,
+            forwarded_params,
+            request_metadata,
+        )
+    except ImportError:  # a version of the endpoint without them
+        return np.zeros(1)
+    bodies = [{"model": "router", "messages": c, "temperature": 0.2, "max_tokens": 256,
+               "user": "u-1", "metadata": {"task": "chat"}} for c in convs]
+    out, clock = [], time.perf_counter
+    for b in bodies:
+        t0 = clock()
+        depth_exceeds(b)
+        check_messages(b["messages"])
+        forwarded_params(b)
+        request_metadata(b, {})
+        out.append(clock() - t0)
+    return np.array(out) * 1000
 
 
 if __name__ == "__main__":
