@@ -146,17 +146,9 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
                     parts.append(part)
         except TimeoutError:
             return error(408, f"the request body did not arrive within {body_timeout:g} s")
-        try:
-            body = json.loads(b"".join(parts))
-        except RecursionError:
-            return error(400, f"the request body nests deeper than {MAX_DEPTH}")
-        except ValueError:
-            return error(400, "the request body is not JSON")
-        if not isinstance(body, dict):
-            return error(400, "the request body must be a JSON object")
-        if depth_exceeds(body):
-            return error(400, f"the request body nests deeper than {MAX_DEPTH}")
-        return body
+        # a few MB of JSON take milliseconds to parse and walk: not on the event loop
+        problem = await run_in_threadpool(_parse, b"".join(parts))
+        return error(400, problem) if isinstance(problem, str) else problem
 
     def prepare(body, headers):
         """Checks, schema compilation and the routing decision: in a worker thread, so that a
@@ -248,6 +240,21 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
                                  headers=headers_of(run.decision))
 
     return app
+
+
+def _parse(data: bytes):
+    """The body as a dict of at most MAX_DEPTH levels, or what is wrong with it (a str)."""
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        return f"the request body nests deeper than {MAX_DEPTH}"
+    except ValueError:
+        return "the request body is not JSON"
+    if not isinstance(body, dict):
+        return "the request body must be a JSON object"
+    if depth_exceeds(body):
+        return f"the request body nests deeper than {MAX_DEPTH}"
+    return body
 
 
 def _sse(obj) -> str:
