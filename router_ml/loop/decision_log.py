@@ -42,6 +42,10 @@ judge               TEXT    the judge's raw verdict, ``unparsed: <reply>`` or ``
                             sample_cost_usd: sampling's cost
 cost_estimated      INTEGER 1 when a call gave no token counts and its cost is the router's
                             estimate (ceil(characters / 4) input, 256 output tokens)
+conversation        TEXT    the conversation's id (the ``x-router-conversation`` header, or a
+                            hash of the request's user, system prompt and first user turn)
+sticky              INTEGER 1 when the conversation mode overrode the learned choice
+capability          TEXT    why the first choice could not take the request (its limits)
 =================== ======= ==============================================================
 """
 
@@ -68,9 +72,11 @@ COLUMNS = ("ts", "request_id", "prompt_sha256", "prompt", "route", "route_reason
            "strongest_cost_usd", "input_tokens", "output_tokens", "decision_ms", "latency_ms",
            "escalations", "steps", "validator", "validator_message", "error", "feedback",
            "sampled", "answer", "sample_model", "sample_answer", "strong_better", "judge",
-           "sample_cost_usd", "cost_estimated")  # new columns go last (older files get them added)
+           "sample_cost_usd", "cost_estimated", "conversation", "sticky",
+           "capability")  # new columns go last (older files get them added)
 _TYPES = {"ts": "REAL NOT NULL", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
-          "escalations": "INTEGER", "sampled": "INTEGER", "cost_estimated": "INTEGER"}
+          "escalations": "INTEGER", "sampled": "INTEGER", "cost_estimated": "INTEGER",
+          "sticky": "INTEGER"}
 _REAL = {"score", "threshold", "coverage", "cost_usd", "strongest_cost_usd", "decision_ms",
          "latency_ms", "feedback", "strong_better", "sample_cost_usd"}
 _TYPE = {c: _TYPES.get(c, "REAL" if c in _REAL else "TEXT") for c in COLUMNS}
@@ -100,7 +106,8 @@ def _row(d, store_prompts) -> tuple:
             d.validator, redact(d.validator_message), redact(d.error), None, int(bool(s)),
             d.answer if (s or store_prompts is True) else None, s.get("model"), s.get("answer"),
             s.get("strong_better"), s.get("judge"), s.get("cost_usd"),
-            int(bool(getattr(d, "cost_estimated", False))))
+            int(bool(getattr(d, "cost_estimated", False))), getattr(d, "conversation", None),
+            int(bool(getattr(d, "sticky", False))), getattr(d, "capability", None))
 
 
 def _setup(con: sqlite3.Connection, seconds: float = 30.0) -> None:

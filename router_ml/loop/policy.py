@@ -28,7 +28,9 @@ assistant turns are ignored. Rules' ``regex`` matches the same text.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -37,12 +39,14 @@ from dataclasses import asdict, dataclass, field
 from router_ml.loop.clients import Completion, LiteLLMClient, Pricer, as_completion, redact
 from router_ml.loop.rules import (
     LATENCY_CLASSES,
+    Needs,
     PolicyConfig,
     PolicyError,
     Rule,
     RuleConfigError,
     load_rules,
     parse_rules,
+    request_needs,
 )
 from router_ml.loop.validators import (
     JsonSchemaValid,
@@ -54,6 +58,63 @@ from router_ml.loop.validators import (
 
 OUTPUT_TOKENS = 256  # the router's assumed answer length (router_ml.core.prices.OUTPUT_TOKENS)
 CIRCUIT_OPEN = "CircuitOpen"  # how a step that skipped an open circuit starts its message
+
+
+class NoCapableModelError(PolicyError, ValueError):
+    """No model the policy may call can take the request (its context, tools, images or
+    response format): the client's to change."""
+
+
+class ConversationMemory:
+    """The model each conversation last ended on, for the ``sticky`` and ``escalate-only``
+    modes: at most ``size`` conversations, each forgotten ``ttl`` seconds after its last
+    request. In this process only (each worker process keeps its own). Thread-safe."""
+
+    def __init__(self, size: int = 100_000, ttl: float = 3600.0, *, clock=time.monotonic):
+        from collections import OrderedDict
+
+        self.size, self.ttl, self.clock = int(size), float(ttl), clock
+        self._models: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, conversation: str) -> str | None:
+        with self._lock:
+            hit = self._models.get(conversation)
+            if hit is None:
+                return None
+            if self.clock() - hit[1] > self.ttl:
+                del self._models[conversation]
+                return None
+            return hit[0]
+
+    def set(self, conversation: str, model: str) -> None:
+        with self._lock:
+            self._models[conversation] = (model, self.clock())
+            self._models.move_to_end(conversation)
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+
+
+def conversation_id(messages, metadata: Mapping | None = None) -> str | None:
+    """A conversation's id: ``metadata["conversation"]`` (the ``x-router-conversation`` header)
+    when given, else a sha256 of the request's ``user`` (``metadata["user"]``), its system
+    prompt and its first user turn, which every later turn of the conversation repeats.
+    None for a bare string without an id."""
+    meta = metadata or {}
+    if meta.get("conversation"):
+        return str(meta["conversation"])[:128]
+    if isinstance(messages, str):
+        return None
+    firsts = {}
+    for m in messages:
+        role = m.get("role") if isinstance(m, Mapping) else None
+        if role in ("system", "developer", "user") and role not in firsts:
+            firsts[role] = m.get("content")
+    if "user" not in firsts:
+        return None
+    key = json.dumps([meta.get("user"), firsts.get("system") or firsts.get("developer"),
+                      firsts["user"]], sort_keys=True, default=str)
+    return "h:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 class AllModelsFailedError(PolicyError):
@@ -84,7 +145,9 @@ class Decision:
     counts the prompt as covered, 0.0 when not, None without a coverage signal. Costs in USD
     (``cost_estimated``: a call returned no token counts, so its cost is the router's estimate,
     ceil(characters / 4) input and 256 output tokens), times in ms; validator: ``passed``,
-    ``failed`` or ``none`` (no validators)."""
+    ``failed`` or ``none`` (no validators). conversation: the conversation's id; sticky: the
+    conversation mode overrode the learned choice (route_reason ``sticky``); capability: why
+    the first choice could not take the request (route_reason ``capability``)."""
 
     request_id: str
     prompt_sha256: str
@@ -112,6 +175,9 @@ class Decision:
     time: float = 0.0
     sample: dict | None = None
     prompt: str | None = None
+    conversation: str | None = None
+    sticky: bool = False
+    capability: str | None = None
 
     def __post_init__(self):
         self.model = self.model or self.route
@@ -170,6 +236,9 @@ class Policy:
         self.validators = tuple(validators)
         self.sampler, self.log, self.breaker = sampler, log, breaker
         self._pricer = Pricer(prices)
+        self.limits = dict(config.models)
+        self.conversation_mode = config.conversation
+        self.memory = ConversationMemory() if config.conversation != "free" else None
         self._check_models(config)
 
     def _check_models(self, config: PolicyConfig) -> None:
@@ -208,12 +277,16 @@ class Policy:
 
     # ------------------------------------------------------------------ deciding
     def decide_batch(self, conversations: Sequence, metadata: Sequence | None = None, *,
-                     threshold: float | None = None) -> list:
-        """Decisions for a batch (no model call): rules first, the rest in one router call.
+                     threshold: float | None = None, needs: Sequence | None = None) -> list:
+        """Decisions for a batch (no model call): rules first, the rest in one router call,
+        then the conversation mode, then the models' limits.
         conversations: prompts (str) or OpenAI-style message lists; metadata: one dict
-        (``task``, ``tags``, ``max_latency``) or None per request. threshold: a pair router's
-        knob in [0, 1] for these requests only (the strong model when score >= threshold;
-        None: the router's own)."""
+        (``task``, ``tags``, ``max_latency``, ``conversation``, ``user``) or None per request.
+        threshold: a pair router's knob in [0, 1] for these requests only (the strong model
+        when score >= threshold; None: the router's own). needs: a
+        :class:`~router_ml.loop.rules.Needs` per request (default: from the messages alone);
+        a first choice that cannot take its request moves to the next model up the ladder
+        that can (route_reason ``capability``), or NoCapableModelError."""
         t0 = time.perf_counter()
         metadata = metadata if metadata is not None else [None] * len(conversations)
         if len(metadata) != len(conversations):
@@ -243,10 +316,53 @@ class Policy:
                                    threshold=None if th is None else float(th),
                                    qualities=getattr(d, "qualities", None) or None,
                                    coverage=_coverage(getattr(d, "covered", None)))
+        needs = needs if needs is not None else [request_needs(c) for c in conversations]
+        for d, conv, meta, need in zip(out, conversations, metadata, needs):
+            d.conversation = conversation_id(conv, meta)
+            if self.memory is not None and d.route_reason == "learned" and d.conversation:
+                self._stick(d)
+            if self.limits:
+                self._fit(d, need)
         ms = (time.perf_counter() - t0) * 1000 / max(len(texts), 1)
         for d in out:
             d.decision_ms = ms
         return out
+
+    def _rank(self, model: str) -> int:
+        return self.ladder.index(model) if model in self.ladder else -1
+
+    def _stick(self, d: Decision) -> None:
+        """The conversation mode: ``sticky`` keeps the conversation's model, ``escalate-only``
+        keeps it when the learned choice is lower on the ladder."""
+        before = self.memory.get(d.conversation)
+        if before is None or before == d.route:
+            return
+        if self.conversation_mode == "sticky" or self._rank(before) > self._rank(d.route):
+            d.route = d.model = before
+            d.route_reason = d.reason = "sticky"
+            d.sticky = True
+
+    def capable(self, model: str, needs: Needs) -> str | None:
+        """Why ``model`` cannot take a request with ``needs`` (None: it can)."""
+        limits = self.limits.get(model)
+        return None if limits is None else limits.lacks(needs)
+
+    def _fit(self, d: Decision, needs: Needs) -> None:
+        why = self.capable(d.route, needs)
+        if why is None:
+            return
+        rungs = self.ladder
+        up = rungs[rungs.index(d.route) + 1:] if d.route in rungs else rungs
+        known = getattr(self.router, "models", None) or ()
+        others = [m for m in (*up, *rungs, self.fallback, *known) if m and m != d.route]
+        for m in dict.fromkeys(others):
+            if self.capable(m, needs) is None:
+                d.capability = f"{d.route}: {why}"
+                d.route = d.model = m
+                d.route_reason = d.reason = "capability"
+                return
+        raise NoCapableModelError(f"no model can take this request: {d.route}: {why}; "
+                                  f"every other model lacks it too")
 
     def decide(self, conversation, metadata: Mapping | None = None, *,
                threshold: float | None = None) -> Decision:
@@ -273,19 +389,25 @@ class Policy:
         return self._pricer(model, guess), True
 
     def start(self, messages, metadata: Mapping | None = None, *,
-              validators: Sequence | None = None, threshold: float | None = None) -> "Run":
-        """Decide, and return the :class:`Run` that answers the request step by step."""
+              validators: Sequence | None = None, threshold: float | None = None,
+              params: Mapping | None = None) -> "Run":
+        """Decide, and return the :class:`Run` that answers the request step by step.
+        params: the request's OpenAI parameters (``tools``, ``response_format``,
+        ``max_tokens``), for the models' limits."""
         t0 = time.perf_counter()
-        d = self.decide(messages, metadata, threshold=threshold)
+        needs = request_needs(messages, params)
+        d = self.decide_batch([messages], [metadata], threshold=threshold, needs=[needs])[0]
         checks = self.validators if validators is None else tuple(validators)
-        return Run(self, d, as_messages(messages), checks, t0)
+        return Run(self, d, as_messages(messages), checks, t0, needs)
 
     def run(self, messages, client: Callable, metadata: Mapping | None = None, *,
-            validators: Sequence | None = None, threshold: float | None = None) -> Decision:
+            validators: Sequence | None = None, threshold: float | None = None,
+            params: Mapping | None = None) -> Decision:
         """Decide, call ``client(model, messages) -> Completion | str``, validate, escalate
         and fall back; log the Decision (also when every model fails, then raise
         :class:`AllModelsFailedError`)."""
-        run = self.start(messages, metadata, validators=validators, threshold=threshold)
+        run = self.start(messages, metadata, validators=validators, threshold=threshold,
+                         params=params)
         while run.model is not None:
             try:
                 c = as_completion(client(run.model, run.messages))
@@ -296,14 +418,15 @@ class Policy:
         return run.finish(lambda m, ms: as_completion(client(m, ms)))
 
     async def arun(self, messages, client: Callable, metadata: Mapping | None = None, *,
-                   validators: Sequence | None = None,
-                   threshold: float | None = None) -> Decision:
+                   validators: Sequence | None = None, threshold: float | None = None,
+                   params: Mapping | None = None) -> Decision:
         """:meth:`run` with an async ``client(model, messages)`` (awaited). Quality sampling
         then needs a sampler with its own client (a ``BackgroundSampler``)."""
         if self.sampler is not None and getattr(self.sampler, "client", None) is None:
             raise PolicyError("arun samples off the request path: give the policy a "
                               "router_ml.loop.sampling.BackgroundSampler with a client")
-        run = self.start(messages, metadata, validators=validators, threshold=threshold)
+        run = self.start(messages, metadata, validators=validators, threshold=threshold,
+                         params=params)
         while run.model is not None:
             try:
                 c = as_completion(await client(run.model, run.messages))
@@ -330,8 +453,9 @@ class Run:
     """
 
     def __init__(self, policy: Policy, decision: Decision, messages: list, checks: tuple,
-                 t0: float):
+                 t0: float, needs: Needs | None = None):
         self.policy, self.decision, self.messages, self.checks = policy, decision, messages, checks
+        self.needs = needs or Needs()
         self._t0, self._tried, self._spent = t0, set(), []
         self._last: Completion | None = None
         self.model: str | None = decision.route
@@ -353,7 +477,8 @@ class Run:
         fb = self.policy.fallback
         if errors and fb and fb not in self._tried and fb != model and fb not in out:
             out.append(fb)
-        return out
+        # a model that cannot take the request is no rung for it
+        return [m for m in out if self.policy.capable(m, self.needs) is None]
 
     def _pick(self, candidates: list) -> str | None:
         """The first candidate whose circuit lets it through; the first one at all when every
@@ -437,6 +562,8 @@ class Run:
                 and d.model != p.strongest):
             p.sampler.maybe_sample(d, self.messages, call, p.strongest,
                                    lambda m, c: p.estimate(m, c, d.prompt or "")[0])
+        if p.memory is not None and d.conversation and d.error is None and self._last is not None:
+            p.memory.set(d.conversation, d.model)
         if p.log is not None:
             p.log.write(d)
         return d
@@ -451,8 +578,9 @@ def _coverage(covered) -> float | None:
 
 
 __all__ = [
-    "AllModelsFailedError", "Completion", "Decision", "JsonSchemaValid", "JsonValid",
-    "LATENCY_CLASSES", "LiteLLMClient", "NoRefusal", "Policy", "PolicyConfig", "PolicyError",
-    "Rule", "RuleConfigError", "Run", "Step", "ValidationResult", "check_answer",
-    "conversation_text", "load_rules", "parse_rules",
+    "AllModelsFailedError", "Completion", "ConversationMemory", "Decision", "JsonSchemaValid",
+    "JsonValid", "LATENCY_CLASSES", "LiteLLMClient", "NoCapableModelError", "NoRefusal",
+    "Policy", "PolicyConfig", "PolicyError", "Rule", "RuleConfigError", "Run", "Step",
+    "ValidationResult", "check_answer", "conversation_id", "conversation_text", "load_rules",
+    "parse_rules",
 ]

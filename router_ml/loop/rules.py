@@ -18,6 +18,7 @@ from router_ml.errors import RouterMLError
 from router_ml.loop.validators import _key_path
 
 LATENCY_CLASSES = ("realtime", "interactive", "batch")  # tightest first
+CONVERSATION_MODES = ("free", "sticky", "escalate-only")
 _CONDITIONS = ("task", "tags", "regex", "max_latency")
 _TEXT = {"type": "string", "minLength": 1}
 RULES_SCHEMA = {
@@ -29,9 +30,15 @@ RULES_SCHEMA = {
         "ladder": {"type": "array", "items": _TEXT, "minItems": 1, "uniqueItems": True},
         "fallback": _TEXT,
         "max_escalations": {"type": "integer", "minimum": 0},
-        # models beyond the router's that the rules, tiers, ladder or fallback may name
+        # what each model can take; also declares models beyond the router's that the rules,
+        # tiers, ladder or fallback may name
         "models": {"type": "object", "additionalProperties": {
-            "type": "object", "additionalProperties": False, "properties": {}}},
+            "type": "object", "additionalProperties": False, "properties": {
+                "context_tokens": {"type": "integer", "minimum": 1},
+                "tools": {"type": "boolean"}, "vision": {"type": "boolean"},
+                "response_format": {"type": "boolean"}}}},
+        "conversation": {"enum": list(CONVERSATION_MODES),
+                         "errorMessage": f"must be one of {', '.join(CONVERSATION_MODES)}"},
         "rules": {"type": "array", "items": {
             "type": "object",
             "additionalProperties": False,
@@ -85,17 +92,72 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a request needs of a model: tokens (the prompt's estimate, ceil(characters / 4) of
+    every message, plus the answer's ``max_tokens``), tools, vision (an image part) and a
+    ``response_format``."""
+
+    tokens: int = 0
+    tools: bool = False
+    vision: bool = False
+    response_format: bool = False
+
+
+def request_needs(messages, params: Mapping | None = None) -> Needs:
+    """The :class:`Needs` of chat ``messages`` (or a str) sent with ``params`` (the request's
+    OpenAI parameters: ``tools``, ``response_format``, ``max_tokens``)."""
+    params = params or {}
+    chars, vision = 0, False
+    for m in ([{"content": messages}] if isinstance(messages, str) else messages or ()):
+        c = m.get("content") if isinstance(m, Mapping) else None
+        if isinstance(c, str):
+            chars += len(c)
+        elif isinstance(c, list):
+            for part in c:
+                if isinstance(part, Mapping):
+                    chars += len(part.get("text") or "") if isinstance(part.get("text"), str) else 0
+                    vision = vision or part.get("type") in ("image_url", "input_image", "image")
+    out = params.get("max_tokens") or params.get("max_completion_tokens") or 0
+    fmt = params.get("response_format")
+    return Needs(-(-chars // 4) + int(out), bool(params.get("tools")), vision,
+                 isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema"))
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a model can take (a rules file's ``[models."name"]`` table); None: not limited."""
+
+    context_tokens: int | None = None
+    tools: bool | None = None
+    vision: bool | None = None
+    response_format: bool | None = None
+
+    def lacks(self, needs: Needs) -> str | None:
+        """Why the model cannot take a request with ``needs``, or None when it can."""
+        if self.context_tokens is not None and needs.tokens > self.context_tokens:
+            return f"about {needs.tokens} tokens, past its context of {self.context_tokens}"
+        for what in ("tools", "vision", "response_format"):
+            if getattr(needs, what) and getattr(self, what) is False:
+                return {"tools": "tools", "vision": "an image",
+                        "response_format": "a response_format"}[what] + ", which it does not take"
+        return None
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """What a rules file holds: rules (first match wins), tiers {name: model}, the ladder
     (models cheapest first), the fallback model, the escalation cap, and the models beyond the
-    router's that these may name (``[models."name"]`` tables)."""
+    router's that these may name with what each can take (``[models."name"]`` tables:
+    :class:`ModelLimits`), and the conversation mode (``free``, ``sticky``: a conversation
+    keeps its model; ``escalate-only``: it may only move up the ladder)."""
 
     rules: tuple = ()
     tiers: dict = field(default_factory=dict)
     ladder: tuple = ()
     fallback: str | None = None
     max_escalations: int = 1
-    models: tuple = ()
+    models: dict = field(default_factory=dict)
+    conversation: str = "free"
 
 
 def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
@@ -129,7 +191,9 @@ def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
         rules.append(Rule(r["name"], r.get("model") or tiers[r["tier"]], r.get("task"),
                           tuple(r.get("tags", ())), rx, r.get("max_latency")))
     return PolicyConfig(tuple(rules), tiers, tuple(data.get("ladder", ())), data.get("fallback"),
-                        int(data.get("max_escalations", 1)), tuple(data.get("models", {})))
+                        int(data.get("max_escalations", 1)),
+                        {m: ModelLimits(**v) for m, v in data.get("models", {}).items()},
+                        data.get("conversation", "free"))
 
 
 def load_rules(path) -> PolicyConfig:
@@ -162,5 +226,6 @@ def load_rules(path) -> PolicyConfig:
     return parse_rules(data, str(path))
 
 
-__all__ = ["LATENCY_CLASSES", "PolicyConfig", "PolicyError", "RULES_SCHEMA", "Rule",
-           "RuleConfigError", "load_rules", "parse_rules"]
+__all__ = ["CONVERSATION_MODES", "LATENCY_CLASSES", "ModelLimits", "Needs", "PolicyConfig",
+           "PolicyError", "RULES_SCHEMA", "Rule", "RuleConfigError", "load_rules", "parse_rules",
+           "request_needs"]

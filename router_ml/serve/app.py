@@ -82,6 +82,8 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
         h = {"x-router-model": d.model, "x-router-reason": d.reason, "x-request-id": d.request_id}
         if d.score is not None:
             h["x-router-score"] = f"{d.score:.6f}"
+        if d.conversation:
+            h["x-router-conversation"] = d.conversation
         return h
 
     def failed(e: AllModelsFailedError):
@@ -158,7 +160,8 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
         params = forwarded_params(body, max_tokens)
         meta = request_metadata(body, headers)
         checks = [*policy.validators, *format_validators(body.get("response_format"))]
-        return policy.start(messages, meta, validators=checks, threshold=knob), params, meta
+        return (policy.start(messages, meta, validators=checks, threshold=knob, params=params),
+                params, meta)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

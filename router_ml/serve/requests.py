@@ -159,18 +159,26 @@ def parse_model_name(name, default_threshold):
 
 
 def request_metadata(body: dict, headers) -> dict:
-    """Policy metadata (task, tags, max_latency, timeout) from the body's ``metadata`` and the
-    ``x-router-*`` headers (headers win). ValueError names the bad field."""
+    """Policy metadata (task, tags, max_latency, timeout, conversation, and the body's
+    ``user``) from the body's ``metadata`` and the ``x-router-*`` headers (headers win).
+    ValueError names the bad field."""
     meta = body.get("metadata") or {}
     if not isinstance(meta, dict):
         raise ValueError("metadata must be a JSON object")
-    out = {k: meta[k] for k in ("task", "tags", "max_latency", "timeout") if k in meta}
+    out = {k: meta[k] for k in ("task", "tags", "max_latency", "timeout", "conversation")
+           if k in meta}
     if "latency" in meta:
         out.setdefault("max_latency", meta["latency"])
     for header, key in (("x-router-task", "task"), ("x-router-tags", "tags"),
-                        ("x-router-latency", "max_latency"), ("x-router-timeout", "timeout")):
+                        ("x-router-latency", "max_latency"), ("x-router-timeout", "timeout"),
+                        ("x-router-conversation", "conversation")):
         if headers.get(header):
             out[key] = headers[header]
+    if isinstance(body.get("user"), str):
+        out["user"] = body["user"]
+    for key in ("task", "conversation"):
+        if key in out and not (isinstance(out[key], str) and 0 < len(out[key]) <= 128):
+            raise RequestError(f"{key} must be a string of 1 to 128 characters", key)
     if isinstance(out.get("tags"), str):
         out["tags"] = [t.strip() for t in out["tags"].split(",") if t.strip()]
     if "tags" in out and not (isinstance(out["tags"], list)

@@ -1,0 +1,196 @@
+"""Routing that reads the whole request: each model's limits (context, tools, images, response
+format) from the rules file's [models."name"] tables, and the conversation mode (free, sticky,
+escalate-only), in the Python policy, the decision log and the endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from router_ml.loop.policy import ConversationMemory, NoCapableModelError, Policy, conversation_id
+from router_ml.loop.rules import ModelLimits, Needs, RuleConfigError, parse_rules, request_needs
+
+WEAK_ALWAYS, STRONG_ALWAYS = 1.0, 0.0  # a pair router's threshold: 1 sends to weak, 0 to strong
+LIMITS = {"ladder": ["weak", "strong"],
+          "models": {"weak": {"context_tokens": 1000, "tools": False, "vision": False,
+                              "response_format": False},
+                     "strong": {"context_tokens": 100_000}}}
+
+
+def user(text, *earlier):
+    msgs = []
+    for t in earlier:
+        msgs += [{"role": "user", "content": t}, {"role": "assistant", "content": "sure"}]
+    return msgs + [{"role": "user", "content": text}]
+
+
+@pytest.fixture(scope="module")
+def router(make_router):
+    return make_router("tfidf")
+
+
+def _answer(model, messages):
+    return f"answer of {model}"
+
+
+@pytest.mark.parametrize("messages, params, why", [
+    (user("x " * 2500), None, "past its context of 1000"),
+    (user("hi"), {"max_tokens": 2000}, "past its context of 1000"),
+    (user("hi"), {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ([{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                   {"type": "image_url", "image_url": {"url": "x"}}]}], None,
+     "an image"),
+    (user("hi"), {"response_format": {"type": "json_object"}}, "a response_format"),
+])
+def test_a_request_a_model_cannot_take_goes_to_one_that_can(router, messages, params, why):
+    policy = Policy(router, parse_rules(LIMITS))
+    d = policy.run(messages, _answer, params=params, threshold=WEAK_ALWAYS)
+    assert (d.route, d.route_reason, d.model) == ("strong", "capability", "strong")
+    assert d.capability.startswith("weak: ") and why in d.capability
+    d = policy.run(user("hi"), _answer, threshold=WEAK_ALWAYS)  # a plain request still can
+    assert (d.route, d.route_reason, d.capability) == ("weak", "learned", None)
+
+
+def test_the_needs_of_a_request():
+    assert request_needs("abcd" * 10) == Needs(tokens=10)
+    n = request_needs(user("abcdefgh"), {"max_tokens": 5, "tools": [{}],
+                                         "response_format": {"type": "json_schema"}})
+    assert n == Needs(tokens=2 + 5, tools=True, response_format=True)
+    assert request_needs(user("hi"), {"response_format": {"type": "text"}}).response_format is False
+    assert ModelLimits().lacks(Needs(10**9, True, True, True)) is None
+
+
+def test_escalation_and_fallback_skip_a_model_that_cannot_take_the_request(router):
+    from router_ml.loop.policy import JsonValid
+
+    rules = parse_rules({"ladder": ["weak", "mid", "strong"], "fallback": "spare",
+                         "models": {"mid": {"tools": False}, "spare": {"tools": False}}})
+    policy = Policy(router, rules, validators=[JsonValid()])
+    tools = {"tools": [{"type": "function", "function": {"name": "f"}}]}
+    called = []
+
+    def client(model, messages):
+        called.append(model)
+        return "not json" if model == "weak" else "{}"
+
+    d = policy.run(user("hi"), client, params=tools, threshold=WEAK_ALWAYS)
+    assert called == ["weak", "strong"] and d.model == "strong" and d.reason == "escalated"
+    called.clear()
+
+    def failing(model, messages):
+        called.append(model)
+        raise RuntimeError("down")
+
+    from router_ml.loop.policy import AllModelsFailedError
+
+    with pytest.raises(AllModelsFailedError):
+        policy.run(user("hi"), failing, params=tools, threshold=WEAK_ALWAYS)
+    assert called == ["weak", "strong"]  # neither mid nor the fallback, which lack tools
+
+
+def test_no_model_that_can_take_it_is_a_clear_error(router):
+    rules = parse_rules({"models": {"weak": {"vision": False}, "strong": {"vision": False}}})
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+    with pytest.raises(NoCapableModelError, match="no model can take this request.*an image"):
+        Policy(router, rules).decide(image)
+
+
+@pytest.mark.parametrize("models, match", [
+    ({"weak": {"context": 10}}, r"models\.weak\.context: unknown key"),
+    ({"weak": {"context_tokens": 0}}, r"models\.weak\.context_tokens"),
+    ({"weak": {"tools": "no"}}, r"models\.weak\.tools"),
+])
+def test_bad_model_limits_are_named(models, match):
+    with pytest.raises(RuleConfigError, match=match):
+        parse_rules({"models": models}, "rules.toml")
+
+
+def test_a_bad_conversation_mode_is_named():
+    with pytest.raises(RuleConfigError, match="conversation: must be one of free, sticky"):
+        parse_rules({"conversation": "glued"}, "rules.toml")
+
+
+def test_conversation_ids():
+    a = conversation_id(user("second", "first"), {"user": "u1"})
+    assert a == conversation_id(user("third", "first", "second"), {"user": "u1"})
+    assert a != conversation_id(user("second", "first"), {"user": "u2"})
+    assert a != conversation_id(user("second", "another first"), {"user": "u1"})
+    assert conversation_id(user("x"), {"conversation": "c-42"}) == "c-42"
+    assert conversation_id("a bare prompt") is None
+
+
+@pytest.mark.parametrize("mode, first, second, expected, sticky", [
+    ("free", STRONG_ALWAYS, WEAK_ALWAYS, "weak", False),
+    ("sticky", STRONG_ALWAYS, WEAK_ALWAYS, "strong", True),
+    ("sticky", WEAK_ALWAYS, STRONG_ALWAYS, "weak", True),
+    ("escalate-only", STRONG_ALWAYS, WEAK_ALWAYS, "strong", True),
+    ("escalate-only", WEAK_ALWAYS, STRONG_ALWAYS, "strong", False),
+])
+def test_the_conversation_mode(router, tmp_path, mode, first, second, expected, sticky):
+    from router_ml.loop.decision_log import DecisionLog
+
+    log = DecisionLog(tmp_path / "log")
+    policy = Policy(router, parse_rules({"conversation": mode}), log=log)
+    policy.run(user("first turn"), _answer, {"user": "u"}, threshold=first)
+    d = policy.run(user("a follow-up", "first turn"), _answer, {"user": "u"}, threshold=second)
+    assert d.model == expected and d.sticky is sticky
+    assert d.route_reason == ("sticky" if sticky else "learned")
+    # another conversation is not affected
+    other = policy.run(user("a follow-up", "other first turn"), _answer, {"user": "u"},
+                       threshold=second)
+    assert other.sticky is False
+    log.close()
+    rows = log.read()
+    assert [r["conversation"] for r in rows[:2]] == [d.conversation] * 2
+    assert [r["sticky"] for r in rows] == [0, int(sticky), 0]
+
+
+def test_conversation_memory_is_bounded_and_forgets():
+    now = [0.0]
+    mem = ConversationMemory(size=2, ttl=10, clock=lambda: now[0])
+    mem.set("a", "x")
+    mem.set("b", "y")
+    mem.set("c", "z")
+    assert mem.get("a") is None and mem.get("b") == "y"
+    now[0] = 11
+    assert mem.get("c") is None
+
+
+def test_the_endpoint_reads_the_whole_request(router, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from servers import uvicorn_thread
+    from test_gateway_security import upstream_stub
+
+    from router_ml.serve.endpoint import create_app
+
+    up_app, seen = upstream_stub()
+    with uvicorn_thread(up_app) as up:
+        app = create_app(router, f"{up}/v1", api_key="k",
+                         config=parse_rules({**LIMITS, "conversation": "sticky"}))
+        with uvicorn_thread(app) as base:
+            def chat(messages, model="router:1", headers=None, **kw):
+                return httpx.post(f"{base}/v1/chat/completions", timeout=30, headers=headers,
+                                  json={"model": model, "messages": messages, **kw})
+
+            r = chat(user("hi"), tools=[{"type": "function", "function": {"name": "f"}}])
+            assert r.status_code == 200, r.text
+            assert (r.headers["x-router-model"], r.headers["x-router-reason"]) == (
+                "strong", "capability")
+            r = chat(user("x " * 2500))
+            assert r.headers["x-router-model"] == "strong"
+            # a conversation named by its header keeps its model
+            r = chat(user("first"), model="router:0", headers={"x-router-conversation": "c1"})
+            assert r.headers["x-router-model"] == "strong"
+            assert r.headers["x-router-conversation"] == "c1"
+            r = chat(user("next", "first"), headers={"x-router-conversation": "c1"})
+            assert (r.headers["x-router-model"], r.headers["x-router-reason"]) == (
+                "strong", "sticky")
+            r = chat(user("next", "first"))  # no header, another id: learned (weak)
+            assert r.headers["x-router-model"] == "weak"
+            image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+            app2 = create_app(router, f"{up}/v1", api_key="k", config=parse_rules(
+                {"models": {"weak": {"vision": False}, "strong": {"vision": False}}}))
+            with uvicorn_thread(app2) as base2:
+                r = httpx.post(f"{base2}/v1/chat/completions", timeout=30,
+                               json={"model": "router", "messages": image})
+                assert r.status_code == 400 and "no model can take" in r.text
