@@ -932,3 +932,16 @@ def test_a_version_2_manifest_with_a_prior_is_refused(tmp_path):
                   "length_quantiles": [0, 1]}))
     with pytest.raises(ArtifactIntegrityError, match="prior"):
         load_router(folder)
+
+
+def test_the_artifact_docstring_names_the_current_format_version():
+    from router_ml.core import artifact
+
+    assert f"format version {artifact.FORMAT_VERSION}" in artifact.__doc__
+
+
+def test_no_page_or_notebook_cites_a_file_the_repo_does_not_have():
+    root = Path(__file__).resolve().parent.parent
+    pages = [*root.glob("notebooks/*.ipynb"), *root.glob("docs/*.md"), root / "README.md"]
+    for page in pages:
+        assert "DESIGN.md" not in page.read_text(encoding="utf-8"), page

@@ -39,6 +39,21 @@ def test_random_baseline_on_mmlu(shared, tmp_path, capsys):
     assert report.with_suffix(".png").exists()
 
 
+def test_default_outputs_go_under_the_current_directory_never_the_package(shared, tmp_path,
+                                                                          monkeypatch):
+    import router_ml
+
+    monkeypatch.chdir(tmp_path)
+    package = Path(router_ml.__file__).resolve().parent
+    before = {p for p in package.rglob("*") if "__pycache__" not in p.parts}
+    assert evaluate_main(["--baseline", "random", "--protocol", "mmlu"]) == 0
+    assert list((tmp_path / "reports").glob("*.json"))
+    assert {p for p in package.rglob("*") if "__pycache__" not in p.parts} == before
+    # the checkout's script writes into the checkout's reports/
+    src = (ROOT / "training" / "evaluate.py").read_text()
+    assert "evaluate_main(root=ROOT)" in src and "ROOT = Path(__file__).resolve().parent.parent" in src
+
+
 def test_train_and_evaluate_kfold_protocol(shared, tmp_path, capsys):
     out = tmp_path / "gsm"
     assert train_main(["--protocol", "gsm8k", "--out", str(out), "--no-tracking",

@@ -194,3 +194,22 @@ def test_the_endpoint_reads_the_whole_request(router, tmp_path):
                 r = httpx.post(f"{base2}/v1/chat/completions", timeout=30,
                                json={"model": "router", "messages": image})
                 assert r.status_code == 400 and "no model can take" in r.text
+
+
+def test_a_per_request_knob_keeps_the_routers_coverage_fallback():
+    from pathlib import Path
+
+    from router_ml import load_router
+
+    router = load_router(Path(__file__).resolve().parent.parent / "models" / "default")
+    router.fallback = router.strong_model
+    uncovered = "日本語のテキストです。" * 5
+    assert router.covered([uncovered])[0] == False  # noqa: E712 (numpy bool)
+    assert router.score([uncovered])[0] < 0.5  # the knob below would send it to the weak model
+    d = Policy(router).decide(uncovered, threshold=0.5)
+    assert d.route == router.strong_model and d.threshold == 0.5 and d.coverage == 0.0
+    covered = "What is 2+2?"
+    assert Policy(router).decide(covered, threshold=0.0).route == router.strong_model
+    assert Policy(router).decide(covered, threshold=1.0).route == router.weak_model
+    with pytest.raises(ValueError, match="threshold"):
+        router.route_batch([covered], threshold=1.5)

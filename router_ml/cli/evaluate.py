@@ -10,7 +10,6 @@ from pathlib import Path
 
 from router_ml.cli.report import (
     BASELINES,
-    PROJECT_ROOT,
     PUBLISHED,
     _fail,
     _plot,
@@ -58,11 +57,11 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_main(argv=None, *, prog: str | None = None, root: Path | None = None) -> int:
-    """``root``: where the default report goes (``root/reports``); the project by default."""
+    """``root``: where the default report goes (``root/reports``); the current directory by default (the training scripts pass the checkout)."""
     parser = evaluate_parser()
     parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
-    args.root = root or PROJECT_ROOT
+    args.root = Path(root) if root is not None else Path.cwd()
     _setup_logging(args.verbose)
     try:
         return _evaluate(args)

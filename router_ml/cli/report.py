@@ -14,9 +14,6 @@ import numpy as np
 logger = logging.getLogger("router_ml")
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
 BASELINES = ("random", "length")
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from router_ml.cli.report import (
-    PROJECT_ROOT,
     _fail,
     _plot,
     _setup_logging,
@@ -151,11 +150,11 @@ def _config_from_args(args):
 
 
 def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) -> int:
-    """``root``: where default outputs go (``root/models/<name>``); the project by default."""
+    """``root``: where default outputs go (``root/models/<name>``); the current directory by default (the training scripts pass the checkout)."""
     parser = train_parser()
     parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
-    args.root = root or PROJECT_ROOT
+    args.root = Path(root) if root is not None else Path.cwd()
     if args.register and args.no_tracking:
         parser.error("--register logs the model to mlflow; it cannot go with --no-tracking")
     _setup_logging(args.verbose)

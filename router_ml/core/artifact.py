@@ -1,6 +1,6 @@
 """Saving and loading a router as a directory, without executing code from the files.
 
-Layout (format version 3)::
+Layout (format version 4, :data:`FORMAT_VERSION`)::
 
     manifest.json          format version, versions, encoder spec, estimator type and heads,
                            candidate models and their prices, the knob (threshold or lam) and

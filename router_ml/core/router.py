@@ -310,7 +310,7 @@ class Router:
 
     def costs(self, prompts) -> np.ndarray:
         """(n, len(models)) estimated USD per prompt and model from the router's prices
-        (docs/protocols.md: input tokens ceil(chars / 4), 256 output tokens)."""
+        (docs/training.md: input tokens ceil(chars / 4), 256 output tokens)."""
         from router_ml.core.prices import prompt_costs
 
         return prompt_costs(self._texts(prompts), self.models, self.prices,
@@ -325,12 +325,18 @@ class Router:
             prompt_text(prompt)  # a bad message list: the error names ``prompt``
         return self.route_batch([prompt])[0]
 
-    def route_batch(self, prompts) -> list[RoutingDecision]:
+    def route_batch(self, prompts, *, threshold: float | None = None) -> list[RoutingDecision]:
         """Decisions for a list of prompts (str or chat messages). With a coverage signal
-        and a ``fallback`` model, an uncovered prompt goes to the fallback."""
+        and a ``fallback`` model, an uncovered prompt goes to the fallback. threshold: a pair
+        router's knob in [0, 1] for these prompts only (None: the router's own)."""
         texts = self._texts(prompts)
-        r = self._route(texts)
-        return [RoutingDecision(self.models[j], float(r.score[i]), self._threshold, self._lam,
+        if threshold is not None:
+            if self._threshold is None:
+                raise ValueError("this router routes by lam; a threshold is for a pair")
+            threshold = check_threshold(threshold)
+        r = self._route(texts, threshold)
+        th = self._threshold if threshold is None else threshold
+        return [RoutingDecision(self.models[j], float(r.score[i]), th, self._lam,
                                 dict(zip(self.models, r.qualities[i].tolist())),
                                 None if r.cost is None else float(r.cost[i]), r.reason(i),
                                 None if r.covered is None else bool(r.covered[i]))
@@ -341,13 +347,13 @@ class Router:
         prompt): see :class:`Routes`."""
         return self._route(self._texts(prompts))
 
-    def _route(self, texts: list[str]) -> "Routes":
+    def _route(self, texts: list[str], threshold: float | None = None) -> "Routes":
         V, X = self._predict(texts)
         Q = np.clip(V, 0.0, 1.0)
         C = self.costs(texts) if self.prices else None
         if self._threshold is not None:
             s = self._pair_score(V, texts)
-            pick = np.where(s >= self._threshold, 0, 1)
+            pick = np.where(s >= (self._threshold if threshold is None else threshold), 0, 1)
         else:
             if C is None and self._lam > 0:
                 raise ValueError("routing by lam > 0 needs the models' prices; pass prices= "

@@ -307,12 +307,12 @@ class Policy:
             if self.router is None:
                 raise PolicyError(f"{len(learned)} requests match no rule and the policy has "
                                   "no router; add a catch-all rule or pass router=")
-            for i, d in zip(learned, self.router.route_batch([texts[i] for i in learned])):
-                model, th = d.model, d.threshold
-                if threshold is not None and d.threshold is not None:
-                    th = threshold
-                    model = self.router.strong_model if d.score >= th else self.router.weak_model
-                out[i] = self._new(texts[i], model, "learned", score=float(d.score),
+            # a per-request knob goes to the router, which keeps its coverage fallback
+            knob = {"threshold": threshold} if (
+                threshold is not None and getattr(self.router, "threshold", None) is not None) else {}
+            for i, d in zip(learned, self.router.route_batch([texts[i] for i in learned], **knob)):
+                th = d.threshold
+                out[i] = self._new(texts[i], d.model, "learned", score=float(d.score),
                                    threshold=None if th is None else float(th),
                                    qualities=getattr(d, "qualities", None) or None,
                                    coverage=_coverage(getattr(d, "covered", None)))
