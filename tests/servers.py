@@ -28,6 +28,8 @@ def child_env() -> dict:
 
 
 def free_port() -> int:
+    """A port that was free a moment ago, for a child process that binds it itself (servers
+    in this process get a socket that stays bound: :func:`uvicorn_thread`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -75,13 +77,18 @@ def process(cmd: list[str], health_url: str, log: Path, env=None, cwd=None, time
 
 @contextlib.contextmanager
 def uvicorn_thread(app, port: int | None = None):
-    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1; yields its base URL."""
+    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1; yields its base URL. The
+    socket is bound here (to ``port``, else one the OS picks) and handed to uvicorn still
+    bound, so no other process can take the port in between."""
     import uvicorn
 
-    port = port or free_port()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port or 0))
+    port = sock.getsockname()[1]
     # the app's lifespan runs, as under ``router-ml serve``
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -93,3 +100,4 @@ def uvicorn_thread(app, port: int | None = None):
     finally:
         server.should_exit = True
         t.join(timeout=10)
+        sock.close()

@@ -66,18 +66,15 @@ def test_eight_threads_lose_no_decision(tmp_path):
     log = DecisionLog(tmp_path / "log", batch_size=1000)
     per, threads = 5000, 8
     batches = [[decision(t * per + i, ts=T0 + i * 1e-3) for i in range(per)] for t in range(threads)]
-    t0 = time.perf_counter()
     workers = [threading.Thread(target=lambda b=b: [log.write(d) for d in b]) for b in batches]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     log.close()
-    seconds = time.perf_counter() - t0
     rows = DecisionLog(tmp_path / "log").read()
     assert len(rows) == per * threads
     assert len({r["request_id"] for r in rows}) == per * threads
-    assert seconds < 30, f"{per * threads} decisions took {seconds:.1f} s"
 
 
 def test_separate_writers_on_one_folder(tmp_path):

@@ -130,9 +130,6 @@ def test_long_prompts_are_cut_at_max_chars(routers, kind):
     tails = ["", "x", "say hello " * 100_000, "\ud800" * 10]
     s = router.score([head + t for t in tails])
     assert (s == s[0]).all()
-    t0 = time.perf_counter()
-    router.score([VALID_PROMPTS["one MB"]] * 20)  # cost per prompt is bounded by the cut
-    assert time.perf_counter() - t0 < 5.0
 
 
 @pytest.mark.parametrize("kind", KINDS)

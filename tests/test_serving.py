@@ -405,7 +405,6 @@ def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path, upstrea
            str(ROOT / "models" / "default"), "--upstream-base", url, "--port", str(port),
            "--log", str(log_dir), "--flush-seconds", "60", "--timeout", "10"]
     out = tmp_path / "serve.log"
-    t0 = time.monotonic()
     with process(cmd, f"http://127.0.0.1:{port}/health", out, env=child_env()) as proc:
         base = f"http://127.0.0.1:{port}"
         assert _chat(base, EASY).status_code == 200
@@ -427,7 +426,6 @@ def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path, upstrea
     assert "router:   " in text and "gpt-4-1106-preview" in text
     rows = DecisionLog(log_dir).read()
     assert len(rows) == 2  # the flush interval is 60 s: the shutdown wrote them
-    assert time.monotonic() - t0 < 120
 
 
 WARM_CHECK = r"""
