@@ -42,6 +42,7 @@ judge               TEXT    the judge's raw verdict, ``unparsed: <reply>`` or ``
                             sample_cost_usd: sampling's cost
 cost_estimated      INTEGER 1 when a call gave no token counts and its cost is the router's
                             estimate (ceil(characters / 4) input, 256 output tokens)
+client              TEXT    the name of the caller's key (``router-ml serve --keys``), else NULL
 =================== ======= ==============================================================
 """
 
@@ -63,7 +64,7 @@ COLUMNS = ("ts", "request_id", "prompt_sha256", "prompt", "route", "route_reason
            "strongest_cost_usd", "input_tokens", "output_tokens", "decision_ms", "latency_ms",
            "escalations", "steps", "validator", "validator_message", "error", "feedback",
            "sampled", "answer", "sample_model", "sample_answer", "strong_better", "judge",
-           "sample_cost_usd", "cost_estimated")  # new columns go last (older files get them added)
+           "sample_cost_usd", "cost_estimated", "client")  # new columns go last (older files get them added)
 _TYPES = {"ts": "REAL NOT NULL", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
           "escalations": "INTEGER", "sampled": "INTEGER", "cost_estimated": "INTEGER"}
 _REAL = {"score", "threshold", "coverage", "cost_usd", "strongest_cost_usd", "decision_ms",
@@ -95,7 +96,7 @@ def _row(d, store_prompts) -> tuple:
             d.validator, d.validator_message, d.error, None, int(bool(s)),
             d.answer if (s or store_prompts is True) else None, s.get("model"), s.get("answer"),
             s.get("strong_better"), s.get("judge"), s.get("cost_usd"),
-            int(bool(getattr(d, "cost_estimated", False))))
+            int(bool(getattr(d, "cost_estimated", False))), getattr(d, "client", None))
 
 
 def _setup(con: sqlite3.Connection, seconds: float = 30.0) -> None:

@@ -84,7 +84,8 @@ class Decision:
     counts the prompt as covered, 0.0 when not, None without a coverage signal. Costs in USD
     (``cost_estimated``: a call returned no token counts, so its cost is the router's estimate,
     ceil(characters / 4) input and 256 output tokens), times in ms; validator: ``passed``,
-    ``failed`` or ``none`` (no validators)."""
+    ``failed`` or ``none`` (no validators). client: the name of the caller's key (the
+    endpoint's ``--keys``), None without keys."""
 
     request_id: str
     prompt_sha256: str
@@ -112,6 +113,7 @@ class Decision:
     time: float = 0.0
     sample: dict | None = None
     prompt: str | None = None
+    client: str | None = None
 
     def __post_init__(self):
         self.model = self.model or self.route
@@ -155,11 +157,13 @@ class Policy:
     log: where decisions go (``write(decision)``; a :class:`router_ml.loop.decision_log.DecisionLog`
     keeps only the text's sha256 unless asked). breaker: a
     :class:`router_ml.loop.breaker.CircuitBreaker` (None: every model is always tried).
+    on_finish: ``on_finish(decision)``, called with each finished Decision before it is logged
+    (the endpoint's client keys name the client there and count its spend).
     """
 
     def __init__(self, router=None, config: PolicyConfig | None = None, *, rules=None,
                  ladder=None, fallback=None, max_escalations=None, validators=(), prices=None,
-                 sampler=None, log=None, breaker=None):
+                 sampler=None, log=None, breaker=None, on_finish=None):
         config = config or PolicyConfig()
         self.router = router
         self.rules = tuple(config.rules if rules is None else rules)
@@ -169,6 +173,7 @@ class Policy:
                                    else max_escalations)
         self.validators = tuple(validators)
         self.sampler, self.log, self.breaker = sampler, log, breaker
+        self.on_finish = on_finish
         self._pricer = Pricer(prices)
 
     @staticmethod
@@ -417,6 +422,8 @@ class Run:
                 and d.model != p.strongest):
             p.sampler.maybe_sample(d, self.messages, call, p.strongest,
                                    lambda m, c: p.estimate(m, c, d.prompt or "")[0])
+        if p.on_finish is not None:
+            p.on_finish(d)
         if p.log is not None:
             p.log.write(d)
         return d

@@ -13,11 +13,13 @@ from router_ml.serve.upstream import chunk_text
 logger = logging.getLogger("router_ml.serve.endpoint")
 
 
-def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
+def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0, gate=None):
     """The FastAPI app: ``policy`` (a :class:`router_ml.loop.policy.Policy` with its router,
     rules, breaker, log and sampler) answering through ``upstream`` (a
     :class:`router_ml.serve.upstream.Upstream`). ``app.state.close()`` finishes the sampler's
-    queue (at most ``drain_seconds``) and flushes the log; the app's shutdown calls it."""
+    queue (at most ``drain_seconds``) and flushes the log; the app's shutdown calls it.
+    gate: a :class:`router_ml.serve.gate.KeyGate` (client keys on every route but /health;
+    its ``finished`` must be the policy's ``on_finish``), or None."""
     import contextlib
 
     from fastapi import FastAPI, Request
@@ -53,6 +55,10 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0):
 
     app = FastAPI(title="router_ml", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.policy, app.state.metrics, app.state.close = policy, m, close
+    if gate is not None:
+        from router_ml.serve.gate import KeyGateMiddleware
+
+        app.add_middleware(KeyGateMiddleware, gate=gate)
 
     def error(status: int, message: str, kind: str = "invalid_request_error", headers=None):
         return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status,

@@ -24,7 +24,12 @@ started, a failure ends it with ``data: {"error": {...}}`` and ``data: [DONE]``.
 
 ``POST /v1/feedback`` ``{"request_id", "score"}``: the user's feedback on a logged request.
 ``GET /v1/models``: ``router`` and the router's candidates. ``GET /health``. ``GET /metrics``:
-see :mod:`router_ml.serve.metrics`. On SIGTERM uvicorn stops accepting, drains in-flight
+see :mod:`router_ml.serve.metrics`. With ``--keys FILE`` every route but ``/health`` needs
+``Authorization: Bearer <secret>`` of a client key, with its budgets and rate limits
+(:mod:`router_ml.serve.keys`, :mod:`router_ml.serve.gate`, :mod:`router_ml.serve.quota`);
+without it the endpoint listens on loopback addresses only, unless
+``--allow-unauthenticated``. ``--workers N`` runs N processes that share the key's counters.
+On SIGTERM uvicorn stops accepting, drains in-flight
 requests (``--drain-seconds``), then the sampler's queue is finished (same bound) and the log
 is flushed.
 """
@@ -32,6 +37,8 @@ is flushed.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import os
 import sys
 
@@ -39,6 +46,7 @@ from router_ml.errors import RouterMLError, ServingError
 from router_ml.serve.requests import ROUTER_NAME, parse_model_name
 
 DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 30.0, 3.0  # seconds
+ARGS_ENV = "ROUTER_ML_SERVE_ARGS"  # the parsed arguments, as JSON, for each worker process
 
 
 def create_app(router, upstream_base: str, api_key: str | None = None, *,
@@ -46,7 +54,7 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
                config=None, log=None, sample_rate: float = 0.0, judge: str | None = None,
                validators=(), prices=None, breaker_failures: int = 5,
                breaker_cooldown: float = 30.0, sample_queue: int = 64,
-               drain_seconds: float = 30.0, seed: int | None = None):
+               drain_seconds: float = 30.0, seed: int | None = None, keys=None, quota=None):
     """The FastAPI app for a loaded ``router`` answering through ``upstream_base``.
 
     timeout, connect_timeout: seconds for one upstream call and for opening its connection.
@@ -59,6 +67,8 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
     (``response_format`` adds its own per request). prices: a price table (default built-in).
     breaker_failures, breaker_cooldown: consecutive failures that open a model's circuit, and
     seconds it stays open. drain_seconds: how long shutdown waits for queued samples.
+    keys: a :class:`router_ml.serve.keys.KeyRing` (every route but /health needs one of its
+    keys) with ``quota``, the store of its counters (:func:`router_ml.serve.quota.open_store`).
     """
     from router_ml.loop.breaker import CircuitBreaker
     from router_ml.loop.clients import LiteLLMClient
@@ -80,9 +90,18 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
         sampler = BackgroundSampler(QualitySampler(PairwiseJudge(client, judge, prices),
                                                    rate=sample_rate, seed=seed),
                                     client, log, max_queue=sample_queue)
+    gate = None
+    if keys is not None:
+        from router_ml.serve.gate import KeyGate
+
+        if quota is None:
+            raise ServingError("client keys need a quota store for their counters: pass "
+                               "quota=router_ml.serve.quota.open_store(URL)")
+        gate = KeyGate(keys, quota)
     policy = Policy(router, config, validators=validators, prices=prices, log=log,
-                    sampler=sampler, breaker=CircuitBreaker(breaker_failures, breaker_cooldown))
-    return app_for(policy, upstream, drain_seconds=drain_seconds)
+                    sampler=sampler, breaker=CircuitBreaker(breaker_failures, breaker_cooldown),
+                    on_finish=gate.finished if gate is not None else None)
+    return app_for(policy, upstream, drain_seconds=drain_seconds, gate=gate)
 
 
 def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
@@ -120,7 +139,81 @@ def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
                    help="seconds a model's open circuit skips it (default %(default)s)")
     p.add_argument("--drain-seconds", type=float, default=30.0,
                    help="on SIGTERM, seconds to finish in-flight requests and queued samples")
+    p.add_argument("--keys", help="client keys file (.toml, .json, .yaml; router-ml keys new "
+                                  "NAME makes an entry): every route but /health then needs "
+                                  "'Authorization: Bearer <secret>'")
+    p.add_argument("--quota-store", help="where the keys' counters live: sqlite:///PATH (one "
+                                         "machine) or redis://HOST:PORT/DB (several); default "
+                                         "quota.sqlite in the --log folder, else "
+                                         "./router-ml-quota.sqlite")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="without --keys, listen on a non-loopback --host anyway")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default %(default)s); they share the keys' counters")
     return p
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def quota_url(args) -> str:
+    """The quota store's URL: ``--quota-store``, else a file in the log folder, else ./."""
+    if args.quota_store:
+        return args.quota_store
+    return "sqlite:///" + (os.path.join(args.log, "quota.sqlite") if args.log
+                           else "router-ml-quota.sqlite")
+
+
+def build_app(args):
+    """(app, router, config, log) from parsed ``serve`` arguments; raises RouterMLError,
+    ImportError or ValueError (the log is closed then)."""
+    from router_ml.core.load import load_router
+    from router_ml.loop.decision_log import DecisionLog
+    from router_ml.loop.rules import load_rules
+    from router_ml.loop.validators import NoRefusal
+
+    log = None
+    try:
+        keys = quota = None
+        if args.keys:
+            from router_ml.serve.keys import load_keys
+            from router_ml.serve.quota import open_store
+
+            keys = load_keys(args.keys)
+            quota = open_store(quota_url(args))
+        router = load_router(args.model)
+        config = load_rules(args.rules) if args.rules else None
+        if args.log:
+            log = DecisionLog(args.log, flush_seconds=args.flush_seconds, store_prompts={
+                "no": False, "sampled": "sampled", "all": True}[args.store_prompts])
+        app = create_app(router, args.upstream_base, os.environ.get(args.api_key_env),
+                         timeout=args.timeout, connect_timeout=args.connect_timeout,
+                         config=config, log=log, sample_rate=args.sample_rate, judge=args.judge,
+                         validators=[NoRefusal()] if args.check_refusals else (),
+                         breaker_failures=args.breaker_failures,
+                         breaker_cooldown=args.breaker_cooldown,
+                         drain_seconds=args.drain_seconds, keys=keys, quota=quota)
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
+    return app, router, config, log
+
+
+def app_from_env():
+    """The app of one worker process of ``serve --workers N`` (uvicorn's factory): built from
+    the arguments the parent left in ``$ROUTER_ML_SERVE_ARGS``."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return build_app(argparse.Namespace(**json.loads(os.environ[ARGS_ENV])))[0]
 
 
 def describe(args, router, config) -> str:
@@ -141,6 +234,9 @@ def describe(args, router, config) -> str:
     lines.append(f"log:      {args.log or 'none'}" + (
         f"; sampling {100 * args.sample_rate:g} % judged by {args.judge}" if args.sample_rate
         else ""))
+    if getattr(args, "keys", None):
+        lines.append(f"keys:     {args.keys} (quota store {quota_url(args)}"
+                     f"; workers {args.workers})")
     return "\n".join(lines)
 
 
@@ -151,6 +247,17 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log = None
     try:
+        if args.keys and args.allow_unauthenticated:
+            raise ServingError("--allow-unauthenticated turns client keys off; drop it or "
+                               "--keys")
+        if not args.keys and not args.allow_unauthenticated and not is_loopback(args.host):
+            raise ServingError(
+                f"--host {args.host} is not a loopback address and no --keys file is given: "
+                "anyone who reaches it could spend the upstream's budget. Pass --keys FILE "
+                "(make entries with `router-ml keys new NAME`), or --allow-unauthenticated if "
+                "something in front of it checks who calls")
+        if args.workers < 1:
+            raise ServingError(f"--workers must be >= 1, got {args.workers}")
         if not args.upstream_base:
             raise ServingError("no upstream: pass --upstream-base URL (an OpenAI-compatible "
                                "server) or set OPENAI_BASE_URL")
@@ -161,32 +268,28 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
         except ImportError:
             raise ServingError("router-ml serve needs the serve extra: "
                                "pip install 'router_ml[serve]'") from None
-        from router_ml.core.load import load_router
-        from router_ml.loop.decision_log import DecisionLog
-        from router_ml.loop.rules import load_rules
-        from router_ml.loop.validators import NoRefusal
-
-        router = load_router(args.model)
-        config = load_rules(args.rules) if args.rules else None
-        if args.log:
-            log = DecisionLog(args.log, flush_seconds=args.flush_seconds, store_prompts={
-                "no": False, "sampled": "sampled", "all": True}[args.store_prompts])
-        app = create_app(router, args.upstream_base, os.environ.get(args.api_key_env),
-                         timeout=args.timeout, connect_timeout=args.connect_timeout,
-                         config=config, log=log, sample_rate=args.sample_rate, judge=args.judge,
-                         validators=[NoRefusal()] if args.check_refusals else (),
-                         breaker_failures=args.breaker_failures,
-                         breaker_cooldown=args.breaker_cooldown,
-                         drain_seconds=args.drain_seconds)
+        # the parent builds the app once either way: bad files fail here, before any worker
+        app, router, config, log = build_app(args)
     except (RouterMLError, ImportError, ValueError) as e:
-        if log is not None:
-            log.close()
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     print(describe(args, router, config), flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=args.drain_seconds)
+    if args.allow_unauthenticated and not is_loopback(args.host):
+        print(f"warning: serving on {args.host} without client keys (--allow-unauthenticated): "
+              "whoever reaches this address can spend the upstream's budget", file=sys.stderr,
+              flush=True)
+    options = dict(host=args.host, port=args.port, log_level="warning",
+                   timeout_graceful_shutdown=args.drain_seconds)
+    if args.workers == 1:
+        uvicorn.run(app, **options)
+        return 0
+    if log is not None:
+        log.close()  # each worker opens its own
+    os.environ[ARGS_ENV] = json.dumps(vars(args))
+    uvicorn.run("router_ml.serve.endpoint:app_from_env", factory=True, workers=args.workers,
+                **options)
     return 0
 
 
-__all__ = ["create_app", "describe", "parse_model_name", "serve_main", "serve_parser"]
+__all__ = ["app_from_env", "build_app", "create_app", "describe", "is_loopback",
+           "parse_model_name", "quota_url", "serve_main", "serve_parser"]
