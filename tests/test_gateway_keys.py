@@ -399,7 +399,11 @@ def test_store_limits_and_their_retry_after(store_url):
     # a slot whose worker died is freed after LEASE_SECONDS
     k2 = ClientKey("v", "1" * 64, max_concurrent=1)
     assert store.admit(k2, now).ok and not store.admit(k2, now + 1).ok
-    assert store.admit(k2, now + LEASE_SECONDS + 1).ok
+    a = store.admit(k2, now + LEASE_SECONDS + 1)
+    assert a.ok and not store.admit(k2, now + LEASE_SECONDS + 2).ok
+    store.settle(a, 0.25, now)  # spend and release at once
+    assert store.spent("v", now) == pytest.approx((0.25, 0.25))
+    assert store.admit(k2, now + LEASE_SECONDS + 3).ok
     store.close()
 
 

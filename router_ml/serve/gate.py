@@ -58,6 +58,15 @@ class KeyGate:
     def __init__(self, keys, store):
         self.keys, self.store = keys, store
 
+    async def call(self, fn, *args):
+        """``fn(*args)`` on the event loop for a store that says its calls are ``inline``
+        (local and short), else in a worker thread."""
+        if getattr(self.store, "inline", False):
+            return fn(*args)
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(fn, *args)
+
     def finished(self, decision) -> None:
         """Name the client in a finished Decision and add its cost to the request's spend."""
         pending = _REQUEST.get()
@@ -74,14 +83,10 @@ class KeyGate:
         pending.settled = True
         a = pending.admission
         try:
-            self.store.spend(a.client, pending.usd)
+            self.store.settle(a, pending.usd)
         except Exception:  # the answer is made; a store outage must not turn it into an error
-            logger.exception("quota store: the spend of client %r was not counted", a.client)
-        try:
-            self.store.release(a)
-        except Exception:
-            logger.exception("quota store: a slot of client %r was not freed (it expires)",
-                             a.client)
+            logger.exception("quota store: the spend of client %r (USD %.6g) was not counted "
+                             "and its slot not freed (it expires)", a.client, pending.usd)
 
 
 class KeyGateMiddleware:
@@ -94,8 +99,6 @@ class KeyGateMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        from starlette.concurrency import run_in_threadpool
-
         gate = self.gate
         secret = bearer(scope["headers"])
         key = gate.keys.authenticate(secret)
@@ -109,7 +112,7 @@ class KeyGateMiddleware:
                            "invalid_api_key", {"www-authenticate": "Bearer"})
             return await r(scope, receive, send)
         try:
-            admission = await run_in_threadpool(gate.store.admit, key)
+            admission = await gate.call(gate.store.admit, key)
         except Exception:
             logger.exception("quota store: cannot admit client %r", key.name)
             return await _error(503, "the quota store cannot be reached; try again",
@@ -127,7 +130,7 @@ class KeyGateMiddleware:
             # the spend is counted before the client can see the end of its answer
             if (message["type"] == "http.response.body" and not message.get("more_body")
                     and not pending.settled):
-                await run_in_threadpool(gate.settle, pending)
+                await gate.call(gate.settle, pending)
             await send(message)
 
         try:
@@ -138,7 +141,7 @@ class KeyGateMiddleware:
                 import anyio
 
                 with anyio.CancelScope(shield=True):  # also when the client went away
-                    await run_in_threadpool(gate.settle, pending)
+                    await gate.call(gate.settle, pending)
 
 
 __all__ = ["KeyGate", "KeyGateMiddleware", "OPEN_PATHS", "bearer"]

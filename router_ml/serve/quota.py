@@ -4,7 +4,8 @@ requests in flight, in one store that every worker process shares.
 A store has three calls: ``admit(key) -> Admission`` (checks the key's budgets, its rate and
 its concurrency, and when all pass counts the request and takes a slot, in one atomic step, so
 two workers cannot both pass the last unit), ``spend(name, usd)`` (adds a finished request's
-cost) and ``release(admission)`` (frees the slot). :func:`open_store` opens one from a URL:
+cost) and ``release(admission)`` (frees the slot); ``settle(admission, usd)`` does the last
+two at once. :func:`open_store` opens one from a URL:
 
 - ``sqlite:///path`` (relative) or ``sqlite:////abs/path``: a SQLite file, for the workers of
   one machine (each ``admit`` is one ``BEGIN IMMEDIATE`` transaction).
@@ -90,12 +91,17 @@ def _denied(key, reason: str, value: float, now: float) -> Admission:
 
 
 class SQLiteQuota:
-    """Counters in a SQLite file (WAL) that the processes of one machine share."""
+    """Counters in a SQLite file (WAL) that the processes of one machine share. Its calls are
+    short local transactions (tens of microseconds), so the gate makes them on the event loop
+    (``inline``): a hop to a worker thread would cost more than the call."""
+
+    inline = True
 
     def __init__(self, path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._swept: dict[str, int] = {}  # client -> the minute whose older counts are gone
         self._con = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                     check_same_thread=False)
         with self._lock:
@@ -156,8 +162,10 @@ class SQLiteQuota:
                     c.execute("ROLLBACK")
                     return _denied(key, *denied, now)
                 if key.requests_per_minute is not None:
-                    c.execute("DELETE FROM quota WHERE client = ? AND period LIKE 'r:%' AND "
-                              "period != ?", (key.name, f"r:{minute}"))
+                    if self._swept.get(key.name) != minute:
+                        c.execute("DELETE FROM quota WHERE client = ? AND period LIKE 'r:%' "
+                                  "AND period != ?", (key.name, f"r:{minute}"))
+                        self._swept[key.name] = minute
                     c.execute("INSERT INTO quota VALUES (?, ?, 1) ON CONFLICT (client, period) "
                               "DO UPDATE SET value = value + 1", (key.name, f"r:{minute}"))
                 lease = uuid.uuid4().hex
@@ -171,27 +179,35 @@ class SQLiteQuota:
         return Admission(True, lease=lease, client=key.name)
 
     def spend(self, client: str, usd: float, now: float | None = None) -> None:
-        if not usd:
-            return
-        day, month, _ = _periods(time.time() if now is None else now)
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                self._con.executemany(
-                    "INSERT INTO quota VALUES (?, ?, ?) ON CONFLICT (client, period) "
-                    "DO UPDATE SET value = value + excluded.value",
-                    [(client, f"d:{day}", float(usd)), (client, f"m:{month}", float(usd))])
-                self._con.execute("COMMIT")
-            except BaseException:
-                if self._con.in_transaction:
-                    self._con.execute("ROLLBACK")
-                raise
+        self._settle(client, usd, None, now)
 
     def release(self, admission: Admission) -> None:
-        if admission.lease is None:
+        self._settle(admission.client, 0.0, admission.lease, None)
+
+    def settle(self, admission: Admission, usd: float, now: float | None = None) -> None:
+        """:meth:`spend` and :meth:`release` in one transaction."""
+        self._settle(admission.client, usd, admission.lease, now)
+
+    def _settle(self, client: str, usd: float, lease: str | None, now: float | None) -> None:
+        if not usd and lease is None:
             return
+        day, month, _ = _periods(time.time() if now is None else now)
+        c = self._con
         with self._lock:
-            self._con.execute("DELETE FROM leases WHERE lease = ?", (admission.lease,))
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if usd:
+                    c.executemany(
+                        "INSERT INTO quota VALUES (?, ?, ?) ON CONFLICT (client, period) "
+                        "DO UPDATE SET value = value + excluded.value",
+                        [(client, f"d:{day}", float(usd)), (client, f"m:{month}", float(usd))])
+                if lease is not None:
+                    c.execute("DELETE FROM leases WHERE lease = ?", (lease,))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
 
     def spent(self, client: str, now: float | None = None) -> tuple[float, float]:
         """(USD this UTC day, USD this UTC month) of ``client``."""
@@ -237,7 +253,9 @@ return {'', ''}
 class RedisQuota:
     """Counters in Redis, for workers on several machines. Keys ``<prefix>:<client>:...``;
     a day's spend expires after 2 days, a month's after 40, a minute's count after 2
-    minutes."""
+    minutes. Its calls go over the network, so the gate makes them in a worker thread."""
+
+    inline = False
 
     def __init__(self, url: str, prefix: str = "router_ml:quota"):
         try:
@@ -274,17 +292,26 @@ class RedisQuota:
         return Admission(True, lease=lease, client=key.name)
 
     def spend(self, client: str, usd: float, now: float | None = None) -> None:
-        if not usd:
-            return
-        d, m, _, _ = self._keys(client, time.time() if now is None else now)
-        with self._r.pipeline(transaction=True) as p:
-            p.incrbyfloat(d, float(usd)).expire(d, 2 * 86400)
-            p.incrbyfloat(m, float(usd)).expire(m, 40 * 86400)
-            p.execute()
+        self._settle(client, usd, None, now)
 
     def release(self, admission: Admission) -> None:
-        if admission.lease is not None:
-            self._r.zrem(f"{self.prefix}:{admission.client}:inflight", admission.lease)
+        self._settle(admission.client, 0.0, admission.lease, None)
+
+    def settle(self, admission: Admission, usd: float, now: float | None = None) -> None:
+        """:meth:`spend` and :meth:`release` in one round trip (a ``MULTI`` block)."""
+        self._settle(admission.client, usd, admission.lease, now)
+
+    def _settle(self, client: str, usd: float, lease: str | None, now: float | None) -> None:
+        if not usd and lease is None:
+            return
+        d, m, _, inflight = self._keys(client, time.time() if now is None else now)
+        with self._r.pipeline(transaction=True) as p:
+            if usd:
+                p.incrbyfloat(d, float(usd)).expire(d, 2 * 86400)
+                p.incrbyfloat(m, float(usd)).expire(m, 40 * 86400)
+            if lease is not None:
+                p.zrem(inflight, lease)
+            p.execute()
 
     def spent(self, client: str, now: float | None = None) -> tuple[float, float]:
         d, m, _, _ = self._keys(client, time.time() if now is None else now)
