@@ -195,11 +195,12 @@ def test_concurrency_per_key(gateway):
 def test_the_log_names_the_key_and_nothing_holds_a_secret(gateway, capfd):
     base, secrets_, log, store, _ = gateway
     assert _chat(base, secrets_["bob"], "a logged prompt").status_code == 200
+    assert _chat(base, secrets_["alice"], "another one").status_code == 200
     _chat(base, secrets_["bob"][::-1])  # a wrong one: not written anywhere either
     metrics = httpx.get(f"{base}/metrics", timeout=10,
                         headers={"Authorization": f"Bearer {secrets_['bob']}"}).text
     rows = log.read()
-    assert {"alice", "bob", "budget"} <= {r["client"] for r in rows}
+    assert {"alice", "bob"} <= {r["client"] for r in rows}
     assert all(r["client"] for r in rows)  # every request came with a key
     row = [r for r in rows if r["client"] == "bob"][-1]
     assert row["cost_usd"] == pytest.approx(STUB_COST)
@@ -210,6 +211,43 @@ def test_the_log_names_the_key_and_nothing_holds_a_secret(gateway, capfd):
     for s in secrets_.values():
         for t in texts:
             assert s not in t and s[::-1] not in t and s[3:15] not in t
+
+
+def test_a_streamed_answer_is_logged_and_counted(gateway):
+    base, secrets_, log, store, _ = gateway
+    before = store.spent("alice")[0]
+    with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {secrets_['alice']}"},
+                      json={"model": "router", "stream": True,
+                            "messages": [{"role": "user", "content": "stream it"}]}) as r:
+        assert r.status_code == 200
+        assert [line for line in r.iter_lines() if line][-1] == "data: [DONE]"
+    row = [x for x in log.read() if x["client"] == "alice"][-1]
+    assert row["cost_usd"] > 0
+    assert store.spent("alice")[0] == pytest.approx(before + row["cost_usd"])
+
+
+def test_an_unreachable_store_refuses_rather_than_lets_through(make_router):
+    from router_ml.serve.endpoint import create_app
+    from router_ml.serve.keys import KeyRing
+
+    class Down:
+        inline = True
+
+        def admit(self, key):
+            raise ConnectionError("the store is down")
+
+    secret = new_secret()
+    keys = KeyRing([ClientKey("a", hash_secret(secret))])
+    with StubLLM({}, default="ok", max_requests=5) as stub:
+        app = create_app(make_router("tfidf"), stub.url, keys=keys, quota=Down())
+        with uvicorn_thread(app) as base:
+            r = _chat(base, secret)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "quota_store_unavailable"
+            assert secret not in r.text
+        assert stub.requests == []
+        app.state.close()
 
 
 def test_old_log_files_get_the_client_column(tmp_path):
