@@ -498,7 +498,8 @@ def _serve_workers(tmp_path, stub, store: str, limits: dict):
         for _ in range(40):  # both workers answer /health once they are up
             httpx.get(f"{base}/health", timeout=10, headers={"Connection": "close"})
         yield base, secrets_
-    assert "keys:     " in (tmp_path / "serve.log").read_text()
+    text = (tmp_path / "serve.log").read_text()
+    assert "keys:     " in text and "2 worker processes" in text
 
 
 def _check_across_workers(tmp_path, store):

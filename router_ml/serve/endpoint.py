@@ -223,7 +223,8 @@ def describe(args, router, config) -> str:
     else:
         knob = f"{', '.join(router.models)}, lam {router.lam:g}"
     lines = [f"router-ml serve: listening on http://{args.host}:{args.port} (model {ROUTER_NAME!r}"
-             f"; /v1/chat/completions, /v1/models, /v1/feedback, /health, /metrics)",
+             f"; /v1/chat/completions, /v1/models, /v1/feedback, /health, /metrics)"
+             + (f", {args.workers} worker processes" if getattr(args, "workers", 1) > 1 else ""),
              f"router:   {args.model} ({knob})",
              f"upstream: {args.upstream_base} (timeout {args.timeout:g} s, connect "
              f"{args.connect_timeout:g} s)"]
@@ -235,8 +236,7 @@ def describe(args, router, config) -> str:
         f"; sampling {100 * args.sample_rate:g} % judged by {args.judge}" if args.sample_rate
         else ""))
     if getattr(args, "keys", None):
-        lines.append(f"keys:     {args.keys} (quota store {quota_url(args)}"
-                     f"; workers {args.workers})")
+        lines.append(f"keys:     {args.keys} (quota store {quota_url(args)})")
     return "\n".join(lines)
 
 
