@@ -42,7 +42,7 @@ judge               TEXT    the judge's raw verdict, ``unparsed: <reply>`` or ``
                             sample_cost_usd: sampling's cost
 cost_estimated      INTEGER 1 when a call gave no token counts and its cost is the router's
                             estimate (ceil(characters / 4) input, 256 output tokens)
-client              TEXT    the name of the caller's key (``router-ml serve --keys``), else NULL
+client              TEXT    the caller's key's name (``router-ml serve --keys``), else NULL
 =================== ======= ==============================================================
 """
 
@@ -64,7 +64,8 @@ COLUMNS = ("ts", "request_id", "prompt_sha256", "prompt", "route", "route_reason
            "strongest_cost_usd", "input_tokens", "output_tokens", "decision_ms", "latency_ms",
            "escalations", "steps", "validator", "validator_message", "error", "feedback",
            "sampled", "answer", "sample_model", "sample_answer", "strong_better", "judge",
-           "sample_cost_usd", "cost_estimated", "client")  # new columns go last (older files get them added)
+           "sample_cost_usd", "cost_estimated",
+           "client")  # new columns go last (older files get them added)
 _TYPES = {"ts": "REAL NOT NULL", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
           "escalations": "INTEGER", "sampled": "INTEGER", "cost_estimated": "INTEGER"}
 _REAL = {"score", "threshold", "coverage", "cost_usd", "strongest_cost_usd", "decision_ms",

@@ -97,6 +97,8 @@ class KeyGateMiddleware:
         self.app, self.gate = app, gate
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":  # the endpoint has none; no way around the keys
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         gate = self.gate
