@@ -209,7 +209,6 @@ def keys_parser(prog: str = "router-ml keys") -> argparse.ArgumentParser:
     n.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,
                    help="requests in flight at once (default %(default)s)")
     h = sub.add_parser("hash", help="print the sha256 of a secret read from standard input")
-    h.set_defaults(name=None)
     return p
 
 
