@@ -213,18 +213,36 @@ def test_the_log_names_the_key_and_nothing_holds_a_secret(gateway, capfd):
             assert s not in t and s[::-1] not in t and s[3:15] not in t
 
 
-def test_a_streamed_answer_is_logged_and_counted(gateway):
-    base, secrets_, log, store, _ = gateway
-    before = store.spent("alice")[0]
-    with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=30,
-                      headers={"Authorization": f"Bearer {secrets_['alice']}"},
-                      json={"model": "router", "stream": True,
-                            "messages": [{"role": "user", "content": "stream it"}]}) as r:
-        assert r.status_code == 200
-        assert [line for line in r.iter_lines() if line][-1] == "data: [DONE]"
-    row = [x for x in log.read() if x["client"] == "alice"][-1]
-    assert row["cost_usd"] > 0
-    assert store.spent("alice")[0] == pytest.approx(before + row["cost_usd"])
+def test_a_streamed_answer_is_logged_and_counted(make_router, tmp_path):
+    from test_serving import stub_upstream  # it streams (llm_stub answers in one piece)
+
+    from router_ml.core.prices import PriceTable
+    from router_ml.loop.decision_log import DecisionLog
+    from router_ml.loop.rules import parse_rules
+    from router_ml.serve.endpoint import create_app
+    from router_ml.serve.keys import KeyRing
+
+    secret = new_secret()
+    log, store = DecisionLog(tmp_path / "log"), open_store(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    up, _ = stub_upstream()
+    with uvicorn_thread(up) as upstream:
+        app = create_app(make_router("tfidf"), f"{upstream}/v1", "upstream-key", timeout=5,
+                         config=parse_rules(RULES), log=log, quota=store,
+                         prices=PriceTable({"strong": {"input": PRICE, "output": PRICE},
+                                            "weak": {"input": PRICE, "output": PRICE}}),
+                         keys=KeyRing([ClientKey("streamer", hash_secret(secret))]))
+        with uvicorn_thread(app) as base, httpx.stream(
+                "POST", f"{base}/v1/chat/completions", timeout=30,
+                headers={"Authorization": f"Bearer {secret}"},
+                json={"model": "router", "stream": True,
+                      "messages": [{"role": "user", "content": "stream it"}]}) as r:
+            assert r.status_code == 200
+            assert [line for line in r.iter_lines() if line][-1] == "data: [DONE]"
+        app.state.close()
+    (row,) = log.read()
+    assert row["client"] == "streamer" and row["cost_usd"] > 0
+    assert store.spent("streamer")[0] == pytest.approx(row["cost_usd"])
+    store.close()
 
 
 def test_an_unreachable_store_refuses_rather_than_lets_through(make_router):
@@ -345,7 +363,8 @@ def test_serve_refuses_a_public_host_without_keys(capsys, monkeypatch):
     ran = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.append(kw))
     model = str(ROOT / "models" / "default")
-    base = ["--model", model, "--upstream-base", "http://127.0.0.1:9/v1"]
+    port = free_port()
+    base = ["--model", model, "--upstream-base", "http://127.0.0.1:9/v1", "--port", str(port)]
     assert serve_main(base + ["--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert "--host 0.0.0.0 is not a loopback address" in err and "--keys FILE" in err
@@ -354,8 +373,7 @@ def test_serve_refuses_a_public_host_without_keys(capsys, monkeypatch):
     assert serve_main(base + ["--host", "0.0.0.0", "--allow-unauthenticated"]) == 0
     out, err = capsys.readouterr()
     assert "warning: serving on 0.0.0.0 without client keys" in err
-    assert ran == [{"host": "0.0.0.0", "port": 8000, "log_level": "warning",
-                    "timeout_graceful_shutdown": 30.0}]
+    assert [(kw["host"], kw["port"]) for kw in ran] == [("0.0.0.0", port)]
     assert serve_main(base + ["--host", "127.0.0.1"]) == 0
     assert "warning" not in capsys.readouterr().err
 
