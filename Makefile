@@ -15,10 +15,11 @@ export NO_MKDOCS_2_WARNING := 1
 	bench-serve bench-faults bench-spark notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
-	@# Spark (router-ml score --spark and its tests) needs a Java runtime
-	command -v java >/dev/null 2>&1 || { apt-get update -qq && \
+	@# Spark (router-ml score --spark and its tests) needs a Java runtime; the Redis quota
+	@# store's tests need redis-server
+	{ command -v java && command -v redis-server; } >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		default-jre-headless >/dev/null; }
+		default-jre-headless redis-server >/dev/null; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock

@@ -54,6 +54,11 @@ class ServingError(RouterMLError):
     """The routing endpoint cannot start (no router, no upstream)."""
 
 
+class KeysFileError(RouterMLError, ValueError):
+    """A client keys file (``router-ml serve --keys``) cannot be read or has a bad entry; the
+    message names the file and the entry."""
+
+
 class FetchError(RouterMLError):
     """A data file could not be downloaded or did not match its pinned sha256."""
 

@@ -1,6 +1,6 @@
 """The ``router-ml`` command: one entry point, one sub-command per job.
 
-    router-ml train | evaluate | label | report | serve | score | data  [--help]
+    router-ml train | evaluate | label | report | serve | keys | score | data  [--help]
 
 Each sub-command's module is imported only when it runs, so ``router-ml --help`` and
 ``router-ml score --help`` work on the core install. Outputs without an explicit path go to the
@@ -25,6 +25,8 @@ COMMANDS = {
                "router_ml[train]"),
     "serve": ("router_ml.serve.endpoint:serve_main", "OpenAI-compatible routing endpoint",
               "router_ml[serve]"),
+    "keys": ("router_ml.serve.keys:keys_main", "client keys for serve --keys (keys new NAME)",
+             "router_ml[serve]"),
     "score": ("router_ml.serve.batch:score_main", "score a Parquet/CSV/JSONL file (or on Spark)",
               "router_ml[spark]"),
     "data": ("router_ml.learn.fetch:data_main", "download the public training data (data fetch)",

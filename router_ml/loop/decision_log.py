@@ -46,6 +46,7 @@ conversation        TEXT    the conversation's id (the ``x-router-conversation``
                             hash of the request's user, system prompt and first user turn)
 sticky              INTEGER 1 when the conversation mode overrode the learned choice
 capability          TEXT    why the first choice could not take the request (its limits)
+client              TEXT    the caller's key's name (``router-ml serve --keys``), else NULL
 =================== ======= ==============================================================
 """
 
@@ -72,8 +73,8 @@ COLUMNS = ("ts", "request_id", "prompt_sha256", "prompt", "route", "route_reason
            "strongest_cost_usd", "input_tokens", "output_tokens", "decision_ms", "latency_ms",
            "escalations", "steps", "validator", "validator_message", "error", "feedback",
            "sampled", "answer", "sample_model", "sample_answer", "strong_better", "judge",
-           "sample_cost_usd", "cost_estimated", "conversation", "sticky",
-           "capability")  # new columns go last (older files get them added)
+           "sample_cost_usd", "cost_estimated", "conversation", "sticky", "capability",
+           "client")  # new columns go last (older files get them added)
 _TYPES = {"ts": "REAL NOT NULL", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
           "escalations": "INTEGER", "sampled": "INTEGER", "cost_estimated": "INTEGER",
           "sticky": "INTEGER"}
@@ -107,7 +108,8 @@ def _row(d, store_prompts) -> tuple:
             d.answer if (s or store_prompts is True) else None, s.get("model"), s.get("answer"),
             s.get("strong_better"), s.get("judge"), s.get("cost_usd"),
             int(bool(getattr(d, "cost_estimated", False))), getattr(d, "conversation", None),
-            int(bool(getattr(d, "sticky", False))), getattr(d, "capability", None))
+            int(bool(getattr(d, "sticky", False))), getattr(d, "capability", None),
+            getattr(d, "client", None))
 
 
 def _setup(con: sqlite3.Connection, seconds: float = 30.0) -> None:

@@ -147,7 +147,8 @@ class Decision:
     ceil(characters / 4) input and 256 output tokens), times in ms; validator: ``passed``,
     ``failed`` or ``none`` (no validators). conversation: the conversation's id; sticky: the
     conversation mode overrode the learned choice (route_reason ``sticky``); capability: why
-    the first choice could not take the request (route_reason ``capability``)."""
+    the first choice could not take the request (route_reason ``capability``); client: the
+    name of the caller's key (the endpoint's ``--keys``), None without keys."""
 
     request_id: str
     prompt_sha256: str
@@ -178,6 +179,7 @@ class Decision:
     conversation: str | None = None
     sticky: bool = False
     capability: str | None = None
+    client: str | None = None
 
     def __post_init__(self):
         self.model = self.model or self.route
@@ -221,11 +223,13 @@ class Policy:
     log: where decisions go (``write(decision)``; a :class:`router_ml.loop.decision_log.DecisionLog`
     keeps only the text's sha256 unless asked). breaker: a
     :class:`router_ml.loop.breaker.CircuitBreaker` (None: every model is always tried).
+    on_finish: ``on_finish(decision)``, called with each finished Decision before it is logged
+    (the endpoint's client keys name the client there and count its spend).
     """
 
     def __init__(self, router=None, config: PolicyConfig | None = None, *, rules=None,
                  ladder=None, fallback=None, max_escalations=None, validators=(), prices=None,
-                 sampler=None, log=None, breaker=None):
+                 sampler=None, log=None, breaker=None, on_finish=None):
         config = config or PolicyConfig()
         self.router = router
         self.rules = tuple(config.rules if rules is None else rules)
@@ -235,6 +239,7 @@ class Policy:
                                    else max_escalations)
         self.validators = tuple(validators)
         self.sampler, self.log, self.breaker = sampler, log, breaker
+        self.on_finish = on_finish
         self._pricer = Pricer(prices)
         self.limits = dict(config.models)
         self.conversation_mode = config.conversation
@@ -564,6 +569,8 @@ class Run:
                                    lambda m, c: p.estimate(m, c, d.prompt or "")[0])
         if p.memory is not None and d.conversation and d.error is None and self._last is not None:
             p.memory.set(d.conversation, d.model)
+        if p.on_finish is not None:
+            p.on_finish(d)
         if p.log is not None:
             p.log.write(d)
         return d

@@ -29,14 +29,17 @@ logger = logging.getLogger("router_ml.serve.endpoint")
 
 def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-            body_timeout: float = DEFAULT_BODY_TIMEOUT, max_tokens: int = DEFAULT_MAX_TOKENS):
+            body_timeout: float = DEFAULT_BODY_TIMEOUT, max_tokens: int = DEFAULT_MAX_TOKENS,
+            gate=None):
     """The FastAPI app: ``policy`` (a :class:`router_ml.loop.policy.Policy` with its router,
     rules, breaker, log and sampler) answering through ``upstream`` (a
     :class:`router_ml.serve.upstream.Upstream`). ``app.state.close()`` finishes the sampler's
     queue (at most ``drain_seconds``) and flushes the log; the app's shutdown calls it.
 
     max_body_bytes: the largest request body (413 past it); body_timeout: seconds a client has
-    to send its body (408 after); max_tokens: the cap on a request's max_tokens."""
+    to send its body (408 after); max_tokens: the cap on a request's max_tokens. gate: a
+    :class:`router_ml.serve.gate.KeyGate` (client keys on every route but /health; its
+    ``finished`` must be the policy's ``on_finish``), or None."""
     import contextlib
 
     from fastapi import FastAPI, Request
@@ -72,6 +75,10 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
 
     app = FastAPI(title="router_ml", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.policy, app.state.metrics, app.state.close = policy, m, close
+    if gate is not None:
+        from router_ml.serve.gate import KeyGateMiddleware
+
+        app.add_middleware(KeyGateMiddleware, gate=gate)
 
     def error(status: int, message: str, kind: str = "invalid_request_error", headers=None,
               param: str | None = None):

@@ -24,7 +24,12 @@ started, a failure ends it with ``data: {"error": {...}}`` and ``data: [DONE]``.
 
 ``POST /v1/feedback`` ``{"request_id", "score"}``: the user's feedback on a logged request.
 ``GET /v1/models``: ``router`` and the router's candidates. ``GET /health``. ``GET /metrics``:
-see :mod:`router_ml.serve.metrics`. On SIGTERM uvicorn stops accepting, drains in-flight
+see :mod:`router_ml.serve.metrics`. With ``--keys FILE`` every route but ``/health`` needs
+``Authorization: Bearer <secret>`` of a client key, with its budgets and rate limits
+(:mod:`router_ml.serve.keys`, :mod:`router_ml.serve.gate`, :mod:`router_ml.serve.quota`);
+without it the endpoint listens on loopback addresses only, unless
+``--allow-unauthenticated``. ``--workers N`` runs N processes that share the key's counters.
+On SIGTERM uvicorn stops accepting, drains in-flight
 requests (``--drain-seconds``), then the sampler's queue is finished (same bound) and the log
 is flushed.
 """
@@ -32,6 +37,8 @@ is flushed.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import os
 import sys
 
@@ -48,6 +55,7 @@ from router_ml.serve.requests import (
 DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 30.0, 3.0  # seconds
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds a client has to send its request line and headers
 DEFAULT_MAX_CONNECTIONS = 1000  # open connections and requests in flight (503 past it)
+ARGS_ENV = "ROUTER_ML_SERVE_ARGS"  # the parsed arguments, as JSON, for each worker process
 
 
 def create_app(router, upstream_base: str, api_key: str | None = None, *,
@@ -57,7 +65,8 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
                breaker_cooldown: float = 30.0, sample_queue: int = 64,
                drain_seconds: float = 30.0, seed: int | None = None,
                max_body_bytes: int | None = None, body_timeout: float | None = None,
-               max_tokens: int | None = None, max_response_bytes: int | None = None):
+               max_tokens: int | None = None, max_response_bytes: int | None = None,
+               keys=None, quota=None):
     """The FastAPI app for a loaded ``router`` answering through ``upstream_base``.
 
     timeout, connect_timeout: seconds for one upstream call and for opening its connection.
@@ -73,6 +82,8 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
     max_body_bytes, body_timeout, max_tokens: the request limits of
     :func:`router_ml.serve.app.app_for`; max_response_bytes: the most read of one upstream
     answer (:class:`router_ml.serve.upstream.Upstream`). None: the documented default.
+    keys: a :class:`router_ml.serve.keys.KeyRing` (every route but /health needs one of its
+    keys) with ``quota``, the store of its counters (:func:`router_ml.serve.quota.open_store`).
     """
     from router_ml.loop.breaker import CircuitBreaker
     from router_ml.loop.clients import LiteLLMClient
@@ -96,12 +107,21 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
         sampler = BackgroundSampler(QualitySampler(PairwiseJudge(client, judge, prices),
                                                    rate=sample_rate, seed=seed),
                                     client, log, max_queue=sample_queue)
+    gate = None
+    if keys is not None:
+        from router_ml.serve.gate import KeyGate
+
+        if quota is None:
+            raise ServingError("client keys need a quota store for their counters: pass "
+                               "quota=router_ml.serve.quota.open_store(URL)")
+        gate = KeyGate(keys, quota)
     policy = Policy(router, config, validators=validators, prices=prices, log=log,
-                    sampler=sampler, breaker=CircuitBreaker(breaker_failures, breaker_cooldown))
+                    sampler=sampler, breaker=CircuitBreaker(breaker_failures, breaker_cooldown),
+                    on_finish=gate.finished if gate is not None else None)
     limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),
                                  ("body_timeout", body_timeout), ("max_tokens", max_tokens))
               if v is not None}
-    return app_for(policy, upstream, drain_seconds=drain_seconds, **limits)
+    return app_for(policy, upstream, drain_seconds=drain_seconds, gate=gate, **limits)
 
 
 def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
@@ -139,6 +159,17 @@ def serve_parser(prog: str = "router-ml serve") -> argparse.ArgumentParser:
                    help="seconds a model's open circuit skips it (default %(default)s)")
     p.add_argument("--drain-seconds", type=float, default=30.0,
                    help="on SIGTERM, seconds to finish in-flight requests and queued samples")
+    p.add_argument("--keys", help="client keys file (.toml, .json, .yaml; router-ml keys new "
+                                  "NAME makes an entry): every route but /health then needs "
+                                  "'Authorization: Bearer <secret>'")
+    p.add_argument("--quota-store", help="where the keys' counters live: sqlite:///PATH (one "
+                                         "machine) or redis://HOST:PORT/DB (several); default "
+                                         "quota.sqlite in the --log folder, else "
+                                         "./router-ml-quota.sqlite")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="without --keys, listen on a non-loopback --host anyway")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default %(default)s); they share the keys' counters")
     lim = p.add_argument_group("limits (see docs/security.md)")
     lim.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                      help="largest request body; 413 past it (default %(default)s)")
@@ -187,84 +218,50 @@ def check_port(host: str, port: int) -> None:
 
 
 def header_timeout_protocol(seconds: float):
-    """uvicorn's h11 protocol, closing a connection whose request line and headers have not
-    all arrived ``seconds`` after the connection opened or its next request began (uvicorn
-    itself bounds only the idle time between requests)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    """uvicorn's h11 protocol closing a connection whose request line and headers have not all
+    arrived ``seconds`` after the connection opened or its next request began
+    (:class:`router_ml.serve.protocol.HeaderTimeoutH11`; the deadline is per process)."""
+    from router_ml.serve.protocol import HeaderTimeoutH11
 
-    class HeaderTimeoutH11(H11Protocol):
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            self._header_timer = self.loop.call_later(seconds, self._headers_late)
-
-        def data_received(self, data):
-            before = self.cycle
-            if self._header_timer is None and (before is None or before.response_complete):
-                self._header_timer = self.loop.call_later(seconds, self._headers_late)
-            super().data_received(data)
-            if self.cycle is not before and self._header_timer is not None:
-                self._header_timer.cancel()  # the headers are in: the request has begun
-                self._header_timer = None
-
-        def _headers_late(self):
-            self._header_timer = None
-            waiting = self.cycle is None or self.cycle.response_complete
-            if waiting and not self.transport.is_closing():
-                self.transport.close()
-
-        def connection_lost(self, exc):
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-            super().connection_lost(exc)
-
+    HeaderTimeoutH11.seconds = float(seconds)
     return HeaderTimeoutH11
 
 
-def describe(args, router, config) -> str:
-    """The start-up lines: where it listens, which router, which upstream, what else runs."""
-    if getattr(router, "threshold", None) is not None:
-        knob = f"{router.strong_model} / {router.weak_model}, threshold {router.threshold:.4f}"
-    else:
-        knob = f"{', '.join(router.models)}, lam {router.lam:g}"
-    lines = [f"router-ml serve: listening on http://{args.host}:{args.port} (model {ROUTER_NAME!r}"
-             f"; /v1/chat/completions, /v1/models, /v1/feedback, /health, /metrics)",
-             f"router:   {args.model} ({knob})",
-             f"upstream: {args.upstream_base} (timeout {args.timeout:g} s, connect "
-             f"{args.connect_timeout:g} s)"]
-    if config is not None:
-        lines.append(f"rules:    {args.rules} ({len(config.rules)} rules"
-                     + (f", ladder {' -> '.join(config.ladder)}" if config.ladder else "")
-                     + (f", fallback {config.fallback}" if config.fallback else "") + ")")
-    lines.append(f"log:      {args.log or 'none'}" + (
-        f"; sampling {100 * args.sample_rate:g} % judged by {args.judge}" if args.sample_rate
-        else ""))
-    return "\n".join(lines)
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-def serve_main(argv=None, prog: str = "router-ml serve") -> int:
-    args = serve_parser(prog).parse_args(argv)
-    import logging
+def quota_url(args) -> str:
+    """The quota store's URL: ``--quota-store``, else a file in the log folder, else ./."""
+    if args.quota_store:
+        return args.quota_store
+    return "sqlite:///" + (os.path.join(args.log, "quota.sqlite") if args.log
+                           else "router-ml-quota.sqlite")
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+def build_app(args):
+    """(app, router, config, log) from parsed ``serve`` arguments; raises RouterMLError,
+    ImportError or ValueError (the log is closed then)."""
+    from router_ml.core.load import load_router
+    from router_ml.loop.decision_log import DecisionLog
+    from router_ml.loop.rules import load_rules
+    from router_ml.loop.validators import NoRefusal
+
     log = None
     try:
-        if not args.upstream_base:
-            raise ServingError("no upstream: pass --upstream-base URL (an OpenAI-compatible "
-                               "server) or set OPENAI_BASE_URL")
-        if not 0.0 <= args.sample_rate <= 1.0:
-            raise ServingError(f"--sample-rate must be in [0, 1], got {args.sample_rate}")
-        check_limits(args)
-        try:
-            import uvicorn
-        except ImportError:
-            raise ServingError("router-ml serve needs the serve extra: "
-                               "pip install 'router_ml[serve]'") from None
-        from router_ml.core.load import load_router
-        from router_ml.loop.decision_log import DecisionLog
-        from router_ml.loop.rules import load_rules
-        from router_ml.loop.validators import NoRefusal
+        keys = quota = None
+        if args.keys:
+            from router_ml.serve.keys import load_keys
+            from router_ml.serve.quota import open_store
 
+            keys = load_keys(args.keys)
+            quota = open_store(quota_url(args))
         router = load_router(args.model)
         config = load_rules(args.rules) if args.rules else None
         if args.log:
@@ -278,7 +275,80 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
                          breaker_cooldown=args.breaker_cooldown,
                          drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes,
                          body_timeout=args.body_timeout, max_tokens=args.max_tokens,
-                         max_response_bytes=args.max_response_bytes)
+                         max_response_bytes=args.max_response_bytes, keys=keys, quota=quota)
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
+    return app, router, config, log
+
+
+def app_from_env():
+    """The app of one worker process of ``serve --workers N`` (uvicorn's factory): built from
+    the arguments the parent left in ``$ROUTER_ML_SERVE_ARGS``."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
+    header_timeout_protocol(args.header_timeout)  # this worker's deadline for headers
+    return build_app(args)[0]
+
+
+def describe(args, router, config) -> str:
+    """The start-up lines: where it listens, which router, which upstream, what else runs."""
+    if getattr(router, "threshold", None) is not None:
+        knob = f"{router.strong_model} / {router.weak_model}, threshold {router.threshold:.4f}"
+    else:
+        knob = f"{', '.join(router.models)}, lam {router.lam:g}"
+    lines = [f"router-ml serve: listening on http://{args.host}:{args.port} (model {ROUTER_NAME!r}"
+             f"; /v1/chat/completions, /v1/models, /v1/feedback, /health, /metrics)"
+             + (f", {args.workers} worker processes" if getattr(args, "workers", 1) > 1 else ""),
+             f"router:   {args.model} ({knob})",
+             f"upstream: {args.upstream_base} (timeout {args.timeout:g} s, connect "
+             f"{args.connect_timeout:g} s)"]
+    if config is not None:
+        lines.append(f"rules:    {args.rules} ({len(config.rules)} rules"
+                     + (f", ladder {' -> '.join(config.ladder)}" if config.ladder else "")
+                     + (f", fallback {config.fallback}" if config.fallback else "") + ")")
+    lines.append(f"log:      {args.log or 'none'}" + (
+        f"; sampling {100 * args.sample_rate:g} % judged by {args.judge}" if args.sample_rate
+        else ""))
+    if getattr(args, "keys", None):
+        lines.append(f"keys:     {args.keys} (quota store {quota_url(args)})")
+    return "\n".join(lines)
+
+
+def serve_main(argv=None, prog: str = "router-ml serve") -> int:
+    args = serve_parser(prog).parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log = None
+    try:
+        if args.keys and args.allow_unauthenticated:
+            raise ServingError("--allow-unauthenticated turns client keys off; drop it or "
+                               "--keys")
+        if not args.keys and not args.allow_unauthenticated and not is_loopback(args.host):
+            raise ServingError(
+                f"--host {args.host} is not a loopback address and no --keys file is given: "
+                "anyone who reaches it could spend the upstream's budget. Pass --keys FILE "
+                "(make entries with `router-ml keys new NAME`), or --allow-unauthenticated if "
+                "something in front of it checks who calls")
+        if args.workers < 1:
+            raise ServingError(f"--workers must be >= 1, got {args.workers}")
+        if not args.upstream_base:
+            raise ServingError("no upstream: pass --upstream-base URL (an OpenAI-compatible "
+                               "server) or set OPENAI_BASE_URL")
+        if not 0.0 <= args.sample_rate <= 1.0:
+            raise ServingError(f"--sample-rate must be in [0, 1], got {args.sample_rate}")
+        check_limits(args)
+        try:
+            import uvicorn
+        except ImportError:
+            raise ServingError("router-ml serve needs the serve extra: "
+                               "pip install 'router_ml[serve]'") from None
+        # the parent builds the app once either way: bad files fail here, before any worker
+        app, router, config, log = build_app(args)
         check_port(args.host, args.port)
     except (RouterMLError, ImportError, ValueError) as e:
         if log is not None:
@@ -286,12 +356,27 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     print(describe(args, router, config), flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=args.drain_seconds,
-                http=header_timeout_protocol(args.header_timeout),
-                limit_concurrency=args.max_connections, h11_max_incomplete_event_size=64 * 1024)
+    if args.allow_unauthenticated and not is_loopback(args.host):
+        print(f"warning: serving on {args.host} without client keys (--allow-unauthenticated): "
+              "whoever reaches this address can spend the upstream's budget", file=sys.stderr,
+              flush=True)
+    options = dict(host=args.host, port=args.port, log_level="warning",
+                   timeout_graceful_shutdown=args.drain_seconds,
+                   http=header_timeout_protocol(args.header_timeout),
+                   limit_concurrency=args.max_connections, h11_max_incomplete_event_size=64 * 1024)
+    if args.workers == 1:
+        uvicorn.run(app, **options)
+        return 0
+    if log is not None:
+        log.close()  # each worker opens its own
+    os.environ[ARGS_ENV] = json.dumps(vars(args))
+    # each worker imports the protocol by name; app_from_env sets its deadline there
+    options["http"] = "router_ml.serve.protocol:HeaderTimeoutH11"
+    uvicorn.run("router_ml.serve.endpoint:app_from_env", factory=True, workers=args.workers,
+                **options)
     return 0
 
 
-__all__ = ["check_limits", "check_port", "create_app", "describe", "header_timeout_protocol",
-           "parse_model_name", "serve_main", "serve_parser"]
+__all__ = ["app_from_env", "build_app", "check_limits", "check_port", "create_app", "describe",
+           "header_timeout_protocol", "is_loopback", "parse_model_name", "quota_url",
+           "serve_main", "serve_parser"]
