@@ -318,7 +318,8 @@ class Router:
 
     # ------------------------------------------------------------------ routing
     def route(self, prompt) -> RoutingDecision:
-        """The decision for one prompt (a str or a list of chat messages)."""
+        """The decision for one prompt: a str, or a list of chat messages, scored on its user
+        turns, newest first (:func:`router_ml.core.prompts.prompt_text`)."""
         if not isinstance(prompt, (list, tuple)):
             check_prompt(prompt)
         else:
@@ -326,8 +327,9 @@ class Router:
         return self.route_batch([prompt])[0]
 
     def route_batch(self, prompts) -> list[RoutingDecision]:
-        """Decisions for a list of prompts (str or chat messages). With a coverage signal
-        and a ``fallback`` model, an uncovered prompt goes to the fallback."""
+        """Decisions for a list of prompts (str or chat messages, each conversation scored on
+        its user turns, newest first: :func:`router_ml.core.prompts.prompt_text`). With a
+        coverage signal and a ``fallback`` model, an uncovered prompt goes to the fallback."""
         texts = self._texts(prompts)
         r = self._route(texts)
         return [RoutingDecision(self.models[j], float(r.score[i]), self._threshold, self._lam,
