@@ -86,6 +86,25 @@ def prompt_text(prompt, name: str = "prompt") -> str:
     return last + TURN_SEPARATOR + context if context else last
 
 
+def chat_texts(values, name: str = "messages") -> list[str]:
+    """:func:`prompt_text` of each chat of a table's column: values holds, per row, the JSON
+    text of a list of ``{"role", "content"}`` messages or such a list. ValueError or
+    TypeError naming the row (``name`` row i) that is not a chat."""
+    import json
+
+    out = []
+    for i, v in enumerate(values):
+        where = f"{name} row {i}"
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError as e:
+                raise ValueError(f"{where} is not JSON ({e}); give a JSON list of "
+                                 '{"role", "content"} messages') from None
+        out.append(prompt_text(v, where))
+    return out
+
+
 def fingerprint(prompts: Sequence[str], *arrays: np.ndarray) -> str:
     """A short sha256 of prompts and label arrays, to record what a router was trained on."""
     import hashlib

@@ -24,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from router_ml.core.prompts import chat_texts
 from router_ml.errors import DataFormatError, RouterMLError
 from router_ml.serve.columns import decision_columns, output_columns
 
@@ -85,35 +86,12 @@ def file_rows(path) -> int | None:
     return None
 
 
-def conversation_texts(values, column: str = "messages", source="input") -> list[str]:
-    """The text each row's chat is scored on (:func:`router_ml.core.prompts.prompt_text`:
-    its user turns, newest first), as ``route`` scores the same messages. values: per row,
-    the JSON text of a list of ``{"role", "content"}`` messages, or such a list (a Parquet
-    list of structs). DataFormatError naming the batch row (and the message) that is not a
-    chat."""
-    from router_ml.core.prompts import prompt_text
-
-    out = []
-    for i, v in enumerate(values):
-        where = f"{source}: {column!r} at batch row {i}"
-        if isinstance(v, str):
-            try:
-                v = json.loads(v)
-            except ValueError as e:
-                raise DataFormatError(f"{where} is not JSON ({e}); give a JSON list of "
-                                      '{"role", "content"} messages') from None
-        try:
-            out.append(prompt_text(v, where))
-        except (TypeError, ValueError) as e:
-            raise DataFormatError(str(e)) from None
-    return out
-
-
 def score_batch(router, batch, prompt_column: str, source="input", *,
                 messages_column: str | None = None):
     """``batch`` with the columns of :func:`output_columns` appended (pyarrow RecordBatch).
-    With ``messages_column``, each row is the chat in that column (:func:`conversation_texts`)
-    and ``prompt_column`` is not read."""
+    With ``messages_column``, each row is the chat in that column, JSON text or a list of
+    messages (:func:`router_ml.core.prompts.chat_texts`), and ``prompt_column`` is not
+    read."""
     import pyarrow as pa
 
     column = messages_column or prompt_column
@@ -127,7 +105,11 @@ def score_batch(router, batch, prompt_column: str, source="input", *,
         raise DataFormatError(f"{source}: already has column(s) {', '.join(clash)}; rename them "
                               "before scoring")
     if messages_column:
-        prompts = conversation_texts(batch.column(column).to_pylist(), column, source)
+        try:
+            prompts = chat_texts(batch.column(column).to_pylist(),
+                                 f"{source}: {column!r} at batch")
+        except (TypeError, ValueError) as e:
+            raise DataFormatError(str(e)) from None
     else:
         prompts = batch.column(prompt_column).to_pylist()
         missing = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
@@ -255,4 +237,4 @@ def score_main(argv=None, prog: str = "router-ml score") -> int:
     return 0
 
 
-__all__ = ["conversation_texts", "iter_batches", "score_batch", "score_file", "score_main"]
+__all__ = ["iter_batches", "score_batch", "score_file", "score_main"]

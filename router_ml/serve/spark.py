@@ -64,9 +64,9 @@ def _score_series(name: str, messages_column: str | None = None):
     def score(prompts: pd.Series) -> pd.DataFrame:
         prompts = prompts.tolist()
         if messages_column:  # JSON chats: the text route scores for their messages
-            from router_ml.serve.batch import conversation_texts
+            from router_ml.core.prompts import chat_texts
 
-            prompts = conversation_texts(prompts, messages_column, "DataFrame")
+            prompts = chat_texts(prompts, f"the DataFrame's {messages_column!r} at batch")
         cols = decision_columns(_router(name), prompts)
         # positional field names: model names may hold dots, which Spark reads as nesting
         return pd.DataFrame({f"c{i}": v for i, v in enumerate(cols.values())})
@@ -88,7 +88,7 @@ def score_dataframe(df, model_dir, prompt_column: str = "prompt", *,
     ``quality:<model>`` (double in [0, 1]) per candidate. Lazy, like any Spark transformation.
     messages_column: score each row's chat instead, a column of JSON lists of ``{"role",
     "content"}`` messages (or an array of such structs), on its user turns, newest first, as
-    ``route`` scores messages (:func:`router_ml.serve.batch.conversation_texts`)."""
+    ``route`` scores messages (:func:`router_ml.core.prompts.chat_texts`)."""
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
