@@ -169,3 +169,19 @@ def test_spark_scores_a_messages_column_as_route(make_router, tmp_path):
             spark.stop()
     np.testing.assert_allclose(scored["score"].to_numpy(), router.score(convs), atol=1e-6)
     assert scored["model"].tolist() == [d.model for d in router.route_batch(convs)]
+
+
+def test_the_benchmark_measures_the_library_rule(make_router):
+    from conftest import load_benchmark
+
+    bench = load_benchmark("bench_conversation")
+    router = make_router("tfidf")
+    convs = [[h, f] for h, f in zip(HARD, bench.FOLLOW_UPS)] + [[e, FOLLOW_UP] for e in EASY]
+    c = bench.candidates(router, convs)  # raises if router.score(messages) is not "newest first"
+    np.testing.assert_array_equal(c["newest first"], router.score(
+        [f"{b}{TURN_SEPARATOR}{a}" for a, b in convs]))
+    np.testing.assert_array_equal(c["last"], router.score([b for _, b in convs]))
+    built = bench.rated_conversations(["p1", "p2", "p3"])
+    assert {k: len(v) for k, v in built.items()} == {"follow-up": 3, "opener": 3, "switch": 3}
+    assert all(c[-1] == p for c, p in zip(built["switch"], ["p1", "p2", "p3"]))
+    assert all(c[0] != c[1] for c in built["switch"])
