@@ -50,12 +50,17 @@ def test_saved_router_loads_as_pyfunc_and_predicts_like_route(saved):
     assert out["model"].tolist() == models
     np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)
     assert set(models) == {router.strong_model, router.weak_model}  # both sides are exercised
-    # a chat column: the last user turn is routed
+    # a chat column: routed on its user turns, newest first, as the router routes the chat
     chats = [[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
               {"role": "assistant", "content": "hello"}, {"role": "user", "content": p}]
              for p in PROMPTS[:3]]
     out = model.predict(pd.DataFrame({"messages": chats}))
-    assert out["model"].tolist() == models[:3]
+    models3, scores3 = _expected(router, [f"{p}\n\nhi" for p in PROMPTS[:3]])
+    assert out["model"].tolist() == models3
+    np.testing.assert_allclose(out["score"].to_numpy(), scores3, atol=1e-12)
+    np.testing.assert_allclose(out["score"].to_numpy(), router.score(chats), atol=1e-12)
+    # one user turn: exactly its text, as before
+    out = model.predict(pd.DataFrame({"messages": [[c[0], c[3]] for c in chats]}))
     np.testing.assert_allclose(out["score"].to_numpy(), scores[:3], atol=1e-12)
     # no input schema: mlflow would turn a list into a column '0' and drop it (see below)
     assert model.metadata.get_input_schema() is None

@@ -153,8 +153,8 @@ def test_messages_are_scored_on_user_turns(pair_router):
             {"role": "assistant", "content": "ASSISTANT"},
             {"role": "user", "content": [{"type": "text", "text": "last question"}]}]
     text = conversation_text(msgs)
-    # the router's rule (router.prompt_text): the last user turn is what gets answered
-    assert text == "last question"
+    # the router's rule (router.prompt_text): the user turns, newest first
+    assert text == "last question\n\nfirst question"
     assert conversation_text([{"role": "user", "content": "x" * 9000 + "END"}]).endswith("END")
     d = Policy(pair_router).decide(msgs)
     assert d.score == pytest.approx(float(pair_router.score([text])[0]))

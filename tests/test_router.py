@@ -440,13 +440,16 @@ def test_ties_go_to_the_cheaper_model():
     np.testing.assert_array_equal(choose(V, C, np.inf), [1, 1])
 
 
-def test_route_reads_the_last_user_turn_of_chat_messages(tiers):
+def test_route_reads_the_user_turns_of_chat_messages_newest_first(tiers):
     chat = [{"role": "system", "content": "say hello about everything"},
             {"role": "user", "content": "say hello about alpha"},
             {"role": "assistant", "content": "hello"},
             {"role": "user", "content": [{"type": "text", "text": "prove the theorem about beta"}]}]
-    assert prompt_text(chat) == "prove the theorem about beta"
-    assert tiers.route(chat) == tiers.route("prove the theorem about beta")
+    text = "prove the theorem about beta\n\nsay hello about alpha"
+    assert prompt_text(chat) == text
+    assert tiers.route(chat) == tiers.route(text)
+    # one user turn: its text alone, system and assistant messages unread
+    assert tiers.route([chat[0], chat[3]]) == tiers.route("prove the theorem about beta")
     with pytest.raises(ValueError, match="no message with role 'user'"):
         tiers.route([{"role": "system", "content": "x"}])
 

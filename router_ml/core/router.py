@@ -318,7 +318,8 @@ class Router:
 
     # ------------------------------------------------------------------ routing
     def route(self, prompt) -> RoutingDecision:
-        """The decision for one prompt (a str or a list of chat messages)."""
+        """The decision for one prompt: a str, or a list of chat messages, scored on its user
+        turns, newest first (:func:`router_ml.core.prompts.prompt_text`)."""
         if not isinstance(prompt, (list, tuple)):
             check_prompt(prompt)
         else:
@@ -326,9 +327,11 @@ class Router:
         return self.route_batch([prompt])[0]
 
     def route_batch(self, prompts, *, threshold: float | None = None) -> list[RoutingDecision]:
-        """Decisions for a list of prompts (str or chat messages). With a coverage signal
-        and a ``fallback`` model, an uncovered prompt goes to the fallback. threshold: a pair
-        router's knob in [0, 1] for these prompts only (None: the router's own)."""
+        """Decisions for a list of prompts (str or chat messages, each conversation scored on
+        its user turns, newest first: :func:`router_ml.core.prompts.prompt_text`). With a
+        coverage signal and a ``fallback`` model, an uncovered prompt goes to the fallback.
+        threshold: a pair router's knob in [0, 1] for these prompts only (None: the router's
+        own)."""
         texts = self._texts(prompts)
         if threshold is not None:
             if self._threshold is None:

@@ -20,9 +20,10 @@ calling a model is the caller's ``client(model, messages)`` callable or :class:`
 :class:`Run` is one request's way up the ladder, step by step, for callers that make the calls
 themselves (the endpoint's streaming).
 
-Which turn the router reads: an OpenAI-style conversation (a list of ``{"role", "content"}``
-dicts) is scored on its last user turn (:func:`router_ml.core.prompts.prompt_text`); system and
-assistant turns are ignored. Rules' ``regex`` matches the same text.
+Which turns the router reads: an OpenAI-style conversation (a list of ``{"role", "content"}``
+dicts) is scored on its user turns, newest first (:func:`router_ml.core.prompts.prompt_text`:
+the last user turn, then the earlier ones, up to a bound); system and assistant turns are
+ignored. Rules' ``regex`` matches the same text.
 """
 
 from __future__ import annotations
@@ -194,8 +195,8 @@ class Decision:
 
 
 def conversation_text(messages) -> str:
-    """The text the router scores: a str as is; for OpenAI-style messages the last user
-    turn (:func:`router_ml.core.prompts.prompt_text`, the router's own rule)."""
+    """The text the router scores: a str as is; for OpenAI-style messages the user turns,
+    newest first (:func:`router_ml.core.prompts.prompt_text`, the router's own rule)."""
     from router_ml.core.prompts import prompt_text
 
     return prompt_text(messages, "messages")

@@ -7,7 +7,8 @@ The input (Parquet, CSV or JSONL, by suffix) is read in batches (``--batch-size`
 through ``pyarrow.parquet.ParquetFile.iter_batches``), so memory does not grow with the file;
 each batch gets the columns of :func:`output_columns`: ``model`` (the chosen model, as
 ``route`` chooses it, fallback included), for a two-model router ``score`` (float64 in [0, 1]),
-and ``quality:<model>`` (float64 in [0, 1], the predicted quality) for every candidate; it is
+and ``quality:<model>`` (float64 in [0, 1], the predicted quality) for every candidate (with
+``--messages-column``, a row is a chat, scored as ``route`` scores its messages); it is
 appended to the output (format by suffix), written beside the target and renamed into place
 when complete. With ``--spark`` the job runs on a local SparkSession (see
 :mod:`router_ml.serve.spark`) and the output is a Parquet directory.
@@ -23,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from router_ml.core.prompts import chat_texts
 from router_ml.errors import DataFormatError, RouterMLError
 from router_ml.serve.columns import decision_columns, output_columns
 
@@ -84,23 +86,37 @@ def file_rows(path) -> int | None:
     return None
 
 
-def score_batch(router, batch, prompt_column: str, source="input"):
-    """``batch`` with the columns of :func:`output_columns` appended (pyarrow RecordBatch)."""
+def score_batch(router, batch, prompt_column: str, source="input", *,
+                messages_column: str | None = None):
+    """``batch`` with the columns of :func:`output_columns` appended (pyarrow RecordBatch).
+    With ``messages_column``, each row is the chat in that column, JSON text or a list of
+    messages (:func:`router_ml.core.prompts.chat_texts`), and ``prompt_column`` is not
+    read."""
     import pyarrow as pa
 
-    if prompt_column not in batch.schema.names:
-        raise DataFormatError(f"{source}: no column {prompt_column!r} (columns: "
-                              f"{', '.join(batch.schema.names)}); pass --prompt-column")
+    column = messages_column or prompt_column
+    if column not in batch.schema.names:
+        flag = "--messages-column" if messages_column else "--prompt-column"
+        raise DataFormatError(f"{source}: no column {column!r} (columns: "
+                              f"{', '.join(batch.schema.names)}); pass {flag}")
     names = output_columns(router)
     clash = [c for c in names if c in batch.schema.names]
     if clash:
         raise DataFormatError(f"{source}: already has column(s) {', '.join(clash)}; rename them "
                               "before scoring")
-    prompts = batch.column(prompt_column).to_pylist()
-    missing = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-    if missing:
-        raise DataFormatError(f"{source}: {len(missing)} rows have no text in {prompt_column!r} "
-                              f"(first at batch row {missing[0]}); drop or fill them")
+    if messages_column:
+        try:
+            prompts = chat_texts(batch.column(column).to_pylist(),
+                                 f"{source}: {column!r} at batch")
+        except (TypeError, ValueError) as e:
+            raise DataFormatError(str(e)) from None
+    else:
+        prompts = batch.column(prompt_column).to_pylist()
+        missing = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+        if missing:
+            raise DataFormatError(f"{source}: {len(missing)} rows have no text in "
+                                  f"{prompt_column!r} (first at batch row {missing[0]}); drop "
+                                  "or fill them")
     cols = decision_columns(router, prompts)
     arrays = [pa.array(cols["model"].tolist(), pa.string())]
     arrays += [pa.array(cols[c], pa.float64()) for c in names[1:]]
@@ -134,8 +150,11 @@ class _Writer:
 
 
 def score_file(router, input_path, output_path, prompt_column: str = "prompt",
-               batch_size: int = 10_000, progress: bool = False) -> int:
-    """Score every row of ``input_path`` into ``output_path``; returns the number of rows."""
+               batch_size: int = 10_000, progress: bool = False, *,
+               messages_column: str | None = None) -> int:
+    """Score every row of ``input_path`` into ``output_path`` (the prompt column, or with
+    ``messages_column`` each row's chat, see :func:`score_batch`); returns the number of
+    rows."""
     input_path, output_path = Path(input_path), Path(output_path)
     _format(output_path)
     tmp = output_path.with_name(f".{output_path.stem}.tmp-{os.getpid()}{output_path.suffix}")
@@ -147,7 +166,8 @@ def score_file(router, input_path, output_path, prompt_column: str = "prompt",
     writer, n = None, 0
     try:
         for batch in iter_batches(input_path, batch_size):
-            out = score_batch(router, batch, prompt_column, input_path)
+            out = score_batch(router, batch, prompt_column, input_path,
+                              messages_column=messages_column)
             if writer is None:
                 writer = _Writer(tmp, out.schema, _format(output_path))
             writer.write(out)
@@ -180,6 +200,10 @@ def score_parser(prog: str = "router-ml score") -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="output file (format by "
                    "suffix); with --spark a Parquet directory")
     p.add_argument("--prompt-column", default="prompt")
+    p.add_argument("--messages-column", default=None,
+                   help="score each row's chat instead of a prompt: a column of JSON lists of "
+                   '{"role", "content"} messages (or, in Parquet, lists of structs), scored '
+                   "on their user turns, newest first, as route scores messages")
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--spark", action="store_true", help="score on a local SparkSession")
     p.add_argument("--spark-cores", type=int, default=2, help="local[N] for --spark")
@@ -194,7 +218,7 @@ def score_main(argv=None, prog: str = "router-ml score") -> int:
             from router_ml.serve.spark import score_parquet
 
             n = score_parquet(args.model, args.input, args.output, args.prompt_column,
-                              cores=args.spark_cores)
+                              cores=args.spark_cores, messages_column=args.messages_column)
         else:
             try:
                 import pyarrow  # noqa: F401
@@ -204,7 +228,8 @@ def score_main(argv=None, prog: str = "router-ml score") -> int:
             from router_ml.core.load import load_router
 
             n = score_file(load_router(args.model), args.input, args.output,
-                           args.prompt_column, args.batch_size, progress=not args.no_progress)
+                           args.prompt_column, args.batch_size, progress=not args.no_progress,
+                           messages_column=args.messages_column)
     except (RouterMLError, ImportError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

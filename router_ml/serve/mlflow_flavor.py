@@ -14,7 +14,8 @@ run and optionally registers it with the alias ``champion``.
 Prediction input, as mlflow's own flavours take it: one prompt (a string), a list, tuple,
 numpy array or pandas Series of prompts, or a pandas DataFrame (or a dict of columns) with a
 ``prompt`` column of strings or a ``messages`` column of chats (lists of ``{"role",
-"content"}``; the last user turn is routed, see :func:`router_ml.core.prompts.prompt_text`),
+"content"}``; a chat is routed on its user turns, newest first, see
+:func:`router_ml.core.prompts.prompt_text`),
 or a single column of strings under another name (``mlflow.pyfunc.spark_udf`` names its
 columns ``0``, ``1``, ...). Anything else is a TypeError or ValueError that says what it got.
 Output: a DataFrame with ``model`` (str) and ``score`` (float64 in [0, 1]) per row, in input
@@ -102,7 +103,7 @@ def _frame_prompts(frame) -> list:
             elif m is None or (isinstance(m, float) and m != m):
                 raise ValueError(f"row {i} has neither a prompt nor messages")
             else:
-                out.append(prompt_text(m))
+                out.append(prompt_text(m, f"messages row {i}"))
         return out
     if has_prompt:
         raise ValueError("the 'prompt' column has missing values; give every row a prompt "

@@ -1,4 +1,4 @@
-"""Scoring a Spark DataFrame's prompt column with a saved router (pandas UDF).
+"""Scoring a Spark DataFrame's prompt column (or chat column) with a saved router (pandas UDF).
 
     from router_ml.serve.spark import local_session, score_dataframe
     spark = local_session(cores=2)
@@ -56,13 +56,18 @@ def _router(name: str):
         return router
 
 
-def _score_series(name: str):
+def _score_series(name: str, messages_column: str | None = None):
     import pandas as pd
 
     from router_ml.serve.columns import decision_columns
 
     def score(prompts: pd.Series) -> pd.DataFrame:
-        cols = decision_columns(_router(name), prompts.tolist())
+        prompts = prompts.tolist()
+        if messages_column:  # JSON chats: the text route scores for their messages
+            from router_ml.core.prompts import chat_texts
+
+            prompts = chat_texts(prompts, f"the DataFrame's {messages_column!r} at batch")
+        cols = decision_columns(_router(name), prompts)
         # positional field names: model names may hold dots, which Spark reads as nesting
         return pd.DataFrame({f"c{i}": v for i, v in enumerate(cols.values())})
 
@@ -76,10 +81,14 @@ def _result_type(columns):
                        for i, c in enumerate(columns)])
 
 
-def score_dataframe(df, model_dir, prompt_column: str = "prompt"):
+def score_dataframe(df, model_dir, prompt_column: str = "prompt", *,
+                    messages_column: str | None = None):
     """``df`` with the columns of ``router-ml score`` from the router saved in ``model_dir``:
     ``model`` (string), ``score`` (double in [0, 1], two-model routers) and
-    ``quality:<model>`` (double in [0, 1]) per candidate. Lazy, like any Spark transformation."""
+    ``quality:<model>`` (double in [0, 1]) per candidate. Lazy, like any Spark transformation.
+    messages_column: score each row's chat instead, a column of JSON lists of ``{"role",
+    "content"}`` messages (or an array of such structs), on its user turns, newest first, as
+    ``route`` scores messages (:func:`router_ml.core.prompts.chat_texts`)."""
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
@@ -89,28 +98,32 @@ def score_dataframe(df, model_dir, prompt_column: str = "prompt"):
 
     model_dir = Path(model_dir).resolve()
     columns = output_columns(load_router(model_dir))  # fails here, before any job
-    if prompt_column not in df.columns:
-        raise DataFormatError(f"no column {prompt_column!r} in the DataFrame (columns: "
+    column = messages_column or prompt_column
+    if column not in df.columns:
+        raise DataFormatError(f"no column {column!r} in the DataFrame (columns: "
                               f"{', '.join(df.columns)})")
     for c in columns:
         if c in df.columns:
             raise DataFormatError(f"the DataFrame already has a {c!r} column; rename it first")
     sc = df.sparkSession.sparkContext
     sc.addFile(str(model_dir), recursive=True)
-    udf = pandas_udf(_score_series(model_dir.name), _result_type(columns))
+    udf = pandas_udf(_score_series(model_dir.name, messages_column), _result_type(columns))
     tmp = "__router_ml_result"
-    out = df.withColumn(tmp, udf(F.col(prompt_column)))
+    arg = F.col(column)
+    if messages_column and dict(df.dtypes)[column] != "string":
+        arg = F.to_json(arg)  # an array of structs: to the UDF as JSON text
+    out = df.withColumn(tmp, udf(arg))
     return out.withColumns({c: F.col(tmp).getField(f"c{i}")
                             for i, c in enumerate(columns)}).drop(tmp)
 
 
 def score_parquet(model_dir, input_path, output_path, prompt_column: str = "prompt",
-                  cores: int = 2) -> int:
-    """Score a Parquet file or directory into a Parquet directory on a local session;
-    returns the number of rows."""
+                  cores: int = 2, *, messages_column: str | None = None) -> int:
+    """Score a Parquet file or directory into a Parquet directory on a local session
+    (``messages_column``: see :func:`score_dataframe`); returns the number of rows."""
     spark = local_session(cores)
     df = spark.read.parquet(str(input_path))
-    scored = score_dataframe(df, model_dir, prompt_column)
+    scored = score_dataframe(df, model_dir, prompt_column, messages_column=messages_column)
     scored.write.mode("overwrite").parquet(str(output_path))
     return spark.read.parquet(str(output_path)).count()
 
