@@ -117,6 +117,28 @@ def test_train_on_own_table(tmp_path, capsys):
     assert f"at the saved threshold {r.threshold:.4g}: {100 * strong.mean():.1f} % strong" in printed
 
 
+@pytest.mark.parametrize("protocol", [[], ["--protocol", "gsm8k"]])
+def test_an_out_that_holds_something_else_fails_before_training(tmp_path, capsys, protocol):
+    """--out onto a file, or into a folder holding other files, is refused before the data is
+    read, with what to do; nothing there is changed."""
+    table = tmp_path / "logs.csv"
+    table.write_text("prompt,big,small\n" + "".join(f"q {i},1,{i % 2}\n" for i in range(40)))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me\n")
+    (tmp_path / "file.txt").write_text("keep me too\n")
+    source = protocol or ["--table", str(table)]
+    for out, words in [(tmp_path / "notes", "is a non-empty folder without manifest.json"),
+                       (tmp_path / "file.txt", "exists and is not a router directory")]:
+        assert train_main([*source, "--out", str(out), "--no-tracking", "--encoder",
+                           "tfidf", "--data-dir", str(tmp_path / "no-data")]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("error: FileExistsError: ") and words in captured.err
+        assert "Choose a new path" in captured.err and "training" not in captured.out
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me\n"
+    assert (tmp_path / "file.txt").read_text() == "keep me too\n"
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["todo.txt"]
+
+
 def _tier_table(tmp_path):
     """Three candidates by their provider names, each best on one kind of prompt."""
     rng = np.random.default_rng(0)

@@ -161,7 +161,8 @@ def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) 
     _setup_logging(args.verbose)
     try:
         return _train(args)
-    except (RouterMLError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except (RouterMLError, ValueError, TypeError, FileNotFoundError, FileExistsError,
+            ImportError) as e:
         return _fail(f"{type(e).__name__}: {e}")
 
 
@@ -191,6 +192,18 @@ def _table_rows(args, config):
     return train
 
 
+def _check_out(out: Path, protocol: str | None) -> None:
+    """FileExistsError when ``out`` cannot take the routers: a file, or a folder holding
+    something other than a saved router (or, with a protocol, a previous run's fold routers)."""
+    from router_ml.core.artifact import check_save_target
+
+    if protocol and out.is_dir() and not out.is_symlink() and (out / "fold-0").is_dir():
+        for fold in out.glob("fold-*"):
+            check_save_target(fold)
+        return
+    check_save_target(out)
+
+
 def _train(args) -> int:
     from router_ml.learn.price_fit import METHOD, router_prices
     from router_ml.learn.protocols import all_training_rows, outcome_rows, with_outcomes
@@ -198,10 +211,11 @@ def _train(args) -> int:
     from router_ml.learn.training import fit_router
 
     config = _config_from_args(args)
-    tracker = Tracker(experiment=args.experiment, enabled=not args.no_tracking)
-    tracker.check()  # fail before any training work if the server is unreachable
     name = args.protocol or (args.table.stem if args.table else "default")
     out = args.out or args.root / "models" / name
+    _check_out(out, args.protocol)  # before any work: the save at the end would refuse it
+    tracker = Tracker(experiment=args.experiment, enabled=not args.no_tracking)
+    tracker.check()  # fail before any training work if the server is unreachable
     strong, weak = args.strong or STRONG_MODEL, args.weak or WEAK_MODEL
     params = {**config.to_dict(), "protocol": args.protocol or "all"}
     t0 = time.perf_counter()
