@@ -139,6 +139,64 @@ def test_an_out_that_holds_something_else_fails_before_training(tmp_path, capsys
     assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["todo.txt"]
 
 
+def test_a_table_of_one_repeated_prompt_says_so_without_verbose(tmp_path, capsys, caplog):
+    table = tmp_path / "one.csv"
+    table.write_text("prompt,big,small\n" + "".join(f"same prompt,1,{i % 2}\n"
+                                                    for i in range(300)))
+    assert train_main(["--table", str(table), "--out", str(tmp_path / "o"), "--no-tracking",
+                       "--encoder", "tfidf"]) == 2
+    assert "training on 1 rows" in capsys.readouterr().out
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("299 of 300 rows repeat the prompt of an earlier row" in w
+               and "into 1 distinct prompts" in w for w in warned), warned
+
+
+def test_evaluate_reads_a_table_on_the_scale_the_router_was_trained_on(tmp_path, capsys):
+    """A router trained on 1-10 judge scores evaluates the held-out rows without
+    --scale judge10 again; --scale still overrides."""
+    rng = np.random.default_rng(0)
+    rows = ["prompt,big,small"]
+    for i in range(200):
+        hard = i % 3 == 0
+        rows.append(f"{'prove the lemma' if hard else 'say hi'} number {i},"
+                    f"{rng.integers(8, 11)},{rng.integers(1, 4) if hard else rng.integers(8, 11)}")
+    table = tmp_path / "judged.csv"
+    table.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r"
+    assert train_main(["--table", str(table), "--scale", "judge10", "--out", str(out),
+                       "--no-tracking", "--encoder", "tfidf", "--no-length-prior"]) == 0
+    assert load_router(out).training["scale"] == "judge10"
+    report = tmp_path / "e.json"
+    assert evaluate_main(["--model", str(out), "--table", str(table), "--report",
+                          str(report)]) == 0
+    got = json.loads(report.read_text())
+    assert got["n"] == 200 and got["apgr"] > 0.6 and 0.6 < got["q_strong"] <= 1.0
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(out), "--table", str(table), "--scale", "unit",
+                          "--report", str(report)]) == 2
+    assert "--scale judge10" in capsys.readouterr().err
+
+
+def test_a_missing_training_package_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    """A core-only install: train says which extra to install, before any work, whether or
+    not it logs to mlflow."""
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    table = tmp_path / "logs.csv"
+    table.write_text("prompt,big,small\n" + "".join(f"q {i},1,{i % 2}\n" for i in range(40)))
+    for tracking in ([], ["--no-tracking"]):
+        assert train_main(["--table", str(table), "--out", str(tmp_path / "o"), *tracking]) == 2
+        captured = capsys.readouterr()
+        assert "needs the package 'datasets'" in captured.err
+        assert "pip install 'router_ml[train]'" in captured.err and "mlflow" not in captured.err
+        assert "training" not in captured.out
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.delitem(sys.modules, "datasets")
+    assert train_main(["--table", str(table), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'router_ml[track]'; or pass --no-tracking" in err
+    assert not (tmp_path / "o").exists()
+
+
 def _tier_table(tmp_path):
     """Three candidates by their provider names, each best on one kind of prompt."""
     rng = np.random.default_rng(0)
@@ -255,6 +313,37 @@ def test_observed_costs_price_models_the_table_lacks(tmp_path, capsys):
     assert rec["models"]["mid-7b"]["rows"] == 300
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["prices_from_costs"] == rec
+
+
+def test_a_price_file_that_contradicts_the_logged_costs_is_the_one_set_used(tmp_path, caplog):
+    """A price file at 100x the logs' costs: training says so for each model, and lam is
+    calibrated on the costs the saved router routes by (the file's), so the calibration's
+    mean cost per request is one the router's own costs can give."""
+    table, planted = _logged_costs_table(tmp_path)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({m: {"input": 100 * i, "output": 100 * o}
+                                  for m, (i, o) in planted.items()}))
+    out = tmp_path / "r"
+    assert train_main(["--table", str(table), "--prices", str(prices), "--out", str(out),
+                       "--no-tracking", "--encoder", "tfidf", "--jobs", "1",
+                       "--budget", "0.05"]) == 0
+    err = "\n".join(r.getMessage() for r in caplog.records if r.name.endswith("price_fit"))
+    for m in planted:
+        assert f"{m}: its price (the price file) puts its logged requests at" in err
+    assert "100.0x the" in err and "more than 2x apart" in err
+    caplog.clear()
+    r = load_router(out)
+    assert r.prices == {m: {"input": 100 * i, "output": 100 * o} for m, (i, o) in planted.items()}
+    prompts = [line.split(",")[0] for line in table.read_text().splitlines()[1:]]
+    per_model = r.costs(prompts).mean(axis=0)
+    a = r.calibration.achieved
+    assert per_model.min() * (1 - 1e-9) <= a["mean_cost"] <= per_model.max() * (1 + 1e-9)
+    assert a["mean_cost"] <= 0.05 and a["met"]
+    # prices that agree with the logs: no warning
+    prices.write_text(json.dumps({m: {"input": i, "output": o} for m, (i, o) in planted.items()}))
+    assert train_main(["--table", str(table), "--prices", str(prices), "--out", str(out),
+                       "--no-tracking", "--encoder", "tfidf", "--jobs", "1"]) == 0
+    assert [r for r in caplog.records if r.name.endswith("price_fit")] == []
 
 
 def test_a_model_without_price_or_cost_names_the_prices_option(tmp_path, capsys):

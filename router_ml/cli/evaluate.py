@@ -47,7 +47,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=Path, help="your held-out rows (CSV/JSONL/Parquet) instead "
                    "of a protocol; needs --model")
     p.add_argument("--prompt-column", default="prompt")
-    p.add_argument("--scale", choices=("unit", "judge10"), default="unit")
+    p.add_argument("--scale", choices=("unit", "judge10"), default=None,
+                   help="scores of --table (default: the scale the router was trained on, "
+                        "else unit)")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--report", type=Path, help="JSON output (default: reports/<name>-<protocol>.json)")
     p.add_argument("--plot", type=Path, help="PNG of the curve (default: next to the report)")
@@ -83,7 +85,8 @@ def _evaluate(args) -> int:
 
         router = load_router(args.model)
         ds = load_table(args.table, prompt_column=args.prompt_column,
-                        model_columns=router.models, scale=args.scale)
+                        model_columns=router.models,
+                        scale=args.scale or router.training.get("scale", "unit"))
         rows = rows_of(ds, router.models, complete=True)
         folds, routers, name, where = [Fold("table", None, rows, rows)], {None: router}, \
             args.model.name, args.table.stem

@@ -160,6 +160,7 @@ def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) 
         parser.error("--register logs the model to mlflow; it cannot go with --no-tracking")
     _setup_logging(args.verbose)
     try:
+        _check_installed(tracking=not args.no_tracking)
         return _train(args)
     except (RouterMLError, ValueError, TypeError, FileNotFoundError, FileExistsError,
             ImportError) as e:
@@ -190,6 +191,29 @@ def _table_rows(args, config):
     if config.extra:
         train = add_extra_rows(train, config.extra, args.data_dir)
     return train
+
+
+# What training imports (the [train] extra) and what logging to mlflow needs ([track]).
+_TRAIN_MODULES = ("sklearn", "datasets", "skops", "joblib", "pyarrow")
+
+
+def _check_installed(tracking: bool) -> None:
+    """ImportError naming the pip extra when a package training needs is missing (found
+    without importing it), before any work: not a failure halfway, blamed on what failed."""
+    import importlib.util
+    import sys
+
+    def installed(name):
+        if name in sys.modules:
+            return sys.modules[name] is not None
+        return importlib.util.find_spec(name) is not None
+
+    for name in _TRAIN_MODULES + (("mlflow",) if tracking else ()):
+        if not installed(name):
+            extra, alt = (("track", "; or pass --no-tracking") if name == "mlflow"
+                          else ("train", ""))
+            raise ImportError(f"router-ml train needs the package {name!r}, which is not "
+                              f"installed: pip install 'router_ml[{extra}]'{alt}")
 
 
 def _check_out(out: Path, protocol: str | None) -> None:
@@ -278,6 +302,8 @@ def _train(args) -> int:
                      f"({', '.join(config.outcomes)})" if outcomes is not None else ""),
                   flush=True)
             router = fit_router(train, config, prices, outcomes=outcomes)
+            if args.table:  # evaluate --table reads held-out rows of the same table this way
+                router.training["scale"] = args.scale
             if derived:
                 router.training["prices_from_costs"] = {
                     "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}

@@ -187,16 +187,18 @@ class Router:
     def lam(self, value):
         self.set_lam(value, None)
 
-    def set_threshold(self, threshold: float, record: CalibrationRecord | None):
-        """Decide by a threshold on the score (two models), with how it was chosen."""
+    def set_threshold(self, threshold: float, record: CalibrationRecord | None = None):
+        """Decide by a threshold on the score (two models), with how it was chosen (default:
+        a ``manual`` record of the value)."""
         if len(self.models) != 2:
             raise ValueError(f"a threshold needs exactly two models, this router has "
                              f"{len(self.models)}; set lam instead")
         self._threshold, self._lam = check_threshold(threshold), None
         self.calibration = record or CalibrationRecord("manual", {"threshold": self._threshold})
 
-    def set_lam(self, lam: float, record: CalibrationRecord | None):
-        """Decide by ``quality - lam * cost``, with how lam was chosen."""
+    def set_lam(self, lam: float, record: CalibrationRecord | None = None):
+        """Decide by ``quality - lam * cost``, with how lam was chosen (default: a ``manual``
+        record of the value)."""
         self._lam, self._threshold = check_lam(lam), None
         self.calibration = record or CalibrationRecord("manual", {"lam": self._lam})
 
@@ -247,8 +249,12 @@ class Router:
     def _texts(self, prompts) -> list[str]:
         if isinstance(prompts, (str, bytes)):
             return check_prompts(prompts)  # the error that names a single prompt
+        if not isinstance(prompts, (Sequence, np.ndarray)) and callable(
+                getattr(prompts, "tolist", None)) and getattr(prompts, "ndim", 1) == 1:
+            prompts = prompts.tolist()  # a pandas Series or Index (what mlflow may pass)
         if not isinstance(prompts, (Sequence, np.ndarray)):
-            raise TypeError(f"prompts must be a list of str, got {type(prompts).__name__}")
+            raise TypeError(f"prompts must be a list of str (or a 1-D array or pandas "
+                            f"Series), got {type(prompts).__name__}")
         return [prompt_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
 
     def decision_function(self, prompts) -> np.ndarray:

@@ -256,6 +256,11 @@ def load_table(
                               f"{prompt_column!r} and a valid score for at least one model")
     if bad_costs:
         logger.warning("%s: %d missing, negative or non-numeric costs left empty", path, bad_costs)
+    if b.duplicates:  # rows a user counts on vanish here: say so without -v
+        logger.warning("%s: %d of %d rows repeat the prompt of an earlier row (same text after "
+                       "stripping white space); they are merged, each model's scores averaged, "
+                       "into %d distinct prompts", path, b.duplicates,
+                       len(b.rows) + b.duplicates, len(b.rows))
     return b.build(names, with_cost=bool(cost_columns))
 
 

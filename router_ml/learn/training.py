@@ -104,7 +104,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     ``cv_folds`` folds, scored by routing quality: APGR for two models, AIQ for more). With
     that C the rows get out-of-fold decision values (every row predicted by a model that did
     not see it), which calibrate the threshold (two models) or ``lam`` (more models, with
-    costs from ``train.costs`` where the rows carry them, else from ``prices``); the router
+    the costs the router routes by: from ``prices`` when they price every model, else from
+    ``train.costs`` where the rows carry them); the router
     is then refitted on all rows with that C and keeps that knob. With ``config.estimator ==
     "difficulty"`` a :class:`~router_ml.learn.difficulty.DifficultyEstimator` learns from the
     training rows and every model's ``outcomes`` (rows of other sources and models, e.g.
@@ -139,7 +140,12 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
         from router_ml.core.prices import load_tokenizer
 
         tokenizer = load_tokenizer(config.tokenizer)
-    costs = None if pair else row_costs(train.prompts, train.models, train.costs, prices,
+    # lam is calibrated on the costs the saved router will route by: its prices when it has
+    # one for every model (a log's observed costs may disagree; router_prices warns), else
+    # the rows' observed costs
+    priced = bool(prices) and all(m in prices for m in train.models)
+    costs = None if pair else row_costs(train.prompts, train.models,
+                                        None if priced else train.costs, prices,
                                         tokenizer=tokenizer)
     rule = "weak" if difficulty else "gain"
     if difficulty:
