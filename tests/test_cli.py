@@ -54,9 +54,25 @@ def test_train_and_evaluate_kfold_protocol(shared, tmp_path, capsys):
     report = tmp_path / "e.json"
     assert evaluate_main(["--model", str(out), "--protocol", "gsm8k", "--report", str(report)]) == 0
     assert json.loads(report.read_text())["apgr"] == pytest.approx(printed["apgr"])
+    assert json.loads(report.read_text())["trained_on_test_sources"] == []
     # a k-fold protocol needs the fold routers
     assert evaluate_main(["--model", str(out / "fold-0"), "--protocol", "gsm8k"]) == 2
     assert "lacks fold-0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("protocol,source", [("mmlu", "mmlu"), ("arena-rated", "arena-rated")])
+def test_evaluating_the_default_on_rows_it_was_trained_on_warns(shared, tmp_path, caplog,
+                                                                 protocol, source):
+    """models/default learns from every source's rows: scored on a protocol's test rows it
+    says that they are not held out, naming the source, and the report records it."""
+    report = tmp_path / "e.json"
+    assert evaluate_main(["--model", str(ROOT / "models" / "default"), "--protocol", protocol,
+                          "--report", str(report)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and "not held out" in r.getMessage()]
+    assert len(warned) == 1 and f"trained on rows of {source}, the source of {protocol}'s " \
+        "test rows" in warned[0] and f"train --protocol {protocol}" in warned[0]
+    assert json.loads(report.read_text())["trained_on_test_sources"] == [source]
 
 
 def test_train_on_own_table(tmp_path, capsys):
