@@ -328,5 +328,9 @@ def _train(args) -> int:
             info = log_model(out, "model", registered_model_name=args.register,
                              run_id=run.run_id, tracking_uri=tracker.uri)
             print(f"registered: models:/{args.register}@champion (version "
-                  f"{info.registered_model_version})")
+                  f"{info.registered_model_version}); load it from this store: "
+                  f"mlflow.set_tracking_uri({tracker.uri!r}), or MLFLOW_TRACKING_URI="
+                  f"{tracker.uri} for mlflow models serve")
+    if tracker.enabled:  # where the run went: a registered model is loaded from the same store
+        print(f"mlflow store: {tracker.uri} (experiment {args.experiment!r})")
     return 0
