@@ -412,6 +412,33 @@ class Router:
         self.set_lam(lam, rec)
         return rec
 
+    def round_fitted(self, digits: int) -> "Router":
+        """Round the fitted numbers (the heads' weights, the knob, the length prior's
+        quantiles, the calibration and training records) to ``digits`` significant digits,
+        in place; returns self. Fits whose inputs differ in the last bits (the BLAS kernels
+        of another CPU) then save the same bytes, as long as that noise stays below the
+        rounding step."""
+        from dataclasses import replace
+
+        from router_ml.core.heads import round_significant
+
+        heads = self.heads
+        if heads is not None:
+            if self.estimator is heads:
+                self.estimator = heads.rounded(digits)
+            else:
+                self.estimator.heads_ = heads.rounded(digits)
+        if self.length_prior is not None:
+            self.length_prior = self.length_prior.rounded(digits)
+        if self._threshold is not None:
+            self._threshold = round_significant(self._threshold, digits)
+        if self._lam is not None:
+            self._lam = round_significant(self._lam, digits)
+        self.calibration = replace(self.calibration,
+                                   achieved=round_significant(self.calibration.achieved, digits))
+        self.training = round_significant(self.training, digits)
+        return self
+
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the router as a directory (see :mod:`router_ml.core.artifact`)."""

@@ -39,6 +39,9 @@ from router_ml.learn.selection import (
 
 logger = logging.getLogger(__name__)
 
+# significant digits of every number a trained router saves (see fit_router's end)
+SAVED_DIGITS = 8
+
 # the configuration's names, where users of router_ml 0.1 import them
 __all__ = ["CLASSIFIER_CHOICES", "C_GRID", "C_GRID_SOURCES", "DEFAULT_ROUTER", "ENCODER_PARTS",
            "ESTIMATORS", "SELECT_BY", "STATIC_DIR", "STATIC_SHA256", "TrainConfig", "build_encoder",
@@ -224,4 +227,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                             if k in ("quality", "mean_cost", "dearest_share")})
         router.set_lam(lam, record)
     router.training.update(info)
-    return router
+    # Measured: refits on inputs nudged by one ulp differ by about 1e-13 (relative) in the
+    # heads, the prior and the records; at SAVED_DIGITS a rebuild on another CPU gives the
+    # same bytes, and scores move by at most 5e-9 (relative)
+    return router.round_fitted(SAVED_DIGITS)
