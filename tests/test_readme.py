@@ -97,3 +97,42 @@ def test_the_months_bill_is_the_benchmarks_output():
     assert table in (ROOT / "README.md").read_text(encoding="utf-8")
     assert (ROOT / "docs" / "reports" / "money.md").read_text(encoding="utf-8") == table
     assert '--8<-- "docs/reports/money.md"' in (ROOT / "docs" / "index.md").read_text()
+
+
+def test_the_readme_says_how_to_read_its_numbers_before_using_them():
+    """Each measure and name the tables use is explained in "How to read these numbers",
+    which comes before the first table and before any other use of them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## How to read these numbers")
+    end = text.index("\n## ", start + 1)
+    assert start < text.index("\n|")  # before the first table
+    for term in ("APGR", "PGR", "CPT", "AIQ", "rho", "oracle", "loso", "suite score",
+                 "length", "gain kept"):
+        first = text.find(term)
+        assert start <= first < end, f"{term!r} is used before it is explained"
+
+
+def test_the_readme_names_every_protocol_where_the_default_is_below_length():
+    """The sentence on the loss to the length baseline names exactly the protocols of the
+    quality table where the default's APGR is below length's."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = next(line for line in lines if "| length |" in line)
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    i_len = cols.index("length")
+    i_def = next(i for i, c in enumerate(cols) if c.startswith("**default**"))
+    below, above = set(), set()
+    for line in lines[lines.index(header) + 2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(cols) or not re.fullmatch(r"[a-z0-9-]+", cells[0]):
+            continue
+        try:
+            length, default = float(cells[i_len]), float(cells[i_def])
+        except ValueError:
+            continue
+        (below if default < length else above).add(cells[0])
+    assert below and above
+    sentence = re.search(r"It is below\s+the length baseline on (.*?) in the table",
+                         text, re.S).group(1)
+    named = set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", sentence.replace("and", ",")))
+    assert named == below
