@@ -136,3 +136,40 @@ def test_the_readme_names_every_protocol_where_the_default_is_below_length():
                          text, re.S).group(1)
     named = set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", sentence.replace("and", ",")))
     assert named == below
+
+
+@pytest.mark.slow
+def test_the_site_pages_link_what_they_name(tmp_path):
+    """`mkdocs build` (the notebooks without outputs here: no data source): every entry of a
+    notebook page's contents links an anchor of the page and keeps its words (lam included);
+    404.html takes its assets from site_url's path; the pages name files that exist and show
+    the price file and the serving quick start."""
+    pytest.importorskip("mkdocs")
+    site = tmp_path / "site"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_ML_")}
+    env.update(child_env(), ROUTER_ML_DATA=str(tmp_path / "no-data"),
+               ROUTER_ML_SITE_URL="http://docs.example/router-ml/", NO_MKDOCS_2_WARNING="1")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+                           "-d", str(site)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for page in ("multi_model_budget", "threshold_tuning"):
+        html = (site / "notebooks" / page / "index.html").read_text(encoding="utf-8")
+        ids = set(re.findall(r'id="([^"]+)"', html))
+        toc = re.findall(r'<a href="#([^"]+)" class="md-nav__link">\s*<span class="md-ellipsis">'
+                         r'\s*(.*?)\s*</span>', html, re.S)
+        assert toc and all(anchor in ids for anchor, _ in toc), page
+        for anchor, title in toc:  # the words of the heading, none dropped
+            assert re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") == anchor, (page, title)
+    budget = (site / "notebooks" / "multi_model_budget" / "index.html").read_text()
+    assert "Choose lam for a monthly budget" in budget
+    threshold = (site / "notebooks" / "threshold_tuning" / "index.html").read_text()
+    for path in re.findall(r"router_ml/[\w/]+\.json", threshold):
+        assert (ROOT / path).is_file(), path
+    assert "router_ml/core/prices.json" in threshold
+    page404 = (site / "404.html").read_text(encoding="utf-8")
+    assets = re.findall(r'(?:href|src)="([^"]*assets/[^"]*)"', page404)
+    assert assets and all(a.startswith("/router-ml/assets/") for a in assets), assets[:3]
+    training = (site / "training" / "index.html").read_text(encoding="utf-8")
+    assert "llama-3.1-8b" in training and "prices.toml" in training
+    assert "Quick start" in (site / "serving" / "index.html").read_text(encoding="utf-8")
