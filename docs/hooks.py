@@ -48,11 +48,24 @@ def _execute(path: Path, params: dict, out: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_ML_NB_")}
     env.update({"MPLBACKEND": "Agg", "ROUTER_ML_NB_MODEL": str(out / "no-router-here"),
-                "ROUTER_ML_NB_OUT": str(out / f"{path.stem}-router"), **params})
+                "ROUTER_ML_NB_OUT": str(out / f"{path.stem}-router"),
+                "IPYTHONDIR": str(_quiet_ipython(out)), **params})
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
     (out / "notebooks").mkdir(exist_ok=True)
     nbformat.write(nb, out / "notebooks" / path.name)
+
+
+def _quiet_ipython(out: Path) -> Path:
+    """An IPython folder whose startup file hides tqdm's warning that Jupyter widgets are
+    missing (libraries that import tqdm.auto in a kernel give it): a page shows no widgets,
+    so the warning would only be noise in the notebook's output."""
+    startup = out / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-no-widget-warning.py").write_text(
+        "import warnings\n"
+        "warnings.filterwarnings('ignore', message='IProgress not found')\n", encoding="utf-8")
+    return out / "ipython"
 
 
 @event_priority(100)  # before mkdocs-jupyter turns .ipynb files into pages

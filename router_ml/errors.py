@@ -21,6 +21,11 @@ class UnknownModelError(RouterMLError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class OutputPathError(RouterMLError, ValueError):
+    """An output cannot go where it was asked to: its folder is missing, or the path holds
+    something that is not the kind of output that may be replaced."""
+
+
 class CalibrationError(RouterMLError, ValueError):
     """A threshold target cannot be met or is malformed."""
 

@@ -69,9 +69,25 @@ def test_train_and_evaluate_kfold_protocol(shared, tmp_path, capsys):
     report = tmp_path / "e.json"
     assert evaluate_main(["--model", str(out), "--protocol", "gsm8k", "--report", str(report)]) == 0
     assert json.loads(report.read_text())["apgr"] == pytest.approx(printed["apgr"])
+    assert json.loads(report.read_text())["trained_on_test_sources"] == []
     # a k-fold protocol needs the fold routers
     assert evaluate_main(["--model", str(out / "fold-0"), "--protocol", "gsm8k"]) == 2
     assert "lacks fold-0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("protocol,source", [("mmlu", "mmlu"), ("arena-rated", "arena-rated")])
+def test_evaluating_the_default_on_rows_it_was_trained_on_warns(shared, tmp_path, caplog,
+                                                                 protocol, source):
+    """models/default learns from every source's rows: scored on a protocol's test rows it
+    says that they are not held out, naming the source, and the report records it."""
+    report = tmp_path / "e.json"
+    assert evaluate_main(["--model", str(ROOT / "models" / "default"), "--protocol", protocol,
+                          "--report", str(report)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and "not held out" in r.getMessage()]
+    assert len(warned) == 1 and f"trained on rows of {source}, the source of {protocol}'s " \
+        "test rows" in warned[0] and f"train --protocol {protocol}" in warned[0]
+    assert json.loads(report.read_text())["trained_on_test_sources"] == [source]
 
 
 def test_train_on_own_table(tmp_path, capsys):
@@ -130,6 +146,86 @@ def test_train_on_own_table(tmp_path, capsys):
     assert 0 < k["strong_share"] < 1
     printed = capsys.readouterr().out
     assert f"at the saved threshold {r.threshold:.4g}: {100 * strong.mean():.1f} % strong" in printed
+
+
+@pytest.mark.parametrize("protocol", [[], ["--protocol", "gsm8k"]])
+def test_an_out_that_holds_something_else_fails_before_training(tmp_path, capsys, protocol):
+    """--out onto a file, or into a folder holding other files, is refused before the data is
+    read, with what to do; nothing there is changed."""
+    table = tmp_path / "logs.csv"
+    table.write_text("prompt,big,small\n" + "".join(f"q {i},1,{i % 2}\n" for i in range(40)))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me\n")
+    (tmp_path / "file.txt").write_text("keep me too\n")
+    source = protocol or ["--table", str(table)]
+    for out, words in [(tmp_path / "notes", "is a non-empty folder without manifest.json"),
+                       (tmp_path / "file.txt", "exists and is not a router directory")]:
+        assert train_main([*source, "--out", str(out), "--no-tracking", "--encoder",
+                           "tfidf", "--data-dir", str(tmp_path / "no-data")]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("error: FileExistsError: ") and words in captured.err
+        assert "Choose a new path" in captured.err and "training" not in captured.out
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me\n"
+    assert (tmp_path / "file.txt").read_text() == "keep me too\n"
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["todo.txt"]
+
+
+def test_a_table_of_one_repeated_prompt_says_so_without_verbose(tmp_path, capsys, caplog):
+    table = tmp_path / "one.csv"
+    table.write_text("prompt,big,small\n" + "".join(f"same prompt,1,{i % 2}\n"
+                                                    for i in range(300)))
+    assert train_main(["--table", str(table), "--out", str(tmp_path / "o"), "--no-tracking",
+                       "--encoder", "tfidf"]) == 2
+    assert "training on 1 rows" in capsys.readouterr().out
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("299 of 300 rows repeat the prompt of an earlier row" in w
+               and "into 1 distinct prompts" in w for w in warned), warned
+
+
+def test_evaluate_reads_a_table_on_the_scale_the_router_was_trained_on(tmp_path, capsys):
+    """A router trained on 1-10 judge scores evaluates the held-out rows without
+    --scale judge10 again; --scale still overrides."""
+    rng = np.random.default_rng(0)
+    rows = ["prompt,big,small"]
+    for i in range(200):
+        hard = i % 3 == 0
+        rows.append(f"{'prove the lemma' if hard else 'say hi'} number {i},"
+                    f"{rng.integers(8, 11)},{rng.integers(1, 4) if hard else rng.integers(8, 11)}")
+    table = tmp_path / "judged.csv"
+    table.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r"
+    assert train_main(["--table", str(table), "--scale", "judge10", "--out", str(out),
+                       "--no-tracking", "--encoder", "tfidf", "--no-length-prior"]) == 0
+    assert load_router(out).training["scale"] == "judge10"
+    report = tmp_path / "e.json"
+    assert evaluate_main(["--model", str(out), "--table", str(table), "--report",
+                          str(report)]) == 0
+    got = json.loads(report.read_text())
+    assert got["n"] == 200 and got["apgr"] > 0.6 and 0.6 < got["q_strong"] <= 1.0
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(out), "--table", str(table), "--scale", "unit",
+                          "--report", str(report)]) == 2
+    assert "--scale judge10" in capsys.readouterr().err
+
+
+def test_a_missing_training_package_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    """A core-only install: train says which extra to install, before any work, whether or
+    not it logs to mlflow."""
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    table = tmp_path / "logs.csv"
+    table.write_text("prompt,big,small\n" + "".join(f"q {i},1,{i % 2}\n" for i in range(40)))
+    for tracking in ([], ["--no-tracking"]):
+        assert train_main(["--table", str(table), "--out", str(tmp_path / "o"), *tracking]) == 2
+        captured = capsys.readouterr()
+        assert "needs the package 'datasets'" in captured.err
+        assert "pip install 'router_ml[train]'" in captured.err and "mlflow" not in captured.err
+        assert "training" not in captured.out
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.delitem(sys.modules, "datasets")
+    assert train_main(["--table", str(table), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'router_ml[track]'; or pass --no-tracking" in err
+    assert not (tmp_path / "o").exists()
 
 
 def _tier_table(tmp_path):
@@ -248,6 +344,37 @@ def test_observed_costs_price_models_the_table_lacks(tmp_path, capsys):
     assert rec["models"]["mid-7b"]["rows"] == 300
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["prices_from_costs"] == rec
+
+
+def test_a_price_file_that_contradicts_the_logged_costs_is_the_one_set_used(tmp_path, caplog):
+    """A price file at 100x the logs' costs: training says so for each model, and lam is
+    calibrated on the costs the saved router routes by (the file's), so the calibration's
+    mean cost per request is one the router's own costs can give."""
+    table, planted = _logged_costs_table(tmp_path)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({m: {"input": 100 * i, "output": 100 * o}
+                                  for m, (i, o) in planted.items()}))
+    out = tmp_path / "r"
+    assert train_main(["--table", str(table), "--prices", str(prices), "--out", str(out),
+                       "--no-tracking", "--encoder", "tfidf", "--jobs", "1",
+                       "--budget", "0.05"]) == 0
+    err = "\n".join(r.getMessage() for r in caplog.records if r.name.endswith("price_fit"))
+    for m in planted:
+        assert f"{m}: its price (the price file) puts its logged requests at" in err
+    assert "100.0x the" in err and "more than 2x apart" in err
+    caplog.clear()
+    r = load_router(out)
+    assert r.prices == {m: {"input": 100 * i, "output": 100 * o} for m, (i, o) in planted.items()}
+    prompts = [line.split(",")[0] for line in table.read_text().splitlines()[1:]]
+    per_model = r.costs(prompts).mean(axis=0)
+    a = r.calibration.achieved
+    assert per_model.min() * (1 - 1e-9) <= a["mean_cost"] <= per_model.max() * (1 + 1e-9)
+    assert a["mean_cost"] <= 0.05 and a["met"]
+    # prices that agree with the logs: no warning
+    prices.write_text(json.dumps({m: {"input": i, "output": o} for m, (i, o) in planted.items()}))
+    assert train_main(["--table", str(table), "--prices", str(prices), "--out", str(out),
+                       "--no-tracking", "--encoder", "tfidf", "--jobs", "1"]) == 0
+    assert [r for r in caplog.records if r.name.endswith("price_fit")] == []
 
 
 def test_a_model_without_price_or_cost_names_the_prices_option(tmp_path, capsys):

@@ -424,3 +424,26 @@ def test_a_price_from_costs_of_one_token_count_is_their_mean():
     assert d.fitted_mean_cost == pytest.approx(0.002) == pytest.approx(d.mean_cost)
     with pytest.raises(ValueError, match="no observed cost"):
         price_from_costs([1, 2], [np.nan, np.nan])
+
+
+def test_the_documented_price_file_reads_as_its_prices():
+    """docs/training.md's price file examples (JSON and TOML) read as the same prices."""
+    import re
+    from pathlib import Path
+
+    from router_ml.core.prices import read_price_file
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    blocks = {lang: body for lang, body in re.findall(r"^```(json|toml)\n(.*?)^```", text,
+                                                      re.M | re.S)}
+    assert set(blocks) == {"json", "toml"}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        got = {}
+        for lang, body in blocks.items():
+            (Path(d) / f"prices.{lang}").write_text(body)
+            got[lang] = read_price_file(Path(d) / f"prices.{lang}")
+    assert got["json"] == got["toml"]
+    assert got["json"]["openai/gpt-4o"] == {"input": 2.5, "output": 10.0}
+    assert set(got["json"]) == {"openai/gpt-4o", "gpt-4o-mini", "llama-3.1-8b"}

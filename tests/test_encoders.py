@@ -125,3 +125,18 @@ def test_another_normaliser_keeps_model2vecs_own_path(minilm_tokenizer_json, nor
     enc = tiny_static_encoder(json.dumps(config))
     assert enc._chunk_ids() is None
     np.testing.assert_array_equal(enc.transform(PROMPTS), _model2vec(enc, PROMPTS))
+
+
+def test_a_long_encoding_draws_no_progress_bar_off_a_terminal(capsys):
+    """More than 20,000 prompts: a bar on a terminal only; a notebook's kernel (the docs'
+    notebook pages) or a log gets none, and no TqdmWarning about Jupyter widgets."""
+    import warnings
+
+    from router_ml.learn.training import static_encoder
+
+    enc = static_encoder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X = enc.transform([f"say hello to number {i}" for i in range(20_001)])
+    assert X.shape[0] == 20_001
+    assert "encoding prompts" not in capsys.readouterr().err

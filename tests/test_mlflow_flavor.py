@@ -7,6 +7,7 @@ import hashlib
 import json
 import sys
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from servers import child_env, free_port, process  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["prove the theorem about the integral number 3", "say hello to my friend",
            "compute the eigenvalues of the matrix", "what day is it today", ""]
 
@@ -270,3 +272,98 @@ def test_train_register_sets_the_champion_alias(tmp_path, monkeypatch, capsys):
     models, scores = _expected(router, PROMPTS)
     assert out["model"].tolist() == models
     np.testing.assert_allclose(out["score"].to_numpy(), scores, atol=1e-12)
+
+
+DOC = (ROOT / "docs" / "mlflow.md").read_text(encoding="utf-8")
+
+
+def _doc_block(lang: str, containing: str) -> str:
+    import re
+
+    blocks = [b for b in re.findall(rf"^```{lang}\n(.*?)^```", DOC, re.M | re.S)
+              if containing in b]
+    assert len(blocks) == 1, f"docs/mlflow.md has no single ```{lang} block with {containing!r}"
+    return blocks[0]
+
+
+@pytest.mark.slow
+def test_a_model_registered_by_train_loads_by_name_as_the_docs_say(tmp_path, monkeypatch,
+                                                                   capsys):
+    """train --register without MLFLOW_TRACKING_URI prints its store, and the docs' recipe
+    (set that store, load models:/NAME@champion), run from the project folder, finds it."""
+    import csv
+    import os
+    import subprocess
+
+    from router_ml.cli.train import train_main
+
+    monkeypatch.setattr("router_ml.learn.tracking.project_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "logs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "big", "small"])
+        for i in range(60):
+            hard = i % 2 == 0
+            w.writerow([("prove the theorem " if hard else "say hello ") + str(i), 1,
+                        0 if hard else 1])
+    try:
+        assert train_main(["--table", "logs.csv", "--model-columns", "big,small", "--encoder",
+                           "tfidf", "--C", "1", "--out", "models/r", "--register", "mine"]) == 0
+    finally:
+        mlflow.set_tracking_uri(None)
+    out = capsys.readouterr().out
+    store = f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
+    assert f"mlflow store: {store} (experiment 'router_ml')" in out
+    assert f"mlflow.set_tracking_uri({store!r})" in out
+    recipe = [line for line in _doc_block("python", "set_tracking_uri").splitlines()
+              if "set_tracking_uri" in line or line.startswith("import")]
+    code = "\n".join(recipe + [
+        "m = mlflow.pyfunc.load_model('models:/mine@champion')",
+        f"print(m.predict(pd.DataFrame({{'prompt': {PROMPTS[:2]!r}}}))['model'].tolist())"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env={**env, **child_env(),
+                                          "MLFLOW_DISABLE_TELEMETRY": "true"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    routed = [d.model for d in load_router(tmp_path / "models" / "r").route_batch(PROMPTS[:2])]
+    assert done.stdout.strip().splitlines()[-1] == repr(routed)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_as_the_docs_say(tmp_path):
+    """The docs' serve command, from a project folder whose .venv/bin is not on PATH, and
+    their requests: one prompt as "inputs" (a 0-d array to the flavour) and a DataFrame."""
+    import os
+    import re
+    import shlex
+    import shutil
+
+    block = _doc_block("bash", "mlflow models serve").strip().splitlines()
+    serve, curls = block[0], [line for line in block[1:] if line.startswith("curl")]
+    port = free_port()
+    assert "-p 5001" in serve and len(curls) == 2
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)  # this environment
+    shutil.copytree(ROOT / "models" / "default", tmp_path / "models" / "default")
+    env = {"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": child_env()["PYTHONPATH"], "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = ["bash", "-c", serve.replace("-p 5001", f"-p {port}")]  # as a shell runs it
+    router = load_router(ROOT / "models" / "default")
+    with process(cmd, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=env,
+                 cwd=tmp_path):
+        got = []
+        for curl in curls:
+            body = re.search(r"-d '(.*)'$", curl).group(1)
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                got.append((json.loads(body), json.loads(r.read())["predictions"]))
+    assert shlex.split(curls[0])[0] == "curl"
+    for body, predictions in got:
+        inputs = body.get("inputs")
+        prompts = ([inputs] if isinstance(inputs, str) else
+                   [row[0] for row in body["dataframe_split"]["data"]])
+        decisions = router.route_batch(prompts)
+        assert [p["model"] for p in predictions] == [d.model for d in decisions]
+        np.testing.assert_allclose([p["score"] for p in predictions],
+                                   [d.score for d in decisions], atol=1e-9)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from router_ml.loop.monitoring import (
 )
 from router_ml.loop.policy import Completion, Decision, Step
 
+ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0  # 2023-11-14 22:13 UTC
 
 
@@ -163,6 +165,13 @@ def test_report_cli(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert report_main([str(tmp_path / "nothing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    # a router's coverage.reference.npy holds feature vectors (2-D), not scores
+    features = ROOT / "models" / "default" / "coverage.reference.npy"
+    assert np.load(features).ndim == 2
+    assert report_main([str(tmp_path / "log"), "--reference", str(features)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: MonitoringError: reference must be 1-D scores")
+    assert "feature vectors, not scores" in err and "router.score(prompts)" in err
 
 
 def test_quality_sampler():

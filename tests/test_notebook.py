@@ -183,3 +183,24 @@ def test_multi_notebook_tunes_lam_for_a_monthly_budget(multi_run):
            f"{test.quality[r_test, p_test].mean():.4f}" in text
     assert len(np.unique(p_test)) >= 2, "one model takes every test prompt at the chosen lam"
     assert "prompt (first 80 characters)" in text
+
+
+def test_the_docs_build_runs_notebooks_without_the_widget_warning(tmp_path):
+    """docs/hooks.py runs a notebook in a kernel whose startup hides tqdm's "IProgress not
+    found" warning (a library importing tqdm.auto gives it), so the pages do not show it."""
+    import importlib.util
+
+    pytest.importorskip("mkdocs")
+    spec = importlib.util.spec_from_file_location("docs_hooks", NOTEBOOKS.parent / "docs" /
+                                                  "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import warnings\nfrom tqdm import TqdmWarning\n"
+        "warnings.warn('IProgress not found. Please update jupyter and ipywidgets.', "
+        "TqdmWarning)\nprint('ran')")])
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "w.ipynb")
+    hooks._execute(tmp_path / "nb" / "w.ipynb", {}, tmp_path / "out")
+    text = _text(nbformat.read(tmp_path / "out" / "notebooks" / "w.ipynb", as_version=4))
+    assert "ran" in text and "IProgress" not in text and "TqdmWarning" not in text

@@ -97,3 +97,79 @@ def test_the_months_bill_is_the_benchmarks_output():
     assert table in (ROOT / "README.md").read_text(encoding="utf-8")
     assert (ROOT / "docs" / "reports" / "money.md").read_text(encoding="utf-8") == table
     assert '--8<-- "docs/reports/money.md"' in (ROOT / "docs" / "index.md").read_text()
+
+
+def test_the_readme_says_how_to_read_its_numbers_before_using_them():
+    """Each measure and name the tables use is explained in "How to read these numbers",
+    which comes before the first table and before any other use of them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## How to read these numbers")
+    end = text.index("\n## ", start + 1)
+    assert start < text.index("\n|")  # before the first table
+    for term in ("APGR", "PGR", "CPT", "AIQ", "rho", "oracle", "loso", "suite score",
+                 "length", "gain kept"):
+        first = text.find(term)
+        assert start <= first < end, f"{term!r} is used before it is explained"
+
+
+def test_the_readme_names_every_protocol_where_the_default_is_below_length():
+    """The sentence on the loss to the length baseline names exactly the protocols of the
+    quality table where the default's APGR is below length's."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = next(line for line in lines if "| length |" in line)
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    i_len = cols.index("length")
+    i_def = next(i for i, c in enumerate(cols) if c.startswith("**default**"))
+    below, above = set(), set()
+    for line in lines[lines.index(header) + 2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(cols) or not re.fullmatch(r"[a-z0-9-]+", cells[0]):
+            continue
+        try:
+            length, default = float(cells[i_len]), float(cells[i_def])
+        except ValueError:
+            continue
+        (below if default < length else above).add(cells[0])
+    assert below and above
+    sentence = re.search(r"It is below\s+the length baseline on (.*?) in the table",
+                         text, re.S).group(1)
+    named = set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", sentence.replace("and", ",")))
+    assert named == below
+
+
+@pytest.mark.slow
+def test_the_site_pages_link_what_they_name(tmp_path):
+    """`mkdocs build` (the notebooks without outputs here: no data source): every entry of a
+    notebook page's contents links an anchor of the page and keeps its words (lam included);
+    404.html takes its assets from site_url's path; the pages name files that exist and show
+    the price file and the serving quick start."""
+    pytest.importorskip("mkdocs")
+    site = tmp_path / "site"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_ML_")}
+    env.update(child_env(), ROUTER_ML_DATA=str(tmp_path / "no-data"),
+               ROUTER_ML_SITE_URL="http://docs.example/router-ml/", NO_MKDOCS_2_WARNING="1")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+                           "-d", str(site)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for page in ("multi_model_budget", "threshold_tuning"):
+        html = (site / "notebooks" / page / "index.html").read_text(encoding="utf-8")
+        ids = set(re.findall(r'id="([^"]+)"', html))
+        toc = re.findall(r'<a href="#([^"]+)" class="md-nav__link">\s*<span class="md-ellipsis">'
+                         r'\s*(.*?)\s*</span>', html, re.S)
+        assert toc and all(anchor in ids for anchor, _ in toc), page
+        for anchor, title in toc:  # the words of the heading, none dropped
+            assert re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") == anchor, (page, title)
+    budget = (site / "notebooks" / "multi_model_budget" / "index.html").read_text()
+    assert "Choose lam for a monthly budget" in budget
+    threshold = (site / "notebooks" / "threshold_tuning" / "index.html").read_text()
+    for path in re.findall(r"router_ml/[\w/]+\.json", threshold):
+        assert (ROOT / path).is_file(), path
+    assert "router_ml/core/prices.json" in threshold
+    page404 = (site / "404.html").read_text(encoding="utf-8")
+    assets = re.findall(r'(?:href|src)="([^"]*assets/[^"]*)"', page404)
+    assert assets and all(a.startswith("/router-ml/assets/") for a in assets), assets[:3]
+    training = (site / "training" / "index.html").read_text(encoding="utf-8")
+    assert "llama-3.1-8b" in training and "prices.toml" in training
+    assert "Quick start" in (site / "serving" / "index.html").read_text(encoding="utf-8")

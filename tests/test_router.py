@@ -68,6 +68,30 @@ def test_route_and_batch(fitted):
     assert router.score([]).shape == (0,)
 
 
+def test_knob_setters_and_a_pandas_series_on_a_loaded_router(fitted, tmp_path):
+    """set_threshold / set_lam without a record keep a manual one; route_batch, score and
+    predict_quality take a pandas Series (what mlflow hands over) like a list."""
+    pd = pytest.importorskip("pandas")
+    router, *_ = fitted
+    router.save(tmp_path / "r")
+    loaded = load_router(tmp_path / "r")
+    loaded.set_threshold(0.7)
+    assert loaded.threshold == 0.7 and loaded.calibration.method == "manual"
+    assert loaded.calibration.target == {"threshold": 0.7}
+    loaded.set_lam(0.0)
+    assert loaded.lam == 0.0 and loaded.threshold is None
+    assert loaded.calibration.target == {"lam": 0.0}
+    loaded.set_threshold(0.7)
+    prompts = ["say hello about beta", "prove the theorem about beta"]
+    series = pd.Series(prompts, index=[10, 20], name="prompt")
+    assert [d.model for d in loaded.route_batch(series)] == \
+        [d.model for d in loaded.route_batch(prompts)] == [loaded.weak_model, loaded.strong_model]
+    np.testing.assert_array_equal(loaded.score(series), loaded.score(prompts))
+    np.testing.assert_array_equal(loaded.predict_quality(series), loaded.predict_quality(prompts))
+    with pytest.raises(TypeError, match="prompts must be a list of str"):
+        loaded.route_batch(pd.DataFrame({"prompt": prompts}))
+
+
 def test_calibrate_share_and_quality(fitted):
     router, prompts, qs, qw = fitted
     rec = router.calibrate(prompts, share=0.4)

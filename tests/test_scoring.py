@@ -134,3 +134,47 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing(saved, tmp_path):
     with pytest.raises(DataFormatError, match="unknown file type"):
         score_file(router, tmp_path / "nulls.parquet", tmp_path / "o.xlsx", "text")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nulls.parquet", "router"]
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("empty.csv", b"", "the file is empty; expected a 'prompt' column"),
+    ("empty.parquet", b"", "the file is empty; expected a 'prompt' column"),
+    ("fake.parquet", b"not parquet at all\n", "cannot read as parquet (ArrowInvalid: "),
+    ("latin1.csv", "prompt\ncafé crème\n".encode("latin-1"),
+     "cannot read as csv (UnicodeDecodeError: 'utf-8' codec can't decode"),
+    ("latin1.jsonl", '{"prompt": "café"}\n'.encode("latin-1"),
+     "cannot read as json (UnicodeDecodeError: 'utf-8' codec can't decode"),
+])
+def test_unreadable_files_are_the_errors_train_gives(saved, tmp_path, capsys, name, content,
+                                                     words):
+    """router-ml score on a file its reader rejects: no traceback, exit 2, and the words
+    router-ml train --table uses for the same file; nothing is left behind."""
+    from router_ml.cli.main import main
+
+    _, folder = saved
+    src = tmp_path / name
+    src.write_bytes(content)
+    assert main(["score", "--model", str(folder), "--input", str(src), "--output",
+                 str(tmp_path / "out.csv"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: DataFormatError: ") and f"{src}: {words}" in err
+    assert "Traceback" not in err and not (tmp_path / "out.csv").exists()
+    assert main(["train", "--table", str(src), "--no-tracking", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert f"{src}: {words}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "router"])
+
+
+def test_an_output_folder_that_does_not_exist_is_a_clear_error(saved, tmp_path, capsys):
+    from router_ml.cli.main import main
+
+    _, folder = saved
+    src = tmp_path / "logs.csv"
+    src.write_text("prompt\nsay hello\n")
+    for out, words in [(tmp_path / "nodir" / "x.csv", f"the folder {tmp_path / 'nodir'} does "
+                        "not exist"), (tmp_path, "is a folder; give a file name")]:
+        assert main(["score", "--model", str(folder), "--input", str(src), "--output",
+                     str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: OutputPathError: ") and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs.csv", "router"]

@@ -467,3 +467,35 @@ def test_startup_loads_what_the_first_call_would_import_and_sends_nothing():
     status, started, sent, imported = map(int, out.stdout.split()[-4:])
     assert (status, started, sent) == (200, 0, 1)
     assert imported <= 2, f"the first request imported {imported} of LiteLLM's modules"
+
+
+def test_the_docs_quick_start_serves_a_chat_request(tmp_path, upstream):
+    """docs/serving.md's three commands, as written but for the upstream (the stub) and the
+    port: the endpoint starts, /health answers, and the chat request gets the routed answer."""
+    import shlex
+
+    text = (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"^```bash\n(.*?)^```", text, re.M | re.S)
+                 if "/health" in b)
+    serve, health, chat = block.strip().splitlines()
+    url, _, _ = upstream
+    port = free_port()
+    argv = shlex.split(serve.rstrip("&"))
+    assert argv[0] == ".venv/bin/router-ml" and argv[1] == "serve"
+    argv = [sys.executable, "-m", "router_ml.cli.main", *argv[1:]]
+    argv[argv.index("--upstream-base") + 1] = url
+    argv[argv.index("--model") + 1] = str(ROOT / argv[argv.index("--model") + 1])
+    with process([*argv, "--port", str(port)], f"http://127.0.0.1:{port}/health",
+                 tmp_path / "serve.log", env=child_env()):
+        base = f"http://127.0.0.1:{port}"
+        h = shlex.split(health)
+        assert h[:2] == ["curl", "-s"] and h[2] == "http://127.0.0.1:8000/health"
+        assert httpx.get(h[2].replace("http://127.0.0.1:8000", base), timeout=30).status_code == 200
+        c = shlex.split(chat)
+        body = json.loads(c[c.index("-d") + 1])
+        r = httpx.post(c[2].replace("http://127.0.0.1:8000", base), json=body, timeout=30)
+    from router_ml import load_router
+
+    routed = load_router(ROOT / "models" / "default").route(body["messages"][-1]["content"])
+    assert r.status_code == 200 and r.headers["x-router-model"] == routed.model
+    assert r.json()["choices"][0]["message"]["content"]

@@ -207,3 +207,40 @@ def test_make_train_rebuilds_the_committed_default_router(shared, tmp_path):
     assert [d.model for d in new.route_batch(prompts)] == [
         d.model for d in old.route_batch(prompts)]
     np.testing.assert_allclose(new.score(prompts), old.score(prompts), rtol=1e-9, atol=1e-12)
+
+
+def test_a_rebuild_whose_fit_differs_in_the_last_digits_saves_the_same_bytes(tmp_path,
+                                                                            monkeypatch):
+    """What another CPU's BLAS kernels do to make train (the last bits of the features the
+    difficulty estimator fits on), done here by nudging them one ulp: the router's files
+    are the same bytes, MLmodel's model_uuid included. Without the rounding the heads, the
+    prior and the records differ in their last digits."""
+    from router_ml.cli.train import train_main
+    from router_ml.learn.difficulty import DifficultyEstimator
+
+    rng = np.random.default_rng(0)
+    kinds = ["prove the theorem about", "say hello to", "compute the integral of",
+             "write a poem on"]
+    lines = ["prompt,big,small"]
+    for i in range(300):
+        k = i % 4
+        prompt = f"{kinds[k]} item {i}" + " and more" * int(rng.integers(0, 30))
+        lines.append(f"{prompt},{int(rng.random() < 0.9)},"
+                     f"{int(rng.random() < (0.3 if k % 2 == 0 else 0.9))}")
+    table = tmp_path / "logs.csv"
+    table.write_text("\n".join(lines) + "\n")
+    args = ["--table", str(table), "--estimator", "difficulty", "--encoder", "static",
+            "--no-tracking", "--jobs", "1"]
+    assert train_main([*args, "--out", str(tmp_path / "a")]) == 0
+    fit = DifficultyEstimator.fit
+
+    def nudged(self, X, Y, *a, **kw):
+        return fit(self, np.nextafter(np.asarray(X, dtype=np.float64), 0.0), Y, *a, **kw)
+
+    monkeypatch.setattr(DifficultyEstimator, "fit", nudged)
+    assert train_main([*args, "--out", str(tmp_path / "b")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert {"estimator.coef.npy", "manifest.json", "MLmodel"} <= set(names)
+    for name in names:
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from router_ml.cli.report import (
@@ -29,6 +30,22 @@ from router_ml.learn.protocols import (
     protocol_prices,
 )
 
+logger = logging.getLogger("router_ml")
+
+
+def trained_on_test_rows(routers: dict, folds, protocol: str) -> list[str]:
+    """The sources that both a router's training rows and a fold's test rows come from,
+    sorted; empty for routers trained for ``protocol`` (their manifest's evaluation names it
+    and the fold: that recipe leaves the test rows out)."""
+    found = set()
+    for f in folds:
+        r = routers[f.k]
+        ev = r.evaluation or {}
+        if ev.get("protocol") == protocol and ev.get("fold") == f.k:
+            continue
+        found |= set(r.training.get("sources") or ()) & set(f.test.sources)
+    return sorted(found)
+
 
 def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -46,7 +63,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=Path, help="your held-out rows (CSV/JSONL/Parquet) instead "
                    "of a protocol; needs --model")
     p.add_argument("--prompt-column", default="prompt")
-    p.add_argument("--scale", choices=("unit", "judge10"), default="unit")
+    p.add_argument("--scale", choices=("unit", "judge10"), default=None,
+                   help="scores of --table (default: the scale the router was trained on, "
+                        "else unit)")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--report", type=Path, help="JSON output (default: reports/<name>-<protocol>.json)")
     p.add_argument("--plot", type=Path, help="PNG of the curve (default: next to the report)")
@@ -74,6 +93,7 @@ def _evaluate(args) -> int:
     from router_ml.learn import evaluation
     from router_ml.learn.protocols import Fold
 
+    overlap = []
     if args.table:
         if not args.model:
             raise ValueError("--table needs --model (a router to evaluate)")
@@ -82,7 +102,8 @@ def _evaluate(args) -> int:
 
         router = load_router(args.model)
         ds = load_table(args.table, prompt_column=args.prompt_column,
-                        model_columns=router.models, scale=args.scale)
+                        model_columns=router.models,
+                        scale=args.scale or router.training.get("scale", "unit"))
         rows = rows_of(ds, router.models, complete=True)
         folds, routers, name, where = [Fold("table", None, rows, rows)], {None: router}, \
             args.model.name, args.table.stem
@@ -120,6 +141,14 @@ def _evaluate(args) -> int:
                 routers = {f.k: load_router(args.model / f"fold-{f.k}") for f in folds}
             else:
                 routers = {folds[0].k: load_router(args.model)}
+            overlap = trained_on_test_rows(routers, folds, args.protocol)
+            if overlap:
+                logger.warning(
+                    "%s was trained on rows of %s, the source of %s's test rows: these "
+                    "numbers are not held out (the router has seen the rows it is scored "
+                    "on). For held-out numbers evaluate a router trained for the protocol: "
+                    "router-ml train --protocol %s --out models/%s", args.model,
+                    ", ".join(overlap), args.protocol, args.protocol, args.protocol)
     if routers is not None:
         tokenizer = None
         if args.tokenizer:
@@ -136,6 +165,7 @@ def _evaluate(args) -> int:
                "table": str(args.table) if args.table else None,
                "router": str(args.model) if args.model else None,
                "baseline": args.baseline, **report,
+               "trained_on_test_sources": overlap,
                "published": None if args.table else PUBLISHED.get(args.protocol)}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(format_evaluation(f"{where}: {name}", report, data))

@@ -159,8 +159,10 @@ def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) 
         parser.error("--register logs the model to mlflow; it cannot go with --no-tracking")
     _setup_logging(args.verbose)
     try:
+        _check_installed(tracking=not args.no_tracking)
         return _train(args)
-    except (RouterMLError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except (RouterMLError, ValueError, TypeError, FileNotFoundError, FileExistsError,
+            ImportError) as e:
         return _fail(f"{type(e).__name__}: {e}")
 
 
@@ -190,6 +192,41 @@ def _table_rows(args, config):
     return train
 
 
+# What training imports (the [train] extra) and what logging to mlflow needs ([track]).
+_TRAIN_MODULES = ("sklearn", "datasets", "skops", "joblib", "pyarrow")
+
+
+def _check_installed(tracking: bool) -> None:
+    """ImportError naming the pip extra when a package training needs is missing (found
+    without importing it), before any work: not a failure halfway, blamed on what failed."""
+    import importlib.util
+    import sys
+
+    def installed(name):
+        if name in sys.modules:
+            return sys.modules[name] is not None
+        return importlib.util.find_spec(name) is not None
+
+    for name in _TRAIN_MODULES + (("mlflow",) if tracking else ()):
+        if not installed(name):
+            extra, alt = (("track", "; or pass --no-tracking") if name == "mlflow"
+                          else ("train", ""))
+            raise ImportError(f"router-ml train needs the package {name!r}, which is not "
+                              f"installed: pip install 'router_ml[{extra}]'{alt}")
+
+
+def _check_out(out: Path, protocol: str | None) -> None:
+    """FileExistsError when ``out`` cannot take the routers: a file, or a folder holding
+    something other than a saved router (or, with a protocol, a previous run's fold routers)."""
+    from router_ml.core.artifact import check_save_target
+
+    if protocol and out.is_dir() and not out.is_symlink() and (out / "fold-0").is_dir():
+        for fold in out.glob("fold-*"):
+            check_save_target(fold)
+        return
+    check_save_target(out)
+
+
 def _train(args) -> int:
     from router_ml.learn.price_fit import METHOD, router_prices
     from router_ml.learn.protocols import all_training_rows, outcome_rows, with_outcomes
@@ -197,10 +234,11 @@ def _train(args) -> int:
     from router_ml.learn.training import fit_router
 
     config = _config_from_args(args)
-    tracker = Tracker(experiment=args.experiment, enabled=not args.no_tracking)
-    tracker.check()  # fail before any training work if the server is unreachable
     name = args.protocol or (args.table.stem if args.table else "default")
     out = args.out or args.root / "models" / name
+    _check_out(out, args.protocol)  # before any work: the save at the end would refuse it
+    tracker = Tracker(experiment=args.experiment, enabled=not args.no_tracking)
+    tracker.check()  # fail before any training work if the server is unreachable
     strong, weak = args.strong or STRONG_MODEL, args.weak or WEAK_MODEL
     params = {**config.to_dict(), "protocol": args.protocol or "all"}
     t0 = time.perf_counter()
@@ -263,6 +301,8 @@ def _train(args) -> int:
                      f"({', '.join(config.outcomes)})" if outcomes is not None else ""),
                   flush=True)
             router = fit_router(train, config, prices, outcomes=outcomes)
+            if args.table:  # evaluate --table reads held-out rows of the same table this way
+                router.training["scale"] = args.scale
             if derived:
                 router.training["prices_from_costs"] = {
                     "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
@@ -287,5 +327,9 @@ def _train(args) -> int:
             info = log_model(out, "model", registered_model_name=args.register,
                              run_id=run.run_id, tracking_uri=tracker.uri)
             print(f"registered: models:/{args.register}@champion (version "
-                  f"{info.registered_model_version})")
+                  f"{info.registered_model_version}); load it from this store: "
+                  f"mlflow.set_tracking_uri({tracker.uri!r}), or MLFLOW_TRACKING_URI="
+                  f"{tracker.uri} for mlflow models serve")
+    if tracker.enabled:  # where the run went: a registered model is loaded from the same store
+        print(f"mlflow store: {tracker.uri} (experiment {args.experiment!r})")
     return 0

@@ -224,6 +224,21 @@ def _json_params(params: dict) -> dict:
             and not (isinstance(v, tuple) and not all(isinstance(x, (int, float)) for x in v))}
 
 
+def check_save_target(path) -> None:
+    """FileExistsError unless :func:`save_router` may write ``path``: it does not exist, or is
+    an empty folder or a saved router (which the save replaces). Anything else would be
+    deleted by the swap, so it is refused; call this before work that ends in a save."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise FileExistsError(f"{path} exists and is not a router directory; refusing to "
+                              "replace it. Choose a new path.")
+    if any(path.iterdir()) and not (path / MANIFEST).is_file():
+        raise FileExistsError(f"{path} is a non-empty folder without {MANIFEST}, not a "
+                              "saved router; refusing to replace it. Choose a new path.")
+
+
 def save_router(router, path) -> Path:
     """Write ``router`` to the directory ``path`` atomically; returns the path."""
     from router_ml.core.features import encoder_parts, encoder_spec
@@ -286,12 +301,7 @@ def save_router(router, path) -> Path:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
         if path.exists() or path.is_symlink():
-            if not path.is_dir() or path.is_symlink():
-                raise FileExistsError(f"{path} exists and is not a router directory")
-            if any(path.iterdir()) and not (path / MANIFEST).is_file():
-                # the swap below would delete it: only ever replace a router artifact
-                raise FileExistsError(f"{path} is a non-empty folder without {MANIFEST}, not a "
-                                      "saved router; refusing to replace it. Choose a new path.")
+            check_save_target(path)
             if not _exchange(tmp, path):
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 os.rename(path, old)

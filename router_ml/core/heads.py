@@ -74,6 +74,28 @@ class QualityHeads:
     def decision_function(self, X) -> np.ndarray:
         return self.combine(self.kinds, self.head_values(X))
 
+    def rounded(self, digits: int) -> "QualityHeads":
+        """These heads with weights and intercepts rounded to ``digits`` significant digits."""
+        return QualityHeads(self.kinds, [round_significant(c, digits) for c in self.coefs],
+                            [round_significant(b, digits) for b in self.intercepts],
+                            self.classes)
+
+
+def round_significant(x, digits: int):
+    """``x`` (a float, an array, or dicts and lists of them) with every float rounded to
+    ``digits`` significant digits, by Python's correctly rounded decimal conversion (the same
+    result on every CPU, unlike numpy's vectorised log10 and power); other values unchanged."""
+    if isinstance(x, dict):
+        return {k: round_significant(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(round_significant(v, digits) for v in x)
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        flat = [float(f"{v:.{digits}g}") for v in x.ravel().tolist()]
+        return np.array(flat, dtype=x.dtype).reshape(x.shape)
+    if isinstance(x, (float, np.floating)) and not isinstance(x, bool):
+        return type(x)(float(f"{float(x):.{digits}g}"))
+    return x
+
 
 def choose(values, costs, lam: float) -> np.ndarray:
     """(n,) column chosen per row: argmax of ``values - lam * costs``, ties to the cheaper

@@ -118,6 +118,16 @@ class LengthPrior:
         fl = np.interp(lengths, self.length_quantiles, self._levels[1])
         return (1.0 - self.weight) * fs + self.weight * fl
 
+    def rounded(self, digits: int) -> "LengthPrior":
+        """This prior with its quantiles rounded to ``digits`` significant digits."""
+        from router_ml.core.heads import round_significant
+
+        out = LengthPrior(self.weight, round_significant(self.score_quantiles, digits),
+                          round_significant(self.length_quantiles, digits))
+        out.__dict__.update({k: round_significant(v, digits) for k, v in vars(self).items()
+                             if k.endswith("_") and not k.startswith("_")})
+        return out
+
     def to_dict(self) -> dict:
         return {"kind": "length", "weight": self.weight,
                 "score_quantiles": self.score_quantiles.tolist(),

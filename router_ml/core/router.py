@@ -187,16 +187,18 @@ class Router:
     def lam(self, value):
         self.set_lam(value, None)
 
-    def set_threshold(self, threshold: float, record: CalibrationRecord | None):
-        """Decide by a threshold on the score (two models), with how it was chosen."""
+    def set_threshold(self, threshold: float, record: CalibrationRecord | None = None):
+        """Decide by a threshold on the score (two models), with how it was chosen (default:
+        a ``manual`` record of the value)."""
         if len(self.models) != 2:
             raise ValueError(f"a threshold needs exactly two models, this router has "
                              f"{len(self.models)}; set lam instead")
         self._threshold, self._lam = check_threshold(threshold), None
         self.calibration = record or CalibrationRecord("manual", {"threshold": self._threshold})
 
-    def set_lam(self, lam: float, record: CalibrationRecord | None):
-        """Decide by ``quality - lam * cost``, with how lam was chosen."""
+    def set_lam(self, lam: float, record: CalibrationRecord | None = None):
+        """Decide by ``quality - lam * cost``, with how lam was chosen (default: a ``manual``
+        record of the value)."""
         self._lam, self._threshold = check_lam(lam), None
         self.calibration = record or CalibrationRecord("manual", {"lam": self._lam})
 
@@ -247,8 +249,12 @@ class Router:
     def _texts(self, prompts) -> list[str]:
         if isinstance(prompts, (str, bytes)):
             return check_prompts(prompts)  # the error that names a single prompt
+        if not isinstance(prompts, (Sequence, np.ndarray)) and callable(
+                getattr(prompts, "tolist", None)) and getattr(prompts, "ndim", 1) == 1:
+            prompts = prompts.tolist()  # a pandas Series or Index (what mlflow may pass)
         if not isinstance(prompts, (Sequence, np.ndarray)):
-            raise TypeError(f"prompts must be a list of str, got {type(prompts).__name__}")
+            raise TypeError(f"prompts must be a list of str (or a 1-D array or pandas "
+                            f"Series), got {type(prompts).__name__}")
         return [prompt_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
 
     def decision_function(self, prompts) -> np.ndarray:
@@ -414,6 +420,33 @@ class Router:
                                   fingerprint=fingerprint(prompts), **target)
         self.set_lam(lam, rec)
         return rec
+
+    def round_fitted(self, digits: int) -> "Router":
+        """Round the fitted numbers (the heads' weights, the knob, the length prior's
+        quantiles, the calibration and training records) to ``digits`` significant digits,
+        in place; returns self. Fits whose inputs differ in the last bits (the BLAS kernels
+        of another CPU) then save the same bytes, as long as that noise stays below the
+        rounding step."""
+        from dataclasses import replace
+
+        from router_ml.core.heads import round_significant
+
+        heads = self.heads
+        if heads is not None:
+            if self.estimator is heads:
+                self.estimator = heads.rounded(digits)
+            else:
+                self.estimator.heads_ = heads.rounded(digits)
+        if self.length_prior is not None:
+            self.length_prior = self.length_prior.rounded(digits)
+        if self._threshold is not None:
+            self._threshold = round_significant(self._threshold, digits)
+        if self._lam is not None:
+            self._lam = round_significant(self._lam, digits)
+        self.calibration = replace(self.calibration,
+                                   achieved=round_significant(self.calibration.achieved, digits))
+        self.training = round_significant(self.training, digits)
+        return self
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:

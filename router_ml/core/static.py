@@ -94,9 +94,11 @@ class StaticEncoder(_Transformer):
             # in parts, so that the chunks remembered stay within their bound
             starts = range(0, len(texts), _PART)
             if len(texts) > 20_000:
-                from tqdm.auto import tqdm
+                from tqdm import tqdm
 
-                starts = tqdm(starts, desc="encoding prompts", unit="part")
+                # a bar on a terminal only (disable=None): a notebook's kernel or a log file
+                # gets none, and no TqdmWarning about missing Jupyter widgets
+                starts = tqdm(starts, desc="encoding prompts", unit="part", disable=None)
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             for i in starts:
                 out[i:i + _PART] = self._encode_part(texts[i:i + _PART], chunks)

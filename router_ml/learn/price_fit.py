@@ -17,12 +17,19 @@ request (input estimate plus ``OUTPUT_TOKENS``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from router_ml.core.prices import OUTPUT_TOKENS, TOKENS_PER_MILLION, input_tokens
+
+logger = logging.getLogger(__name__)
+
+# A price that makes a model's logged requests cost more than this many times what the log
+# says (or less than 1/this) is reported: the router routes by the price, not the log.
+MISMATCH_FACTOR = 2.0
 
 METHODS = ("least-squares", "mean")
 METHOD = ("non-negative least squares of each row's observed cost (USD) on its estimated input "
@@ -95,6 +102,29 @@ def prices_from_costs(prompts: Sequence[str], models: Sequence[str], observed, *
             if np.isfinite(C[:, j]).any()}
 
 
+def price_mismatches(prompts: Sequence[str], models: Sequence[str], observed, prices, *,
+                     tokenizer=None, factor: float = MISMATCH_FACTOR
+                     ) -> dict[str, tuple[float, float]]:
+    """{model: (mean priced cost, mean observed cost)}, USD per request over the rows with an
+    observed cost, for each model whose ``prices`` and observed costs (n, len(models)) are
+    more than ``factor`` times apart either way."""
+    from router_ml.core.prices import prompt_costs
+
+    C = np.asarray(observed, dtype=np.float64)
+    out = {}
+    for j, m in enumerate(models):
+        seen = np.isfinite(C[:, j])
+        if m not in prices or not seen.any():
+            continue
+        idx = np.flatnonzero(seen)
+        priced = float(prompt_costs([prompts[i] for i in idx], [m], {m: prices[m]},
+                                    tokenizer=tokenizer)[:, 0].mean())
+        logged = float(C[seen, j].mean())
+        if priced > factor * logged or logged > factor * priced:
+            out[m] = (priced, logged)
+    return out
+
+
 def router_prices(train, price_file=None, tokenizer=None) -> tuple[dict | None, dict]:
     """(prices for a router of ``train.models``, {model: DerivedPrice}).
 
@@ -126,6 +156,16 @@ def router_prices(train, price_file=None, tokenizer=None) -> tuple[dict | None, 
             continue
         out[m] = {"input": p.input, "output": p.output}
     derived = {}
+    if train.costs is not None:
+        for m, (priced, logged) in price_mismatches(train.prompts, list(out), train.costs[
+                :, [models.index(m) for m in out]], out, tokenizer=tokenizer).items():
+            logger.warning(
+                "%s: its price (%s) puts its logged requests at $%.3g each on average, %.1fx "
+                "the $%.3g its logged costs say (more than %gx apart); the router routes and "
+                "calibrates by the price. Fix the price, or drop it to price %s from its "
+                "logged costs", m, "the price file" if m in exact else "the built-in table",
+                priced, priced / logged if logged else float("inf"), logged, MISMATCH_FACTOR,
+                m)
     if lacking and train.costs is not None:
         j = [models.index(m) for m in lacking]
         derived = prices_from_costs(train.prompts, lacking, train.costs[:, j],
@@ -142,5 +182,5 @@ def router_prices(train, price_file=None, tokenizer=None) -> tuple[dict | None, 
     return (None if missing else out), derived
 
 
-__all__ = ["METHOD", "METHODS", "DerivedPrice", "price_from_costs", "prices_from_costs",
-           "router_prices"]
+__all__ = ["METHOD", "METHODS", "MISMATCH_FACTOR", "DerivedPrice", "price_from_costs",
+           "price_mismatches", "prices_from_costs", "router_prices"]

@@ -24,8 +24,21 @@ from router_ml.learn.sources import _Builder, parse_score
 logger = logging.getLogger(__name__)
 
 
-
 _FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def empty_file_error(path, expected: str, prompt_column: str = "prompt") -> DataFormatError:
+    """The error for a 0-byte file (``train --table`` and ``score`` give the same one)."""
+    return DataFormatError(f"{path}: the file is empty; expected a {prompt_column!r} column "
+                           f"{expected}")
+
+
+def unreadable_error(path, fmt: str, error: Exception) -> DataFormatError:
+    """The error for a file that its reader rejects (bad encoding, not Parquet, ...), with the
+    reader's own words; ``fmt`` is ``csv``, ``json`` or ``parquet``."""
+    what = str(error).strip()
+    what = f"{type(error).__name__}: {what}" if what else type(error).__name__
+    return DataFormatError(f"{path}: cannot read as {fmt} ({what})")
 
 
 def _read_table(path, prompt_column: str) -> tuple[Path, list[str], list[dict], int]:
@@ -43,8 +56,7 @@ def _read_table(path, prompt_column: str) -> tuple[Path, list[str], list[dict], 
     if suffix not in _FORMATS:
         raise DataFormatError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet")
     if path.stat().st_size == 0:
-        raise DataFormatError(f"{path}: the file is empty; expected a {prompt_column!r} column "
-                              "and one score column per model")
+        raise empty_file_error(path, "and one score column per model", prompt_column)
     fmt = _FORMATS[suffix]
     try:
         columns, rows, bad = {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}[
@@ -52,8 +64,7 @@ def _read_table(path, prompt_column: str) -> tuple[Path, list[str], list[dict], 
     except DataFormatError:
         raise
     except Exception as e:  # csv.Error, UnicodeDecodeError, pyarrow's errors, ...
-        what = f"{type(e).__name__}: {str(e).strip()}" if str(e).strip() else type(e).__name__
-        raise DataFormatError(f"{path}: cannot read as {fmt} ({what})") from None
+        raise unreadable_error(path, fmt, e) from None
     if not rows:
         raise DataFormatError(f"{path}: cannot read as {fmt} (no data rows)")
     names = [c for c in columns if c != ""]
@@ -245,6 +256,11 @@ def load_table(
                               f"{prompt_column!r} and a valid score for at least one model")
     if bad_costs:
         logger.warning("%s: %d missing, negative or non-numeric costs left empty", path, bad_costs)
+    if b.duplicates:  # rows a user counts on vanish here: say so without -v
+        logger.warning("%s: %d of %d rows repeat the prompt of an earlier row (same text after "
+                       "stripping white space); they are merged, each model's scores averaged, "
+                       "into %d distinct prompts", path, b.duplicates,
+                       len(b.rows) + b.duplicates, len(b.rows))
     return b.build(names, with_cost=bool(cost_columns))
 
 

@@ -96,6 +96,21 @@ def _why_zero(rows) -> str:
     return "every priced call cost $0 (free models or a price of 0)"
 
 
+def _check_reference(reference_scores) -> np.ndarray:
+    try:
+        ref = np.asarray(reference_scores, float)
+    except (TypeError, ValueError):
+        raise MonitoringError("reference must be 1-D scores (numbers)") from None
+    if ref.ndim != 1 or not len(ref) or not np.isfinite(ref).all():
+        raise MonitoringError(
+            f"reference must be 1-D scores: one finite score per prompt, e.g. "
+            f"np.save('scores.npy', router.score(prompts)) on prompts like the training ones; "
+            f"got an array of shape {ref.shape}" + (" (a router's coverage.reference.npy "
+                                                    "holds feature vectors, not scores)"
+                                                    if ref.ndim == 2 else ""))
+    return ref
+
+
 def report(log, since=None, until=None, reference_scores=None, *, prices=None,
            buckets: int = 10, psi_alert: float = PSI_ALERT, requests_per_month=None,
            sample_rate: float | None = None) -> dict:
@@ -146,8 +161,8 @@ def report(log, since=None, until=None, reference_scores=None, *, prices=None,
                     "why_zero": _why_zero(rows) if spent == 0 and strong == 0 else None}
     out["drift"] = None
     scores = np.array([r["score"] for r in rows if r["score"] is not None], float)
-    if reference_scores is not None and len(scores):
-        ref = np.asarray(reference_scores, float)
+    ref = None if reference_scores is None else _check_reference(reference_scores)
+    if ref is not None and len(scores):
         inner = _inner_edges(ref, 10)
         ks = stats.ks_2samp(ref, scores)
         value = psi(ref, scores)

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from router_ml.core.prompts import chat_texts
-from router_ml.errors import DataFormatError, RouterMLError
+from router_ml.errors import DataFormatError, OutputPathError, RouterMLError
 from router_ml.serve.columns import decision_columns, output_columns
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
@@ -40,49 +40,98 @@ def _format(path: Path) -> str:
     return fmt
 
 
-def iter_batches(path, batch_size: int = 10_000):
-    """pyarrow RecordBatches of a Parquet, CSV or JSONL file, ``batch_size`` rows at most."""
-    import pyarrow as pa
+def _reader_format(fmt: str) -> str:
+    return "json" if fmt == "jsonl" else fmt  # the name train's reader uses
 
-    path = Path(path)
+
+def _check_input(path: Path, prompt_column: str) -> str:
+    """The input's format; a missing or 0-byte file is the error ``train --table`` gives."""
+    from router_ml.learn.tables import empty_file_error
+
     fmt = _format(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    if path.stat().st_size == 0:
+        raise empty_file_error(path, "to score", prompt_column)
+    return fmt
 
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
-    elif fmt == "csv":
-        import pyarrow.csv as pcsv
 
-        reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22))
-        for batch in reader:
-            for start in range(0, batch.num_rows, batch_size):
-                yield batch.slice(start, batch_size)
-    else:
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
+def _check_text(path: Path, batch, first_row: int):
+    """A CSV with bytes that are not UTF-8 comes back from pyarrow as binary columns (its
+    text would be lost or mangled): the error train gives for it, naming the cell."""
+    import pyarrow as pa
+
+    from router_ml.learn.tables import unreadable_error
+
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            for i, cell in enumerate(column.to_pylist()):
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataFormatError(f"{path}: line {i} is not JSON ({e})") from None
-                if len(rows) == batch_size:
-                    yield pa.RecordBatch.from_pylist(rows)
-                    rows = []
-        if rows:
-            yield pa.RecordBatch.from_pylist(rows)
+                    None if cell is None else cell.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataFormatError(f"{unreadable_error(path, 'csv', e)}, in column "
+                                          f"{name!r}, data row {first_row + i + 1}") from None
+
+
+def iter_batches(path, batch_size: int = 10_000, prompt_column: str = "prompt"):
+    """pyarrow RecordBatches of a Parquet, CSV or JSONL file, ``batch_size`` rows at most.
+
+    A file its reader rejects (empty, not Parquet, not UTF-8 text) is a
+    :class:`~router_ml.errors.DataFormatError` worded as ``router-ml train --table`` words it.
+    """
+    import pyarrow as pa
+
+    from router_ml.learn.tables import unreadable_error
+
+    path = Path(path)
+    fmt = _check_input(path, prompt_column)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+        elif fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22))
+            n = 0
+            for batch in reader:
+                _check_text(path, batch, n)
+                for start in range(0, batch.num_rows, batch_size):
+                    yield batch.slice(start, batch_size)
+                n += batch.num_rows
+        else:
+            rows = []
+            with open(path, encoding="utf-8-sig") as f:  # -sig: drop a BOM, as train does
+                for i, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise DataFormatError(f"{path}: line {i} is not JSON ({e})") from None
+                    if len(rows) == batch_size:
+                        yield pa.RecordBatch.from_pylist(rows)
+                        rows = []
+            if rows:
+                yield pa.RecordBatch.from_pylist(rows)
+    except (pa.ArrowException, UnicodeDecodeError) as e:
+        raise unreadable_error(path, _reader_format(fmt), e) from None
 
 
 def file_rows(path) -> int | None:
-    """Row count when cheap to know (Parquet metadata), else None."""
+    """Row count when cheap to know (Parquet metadata), else None (also for a file that
+    :func:`iter_batches` will reject)."""
+    import pyarrow as pa
+
     path = Path(path)
-    if _format(path) == "parquet":
+    if _format(path) == "parquet" and path.is_file():
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except pa.ArrowException:
+            return None
     return None
 
 
@@ -156,7 +205,14 @@ def score_file(router, input_path, output_path, prompt_column: str = "prompt",
     ``messages_column`` each row's chat, see :func:`score_batch`); returns the number of
     rows."""
     input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.is_dir():
+        raise OutputPathError(f"{output_path} is a folder; give a file name for the output "
+                              f"(format by suffix: {', '.join(sorted(FORMATS))})")
     _format(output_path)
+    _check_input(input_path, messages_column or prompt_column)
+    if not output_path.parent.is_dir():
+        raise OutputPathError(f"{output_path}: the folder {output_path.parent} does not exist; "
+                              "create it first or write elsewhere")
     tmp = output_path.with_name(f".{output_path.stem}.tmp-{os.getpid()}{output_path.suffix}")
     bar = None
     if progress:
@@ -165,7 +221,7 @@ def score_file(router, input_path, output_path, prompt_column: str = "prompt",
         bar = tqdm(total=file_rows(input_path), unit="rows", desc="scoring")
     writer, n = None, 0
     try:
-        for batch in iter_batches(input_path, batch_size):
+        for batch in iter_batches(input_path, batch_size, messages_column or prompt_column):
             out = score_batch(router, batch, prompt_column, input_path,
                               messages_column=messages_column)
             if writer is None:
@@ -230,7 +286,7 @@ def score_main(argv=None, prog: str = "router-ml score") -> int:
             n = score_file(load_router(args.model), args.input, args.output,
                            args.prompt_column, args.batch_size, progress=not args.no_progress,
                            messages_column=args.messages_column)
-    except (RouterMLError, ImportError) as e:
+    except (RouterMLError, ImportError, OSError) as e:  # OSError: e.g. no permission to write
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     print(f"scored {n} rows into {args.output}")

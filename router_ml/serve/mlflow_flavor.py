@@ -5,13 +5,14 @@ A router directory written by ``router.save(dir)`` carries an ``MLmodel`` file (
 ``loader_module``, so::
 
     mlflow.pyfunc.load_model("models/default").predict(pd.DataFrame({"prompt": [...]}))
-    mlflow models serve -m models/default --env-manager local
+    PATH=.venv/bin:$PATH .venv/bin/mlflow models serve -m models/default --env-manager local
 
 load through :func:`_load_pyfunc`, which is :func:`router_ml.load_router` with all its checks
 (a changed file is refused here too). :func:`log_model` logs a router directory to an mlflow
 run and optionally registers it with the alias ``champion``.
 
-Prediction input, as mlflow's own flavours take it: one prompt (a string), a list, tuple,
+Prediction input, as mlflow's own flavours take it: one prompt (a string, or the 0-d array
+``mlflow models serve`` makes of ``{"inputs": "a prompt"}``), a list, tuple,
 numpy array or pandas Series of prompts, or a pandas DataFrame (or a dict of columns) with a
 ``prompt`` column of strings or a ``messages`` column of chats (lists of ``{"role",
 "content"}``; a chat is routed on its user turns, newest first, see
@@ -52,6 +53,8 @@ class RouterPyfunc:
         import numpy as np
         import pandas as pd
 
+        if isinstance(model_input, np.ndarray) and model_input.ndim == 0:
+            model_input = model_input.item()  # mlflow's form of {"inputs": "one prompt"}
         if isinstance(model_input, str):
             return [model_input]
         if isinstance(model_input, dict):
