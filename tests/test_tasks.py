@@ -230,3 +230,11 @@ def test_the_wheel_ships_the_default_tasks_and_the_task_embedding(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"router_ml/loop/default_tasks.toml", "router_ml/loop/task_encoder/vectors.npy",
             "router_ml/loop/task_encoder/tokenizer.json"} <= names
+
+
+def test_tasks_eval_has_help():
+    out = subprocess.run([sys.executable, "-m", "router_ml.cli.main", "tasks", "eval", "--help"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, **child_env()})
+    assert out.returncode == 0, out.stderr
+    assert "usage: router-ml tasks eval" in out.stdout and "--task-column" in out.stdout
