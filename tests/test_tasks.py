@@ -238,3 +238,21 @@ def test_tasks_eval_has_help():
                          env={**__import__("os").environ, **child_env()})
     assert out.returncode == 0, out.stderr
     assert "usage: router-ml tasks eval" in out.stdout and "--task-column" in out.stdout
+
+
+def test_detection_needs_no_extra(tmp_path):
+    """The serving path: the default detector loads and detects with the core install only."""
+    code = ("import sys, importlib.abc\n"
+            "BLOCK = ('sklearn', 'torch', 'scipy', 'sentence_transformers', 'pandas', 'pyarrow')\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in BLOCK:\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from router_ml.loop.tasks import TaskDetector, default_tasks\n"
+            "print(TaskDetector(default_tasks()).detect('Translate good night into Italian')[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120,
+                         env={**__import__("os").environ, **child_env()})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "translation"

@@ -289,7 +289,7 @@ class TaskDetector:
             d_texts += own
             d_owner += [k] * len(own)
         d_owner = np.array(d_owner)
-        D = _unit(np.asarray(encoder.transform(d_texts), dtype=np.float32) )
+        D = _unit(np.asarray(encoder.transform(d_texts), dtype=np.float32))
         D = _unit(D - self.center_)
         d_cent = np.stack([D[d_owner == k].mean(0) for k in range(len(defaults))])
         nearest = (_unit(cent) @ _unit(d_cent).T).argmax(1)
