@@ -12,7 +12,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: install test test-fast docs data train bench-quality bench-textbook bench-peers bench-speed bench-install \
-	bench-serve bench-faults bench-spark bench-conversation notebook-plot clean
+	bench-serve bench-faults bench-spark bench-conversation bench-tasks notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@# Spark (router-ml score --spark and its tests) needs a Java runtime; the Redis quota
@@ -79,6 +79,9 @@ bench-spark: $(STAMP)
 # chats scored on their user turns: the readings compared on arena-battles-2023
 bench-conversation: $(STAMP)
 	$(PY) benchmarks/bench_conversation.py
+
+bench-tasks: $(STAMP)
+	$(PY) benchmarks/bench_tasks.py
 
 notebook-plot: $(STAMP)
 	ROUTER_ML_NB_PLOT=docs/threshold_curve.png $(VENV)/bin/jupyter execute notebooks/threshold_tuning.ipynb

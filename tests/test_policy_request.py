@@ -213,3 +213,78 @@ def test_a_per_request_knob_keeps_the_routers_coverage_fallback():
     assert Policy(router).decide(covered, threshold=1.0).route == router.weak_model
     with pytest.raises(ValueError, match="threshold"):
         router.route_batch([covered], threshold=1.5)
+
+
+TASKS = {"coding": {"examples": ["Write a Python function that reverses a list",
+                                 "Fix the bug in this JavaScript code", "Refactor this SQL query",
+                                 "Implement a binary search in C++"]},
+         "math": {"examples": ["Solve for x: 3x + 5 = 20", "What is the integral of x^2?",
+                               "Compute 17 times 23", "Prove that the square root of 2 is irrational"]},
+         "chit_chat": {"examples": ["hi, how are you?", "good morning!", "tell me a joke",
+                                    "thanks, that was nice"]}}
+
+
+def test_the_task_of_a_request_is_detected_and_rules_match_it(router, tmp_path):
+    from router_ml.loop.decision_log import DecisionLog
+    from router_ml.loop.monitoring import format_report, report
+
+    log = DecisionLog(tmp_path / "log")
+    rules = parse_rules({"tasks": TASKS, "rules": [{"name": "code", "task": "coding",
+                                                    "model": "strong"}]})
+    policy = Policy(router, rules, log=log)
+    d = policy.run(user("Write a Python function that merges two sorted lists"), _answer,
+                   threshold=WEAK_ALWAYS)
+    assert (d.task, d.task_source) == ("coding", "detected") and -1 <= d.task_similarity <= 1
+    assert (d.route_reason, d.rule, d.model) == ("rule", "code", "strong")
+    d = policy.run(user("Solve for y: 2y - 4 = 10"), _answer, threshold=WEAK_ALWAYS)
+    assert (d.task, d.task_source, d.route_reason) == ("math", "detected", "learned")
+    d = policy.run(user("Write a Python function"), _answer, {"task": "math"},
+                   threshold=WEAK_ALWAYS)
+    assert (d.task, d.task_source, d.task_similarity, d.route_reason) == (
+        "math", "given", None, "learned")
+    log.close()
+    rows = log.read()
+    assert [(r["task"], r["task_source"]) for r in rows] == [
+        ("coding", "detected"), ("math", "detected"), ("math", "given")]
+    rep = report(tmp_path / "log")
+    assert rep["tasks"]["math"]["share"] == pytest.approx(2 / 3)
+    assert rep["tasks"]["coding"]["detected_share"] == 1.0
+    assert rep["tasks"]["math"]["escalation_rate"] == 0.0
+    assert "tasks (share, escalations)" in format_report(rep)
+
+
+def test_without_task_types_nothing_is_detected(router):
+    d = Policy(router, parse_rules({})).decide(user("Write a Python function"))
+    assert (d.task, d.task_source) == (None, None)
+    with_defaults = parse_rules({"tasks": {"extend_default": True}})
+    assert {"code", "math", "chit_chat"} <= set(with_defaults.tasks)
+
+
+def test_a_bad_task_table_is_named():
+    with pytest.raises(RuleConfigError, match=r"rules.toml: tasks.coding.examples"):
+        parse_rules({"tasks": {"coding": {"examples": []}}}, "rules.toml")
+    with pytest.raises(RuleConfigError, match=r"tasks.coding.min_similarity"):
+        parse_rules({"tasks": {"coding": {"examples": ["x"], "min_similarity": 3}}}, "rules.toml")
+
+
+def test_the_endpoint_names_the_task(router):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from servers import uvicorn_thread
+    from test_gateway_security import upstream_stub
+
+    from router_ml.serve.endpoint import create_app
+
+    up_app, _ = upstream_stub()
+    with uvicorn_thread(up_app) as up:
+        app = create_app(router, f"{up}/v1", api_key="k", config=parse_rules({"tasks": TASKS}))
+        with uvicorn_thread(app) as base:
+            r = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
+                "model": "router", "messages": user("Compute 12 times 31")})
+            assert r.status_code == 200, r.text
+            assert (r.headers["x-router-task"], r.headers["x-router-task-source"]) == (
+                "math", "detected")
+            r = httpx.post(f"{base}/v1/chat/completions", timeout=30, headers={
+                "x-router-task": "coding"}, json={"model": "router", "messages": user("hi")})
+            assert (r.headers["x-router-task"], r.headers["x-router-task-source"]) == (
+                "coding", "given")

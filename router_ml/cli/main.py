@@ -1,6 +1,6 @@
 """The ``router-ml`` command: one entry point, one sub-command per job.
 
-    router-ml train | evaluate | label | report | serve | keys | score | data  [--help]
+    router-ml train | evaluate | label | report | serve | keys | score | data | tasks  [--help]
 
 Each sub-command's module is imported only when it runs, so ``router-ml --help`` and
 ``router-ml score --help`` work on the core install. Outputs without an explicit path go to the
@@ -31,6 +31,8 @@ COMMANDS = {
               "router_ml[spark]"),
     "data": ("router_ml.learn.fetch:data_main", "download the public training data (data fetch)",
              "router_ml[train]"),
+    "tasks": ("router_ml.cli.tasks:tasks_main", "evaluate task definitions on labelled prompts "
+              "(tasks eval)", "router_ml[train]"),
 }
 # Sub-commands whose defaults are relative to where they run.
 _ROOTED = {"train", "evaluate"}

@@ -47,6 +47,8 @@ conversation        TEXT    the conversation's id (the ``x-router-conversation``
 sticky              INTEGER 1 when the conversation mode overrode the learned choice
 capability          TEXT    why the first choice could not take the request (its limits)
 client              TEXT    the caller's key's name (``router-ml serve --keys``), else NULL
+task                TEXT    the request's task type; task_source ``given`` (its metadata) or
+                            ``detected`` (task_similarity: the detector's similarity)
 =================== ======= ==============================================================
 """
 
@@ -74,12 +76,13 @@ COLUMNS = ("ts", "request_id", "prompt_sha256", "prompt", "route", "route_reason
            "escalations", "steps", "validator", "validator_message", "error", "feedback",
            "sampled", "answer", "sample_model", "sample_answer", "strong_better", "judge",
            "sample_cost_usd", "cost_estimated", "conversation", "sticky", "capability",
-           "client")  # new columns go last (older files get them added)
+           "client", "task", "task_source",
+           "task_similarity")  # new columns go last (older files get them added)
 _TYPES = {"ts": "REAL NOT NULL", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
           "escalations": "INTEGER", "sampled": "INTEGER", "cost_estimated": "INTEGER",
           "sticky": "INTEGER"}
 _REAL = {"score", "threshold", "coverage", "cost_usd", "strongest_cost_usd", "decision_ms",
-         "latency_ms", "feedback", "strong_better", "sample_cost_usd"}
+         "latency_ms", "feedback", "strong_better", "sample_cost_usd", "task_similarity"}
 _TYPE = {c: _TYPES.get(c, "REAL" if c in _REAL else "TEXT") for c in COLUMNS}
 SCHEMA = ("CREATE TABLE IF NOT EXISTS decisions (" + ", ".join(
     f"{c} {_TYPE[c]}" for c in COLUMNS) + ");"
@@ -109,7 +112,8 @@ def _row(d, store_prompts) -> tuple:
             s.get("strong_better"), s.get("judge"), s.get("cost_usd"),
             int(bool(getattr(d, "cost_estimated", False))), getattr(d, "conversation", None),
             int(bool(getattr(d, "sticky", False))), getattr(d, "capability", None),
-            getattr(d, "client", None))
+            getattr(d, "client", None), getattr(d, "task", None),
+            getattr(d, "task_source", None), getattr(d, "task_similarity", None))
 
 
 def _setup(con: sqlite3.Connection, seconds: float = 30.0) -> None:

@@ -147,6 +147,12 @@ def report(log, since=None, until=None, reference_scores=None, *, prices=None,
     esc = np.array([(r["escalations"] or 0) > 0 for r in rows], float)
     out["escalation"] = _escalation(ts, esc, buckets, _time(since, -np.inf), _time(until, np.inf))
     out["escalation"]["fallback_rate"] = sum(r["reason"] == "fallback" for r in rows) / n
+    by_task: dict = {}
+    for r, e in zip(rows, esc):  # old logs have no task column: their rows count as None
+        by_task.setdefault(r.get("task"), []).append((e, r.get("task_source") == "detected"))
+    out["tasks"] = {task: {"share": len(v) / n, "escalation_rate": float(np.mean([e for e, _ in v])),
+                           "detected_share": float(np.mean([d for _, d in v]))}
+                    for task, v in sorted(by_task.items(), key=lambda kv: -len(kv[1]))}
     if out["escalation"]["rising"]:
         b = out["escalation"]["buckets"]
         out["alerts"].append(
@@ -266,6 +272,11 @@ def format_report(rep: dict) -> str:
               "always strongest" + (f" ({pct(rep['spend']['estimated_share'])} of requests "
                                     "estimated from prompt length)"
                                     if rep["spend"].get("estimated_share") else "")]
+    tasks = rep.get("tasks") or {}
+    if any(t is not None for t in tasks):
+        lines.append("tasks (share, escalations)  " + ", ".join(
+            f"{t or 'unknown'} {pct(v['share'])} ({pct(v['escalation_rate'])})"
+            for t, v in tasks.items()))
     if rep["spend"].get("why_zero"):
         lines.append(f"spend is zero     {rep['spend']['why_zero']}")
     if rep["drift"]:

@@ -28,6 +28,7 @@ ignored. Rules' ``regex`` matches the same text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -148,7 +149,9 @@ class Decision:
     ceil(characters / 4) input and 256 output tokens), times in ms; validator: ``passed``,
     ``failed`` or ``none`` (no validators). conversation: the conversation's id; sticky: the
     conversation mode overrode the learned choice (route_reason ``sticky``); capability: why
-    the first choice could not take the request (route_reason ``capability``); client: the
+    the first choice could not take the request (route_reason ``capability``); task: the
+    request's task type, task_source: ``given`` (its metadata) or ``detected`` (with
+    task_similarity, in [-1, 1]; a detected None: no task was close enough); client: the
     name of the caller's key (the endpoint's ``--keys``), None without keys."""
 
     request_id: str
@@ -180,6 +183,9 @@ class Decision:
     conversation: str | None = None
     sticky: bool = False
     capability: str | None = None
+    task: str | None = None
+    task_source: str | None = None
+    task_similarity: float | None = None
     client: str | None = None
 
     def __post_init__(self):
@@ -245,6 +251,7 @@ class Policy:
         self.limits = dict(config.models)
         self.conversation_mode = config.conversation
         self.memory = ConversationMemory() if config.conversation != "free" else None
+        self.tasks = dict(config.tasks)
         self._check_models(config)
 
     def _check_models(self, config: PolicyConfig) -> None:
@@ -299,6 +306,7 @@ class Policy:
             raise ValueError(f"metadata holds {len(metadata)} entries for "
                              f"{len(conversations)} requests; give one per request or None")
         texts = [conversation_text(c) for c in conversations]
+        metadata, found = self._tasks(texts, metadata)
         out: list = [None] * len(texts)
         learned = []
         for i, (text, meta) in enumerate(zip(texts, metadata)):
@@ -323,7 +331,9 @@ class Policy:
                                    qualities=getattr(d, "qualities", None) or None,
                                    coverage=_coverage(getattr(d, "covered", None)))
         needs = needs if needs is not None else [request_needs(c) for c in conversations]
-        for d, conv, meta, need in zip(out, conversations, metadata, needs):
+        for d, conv, meta, need, (task, source, sim) in zip(out, conversations, metadata, needs,
+                                                             found):
+            d.task, d.task_source, d.task_similarity = task, source, sim
             d.conversation = conversation_id(conv, meta)
             if self.memory is not None and d.route_reason == "learned" and d.conversation:
                 self._stick(d)
@@ -333,6 +343,22 @@ class Policy:
         for d in out:
             d.decision_ms = ms
         return out
+
+    def _tasks(self, texts, metadata) -> tuple[list, list]:
+        """(metadata with each request's task, [(task, source, similarity)]): a task the
+        metadata names is ``given``; otherwise, with task types, it is ``detected``."""
+        found = [(m.get("task"), "given", None) if m and m.get("task") else (None, None, None)
+                 for m in metadata]
+        todo = [i for i, f in enumerate(found) if f[1] is None]
+        if not self.tasks or not todo:
+            return metadata, found
+        metadata = list(metadata)
+        for i, (task, sim) in zip(todo, _detector(tuple(self.tasks.items()))
+                                  .detect_batch([texts[i] for i in todo])):
+            found[i] = (task, "detected", float(sim))
+            if task is not None:
+                metadata[i] = {**(metadata[i] or {}), "task": task}
+        return metadata, found
 
     def _rank(self, model: str) -> int:
         return self.ladder.index(model) if model in self.ladder else -1
@@ -575,6 +601,14 @@ class Run:
         if p.log is not None:
             p.log.write(d)
         return d
+
+
+@functools.lru_cache(maxsize=8)
+def _detector(tasks: tuple):
+    """One TaskDetector per set of task types (its examples are encoded once per process)."""
+    from router_ml.loop.tasks import TaskDetector
+
+    return TaskDetector(dict(tasks))
 
 
 def _error_text(error: BaseException) -> str:

@@ -37,6 +37,8 @@ RULES_SCHEMA = {
                 "context_tokens": {"type": "integer", "minimum": 1},
                 "tools": {"type": "boolean"}, "vision": {"type": "boolean"},
                 "response_format": {"type": "boolean"}}}},
+        # task types by example: [tasks.NAME] tables, checked by router_ml.loop.tasks
+        "tasks": {"type": "object"},
         "conversation": {"enum": list(CONVERSATION_MODES),
                          "errorMessage": f"must be one of {', '.join(CONVERSATION_MODES)}"},
         "rules": {"type": "array", "items": {
@@ -149,7 +151,9 @@ class PolicyConfig:
     (models cheapest first), the fallback model, the escalation cap, and the models beyond the
     router's that these may name with what each can take (``[models."name"]`` tables:
     :class:`ModelLimits`), and the conversation mode (``free``, ``sticky``: a conversation
-    keeps its model; ``escalate-only``: it may only move up the ladder)."""
+    keeps its model; ``escalate-only``: it may only move up the ladder), and the task types
+    whose detection names a request's task when its metadata names none ({name:
+    :class:`router_ml.loop.tasks.TaskSpec}`; empty: no detection)."""
 
     rules: tuple = ()
     tiers: dict = field(default_factory=dict)
@@ -158,11 +162,16 @@ class PolicyConfig:
     max_escalations: int = 1
     models: dict = field(default_factory=dict)
     conversation: str = "free"
+    tasks: dict = field(default_factory=dict)
 
 
 def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
     """A :class:`PolicyConfig` from parsed data, validated against :data:`RULES_SCHEMA`.
-    RuleConfigError names ``source`` and every bad key (e.g. ``rules[1].max_latency``)."""
+    RuleConfigError names ``source`` and every bad key (e.g. ``rules[1].max_latency``). The
+    task types to detect are the file's ``[tasks.*]`` tables; ``[tasks] extend_default =
+    true`` adds them to the package's default set
+    (:func:`router_ml.loop.tasks.default_tasks`). Without a ``tasks`` table nothing is
+    detected, so rules with a ``task`` match only what requests name."""
     import jsonschema
 
     problems = []
@@ -190,10 +199,15 @@ def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
                                   f"expression ({e})") from None
         rules.append(Rule(r["name"], r.get("model") or tiers[r["tier"]], r.get("task"),
                           tuple(r.get("tags", ())), rx, r.get("max_latency")))
+    tasks = {}
+    if "tasks" in data:
+        from router_ml.loop.tasks import parse_tasks  # it imports this module
+
+        tasks = parse_tasks(data["tasks"], source)
     return PolicyConfig(tuple(rules), tiers, tuple(data.get("ladder", ())), data.get("fallback"),
                         int(data.get("max_escalations", 1)),
                         {m: ModelLimits(**v) for m, v in data.get("models", {}).items()},
-                        data.get("conversation", "free"))
+                        data.get("conversation", "free"), tasks)
 
 
 def load_rules(path) -> PolicyConfig:

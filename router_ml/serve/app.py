@@ -91,6 +91,9 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
             h["x-router-score"] = f"{d.score:.6f}"
         if d.conversation:
             h["x-router-conversation"] = d.conversation
+        if d.task:
+            h["x-router-task"] = d.task
+            h["x-router-task-source"] = d.task_source
         return h
 
     def failed(e: AllModelsFailedError):

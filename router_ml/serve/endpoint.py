@@ -307,9 +307,12 @@ def describe(args, router, config) -> str:
              f"upstream: {args.upstream_base} (timeout {args.timeout:g} s, connect "
              f"{args.connect_timeout:g} s)"]
     if config is not None:
-        lines.append(f"rules:    {args.rules} ({len(config.rules)} rules"
+        lines.append(f"rules:    {args.rules or 'none'} ({len(config.rules)} rules"
                      + (f", ladder {' -> '.join(config.ladder)}" if config.ladder else "")
-                     + (f", fallback {config.fallback}" if config.fallback else "") + ")")
+                     + (f", fallback {config.fallback}" if config.fallback else "")
+                     + f", {len(config.tasks)} task types"
+                     + (f", conversation {config.conversation}"
+                        if config.conversation != "free" else "") + ")")
     lines.append(f"log:      {args.log or 'none'}" + (
         f"; sampling {100 * args.sample_rate:g} % judged by {args.judge}" if args.sample_rate
         else ""))
