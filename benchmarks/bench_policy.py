@@ -11,7 +11,8 @@ Prints p50/p99 in milliseconds, one request at a time, of:
 - log write: ``DecisionLog.write`` (buffered; the mean includes the batched SQLite inserts);
 - gateway checks: what the endpoint checks of a request body before routing it (the
   allow-list, the messages, the nesting depth, the metadata), on a body with four
-  parameters.
+  parameters;
+- task detection: naming a request's task with the default task set.
 Numbers vary on a shared machine; compare within one run.
 """
 
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
         total = clock() - t_all
     writes = np.array(writes) * 1000
     checks = gateway_checks(convs)
+    tasks = task_detection(texts)
     print(f"router {args.model.name}, {args.n} requests, one at a time (ms)")
     print(f"route                  {pct(route)}")
     print(f"decide, learned        {pct(decide)}")
@@ -99,7 +101,27 @@ def main(argv=None) -> int:
     print(f"log write              {pct(writes)}  mean {total * 1000 / len(decisions):.4f} "
           "(batched inserts included in the mean)")
     print(f"gateway checks         {pct(checks)}")
+    if tasks is not None:
+        print(f"task detection         {pct(tasks)}   (the default task set, one request at a time)")
     return 0
+
+
+def task_detection(texts) -> np.ndarray | None:
+    """Milliseconds per request of naming its task with the default task set (what a rules
+    file's [tasks] adds to each request whose metadata names none)."""
+    try:
+        from router_ml.loop.tasks import TaskDetector, default_tasks
+    except ImportError:  # a version without task detection
+        return None
+    detector = TaskDetector(default_tasks())
+    for t in texts[:200]:  # warm up
+        detector.detect(t)
+    out, clock = [], time.perf_counter
+    for t in texts:
+        t0 = clock()
+        detector.detect(t)
+        out.append(clock() - t0)
+    return np.array(out) * 1000
 
 
 def gateway_checks(convs) -> np.ndarray:

@@ -288,3 +288,21 @@ def test_the_endpoint_names_the_task(router):
                 "x-router-task": "coding"}, json={"model": "router", "messages": user("hi")})
             assert (r.headers["x-router-task"], r.headers["x-router-task-source"]) == (
                 "coding", "given")
+
+
+def test_the_production_guides_rules_file_works_with_the_default_router():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from router_ml import load_router
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "production.md").read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", page, re.S) if "[tasks.coding]" in b)
+    config = parse_rules(tomllib.loads(re.sub(r"(?m)^    ", "", block)), "production.md")
+    policy = Policy(load_router(root / "models" / "default"), config)
+    d = policy.run(user("Write a Python function that sorts a dict by value"), _answer)
+    assert (d.task, d.rule, d.model) == ("coding", "coding", "gpt-4-1106-preview")
+    d = policy.run(user("hello"), _answer, params={"tools": [{"type": "function"}]})
+    assert d.model == "gpt-4-1106-preview"
