@@ -178,3 +178,27 @@ def test_an_output_folder_that_does_not_exist_is_a_clear_error(saved, tmp_path, 
         err = capsys.readouterr().err
         assert err.startswith("error: OutputPathError: ") and words in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs.csv", "router"]
+
+
+def test_score_names_each_rows_task_as_the_policy_does(saved, tmp_path, capsys):
+    from router_ml.cli.main import main
+    from router_ml.loop.policy import Policy
+    from router_ml.loop.rules import load_rules
+
+    router, folder = saved
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[tasks.coding]\nexamples = ["Write a Python function", "Fix this bug in '
+                     'my code"]\n[tasks.math]\nexamples = ["Solve for x: 2x = 4", "What is 7 '
+                     'times 8?"]\n')
+    prompts = ["Write a function that sorts a list in Python", "Solve 3x + 1 = 10 for x",
+               "Fix the bug in my JavaScript code"]
+    pq.write_table(pa.table({"prompt": prompts}), tmp_path / "in.parquet")
+    args = ["score", "--model", str(folder), "--input", str(tmp_path / "in.parquet"),
+            "--output", str(tmp_path / "out.parquet"), "--tasks", str(rules), "--no-progress"]
+    assert main(args) == 0
+    out = pq.read_table(tmp_path / "out.parquet").to_pydict()
+    policy = Policy(router, load_rules(rules))
+    assert out["task"] == [policy.decide(p).task for p in prompts] == ["coding", "math", "coding"]
+    assert all(-1 <= s <= 1 for s in out["task_similarity"])
+    assert main([*args, "--spark"]) == 2
+    assert "--tasks runs in this process" in capsys.readouterr().err

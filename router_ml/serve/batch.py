@@ -28,6 +28,7 @@ from router_ml.core.prompts import chat_texts
 from router_ml.errors import DataFormatError, OutputPathError, RouterMLError
 from router_ml.serve.columns import decision_columns, output_columns
 
+TASK_COLUMNS = ("task", "task_similarity")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
            ".json": "jsonl"}
 
@@ -136,11 +137,12 @@ def file_rows(path) -> int | None:
 
 
 def score_batch(router, batch, prompt_column: str, source="input", *,
-                messages_column: str | None = None):
+                messages_column: str | None = None, tasks=None):
     """``batch`` with the columns of :func:`output_columns` appended (pyarrow RecordBatch).
     With ``messages_column``, each row is the chat in that column, JSON text or a list of
     messages (:func:`router_ml.core.prompts.chat_texts`), and ``prompt_column`` is not
-    read."""
+    read. tasks: a :class:`router_ml.loop.tasks.TaskDetector`, which adds the columns
+    ``task`` (None when no task is close enough) and ``task_similarity``."""
     import pyarrow as pa
 
     column = messages_column or prompt_column
@@ -149,7 +151,7 @@ def score_batch(router, batch, prompt_column: str, source="input", *,
         raise DataFormatError(f"{source}: no column {column!r} (columns: "
                               f"{', '.join(batch.schema.names)}); pass {flag}")
     names = output_columns(router)
-    clash = [c for c in names if c in batch.schema.names]
+    clash = [c for c in [*names, *(TASK_COLUMNS if tasks else ())] if c in batch.schema.names]
     if clash:
         raise DataFormatError(f"{source}: already has column(s) {', '.join(clash)}; rename them "
                               "before scoring")
@@ -169,6 +171,11 @@ def score_batch(router, batch, prompt_column: str, source="input", *,
     cols = decision_columns(router, prompts)
     arrays = [pa.array(cols["model"].tolist(), pa.string())]
     arrays += [pa.array(cols[c], pa.float64()) for c in names[1:]]
+    if tasks is not None:
+        found = tasks.detect_batch(prompts)
+        arrays += [pa.array([t for t, _ in found], pa.string()),
+                   pa.array([s for _, s in found], pa.float64())]
+        names = [*names, *TASK_COLUMNS]
     return pa.RecordBatch.from_arrays([*batch.columns, *arrays],
                                       names=[*batch.schema.names, *names])
 
@@ -200,7 +207,7 @@ class _Writer:
 
 def score_file(router, input_path, output_path, prompt_column: str = "prompt",
                batch_size: int = 10_000, progress: bool = False, *,
-               messages_column: str | None = None) -> int:
+               messages_column: str | None = None, tasks=None) -> int:
     """Score every row of ``input_path`` into ``output_path`` (the prompt column, or with
     ``messages_column`` each row's chat, see :func:`score_batch`); returns the number of
     rows."""
@@ -223,7 +230,7 @@ def score_file(router, input_path, output_path, prompt_column: str = "prompt",
     try:
         for batch in iter_batches(input_path, batch_size, messages_column or prompt_column):
             out = score_batch(router, batch, prompt_column, input_path,
-                              messages_column=messages_column)
+                              messages_column=messages_column, tasks=tasks)
             if writer is None:
                 writer = _Writer(tmp, out.schema, _format(output_path))
             writer.write(out)
@@ -260,6 +267,9 @@ def score_parser(prog: str = "router-ml score") -> argparse.ArgumentParser:
                    help="score each row's chat instead of a prompt: a column of JSON lists of "
                    '{"role", "content"} messages (or, in Parquet, lists of structs), scored '
                    "on their user turns, newest first, as route scores messages")
+    p.add_argument("--tasks", type=Path, default=None,
+                   help="a rules file whose [tasks.*] tables (else the default task set) name "
+                        "each row's task: adds the columns task and task_similarity")
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--spark", action="store_true", help="score on a local SparkSession")
     p.add_argument("--spark-cores", type=int, default=2, help="local[N] for --spark")
@@ -270,6 +280,14 @@ def score_parser(prog: str = "router-ml score") -> argparse.ArgumentParser:
 def score_main(argv=None, prog: str = "router-ml score") -> int:
     args = score_parser(prog).parse_args(argv)
     try:
+        if args.spark and args.tasks:
+            raise RouterMLError("--tasks runs in this process; score without --spark, or name "
+                                "tasks on the scored table afterwards")
+        tasks = None
+        if args.tasks:
+            from router_ml.loop.tasks import TaskDetector, load_tasks
+
+            tasks = TaskDetector(load_tasks(args.tasks))
         if args.spark:
             from router_ml.serve.spark import score_parquet
 
@@ -285,7 +303,7 @@ def score_main(argv=None, prog: str = "router-ml score") -> int:
 
             n = score_file(load_router(args.model), args.input, args.output,
                            args.prompt_column, args.batch_size, progress=not args.no_progress,
-                           messages_column=args.messages_column)
+                           messages_column=args.messages_column, tasks=tasks)
     except (RouterMLError, ImportError, OSError) as e:  # OSError: e.g. no permission to write
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
