@@ -1,5 +1,6 @@
 """Routing quality on the whole protocol suite: baselines, the default, and every
-configuration tried, so that the default is chosen by the suite and not by one protocol.
+configuration tried, scored for the two products: the shipped default (zero-shot) and
+training on a team's own logs.
 
     python benchmarks/bench_quality.py [--configs default,stats,...] [--protocols ...]
 
@@ -9,11 +10,13 @@ protocols pool their out-of-fold predictions into one curve. Pair protocols repo
 random, length and oracle references and each configuration's paired bootstrap standard error
 against the default; multi-model protocols report AIQ, the highest quality and the cost share
 at which the best single model's quality is reached; the real-chat protocols report
-arena-rated's rho and arena-battles' APGR with bootstrap errors. The default is chosen by the
-suite score: the mean of three groups' means (in-domain, transfer, real chat), so real chat
-weighs as much as the benchmarks; the pair protocols' rule (none below the length baseline,
-nor below random by more than its bootstrap error) is reported beside it. Writes
-reports/quality.json and reports/quality.md.
+arena-rated's rho and arena-battles' APGR with bootstrap errors; ``textbook`` trains each
+configuration on every row, as models/default is trained, and scores the prompts of
+benchmarks/bench_textbook.py. The shipped default is chosen by the zero-shot score (real
+chat half, the left-out sources and the textbook prompts a quarter each: ZERO_SHOT), never by
+in-domain rows; the own-logs score (OWN_LOGS) is reported beside it. The pair protocols' rule
+(none below the length baseline, nor below random by more than its bootstrap error) is
+reported too. Writes reports/quality.json and reports/quality.md.
 """
 
 from __future__ import annotations
@@ -49,12 +52,23 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.65,
            "alpaca-eval": 0.60, "mmlu-to-gsm8k": 0.65, "loso-mmlu": 0.58, "loso-gsm8k": 0.58,
            "loso-arena-hard": 0.58}
-# the protocols' groups: the suite score weighs each group alike (real chat as much as the
-# benchmarks), arena-rated's rho counted as 0.5 + rho / 2 (random 0.5, like an APGR)
-GROUPS = {"in-domain": ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval"),
-          "transfer": ("mmlu-to-gsm8k", "loso-mmlu", "loso-gsm8k", "loso-arena-hard"),
-          "real chat": CHAT_PROTOCOLS}
+# The two products, each chosen by its own group of protocols (docs/protocols.md).
+# Zero-shot (the shipped default, for a team without labels, on traffic it never saw): real
+# chat weighs half (arena-rated's rho counted as 0.5 + rho / 2, random 0.5 like an APGR), the
+# sources left out a quarter (their mean APGR), the textbook prompts a quarter (the AUC of
+# hard over cheap). arena-battles is reported but left out: every configuration lands within
+# its own error of every other (0.483-0.500 ± 0.015), one human vote a battle.
+ZERO_SHOT = {"real chat": (("arena-rated",), 0.5),
+             "left-out sources": (("loso-mmlu", "loso-gsm8k", "loso-arena-hard"), 0.25),
+             "textbook": (("textbook",), 0.25)}
+# Own logs (a team's own labelled traffic): the k-fold in-domain protocols (APGR) and the
+# multi-model ones (AIQ), each protocol alike
+OWN_LOGS = ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval", "dcrouter",
+            "alpaca-tiers")
+TEXTBOOK = "textbook"
+ORDER = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS + (TEXTBOOK,)
 _NO_DCROUTER = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter")
+_NO_RATED = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "arena-rated")
 HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 default)
 CONFIGS = {
     "default": ("default: difficulty from every model's outcomes, static + length prior",
@@ -78,6 +92,29 @@ CONFIGS = {
     "difficulty-alpaca": ("difficulty + length prior, + alpaca-eval outcomes",
                           replace(DEFAULT_ROUTER, outcomes=DEFAULT_ROUTER.outcomes
                                   + ("alpaca-tiers",))),
+    "prior-0.1": ("difficulty, static + length prior at a fixed weight 0.1",
+                  replace(DEFAULT_ROUTER, prior_weight=0.1)),
+    "no-dcrouter-0.1": ("difficulty without dcrouter's outcomes, length prior at 0.1",
+                        replace(DEFAULT_ROUTER, prior_weight=0.1, outcomes=_NO_DCROUTER)),
+    "no-dcrouter-no-prior": ("difficulty without dcrouter's outcomes, no length prior",
+                             replace(DEFAULT_ROUTER, length_prior=False, outcomes=_NO_DCROUTER)),
+    "no-rated": ("difficulty without the rated grades' outcomes, static + length prior",
+                 replace(DEFAULT_ROUTER, outcomes=_NO_RATED)),
+    "no-dcrouter-no-rated-0.25": ("difficulty without dcrouter's outcomes nor the rated grades, "
+                                  "length prior at 0.25",
+                                  replace(DEFAULT_ROUTER, prior_weight=0.25,
+                                          outcomes=tuple(s for s in _NO_DCROUTER
+                                                         if s != "arena-rated"))),
+    "no-dcrouter-alpaca-0.25": ("difficulty without dcrouter's outcomes, + alpaca-eval "
+                                "outcomes, length prior at 0.25",
+                                replace(DEFAULT_ROUTER, prior_weight=0.25,
+                                        outcomes=_NO_DCROUTER + ("alpaca-tiers",))),
+    "prior-sources": ("difficulty, static + length prior, its weight chosen on left-out "
+                      "sources", replace(DEFAULT_ROUTER, prior_select_by="sources")),
+    "no-dcrouter-sources": ("difficulty without dcrouter's outcomes, length prior's weight "
+                            "chosen on left-out sources",
+                            replace(DEFAULT_ROUTER, prior_select_by="sources",
+                                    outcomes=_NO_DCROUTER)),
     "heads": ("gain heads, static + surface + length prior (the previous default)", HEADS),
     "heads-static": ("gain heads, static + length prior", TrainConfig(encoder="static")),
     "no-prior": ("gain heads without the length prior", TrainConfig(length_prior=False)),
@@ -209,19 +246,103 @@ def run_chat(protocol: str, configs) -> dict:
     return {"pair": False, "chat": True, "rows": rows, "published": None, "target": None}
 
 
-def suite_score(results, c) -> dict:
-    """Each group's mean (arena-rated as 0.5 + rho / 2) and their mean, the suite score."""
-    groups = {}
-    for g, protocols in GROUPS.items():
-        vals, run = [], [p for p in protocols if p in results]
-        for p in run:
-            r = results[p]["rows"].get(c)
-            if r is not None:
-                vals.append(0.5 + r["rho"] / 2 if p == "arena-rated" else r["apgr"])
-        if run and len(vals) == len(run):  # a group counts only when complete
-            groups[g] = float(np.mean(vals))
-    return {**groups, "suite": float(np.mean(list(groups.values())))
-            if len(groups) == len(GROUPS) else float("nan")}
+def _value(protocol: str, row: dict) -> float:
+    """A protocol's one number on a 0.5-is-random scale where it has one: arena-rated's
+    0.5 + rho / 2, the textbook AUC, APGR, or AIQ for the multi-model protocols."""
+    if protocol == "arena-rated":
+        return 0.5 + row["rho"] / 2
+    return row["auc"] if protocol == TEXTBOOK else row["apgr"] if "apgr" in row else row["aiq"]
+
+
+def product_scores(results, c) -> dict:
+    """Configuration c's zero-shot score (the weighted mean of ZERO_SHOT's parts, each the
+    mean of its protocols) and own-logs score (the mean over OWN_LOGS); each part and score
+    only when every protocol of it was run for c (NaN else)."""
+    def mean_of(protocols):
+        vals = [_value(p, results[p]["rows"][c]) for p in protocols
+                if p in results and c in results[p]["rows"]]
+        return float(np.mean(vals)) if len(vals) == len(protocols) else float("nan")
+
+    out = {part: mean_of(protocols) for part, (protocols, _) in ZERO_SHOT.items()}
+    out["zero-shot"] = float(sum(w * out[part] for part, (_, w) in ZERO_SHOT.items()))
+    out["own logs"] = mean_of(OWN_LOGS)
+    return out
+
+
+def _router_on_all_rows(config: TrainConfig, workdir: Path):
+    """The configuration trained as training/train.py trains models/default (every row of
+    the pair, its extra sources, every model's outcomes), saved and reloaded."""
+    from router_ml.learn.protocols import all_training_rows, outcome_rows
+
+    train = all_training_rows(extra=config.extra)
+    outcomes = (outcome_rows(config.outcomes) if config.estimator == "difficulty"
+                and config.outcomes else None)
+    fit_router(train, config, None, outcomes=outcomes).save(workdir)
+    return load_router(workdir)
+
+
+def _load_textbook():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_textbook", Path(__file__).resolve().parent / "bench_textbook.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_textbook(configs) -> dict:
+    """The textbook prompts of benchmarks/bench_textbook.py, scored by each configuration
+    trained on every row: AUC of hard over cheap (bootstrap error; paired error of the
+    difference to the default), the shares its threshold sends to the strong model, the
+    probes' scores, and the share of real chat prompts (arena-battles') it sends there."""
+    from router_ml.learn import arena
+
+    tb = _load_textbook()
+    chat = sorted(set(arena.battle_rows(arena.load_arena_battles())[0]))
+    rows, scores = {}, {}
+    for c in configs:
+        label, config = CONFIGS[c]
+        if isinstance(config, tuple):
+            continue
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            router = _router_on_all_rows(config, Path(tmp))
+        rows[c] = tb.textbook_metrics(router)
+        sc = router.score(chat)
+        rows[c]["chat_strong_share"] = float((sc >= router.threshold).mean())
+        rows[c]["n_chat"] = len(chat)
+        # the threshold calibrated on real chat prompts instead: the strong-call share that
+        # the shipped calibration reaches on the training rows, on arena-battles' prompts
+        share = router.calibration.achieved["share"]
+        t_chat = float(np.quantile(sc, 1.0 - share))
+        sch = {k: np.asarray(v) for k, v in rows[c]["scores"].items()}
+        rows[c]["chat_calibrated"] = {"share": share, "threshold": t_chat,
+                                      "cheap_strong_share": float((sch["cheap"] >= t_chat).mean()),
+                                      "hard_strong_share": float((sch["hard"] >= t_chat).mean())}
+        rows[c]["train_seconds"] = round(time.perf_counter() - t, 1)
+        scores[c] = rows[c].pop("scores")
+        m = rows[c]
+        print(f"[{TEXTBOOK}] {label}: auc {m['auc']:.3f} ± {m['se']:.3f}, cheap to strong "
+              f"{100 * m['cheap_strong_share']:.0f} %, hard {100 * m['hard_strong_share']:.0f} %, "
+              f"real chat {100 * m['chat_strong_share']:.0f} % (threshold for the training "
+              f"share {100 * m['chat_calibrated']['share']:.0f} % on real chat: cheap "
+              f"{100 * m['chat_calibrated']['cheap_strong_share']:.0f} %, hard "
+              f"{100 * m['chat_calibrated']['hard_strong_share']:.0f} %), probes "
+              + ", ".join(f"{v:.3f}" for v in m["probes"].values()), flush=True)
+    if "default" in scores:
+        rng = np.random.default_rng(0)
+        nh, nc = len(tb.HARD), len(tb.CHEAP)
+        draws = [(rng.integers(0, nh, nh), rng.integers(0, nc, nc)) for _ in range(300)]
+        d = {k: np.asarray(v) for k, v in scores["default"].items()}
+        for c in scores:
+            if c == "default":
+                continue
+            x = {k: np.asarray(v) for k, v in scores[c].items()}
+            rows[c]["minus_default_se"] = float(np.std(
+                [tb.auc(x["hard"][h], x["cheap"][k]) - tb.auc(d["hard"][h], d["cheap"][k])
+                 for h, k in draws]))
+    return {"pair": False, "textbook": True, "rows": rows, "published": None, "target": None}
 
 
 def main(argv=None) -> int:
@@ -232,8 +353,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default="default,difficulty,difficulty-length,heads",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
-    p.add_argument("--protocols", default=",".join(PAIR_PROTOCOLS + MULTI_PROTOCOLS
-                                                     + CHAT_PROTOCOLS))
+    p.add_argument("--protocols", default=",".join(ORDER),
+                   help=f"comma-separated, from: {', '.join(ORDER)}")
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="only join the quality.json files of runs (e.g. run in parallel over "
@@ -255,14 +376,21 @@ def main(argv=None) -> int:
                     results[protocol]["rows"].update(res["rows"])
                 else:
                     results[protocol] = res
-        order = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS
-        results = {k: results[k] for k in sorted(results, key=order.index)}
+        results = {k: results[k] for k in sorted(results, key=ORDER.index)}
         (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
         md = to_markdown(results, configs)
         (args.out / "quality.md").write_text(md)
         print(md)
         return 0
-    for protocol in [x for x in args.protocols.split(",") if x]:
+    protocols = [x for x in args.protocols.split(",") if x]
+    for protocol in protocols:
+        if protocol not in ORDER:
+            p.error(f"unknown protocol {protocol!r}; choose from {', '.join(ORDER)}")
+    for protocol in protocols:
+        if protocol == TEXTBOOK:
+            results[protocol] = run_textbook(configs)
+            (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+            continue
         if protocol in CHAT_PROTOCOLS:
             results[protocol] = run_chat(protocol, configs)
             (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -339,9 +467,72 @@ def _suite(results, configs):
     return out
 
 
+def _products_markdown(results: dict, scored) -> list[str]:
+    """The two products' tables: zero-shot (every part and its protocols) and own logs."""
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+
+    def cell(p, c, key=None):
+        r = results.get(p, {}).get("rows", {}).get(c)
+        if r is None:
+            return "-"
+        v = r[key] if key else _value(p, r) if p != "arena-rated" else r["rho"]
+        return fmt(v)
+
+    lines = []
+    zs = [c for c in scored if any(c in results.get(p, {}).get("rows", {})
+                                   for part in ZERO_SHOT.values() for p in part[0])]
+    if zs:
+        tb = results.get(TEXTBOOK, {}).get("rows", {})
+        lines += ["", "## Zero-shot score: the shipped default, on traffic it never saw", "",
+                  "Real chat (arena-rated, as 0.5 + rho / 2) weighs 1/2, the mean APGR of the "
+                  "left-out sources 1/4, the textbook prompts' AUC (hard above cheap) 1/4. "
+                  "arena-battles is left out (docs/protocols.md). Beside it: the textbook "
+                  "prompts each kind sent to the strong model at the router's threshold "
+                  "(cheap: 25 % at most), the share of real chat prompts (arena-battles') sent "
+                  "there, and the score of \"Prove that there are infinitely many primes.\" "
+                  "against \"hi\".", "",
+                  "| configuration | arena-rated rho | loso-mmlu | loso-gsm8k | loso-arena-hard "
+                  "| textbook AUC | zero-shot | cheap / hard / chat to strong | primes / hi |",
+                  "|---" * 9 + "|"]
+        for c in zs:
+            d = product_scores(results, c)
+            t = tb.get(c)
+            share = "-" if t is None else (
+                f"{100 * t['cheap_strong_share']:.0f} / {100 * t['hard_strong_share']:.0f} / "
+                f"{100 * t['chat_strong_share']:.0f} %")
+            probes = "-" if t is None else " / ".join(f"{v:.3f}" for v in t["probes"].values())
+            auc = "-" if t is None else f"{t['auc']:.3f} ± {t['se']:.3f}" + (
+                f" [{t['auc'] - tb['default']['auc']:+.3f}±{t['minus_default_se']:.3f}]"
+                if "minus_default_se" in t else "")
+            lines.append(f"| {CONFIGS[c][0]} | {cell('arena-rated', c)} | "
+                         f"{cell('loso-mmlu', c)} | {cell('loso-gsm8k', c)} | "
+                         f"{cell('loso-arena-hard', c)} | {auc} | **{fmt(d['zero-shot'])}** | "
+                         f"{share} | {probes} |")
+        base = {p: results[p]["rows"] for p in ("arena-rated", "loso-mmlu", "loso-gsm8k",
+                                                 "loso-arena-hard") if p in results}
+        if base:
+            lines.append("| length (reference) | " + " | ".join(
+                fmt(base[p]["length"]["rho" if p == "arena-rated" else "apgr"])
+                if p in base else "-" for p in ("arena-rated", "loso-mmlu", "loso-gsm8k",
+                                                 "loso-arena-hard")) + " | | | | |")
+    own = [c for c in scored if any(c in results.get(p, {}).get("rows", {}) for p in OWN_LOGS)]
+    if own:
+        lines += ["", "## Own-logs score: training on a team's own labelled traffic", "",
+                  "The mean of the k-fold in-domain protocols' APGR and the multi-model "
+                  "protocols' AIQ.", "",
+                  "| configuration | " + " | ".join(OWN_LOGS) + " | own logs |",
+                  "|---" * (len(OWN_LOGS) + 2) + "|"]
+        for c in own:
+            d = product_scores(results, c)
+            lines.append(f"| {CONFIGS[c][0]} | " + " | ".join(cell(p, c) for p in OWN_LOGS)
+                         + f" | **{fmt(d['own logs'])}** |")
+    return lines
+
+
 def to_markdown(results: dict, configs) -> str:
     pairs = [p for p, r in results.items() if r["pair"]]
-    multis = [p for p, r in results.items() if not r["pair"] and not r.get("chat")]
+    multis = [p for p, r in results.items()
+              if not r["pair"] and not r.get("chat") and not r.get("textbook")]
     lines = ["# Routing quality", "", "Generated by `make bench-quality` "
              "(benchmarks/bench_quality.py).", ""]
     if pairs:
@@ -426,18 +617,7 @@ def to_markdown(results: dict, configs) -> str:
             lines.append(f"| {p} | {n} | {r['random'][key]:.3f} | {r['length'][key]:.3f} | "
                          + " | ".join(cells) + " |")
     scored = [c for c in configs if not isinstance(CONFIGS[c][1], tuple)]
-    if any(r.get("chat") for r in results.values()) or pairs:
-        lines += ["", "## The suite score: each group of protocols weighs alike", "",
-                  "in-domain: " + ", ".join(GROUPS["in-domain"]) + "; transfer: "
-                  + ", ".join(GROUPS["transfer"]) + "; real chat: " + ", ".join(CHAT_PROTOCOLS)
-                  + " (arena-rated as 0.5 + rho / 2).", "",
-                  "| configuration | in-domain | transfer | real chat | suite |",
-                  "|---|---|---|---|---|"]
-        fmt = lambda d, k: f"{d[k]:.3f}" if k in d and d[k] == d[k] else "-"  # noqa: E731
-        for c in scored:
-            d = suite_score(results, c)
-            lines.append(f"| {CONFIGS[c][0]} | {fmt(d, 'in-domain')} | {fmt(d, 'transfer')} | "
-                         f"{fmt(d, 'real chat')} | **{fmt(d, 'suite')}** |")
+    lines += _products_markdown(results, scored)
     if multis:
         lines += ["", "## Multi-model protocols", "",
                   "| protocol | configuration | n | AIQ | highest quality | cost share at the "

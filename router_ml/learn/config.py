@@ -88,8 +88,10 @@ class TrainConfig:
     and the benchmarks worse (``make bench-quality``: ``prior-0.25``).
     prior_select_by: how the prior's weight is chosen, as ``select_by`` chooses C: ``folds``
     (the default) or with rows from several sources ``sources`` or ``both``, where each source
-    is also predicted by a model fitted without it. ``both`` has a lower suite mean (``make
-    bench-quality``: ``prior-both``), so it stays an option.
+    is also predicted by a model fitted without it (for the difficulty estimator: without
+    that source's outcomes and any outcome row of its prompts). For the gain heads ``both``
+    has a lower mean (``make bench-quality``: ``prior-both``), so it stays an option; for the
+    difficulty estimator see ``prior-sources`` in docs/quality.md.
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     estimator: ``heads`` (the :class:`~router_ml.learn.estimator.QualityEstimator`'s heads on
     the training rows: ``target``, ``classifier``, ``C``, ``select_by`` apply) or
