@@ -68,6 +68,7 @@ OWN_LOGS = ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval", "dcro
 TEXTBOOK = "textbook"
 ORDER = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS + (TEXTBOOK,)
 _NO_DCROUTER = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter")
+_NO_DC_ALPACA = _NO_DCROUTER + ("alpaca-tiers",)
 _NO_RATED = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "arena-rated")
 HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 default)
 CONFIGS = {
@@ -108,13 +109,23 @@ CONFIGS = {
     "no-dcrouter-alpaca-0.25": ("difficulty without dcrouter's outcomes, + alpaca-eval "
                                 "outcomes, length prior at 0.25",
                                 replace(DEFAULT_ROUTER, prior_weight=0.25,
-                                        outcomes=_NO_DCROUTER + ("alpaca-tiers",))),
+                                        outcomes=_NO_DC_ALPACA)),
     "prior-sources": ("difficulty, static + length prior, its weight chosen on left-out "
                       "sources", replace(DEFAULT_ROUTER, prior_select_by="sources")),
     "no-dcrouter-sources": ("difficulty without dcrouter's outcomes, length prior's weight "
                             "chosen on left-out sources",
                             replace(DEFAULT_ROUTER, prior_select_by="sources",
                                     outcomes=_NO_DCROUTER)),
+    "no-dcrouter-alpaca": ("difficulty without dcrouter's outcomes, + alpaca-eval outcomes, "
+                           "length prior", replace(DEFAULT_ROUTER, outcomes=_NO_DC_ALPACA)),
+    "no-dcrouter-alpaca-0.1": ("difficulty without dcrouter's outcomes, + alpaca-eval "
+                               "outcomes, length prior at 0.1",
+                               replace(DEFAULT_ROUTER, prior_weight=0.1,
+                                       outcomes=_NO_DC_ALPACA)),
+    "no-dcrouter-alpaca-sources": ("difficulty without dcrouter's outcomes, + alpaca-eval "
+                                   "outcomes, length prior's weight chosen on left-out sources",
+                                   replace(DEFAULT_ROUTER, prior_select_by="sources",
+                                           outcomes=_NO_DC_ALPACA)),
     "heads": ("gain heads, static + surface + length prior (the previous default)", HEADS),
     "heads-static": ("gain heads, static + length prior", TrainConfig(encoder="static")),
     "no-prior": ("gain heads without the length prior", TrainConfig(length_prior=False)),
@@ -312,6 +323,7 @@ def run_textbook(configs) -> dict:
         sc = router.score(chat)
         rows[c]["chat_strong_share"] = float((sc >= router.threshold).mean())
         rows[c]["n_chat"] = len(chat)
+        rows[c]["prior_weight"] = router.training.get("length_prior_weight")
         # the threshold calibrated on real chat prompts instead: the strong-call share that
         # the shipped calibration reaches on the training rows, on arena-battles' prompts
         share = router.calibration.achieved["share"]
@@ -481,40 +493,53 @@ def _products_markdown(results: dict, scored) -> list[str]:
     lines = []
     zs = [c for c in scored if any(c in results.get(p, {}).get("rows", {})
                                    for part in ZERO_SHOT.values() for p in part[0])]
+    loso = ("loso-mmlu", "loso-gsm8k", "loso-arena-hard")
     if zs:
         tb = results.get(TEXTBOOK, {}).get("rows", {})
         lines += ["", "## Zero-shot score: the shipped default, on traffic it never saw", "",
                   "Real chat (arena-rated, as 0.5 + rho / 2) weighs 1/2, the mean APGR of the "
-                  "left-out sources 1/4, the textbook prompts' AUC (hard above cheap) 1/4. "
-                  "arena-battles is left out (docs/protocols.md). Beside it: the textbook "
-                  "prompts each kind sent to the strong model at the router's threshold "
-                  "(cheap: 25 % at most), the share of real chat prompts (arena-battles') sent "
-                  "there, and the score of \"Prove that there are infinitely many primes.\" "
-                  "against \"hi\".", "",
-                  "| configuration | arena-rated rho | loso-mmlu | loso-gsm8k | loso-arena-hard "
-                  "| textbook AUC | zero-shot | cheap / hard / chat to strong | primes / hi |",
-                  "|---" * 9 + "|"]
+                  "left-out sources 1/4, the textbook prompts' AUC (hard above cheap) 1/4; "
+                  "arena-battles is left out (docs/protocols.md). The own-logs score beside it "
+                  "(next table). In brackets: the difference to the default ± paired error.",
+                  "", "| configuration | arena-rated rho | " + " | ".join(loso)
+                  + " | textbook AUC | zero-shot | own logs |", "|---" * 8 + "|"]
         for c in zs:
             d = product_scores(results, c)
             t = tb.get(c)
-            share = "-" if t is None else (
-                f"{100 * t['cheap_strong_share']:.0f} / {100 * t['hard_strong_share']:.0f} / "
-                f"{100 * t['chat_strong_share']:.0f} %")
-            probes = "-" if t is None else " / ".join(f"{v:.3f}" for v in t["probes"].values())
             auc = "-" if t is None else f"{t['auc']:.3f} ± {t['se']:.3f}" + (
                 f" [{t['auc'] - tb['default']['auc']:+.3f}±{t['minus_default_se']:.3f}]"
                 if "minus_default_se" in t else "")
             lines.append(f"| {CONFIGS[c][0]} | {cell('arena-rated', c)} | "
-                         f"{cell('loso-mmlu', c)} | {cell('loso-gsm8k', c)} | "
-                         f"{cell('loso-arena-hard', c)} | {auc} | **{fmt(d['zero-shot'])}** | "
-                         f"{share} | {probes} |")
-        base = {p: results[p]["rows"] for p in ("arena-rated", "loso-mmlu", "loso-gsm8k",
-                                                 "loso-arena-hard") if p in results}
+                         + " | ".join(cell(p, c) for p in loso)
+                         + f" | {auc} | **{fmt(d['zero-shot'])}** | {fmt(d['own logs'])} |")
+        base = {p: results[p]["rows"] for p in ("arena-rated",) + loso if p in results}
         if base:
             lines.append("| length (reference) | " + " | ".join(
                 fmt(base[p]["length"]["rho" if p == "arena-rated" else "apgr"])
-                if p in base else "-" for p in ("arena-rated", "loso-mmlu", "loso-gsm8k",
-                                                 "loso-arena-hard")) + " | | | | |")
+                if p in base else "-" for p in ("arena-rated",) + loso) + " | | | |")
+        if tb:
+            lines += ["", "### The textbook prompts at the threshold", "",
+                      "Each configuration trained on every row (as models/default): the length "
+                      "prior's weight, the shares of the everyday (at most 25 % aimed for) and "
+                      "hard prompts and of real chat prompts (arena-battles', distinct) that its "
+                      "threshold sends to the strong model; the same for a threshold calibrated "
+                      "on the real chat prompts instead (the strong-call share the shipped "
+                      "calibration reaches on its training rows); and the scores of \"Prove "
+                      "that there are infinitely many primes.\" and \"hi\".", "",
+                      "| configuration | prior weight | everyday / hard / real chat to strong | "
+                      "calibrated on real chat: share, everyday / hard | primes / hi |",
+                      "|---" * 5 + "|"]
+            for c in zs:
+                t = tb.get(c)
+                if t is None:
+                    continue
+                k = t["chat_calibrated"]
+                lines.append(
+                    f"| {CONFIGS[c][0]} | {fmt(t.get('prior_weight'))} | "
+                    f"{100 * t['cheap_strong_share']:.0f} / {100 * t['hard_strong_share']:.0f} "
+                    f"/ {100 * t['chat_strong_share']:.0f} % | {100 * k['share']:.0f} %: "
+                    f"{100 * k['cheap_strong_share']:.0f} / {100 * k['hard_strong_share']:.0f} % "
+                    "| " + " / ".join(f"{v:.3f}" for v in t["probes"].values()) + " |")
     own = [c for c in scored if any(c in results.get(p, {}).get("rows", {}) for p in OWN_LOGS)]
     if own:
         lines += ["", "## Own-logs score: training on a team's own labelled traffic", "",
