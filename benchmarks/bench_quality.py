@@ -302,7 +302,7 @@ def _load_textbook():
     return mod
 
 
-def run_textbook(configs) -> dict:
+def run_textbook(configs, save=None) -> dict:
     """The textbook prompts of benchmarks/bench_textbook.py, scored by each configuration
     trained on every row: AUC of hard over cheap (bootstrap error; paired error of the
     difference to the default), the shares its threshold sends to the strong model, the
@@ -342,6 +342,9 @@ def run_textbook(configs) -> dict:
               f"{100 * m['chat_calibrated']['cheap_strong_share']:.0f} %, hard "
               f"{100 * m['chat_calibrated']['hard_strong_share']:.0f} %), probes "
               + ", ".join(f"{v:.3f}" for v in m["probes"].values()), flush=True)
+        if save is not None:  # each configuration's row as it comes (a run takes a while)
+            save({"pair": False, "textbook": True, "rows": rows, "published": None,
+                  "target": None})
     if "default" in scores:
         rng = np.random.default_rng(0)
         nh, nc = len(tb.HARD), len(tb.CHEAP)
@@ -400,7 +403,11 @@ def main(argv=None) -> int:
             p.error(f"unknown protocol {protocol!r}; choose from {', '.join(ORDER)}")
     for protocol in protocols:
         if protocol == TEXTBOOK:
-            results[protocol] = run_textbook(configs)
+            def save(res):
+                results[protocol] = res
+                (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+
+            results[protocol] = run_textbook(configs, save)
             (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
             continue
         if protocol in CHAT_PROTOCOLS:

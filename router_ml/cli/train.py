@@ -133,11 +133,14 @@ def _config_from_args(args):
     outcomes = (() if estimator != "difficulty" else
                 (base.outcomes if args.outcomes is None and not args.table
                  else tuple(s for s in (args.outcomes or "").split(",") if s)))
+    length_prior = base.length_prior if args.length_prior is None else args.length_prior
     return TrainConfig(estimator=estimator, outcomes=outcomes,
                        encoder=args.encoder or base.encoder,
-                       length_prior=(base.length_prior if args.length_prior is None
-                                     else args.length_prior),
-                       prior_weight=args.prior_weight,
+                       length_prior=length_prior,
+                       # the recipe's own weight and way to choose it, unless one is given
+                       prior_weight=(args.prior_weight if args.prior_weight is not None
+                                     else base.prior_weight if length_prior else None),
+                       prior_select_by=base.prior_select_by,
                        classifier=args.classifier, C=args.C,
                        target=args.target,
                        min_pgr=None if args.share is not None else args.min_pgr,

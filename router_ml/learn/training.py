@@ -104,8 +104,16 @@ def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
             mine = set(np.asarray(train.prompts, dtype=object)[sources == s])
             keep = np.array([src != s and p not in mine
                              for src, p in zip(table.sources, table.prompts)], dtype=bool)
-            fold = DifficultyEstimator(columns=cols, random_state=config.random_state)
-            fold.fit(X_all[keep], table.quality[keep], source=table.sources[keep])
+            # only the models with an outcome left (some answered this source alone)
+            Y = table.quality[keep]
+            have = np.flatnonzero(np.isfinite(Y).any(axis=0))
+            if not set(cols) <= set(have):
+                raise ValueError(f"with {s!r} left out, a candidate model has no outcome: the "
+                                 "prior's weight cannot be chosen on left-out sources here; "
+                                 "choose it on folds (prior_select_by='folds')")
+            fold = DifficultyEstimator(columns=[int(np.searchsorted(have, c)) for c in cols],
+                                       random_state=config.random_state)
+            fold.fit(X_all[keep], Y[:, have], source=table.sources[keep])
             oos[sources == s] = fold.predict(X_all[:len(train)][sources == s])
         return oos
 
