@@ -67,66 +67,68 @@ OWN_LOGS = ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval", "dcro
             "alpaca-tiers")
 TEXTBOOK = "textbook"
 ORDER = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS + (TEXTBOOK,)
-_NO_DCROUTER = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter")
+# the previous default (every model's outcomes, the prior's weight chosen on the training
+# rows: 0.5), chosen by a suite score that weighed in-domain rows; the candidates below are
+# this recipe with one or two changes
+PREVIOUS = TrainConfig(estimator="difficulty", encoder="static", length_prior=True,
+                       outcomes=("mmlu", "gsm8k", "arena-hard", "dcrouter", "arena-rated"))
+_NO_DCROUTER = tuple(s for s in PREVIOUS.outcomes if s != "dcrouter")
 _NO_DC_ALPACA = _NO_DCROUTER + ("alpaca-tiers",)
-_NO_RATED = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "arena-rated")
+_NO_RATED = tuple(s for s in PREVIOUS.outcomes if s != "arena-rated")
 HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 default)
 CONFIGS = {
-    "default": ("default: difficulty from every model's outcomes, static + length prior",
-                DEFAULT_ROUTER),
+    "default": ("default: difficulty from the outcomes of MMLU, GSM8K and arena-hard-v1, "
+                "static + length prior at 0.25", DEFAULT_ROUTER),
+    "previous-default": ("previous default: difficulty from every model's outcomes (+ dcrouter, "
+                         "the rated grades), static + length prior chosen (0.5)", PREVIOUS),
     "difficulty": ("difficulty, static, no length prior",
-                   replace(DEFAULT_ROUTER, length_prior=False)),
+                   replace(PREVIOUS, length_prior=False)),
     "difficulty-length": ("difficulty, static + log length feature, no prior",
-                          replace(DEFAULT_ROUTER, encoder="static+length", length_prior=False)),
+                          replace(PREVIOUS, encoder="static+length", length_prior=False)),
     "prior-0.25": ("difficulty, static + length prior at a fixed weight 0.25",
-                   replace(DEFAULT_ROUTER, prior_weight=0.25)),
+                   replace(PREVIOUS, prior_weight=0.25)),
     "no-dcrouter": ("difficulty without dcrouter's outcomes, static + length prior",
-                    replace(DEFAULT_ROUTER, outcomes=_NO_DCROUTER)),
+                    replace(PREVIOUS, outcomes=_NO_DCROUTER)),
     "no-dcrouter-0.25": ("difficulty without dcrouter's outcomes, length prior at 0.25",
-                         replace(DEFAULT_ROUTER, prior_weight=0.25, outcomes=_NO_DCROUTER)),
+                         replace(PREVIOUS, prior_weight=0.25, outcomes=_NO_DCROUTER)),
     "difficulty-static256": ("difficulty, static 256-d float16 + length prior",
-                             replace(DEFAULT_ROUTER, encoder="static256")),
+                             replace(PREVIOUS, encoder="static256")),
     "difficulty-surface": ("difficulty, static + surface + length prior",
-                           replace(DEFAULT_ROUTER, encoder="static+surface")),
+                           replace(PREVIOUS, encoder="static+surface")),
     "difficulty-pair": ("difficulty + length prior, the pair's rows only (no other outcomes)",
-                        replace(DEFAULT_ROUTER, outcomes=())),
+                        replace(PREVIOUS, outcomes=())),
     "difficulty-alpaca": ("difficulty + length prior, + alpaca-eval outcomes",
-                          replace(DEFAULT_ROUTER, outcomes=DEFAULT_ROUTER.outcomes
+                          replace(PREVIOUS, outcomes=PREVIOUS.outcomes
                                   + ("alpaca-tiers",))),
     "prior-0.1": ("difficulty, static + length prior at a fixed weight 0.1",
-                  replace(DEFAULT_ROUTER, prior_weight=0.1)),
+                  replace(PREVIOUS, prior_weight=0.1)),
     "no-dcrouter-0.1": ("difficulty without dcrouter's outcomes, length prior at 0.1",
-                        replace(DEFAULT_ROUTER, prior_weight=0.1, outcomes=_NO_DCROUTER)),
+                        replace(PREVIOUS, prior_weight=0.1, outcomes=_NO_DCROUTER)),
     "no-dcrouter-no-prior": ("difficulty without dcrouter's outcomes, no length prior",
-                             replace(DEFAULT_ROUTER, length_prior=False, outcomes=_NO_DCROUTER)),
+                             replace(PREVIOUS, length_prior=False, outcomes=_NO_DCROUTER)),
     "no-rated": ("difficulty without the rated grades' outcomes, static + length prior",
-                 replace(DEFAULT_ROUTER, outcomes=_NO_RATED)),
-    "no-dcrouter-no-rated-0.25": ("difficulty without dcrouter's outcomes nor the rated grades, "
-                                  "length prior at 0.25",
-                                  replace(DEFAULT_ROUTER, prior_weight=0.25,
-                                          outcomes=tuple(s for s in _NO_DCROUTER
-                                                         if s != "arena-rated"))),
+                 replace(PREVIOUS, outcomes=_NO_RATED)),
     "no-dcrouter-alpaca-0.25": ("difficulty without dcrouter's outcomes, + alpaca-eval "
                                 "outcomes, length prior at 0.25",
-                                replace(DEFAULT_ROUTER, prior_weight=0.25,
+                                replace(PREVIOUS, prior_weight=0.25,
                                         outcomes=_NO_DC_ALPACA)),
     "prior-sources": ("difficulty, static + length prior, its weight chosen on left-out "
-                      "sources", replace(DEFAULT_ROUTER, prior_select_by="sources")),
+                      "sources", replace(PREVIOUS, prior_select_by="sources")),
     "no-dcrouter-sources": ("difficulty without dcrouter's outcomes, length prior's weight "
                             "chosen on left-out sources",
-                            replace(DEFAULT_ROUTER, prior_select_by="sources",
+                            replace(PREVIOUS, prior_select_by="sources",
                                     outcomes=_NO_DCROUTER)),
     "no-dcrouter-alpaca": ("difficulty without dcrouter's outcomes, + alpaca-eval outcomes, "
-                           "length prior", replace(DEFAULT_ROUTER, outcomes=_NO_DC_ALPACA)),
+                           "length prior", replace(PREVIOUS, outcomes=_NO_DC_ALPACA)),
     "no-dcrouter-alpaca-0.1": ("difficulty without dcrouter's outcomes, + alpaca-eval "
                                "outcomes, length prior at 0.1",
-                               replace(DEFAULT_ROUTER, prior_weight=0.1,
+                               replace(PREVIOUS, prior_weight=0.1,
                                        outcomes=_NO_DC_ALPACA)),
     "no-dcrouter-alpaca-sources": ("difficulty without dcrouter's outcomes, + alpaca-eval "
                                    "outcomes, length prior's weight chosen on left-out sources",
-                                   replace(DEFAULT_ROUTER, prior_select_by="sources",
+                                   replace(PREVIOUS, prior_select_by="sources",
                                            outcomes=_NO_DC_ALPACA)),
-    "heads": ("gain heads, static + surface + length prior (the previous default)", HEADS),
+    "heads": ("gain heads, static + surface + length prior (router_ml 0.1's default)", HEADS),
     "heads-static": ("gain heads, static + length prior", TrainConfig(encoder="static")),
     "no-prior": ("gain heads without the length prior", TrainConfig(length_prior=False)),
     "minilm-no-prior": ("gain heads, MiniLM + surface, no length prior",
@@ -280,6 +282,22 @@ def product_scores(results, c) -> dict:
     return out
 
 
+# what a new user sees first: at most this share of the everyday textbook prompts goes to
+# the strong model at the shipped threshold
+MAX_EVERYDAY_STRONG = 0.25
+
+
+def choose_zero_shot(results, configs):
+    """The configuration with the highest zero-shot score among those whose threshold sends
+    at most MAX_EVERYDAY_STRONG of the everyday textbook prompts to the strong model (None
+    if no configuration has a complete zero-shot score and meets it)."""
+    tb = results.get(TEXTBOOK, {}).get("rows", {})
+    ok = [(product_scores(results, c)["zero-shot"], c) for c in configs
+          if c in tb and tb[c]["cheap_strong_share"] <= MAX_EVERYDAY_STRONG + 1e-9]
+    ok = [(v, c) for v, c in ok if v == v]
+    return max(ok)[1] if ok else None
+
+
 def _router_on_all_rows(config: TrainConfig, workdir: Path):
     """The configuration trained as training/train.py trains models/default (every row of
     the pair, its extra sources, every model's outcomes), saved and reloaded."""
@@ -374,6 +392,10 @@ def main(argv=None) -> int:
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="only join the quality.json files of runs (e.g. run in parallel over "
                         "other protocols or configurations) into --out")
+    p.add_argument("--rename", default="", metavar="OLD=NEW,...",
+                   help="with --merge: rename configurations in the merged files (e.g. the "
+                        "runs' default once another recipe became the default); paired "
+                        "differences against a renamed default name it as their reference")
     args = p.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     for i, c in enumerate(configs):
@@ -385,8 +407,18 @@ def main(argv=None) -> int:
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
+        try:
+            rename = dict(x.split("=", 1) for x in args.rename.split(",") if x)
+        except ValueError:
+            p.error(f"--rename takes OLD=NEW pairs joined by ',', got {args.rename!r}")
         for path in args.merge:  # a protocol in several files: the union of its rows
             for protocol, res in json.loads(path.read_text()).items():
+                rows = {}
+                for c, row in res["rows"].items():
+                    if "default" in rename and "minus_default_se" in row:
+                        row.setdefault("reference", rename["default"])
+                    rows[rename.get(c, c)] = row
+                res["rows"] = rows
                 if protocol in results:
                     results[protocol]["rows"].update(res["rows"])
                 else:
@@ -486,6 +518,16 @@ def _suite(results, configs):
     return out
 
 
+def _ref(row: dict) -> str:
+    """The configuration a row's paired difference is against: the run's default, or the
+    configuration that default was renamed to when runs were merged (--rename)."""
+    return row.get("reference", "default")
+
+
+def _vs(row: dict) -> str:
+    return "" if _ref(row) == "default" else f" vs {_ref(row)}"
+
+
 def _products_markdown(results: dict, scored) -> list[str]:
     """The two products' tables: zero-shot (every part and its protocols) and own logs."""
     fmt = lambda v: "-" if v is None or v != v else f"{v:.3f}"  # noqa: E731
@@ -514,8 +556,8 @@ def _products_markdown(results: dict, scored) -> list[str]:
             d = product_scores(results, c)
             t = tb.get(c)
             auc = "-" if t is None else f"{t['auc']:.3f} ± {t['se']:.3f}" + (
-                f" [{t['auc'] - tb['default']['auc']:+.3f}±{t['minus_default_se']:.3f}]"
-                if "minus_default_se" in t else "")
+                f" [{t['auc'] - tb[_ref(t)]['auc']:+.3f}±{t['minus_default_se']:.3f}"
+                f"{_vs(t)}]" if "minus_default_se" in t and _ref(t) in tb else "")
             lines.append(f"| {CONFIGS[c][0]} | {cell('arena-rated', c)} | "
                          + " | ".join(cell(p, c) for p in loso)
                          + f" | {auc} | **{fmt(d['zero-shot'])}** | {fmt(d['own logs'])} |")
@@ -524,6 +566,12 @@ def _products_markdown(results: dict, scored) -> list[str]:
             lines.append("| length (reference) | " + " | ".join(
                 fmt(base[p]["length"]["rho" if p == "arena-rated" else "apgr"])
                 if p in base else "-" for p in ("arena-rated",) + loso) + " | | | |")
+        best = choose_zero_shot(results, zs)
+        if best is not None:
+            lines += ["", "The highest zero-shot score among the configurations that send at "
+                      f"most {100 * MAX_EVERYDAY_STRONG:.0f} % of the everyday textbook prompts "
+                      f"to the strong model: **{CONFIGS[best][0]}** "
+                      f"({product_scores(results, best)['zero-shot']:.3f})."]
         if tb:
             lines += ["", "### The textbook prompts at the threshold", "",
                       "Each configuration trained on every row (as models/default): the length "
@@ -584,7 +632,8 @@ def to_markdown(results: dict, configs) -> str:
                 cell = f"{r[c]['apgr']:.3f} ({100 * r[c]['cpt50']:.1f} %)" \
                     if r[c]["cpt50"] is not None else f"{r[c]['apgr']:.3f}"
                 if "minus_default" in r[c]:
-                    cell += f" {r[c]['minus_default']:+.3f}±{r[c]['minus_default_se']:.3f}"
+                    cell += (f" {r[c]['minus_default']:+.3f}±{r[c]['minus_default_se']:.3f}"
+                             + _vs(r[c]))
                 cells.append(cell)
             pub = results[p]["published"]
             lines.append(f"| {p} | {first['n']} | {r['random']['apgr']:.3f} | "
@@ -642,8 +691,9 @@ def to_markdown(results: dict, configs) -> str:
                     cells.append("-")
                     continue
                 cell = f"{r[c][key]:.3f} ± {r[c]['se']:.3f}"
-                if "minus_default_se" in r[c]:
-                    cell += f" [{r[c][key] - r['default'][key]:+.3f}±{r[c]['minus_default_se']:.3f}]"
+                if "minus_default_se" in r[c] and _ref(r[c]) in r:
+                    cell += (f" [{r[c][key] - r[_ref(r[c])][key]:+.3f}"
+                             f"±{r[c]['minus_default_se']:.3f}{_vs(r[c])}]")
                 cells.append(cell)
             n = next(r[c]["n"] for c in r)
             lines.append(f"| {p} | {n} | {r['random'][key]:.3f} | {r['length'][key]:.3f} | "

@@ -81,3 +81,19 @@ def test_textbook_auc_counts_ties_half():
     assert tb.auc([3, 2], [1, 0]) == 1.0
     assert tb.auc([0, 1], [2, 3]) == 0.0
     assert tb.auc([1, 1], [1, 0]) == 0.75
+
+
+def test_the_default_is_chosen_by_zero_shot_among_those_that_keep_everyday_prompts_weak(bench):
+    def rows(**v):
+        return {"pair": True, "rows": {c: {"apgr": x} for c, x in v.items()}}
+
+    res = {"arena-rated": {"chat": True, "pair": False,
+                           "rows": {"a": {"rho": 0.5}, "b": {"rho": 0.4}, "c": {"rho": 0.1}}},
+           "loso-mmlu": rows(a=0.6, b=0.6, c=0.6), "loso-gsm8k": rows(a=0.6, b=0.6, c=0.6),
+           "loso-arena-hard": rows(a=0.6, b=0.6, c=0.6),
+           "textbook": {"textbook": True, "pair": False, "rows": {
+               c: {"auc": 0.8, "cheap_strong_share": share}
+               for c, share in (("a", 0.30), ("b", 0.25), ("c", 0.0))}}}
+    # a scores highest but sends 30 % of the everyday prompts to the strong model
+    assert bench.choose_zero_shot(res, ["a", "b", "c"]) == "b"
+    assert bench.choose_zero_shot(res, ["a"]) is None
