@@ -563,9 +563,12 @@ def _products_markdown(results: dict, scored) -> list[str]:
                          + f" | {auc} | **{fmt(d['zero-shot'])}** | {fmt(d['own logs'])} |")
         base = {p: results[p]["rows"] for p in ("arena-rated",) + loso if p in results}
         if base:
+            t = _load_textbook()  # the textbook's hard prompts are longer than most everyday ones
+            by_length = t.auc([len(x) for x in t.HARD], [len(x) for x in t.CHEAP])
             lines.append("| length (reference) | " + " | ".join(
                 fmt(base[p]["length"]["rho" if p == "arena-rated" else "apgr"])
-                if p in base else "-" for p in ("arena-rated",) + loso) + " | | | |")
+                if p in base else "-" for p in ("arena-rated",) + loso)
+                + f" | {by_length:.3f} | | |")
         best = choose_zero_shot(results, zs)
         if best is not None:
             lines += ["", "The highest zero-shot score among the configurations that send at "
@@ -623,7 +626,9 @@ def to_markdown(results: dict, configs) -> str:
                   "|---" * (6 + len(configs)) + "|"]
         for p in pairs:
             r = results[p]["rows"]
-            first = next(r[c] for c in configs if c in r)
+            first = next((r[c] for c in configs if c in r), None)
+            if first is None:  # none of these configurations ran this protocol
+                continue
             cells = []
             for c in configs:
                 if c not in r:
