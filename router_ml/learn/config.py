@@ -84,9 +84,9 @@ class TrainConfig:
     of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
     prior_weight: with ``length_prior``, a fixed weight in [0, 1] instead of the one chosen
     (None: chosen from :data:`router_ml.core.prior.WEIGHTS`). The default router's rows,
-    which MMLU and GSM8K dominate, would choose 0.5, on held-out sources too; the default
-    fixes 0.25, which ranks real chat and everyday prompts better and the benchmarks worse
-    (``make bench-quality``: ``default`` against ``no-dcrouter``, docs/quality.md).
+    which MMLU and GSM8K dominate, choose 0.5, on held-out sources too; the default fixes
+    0.25, which ranks real chat prompts better and the benchmarks worse (``make
+    bench-quality``: ``no-dcrouter-0.25`` against ``no-dcrouter``, docs/quality.md).
     prior_select_by: how the prior's weight is chosen, as ``select_by`` chooses C: ``folds``
     (the default) or with rows from several sources ``sources`` or ``both``, where each source
     is also predicted by a model fitted without it (for the difficulty estimator: without
