@@ -1,5 +1,6 @@
 """Routing quality on the whole protocol suite: baselines, the default, and every
-configuration tried, so that the default is chosen by the suite and not by one protocol.
+configuration tried, scored for the two products: the shipped default (zero-shot) and
+training on a team's own logs.
 
     python benchmarks/bench_quality.py [--configs default,stats,...] [--protocols ...]
 
@@ -9,11 +10,13 @@ protocols pool their out-of-fold predictions into one curve. Pair protocols repo
 random, length and oracle references and each configuration's paired bootstrap standard error
 against the default; multi-model protocols report AIQ, the highest quality and the cost share
 at which the best single model's quality is reached; the real-chat protocols report
-arena-rated's rho and arena-battles' APGR with bootstrap errors. The default is chosen by the
-suite score: the mean of three groups' means (in-domain, transfer, real chat), so real chat
-weighs as much as the benchmarks; the pair protocols' rule (none below the length baseline,
-nor below random by more than its bootstrap error) is reported beside it. Writes
-reports/quality.json and reports/quality.md.
+arena-rated's rho and arena-battles' APGR with bootstrap errors; ``textbook`` trains each
+configuration on every row, as models/default is trained, and scores the prompts of
+benchmarks/bench_textbook.py. The shipped default is chosen by the zero-shot score (real
+chat half, the left-out sources and the textbook prompts a quarter each: ZERO_SHOT), never by
+in-domain rows; the own-logs score (OWN_LOGS) is reported beside it. The pair protocols' rule
+(none below the length baseline, nor below random by more than its bootstrap error) is
+reported too. Writes reports/quality.json and reports/quality.md.
 """
 
 from __future__ import annotations
@@ -49,36 +52,83 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"mmlu": 0.72, "mmlu-subjects": 0.65, "gsm8k": 0.70, "arena-hard": 0.65,
            "alpaca-eval": 0.60, "mmlu-to-gsm8k": 0.65, "loso-mmlu": 0.58, "loso-gsm8k": 0.58,
            "loso-arena-hard": 0.58}
-# the protocols' groups: the suite score weighs each group alike (real chat as much as the
-# benchmarks), arena-rated's rho counted as 0.5 + rho / 2 (random 0.5, like an APGR)
-GROUPS = {"in-domain": ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval"),
-          "transfer": ("mmlu-to-gsm8k", "loso-mmlu", "loso-gsm8k", "loso-arena-hard"),
-          "real chat": CHAT_PROTOCOLS}
-_NO_DCROUTER = tuple(s for s in DEFAULT_ROUTER.outcomes if s != "dcrouter")
+# The two products, each chosen by its own group of protocols (docs/protocols.md).
+# Zero-shot (the shipped default, for a team without labels, on traffic it never saw): real
+# chat weighs half (arena-rated's rho counted as 0.5 + rho / 2, random 0.5 like an APGR), the
+# sources left out a quarter (their mean APGR), the textbook prompts a quarter (the AUC of
+# hard over cheap). arena-battles is reported but left out: every configuration lands within
+# its own error of every other (0.483-0.500 ± 0.015), one human vote a battle.
+ZERO_SHOT = {"real chat": (("arena-rated",), 0.5),
+             "left-out sources": (("loso-mmlu", "loso-gsm8k", "loso-arena-hard"), 0.25),
+             "textbook": (("textbook",), 0.25)}
+# Own logs (a team's own labelled traffic): the k-fold in-domain protocols (APGR) and the
+# multi-model ones (AIQ), each protocol alike
+OWN_LOGS = ("mmlu", "mmlu-subjects", "gsm8k", "arena-hard", "alpaca-eval", "dcrouter",
+            "alpaca-tiers")
+TEXTBOOK = "textbook"
+ORDER = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS + (TEXTBOOK,)
+# the previous default (every model's outcomes, the prior's weight chosen on the training
+# rows: 0.5), chosen by a suite score that weighed in-domain rows; the candidates below are
+# this recipe with one or two changes
+PREVIOUS = TrainConfig(estimator="difficulty", encoder="static", length_prior=True,
+                       outcomes=("mmlu", "gsm8k", "arena-hard", "dcrouter", "arena-rated"))
+_NO_DCROUTER = tuple(s for s in PREVIOUS.outcomes if s != "dcrouter")
+_NO_DC_ALPACA = _NO_DCROUTER + ("alpaca-tiers",)
+_NO_RATED = tuple(s for s in PREVIOUS.outcomes if s != "arena-rated")
 HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 default)
 CONFIGS = {
-    "default": ("default: difficulty from every model's outcomes, static + length prior",
-                DEFAULT_ROUTER),
+    "default": ("default: difficulty from the outcomes of MMLU, GSM8K and arena-hard-v1, "
+                "static + length prior at 0.25", DEFAULT_ROUTER),
+    "previous-default": ("previous default: difficulty from every model's outcomes (+ dcrouter, "
+                         "the rated grades), static + length prior chosen (0.5)", PREVIOUS),
     "difficulty": ("difficulty, static, no length prior",
-                   replace(DEFAULT_ROUTER, length_prior=False)),
+                   replace(PREVIOUS, length_prior=False)),
     "difficulty-length": ("difficulty, static + log length feature, no prior",
-                          replace(DEFAULT_ROUTER, encoder="static+length", length_prior=False)),
+                          replace(PREVIOUS, encoder="static+length", length_prior=False)),
     "prior-0.25": ("difficulty, static + length prior at a fixed weight 0.25",
-                   replace(DEFAULT_ROUTER, prior_weight=0.25)),
+                   replace(PREVIOUS, prior_weight=0.25)),
     "no-dcrouter": ("difficulty without dcrouter's outcomes, static + length prior",
-                    replace(DEFAULT_ROUTER, outcomes=_NO_DCROUTER)),
+                    replace(PREVIOUS, outcomes=_NO_DCROUTER)),
     "no-dcrouter-0.25": ("difficulty without dcrouter's outcomes, length prior at 0.25",
-                         replace(DEFAULT_ROUTER, prior_weight=0.25, outcomes=_NO_DCROUTER)),
+                         replace(PREVIOUS, prior_weight=0.25, outcomes=_NO_DCROUTER)),
     "difficulty-static256": ("difficulty, static 256-d float16 + length prior",
-                             replace(DEFAULT_ROUTER, encoder="static256")),
+                             replace(PREVIOUS, encoder="static256")),
     "difficulty-surface": ("difficulty, static + surface + length prior",
-                           replace(DEFAULT_ROUTER, encoder="static+surface")),
+                           replace(PREVIOUS, encoder="static+surface")),
     "difficulty-pair": ("difficulty + length prior, the pair's rows only (no other outcomes)",
-                        replace(DEFAULT_ROUTER, outcomes=())),
+                        replace(PREVIOUS, outcomes=())),
     "difficulty-alpaca": ("difficulty + length prior, + alpaca-eval outcomes",
-                          replace(DEFAULT_ROUTER, outcomes=DEFAULT_ROUTER.outcomes
+                          replace(PREVIOUS, outcomes=PREVIOUS.outcomes
                                   + ("alpaca-tiers",))),
-    "heads": ("gain heads, static + surface + length prior (the previous default)", HEADS),
+    "prior-0.1": ("difficulty, static + length prior at a fixed weight 0.1",
+                  replace(PREVIOUS, prior_weight=0.1)),
+    "no-dcrouter-0.1": ("difficulty without dcrouter's outcomes, length prior at 0.1",
+                        replace(PREVIOUS, prior_weight=0.1, outcomes=_NO_DCROUTER)),
+    "no-dcrouter-no-prior": ("difficulty without dcrouter's outcomes, no length prior",
+                             replace(PREVIOUS, length_prior=False, outcomes=_NO_DCROUTER)),
+    "no-rated": ("difficulty without the rated grades' outcomes, static + length prior",
+                 replace(PREVIOUS, outcomes=_NO_RATED)),
+    "no-dcrouter-alpaca-0.25": ("difficulty without dcrouter's outcomes, + alpaca-eval "
+                                "outcomes, length prior at 0.25",
+                                replace(PREVIOUS, prior_weight=0.25,
+                                        outcomes=_NO_DC_ALPACA)),
+    "prior-sources": ("difficulty, static + length prior, its weight chosen on left-out "
+                      "sources", replace(PREVIOUS, prior_select_by="sources")),
+    "no-dcrouter-sources": ("difficulty without dcrouter's outcomes, length prior's weight "
+                            "chosen on left-out sources",
+                            replace(PREVIOUS, prior_select_by="sources",
+                                    outcomes=_NO_DCROUTER)),
+    "no-dcrouter-alpaca": ("difficulty without dcrouter's outcomes, + alpaca-eval outcomes, "
+                           "length prior", replace(PREVIOUS, outcomes=_NO_DC_ALPACA)),
+    "no-dcrouter-alpaca-0.1": ("difficulty without dcrouter's outcomes, + alpaca-eval "
+                               "outcomes, length prior at 0.1",
+                               replace(PREVIOUS, prior_weight=0.1,
+                                       outcomes=_NO_DC_ALPACA)),
+    "no-dcrouter-alpaca-sources": ("difficulty without dcrouter's outcomes, + alpaca-eval "
+                                   "outcomes, length prior's weight chosen on left-out sources",
+                                   replace(PREVIOUS, prior_select_by="sources",
+                                           outcomes=_NO_DC_ALPACA)),
+    "heads": ("gain heads, static + surface + length prior (router_ml 0.1's default)", HEADS),
     "heads-static": ("gain heads, static + length prior", TrainConfig(encoder="static")),
     "no-prior": ("gain heads without the length prior", TrainConfig(length_prior=False)),
     "minilm-no-prior": ("gain heads, MiniLM + surface, no length prior",
@@ -209,19 +259,123 @@ def run_chat(protocol: str, configs) -> dict:
     return {"pair": False, "chat": True, "rows": rows, "published": None, "target": None}
 
 
-def suite_score(results, c) -> dict:
-    """Each group's mean (arena-rated as 0.5 + rho / 2) and their mean, the suite score."""
-    groups = {}
-    for g, protocols in GROUPS.items():
-        vals, run = [], [p for p in protocols if p in results]
-        for p in run:
-            r = results[p]["rows"].get(c)
-            if r is not None:
-                vals.append(0.5 + r["rho"] / 2 if p == "arena-rated" else r["apgr"])
-        if run and len(vals) == len(run):  # a group counts only when complete
-            groups[g] = float(np.mean(vals))
-    return {**groups, "suite": float(np.mean(list(groups.values())))
-            if len(groups) == len(GROUPS) else float("nan")}
+def _value(protocol: str, row: dict) -> float:
+    """A protocol's one number on a 0.5-is-random scale where it has one: arena-rated's
+    0.5 + rho / 2, the textbook AUC, APGR, or AIQ for the multi-model protocols."""
+    if protocol == "arena-rated":
+        return 0.5 + row["rho"] / 2
+    return row["auc"] if protocol == TEXTBOOK else row["apgr"] if "apgr" in row else row["aiq"]
+
+
+def product_scores(results, c) -> dict:
+    """Configuration c's zero-shot score (the weighted mean of ZERO_SHOT's parts, each the
+    mean of its protocols) and own-logs score (the mean over OWN_LOGS); each part and score
+    only when every protocol of it was run for c (NaN else)."""
+    def mean_of(protocols):
+        vals = [_value(p, results[p]["rows"][c]) for p in protocols
+                if p in results and c in results[p]["rows"]]
+        return float(np.mean(vals)) if len(vals) == len(protocols) else float("nan")
+
+    out = {part: mean_of(protocols) for part, (protocols, _) in ZERO_SHOT.items()}
+    out["zero-shot"] = float(sum(w * out[part] for part, (_, w) in ZERO_SHOT.items()))
+    out["own logs"] = mean_of(OWN_LOGS)
+    return out
+
+
+# what a new user sees first: at most this share of the everyday textbook prompts goes to
+# the strong model at the shipped threshold
+MAX_EVERYDAY_STRONG = 0.25
+
+
+def choose_zero_shot(results, configs):
+    """The configuration with the highest zero-shot score among those whose threshold sends
+    at most MAX_EVERYDAY_STRONG of the everyday textbook prompts to the strong model (None
+    if no configuration has a complete zero-shot score and meets it)."""
+    tb = results.get(TEXTBOOK, {}).get("rows", {})
+    ok = [(product_scores(results, c)["zero-shot"], c) for c in configs
+          if c in tb and tb[c]["cheap_strong_share"] <= MAX_EVERYDAY_STRONG + 1e-9]
+    ok = [(v, c) for v, c in ok if v == v]
+    return max(ok)[1] if ok else None
+
+
+def _router_on_all_rows(config: TrainConfig, workdir: Path):
+    """The configuration trained as training/train.py trains models/default (every row of
+    the pair, its extra sources, every model's outcomes), saved and reloaded."""
+    from router_ml.learn.protocols import all_training_rows, outcome_rows
+
+    train = all_training_rows(extra=config.extra)
+    outcomes = (outcome_rows(config.outcomes) if config.estimator == "difficulty"
+                and config.outcomes else None)
+    fit_router(train, config, None, outcomes=outcomes).save(workdir)
+    return load_router(workdir)
+
+
+def _load_textbook():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_textbook", Path(__file__).resolve().parent / "bench_textbook.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_textbook(configs, save=None) -> dict:
+    """The textbook prompts of benchmarks/bench_textbook.py, scored by each configuration
+    trained on every row: AUC of hard over cheap (bootstrap error; paired error of the
+    difference to the default), the shares its threshold sends to the strong model, the
+    probes' scores, and the share of real chat prompts (arena-battles') it sends there."""
+    from router_ml.learn import arena
+
+    tb = _load_textbook()
+    chat = sorted(set(arena.battle_rows(arena.load_arena_battles())[0]))
+    rows, scores = {}, {}
+    for c in configs:
+        label, config = CONFIGS[c]
+        if isinstance(config, tuple):
+            continue
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            router = _router_on_all_rows(config, Path(tmp))
+        rows[c] = tb.textbook_metrics(router)
+        sc = router.score(chat)
+        rows[c]["chat_strong_share"] = float((sc >= router.threshold).mean())
+        rows[c]["n_chat"] = len(chat)
+        rows[c]["prior_weight"] = router.training.get("length_prior_weight")
+        # the threshold calibrated on real chat prompts instead: the strong-call share that
+        # the shipped calibration reaches on the training rows, on arena-battles' prompts
+        share = router.calibration.achieved["share"]
+        t_chat = float(np.quantile(sc, 1.0 - share))
+        sch = {k: np.asarray(v) for k, v in rows[c]["scores"].items()}
+        rows[c]["chat_calibrated"] = {"share": share, "threshold": t_chat,
+                                      "cheap_strong_share": float((sch["cheap"] >= t_chat).mean()),
+                                      "hard_strong_share": float((sch["hard"] >= t_chat).mean())}
+        rows[c]["train_seconds"] = round(time.perf_counter() - t, 1)
+        scores[c] = rows[c].pop("scores")
+        m = rows[c]
+        print(f"[{TEXTBOOK}] {label}: auc {m['auc']:.3f} ± {m['se']:.3f}, cheap to strong "
+              f"{100 * m['cheap_strong_share']:.0f} %, hard {100 * m['hard_strong_share']:.0f} %, "
+              f"real chat {100 * m['chat_strong_share']:.0f} % (threshold for the training "
+              f"share {100 * m['chat_calibrated']['share']:.0f} % on real chat: cheap "
+              f"{100 * m['chat_calibrated']['cheap_strong_share']:.0f} %, hard "
+              f"{100 * m['chat_calibrated']['hard_strong_share']:.0f} %), probes "
+              + ", ".join(f"{v:.3f}" for v in m["probes"].values()), flush=True)
+        if save is not None:  # each configuration's row as it comes (a run takes a while)
+            save({"pair": False, "textbook": True, "rows": rows, "published": None,
+                  "target": None})
+    if "default" in scores:
+        rng = np.random.default_rng(0)
+        nh, nc = len(tb.HARD), len(tb.CHEAP)
+        draws = [(rng.integers(0, nh, nh), rng.integers(0, nc, nc)) for _ in range(300)]
+        d = {k: np.asarray(v) for k, v in scores["default"].items()}
+        for c in scores:
+            if c == "default":
+                continue
+            x = {k: np.asarray(v) for k, v in scores[c].items()}
+            rows[c]["minus_default_se"] = float(np.std(
+                [tb.auc(x["hard"][h], x["cheap"][k]) - tb.auc(d["hard"][h], d["cheap"][k])
+                 for h, k in draws]))
+    return {"pair": False, "textbook": True, "rows": rows, "published": None, "target": None}
 
 
 def main(argv=None) -> int:
@@ -232,12 +386,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default="default,difficulty,difficulty-length,heads",
                    help=f"comma-separated, from: {', '.join(CONFIGS)}")
-    p.add_argument("--protocols", default=",".join(PAIR_PROTOCOLS + MULTI_PROTOCOLS
-                                                     + CHAT_PROTOCOLS))
+    p.add_argument("--protocols", default=",".join(ORDER),
+                   help=f"comma-separated, from: {', '.join(ORDER)}")
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="only join the quality.json files of runs (e.g. run in parallel over "
                         "other protocols or configurations) into --out")
+    p.add_argument("--rename", default="", metavar="OLD=NEW,...",
+                   help="with --merge: rename configurations in the merged files (e.g. the "
+                        "runs' default once another recipe became the default); paired "
+                        "differences against a renamed default name it as their reference")
     args = p.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     for i, c in enumerate(configs):
@@ -249,20 +407,41 @@ def main(argv=None) -> int:
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
+        try:
+            rename = dict(x.split("=", 1) for x in args.rename.split(",") if x)
+        except ValueError:
+            p.error(f"--rename takes OLD=NEW pairs joined by ',', got {args.rename!r}")
         for path in args.merge:  # a protocol in several files: the union of its rows
             for protocol, res in json.loads(path.read_text()).items():
+                rows = {}
+                for c, row in res["rows"].items():
+                    if "default" in rename and "minus_default_se" in row:
+                        row.setdefault("reference", rename["default"])
+                    rows[rename.get(c, c)] = row
+                res["rows"] = rows
                 if protocol in results:
                     results[protocol]["rows"].update(res["rows"])
                 else:
                     results[protocol] = res
-        order = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS
-        results = {k: results[k] for k in sorted(results, key=order.index)}
+        results = {k: results[k] for k in sorted(results, key=ORDER.index)}
         (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
         md = to_markdown(results, configs)
         (args.out / "quality.md").write_text(md)
         print(md)
         return 0
-    for protocol in [x for x in args.protocols.split(",") if x]:
+    protocols = [x for x in args.protocols.split(",") if x]
+    for protocol in protocols:
+        if protocol not in ORDER:
+            p.error(f"unknown protocol {protocol!r}; choose from {', '.join(ORDER)}")
+    for protocol in protocols:
+        if protocol == TEXTBOOK:
+            def save(res):
+                results[protocol] = res
+                (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+
+            results[protocol] = run_textbook(configs, save)
+            (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+            continue
         if protocol in CHAT_PROTOCOLS:
             results[protocol] = run_chat(protocol, configs)
             (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -339,9 +518,104 @@ def _suite(results, configs):
     return out
 
 
+def _ref(row: dict) -> str:
+    """The configuration a row's paired difference is against: the run's default, or the
+    configuration that default was renamed to when runs were merged (--rename)."""
+    return row.get("reference", "default")
+
+
+def _vs(row: dict) -> str:
+    return "" if _ref(row) == "default" else f" vs {_ref(row)}"
+
+
+def _products_markdown(results: dict, scored) -> list[str]:
+    """The two products' tables: zero-shot (every part and its protocols) and own logs."""
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+
+    def cell(p, c, key=None):
+        r = results.get(p, {}).get("rows", {}).get(c)
+        if r is None:
+            return "-"
+        v = r[key] if key else _value(p, r) if p != "arena-rated" else r["rho"]
+        return fmt(v)
+
+    lines = []
+    zs = [c for c in scored if any(c in results.get(p, {}).get("rows", {})
+                                   for part in ZERO_SHOT.values() for p in part[0])]
+    loso = ("loso-mmlu", "loso-gsm8k", "loso-arena-hard")
+    if zs:
+        tb = results.get(TEXTBOOK, {}).get("rows", {})
+        lines += ["", "## Zero-shot score: the shipped default, on traffic it never saw", "",
+                  "Real chat (arena-rated, as 0.5 + rho / 2) weighs 1/2, the mean APGR of the "
+                  "left-out sources 1/4, the textbook prompts' AUC (hard above cheap) 1/4; "
+                  "arena-battles is left out (docs/protocols.md). The own-logs score beside it "
+                  "(next table). In brackets: the difference to the default ± paired error.",
+                  "", "| configuration | arena-rated rho | " + " | ".join(loso)
+                  + " | textbook AUC | zero-shot | own logs |", "|---" * 8 + "|"]
+        for c in zs:
+            d = product_scores(results, c)
+            t = tb.get(c)
+            auc = "-" if t is None else f"{t['auc']:.3f} ± {t['se']:.3f}" + (
+                f" [{t['auc'] - tb[_ref(t)]['auc']:+.3f}±{t['minus_default_se']:.3f}"
+                f"{_vs(t)}]" if "minus_default_se" in t and _ref(t) in tb else "")
+            lines.append(f"| {CONFIGS[c][0]} | {cell('arena-rated', c)} | "
+                         + " | ".join(cell(p, c) for p in loso)
+                         + f" | {auc} | **{fmt(d['zero-shot'])}** | {fmt(d['own logs'])} |")
+        base = {p: results[p]["rows"] for p in ("arena-rated",) + loso if p in results}
+        if base:
+            t = _load_textbook()  # the textbook's hard prompts are longer than most everyday ones
+            by_length = t.auc([len(x) for x in t.HARD], [len(x) for x in t.CHEAP])
+            lines.append("| length (reference) | " + " | ".join(
+                fmt(base[p]["length"]["rho" if p == "arena-rated" else "apgr"])
+                if p in base else "-" for p in ("arena-rated",) + loso)
+                + f" | {by_length:.3f} | | |")
+        best = choose_zero_shot(results, zs)
+        if best is not None:
+            lines += ["", "The highest zero-shot score among the configurations that send at "
+                      f"most {100 * MAX_EVERYDAY_STRONG:.0f} % of the everyday textbook prompts "
+                      f"to the strong model: **{CONFIGS[best][0]}** "
+                      f"({product_scores(results, best)['zero-shot']:.3f})."]
+        if tb:
+            lines += ["", "### The textbook prompts at the threshold", "",
+                      "Each configuration trained on every row (as models/default): the length "
+                      "prior's weight, the shares of the everyday (at most 25 % aimed for) and "
+                      "hard prompts and of real chat prompts (arena-battles', distinct) that its "
+                      "threshold sends to the strong model; the same for a threshold calibrated "
+                      "on the real chat prompts instead (the strong-call share the shipped "
+                      "calibration reaches on its training rows); and the scores of \"Prove "
+                      "that there are infinitely many primes.\" and \"hi\".", "",
+                      "| configuration | prior weight | everyday / hard / real chat to strong | "
+                      "calibrated on real chat: share, everyday / hard | primes / hi |",
+                      "|---" * 5 + "|"]
+            for c in zs:
+                t = tb.get(c)
+                if t is None:
+                    continue
+                k = t["chat_calibrated"]
+                lines.append(
+                    f"| {CONFIGS[c][0]} | {fmt(t.get('prior_weight'))} | "
+                    f"{100 * t['cheap_strong_share']:.0f} / {100 * t['hard_strong_share']:.0f} "
+                    f"/ {100 * t['chat_strong_share']:.0f} % | {100 * k['share']:.0f} %: "
+                    f"{100 * k['cheap_strong_share']:.0f} / {100 * k['hard_strong_share']:.0f} % "
+                    "| " + " / ".join(f"{v:.3f}" for v in t["probes"].values()) + " |")
+    own = [c for c in scored if any(c in results.get(p, {}).get("rows", {}) for p in OWN_LOGS)]
+    if own:
+        lines += ["", "## Own-logs score: training on a team's own labelled traffic", "",
+                  "The mean of the k-fold in-domain protocols' APGR and the multi-model "
+                  "protocols' AIQ.", "",
+                  "| configuration | " + " | ".join(OWN_LOGS) + " | own logs |",
+                  "|---" * (len(OWN_LOGS) + 2) + "|"]
+        for c in own:
+            d = product_scores(results, c)
+            lines.append(f"| {CONFIGS[c][0]} | " + " | ".join(cell(p, c) for p in OWN_LOGS)
+                         + f" | **{fmt(d['own logs'])}** |")
+    return lines
+
+
 def to_markdown(results: dict, configs) -> str:
     pairs = [p for p, r in results.items() if r["pair"]]
-    multis = [p for p, r in results.items() if not r["pair"] and not r.get("chat")]
+    multis = [p for p, r in results.items()
+              if not r["pair"] and not r.get("chat") and not r.get("textbook")]
     lines = ["# Routing quality", "", "Generated by `make bench-quality` "
              "(benchmarks/bench_quality.py).", ""]
     if pairs:
@@ -352,7 +626,9 @@ def to_markdown(results: dict, configs) -> str:
                   "|---" * (6 + len(configs)) + "|"]
         for p in pairs:
             r = results[p]["rows"]
-            first = next(r[c] for c in configs if c in r)
+            first = next((r[c] for c in configs if c in r), None)
+            if first is None:  # none of these configurations ran this protocol
+                continue
             cells = []
             for c in configs:
                 if c not in r:
@@ -361,7 +637,8 @@ def to_markdown(results: dict, configs) -> str:
                 cell = f"{r[c]['apgr']:.3f} ({100 * r[c]['cpt50']:.1f} %)" \
                     if r[c]["cpt50"] is not None else f"{r[c]['apgr']:.3f}"
                 if "minus_default" in r[c]:
-                    cell += f" {r[c]['minus_default']:+.3f}±{r[c]['minus_default_se']:.3f}"
+                    cell += (f" {r[c]['minus_default']:+.3f}±{r[c]['minus_default_se']:.3f}"
+                             + _vs(r[c]))
                 cells.append(cell)
             pub = results[p]["published"]
             lines.append(f"| {p} | {first['n']} | {r['random']['apgr']:.3f} | "
@@ -419,25 +696,15 @@ def to_markdown(results: dict, configs) -> str:
                     cells.append("-")
                     continue
                 cell = f"{r[c][key]:.3f} ± {r[c]['se']:.3f}"
-                if "minus_default_se" in r[c]:
-                    cell += f" [{r[c][key] - r['default'][key]:+.3f}±{r[c]['minus_default_se']:.3f}]"
+                if "minus_default_se" in r[c] and _ref(r[c]) in r:
+                    cell += (f" [{r[c][key] - r[_ref(r[c])][key]:+.3f}"
+                             f"±{r[c]['minus_default_se']:.3f}{_vs(r[c])}]")
                 cells.append(cell)
             n = next(r[c]["n"] for c in r)
             lines.append(f"| {p} | {n} | {r['random'][key]:.3f} | {r['length'][key]:.3f} | "
                          + " | ".join(cells) + " |")
     scored = [c for c in configs if not isinstance(CONFIGS[c][1], tuple)]
-    if any(r.get("chat") for r in results.values()) or pairs:
-        lines += ["", "## The suite score: each group of protocols weighs alike", "",
-                  "in-domain: " + ", ".join(GROUPS["in-domain"]) + "; transfer: "
-                  + ", ".join(GROUPS["transfer"]) + "; real chat: " + ", ".join(CHAT_PROTOCOLS)
-                  + " (arena-rated as 0.5 + rho / 2).", "",
-                  "| configuration | in-domain | transfer | real chat | suite |",
-                  "|---|---|---|---|---|"]
-        fmt = lambda d, k: f"{d[k]:.3f}" if k in d and d[k] == d[k] else "-"  # noqa: E731
-        for c in scored:
-            d = suite_score(results, c)
-            lines.append(f"| {CONFIGS[c][0]} | {fmt(d, 'in-domain')} | {fmt(d, 'transfer')} | "
-                         f"{fmt(d, 'real chat')} | **{fmt(d, 'suite')}** |")
+    lines += _products_markdown(results, scored)
     if multis:
         lines += ["", "## Multi-model protocols", "",
                   "| protocol | configuration | n | AIQ | highest quality | cost share at the "

@@ -1,7 +1,8 @@
 """Where a router sends textbook prompts: everyday tasks any model does (extraction,
 classification, translation, formatting, greetings, short facts) and hard ones (proofs,
 competition maths, tricky code). Prints each prompt's model and score, and the share of cheap
-prompts sent to the strong model.
+prompts sent to the strong model, the AUC of hard over cheap prompts, and the scores of
+"Prove that there are infinitely many primes." and "hi".
 
     python benchmarks/bench_textbook.py [--model models/default]
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CHEAP = [
@@ -43,6 +46,31 @@ HARD = [
 ]
 
 
+# the sanity pair of a new user's first try: a proof should score above a greeting
+PROBES = ("Prove that there are infinitely many primes.", "hi")
+
+
+def auc(hard, cheap) -> float:
+    """The chance that a hard prompt scores above a cheap one (ties count half)."""
+    h, c = np.asarray(hard, dtype=np.float64)[:, None], np.asarray(cheap, dtype=np.float64)[None]
+    return float(((h > c) + 0.5 * (h == c)).mean())
+
+
+def textbook_metrics(router, n_boot: int = 1000, seed: int = 0) -> dict:
+    """A two-model router on the textbook prompts: the AUC of hard over cheap (with a
+    bootstrap error, cheap and hard prompts resampled apart), the shares of each kind its
+    threshold sends to the strong model, and the probes' scores."""
+    cheap, hard = router.score(CHEAP), router.score(HARD)
+    rng = np.random.default_rng(seed)
+    boots = [auc(hard[rng.integers(0, len(hard), len(hard))],
+                 cheap[rng.integers(0, len(cheap), len(cheap))]) for _ in range(n_boot)]
+    return {"n": len(CHEAP) + len(HARD), "auc": auc(hard, cheap), "se": float(np.std(boots)),
+            "cheap_strong_share": float((cheap >= router.threshold).mean()),
+            "hard_strong_share": float((hard >= router.threshold).mean()),
+            "probes": dict(zip(PROBES, map(float, router.score(list(PROBES))))),
+            "scores": {"cheap": cheap.tolist(), "hard": hard.tolist()}}
+
+
 def main(argv=None) -> int:
     from router_ml import load_router
 
@@ -59,6 +87,10 @@ def main(argv=None) -> int:
               f"({100 * strong / len(prompts):.0f} %)")
         for text, d in zip(prompts, routes):
             print(f"  {d.model:<28} {d.score:.3f}  {text[:70]!r}")
+    m = textbook_metrics(router)
+    print(f"\nAUC (hard above cheap): {m['auc']:.3f} ± {m['se']:.3f}")
+    for text, v in m["probes"].items():
+        print(f"  {v:.3f}  {text!r}")
     return 0
 
 

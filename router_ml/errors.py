@@ -86,3 +86,11 @@ class UpstreamError(RouterMLError):
     def __init__(self, kind: str, status: int | None = None, *, counts: bool = True):
         self.kind, self.status, self.counts = kind, status, counts
         super().__init__(f"upstream {kind}" + (f" (HTTP {status})" if status else ""))
+
+
+class PolicyError(RouterMLError):
+    """The policy cannot route or answer a request."""
+
+
+class RuleConfigError(PolicyError, ValueError):
+    """A rules file is malformed; the message names the file and the key."""

@@ -52,3 +52,48 @@ def test_paired_bootstrap_se(bench):
     assert bench.paired_se(good, good, qs, qw) == 0.0
     se = bench.paired_se(good, rng.random(400), qs, qw)
     assert 0.005 < se < 0.2
+
+
+def test_the_two_products_are_scored_by_their_own_protocols(bench):
+    def rows(**by_config):
+        return {"pair": True, "rows": {c: {"apgr": v} for c, v in by_config.items()}}
+
+    res = {"arena-rated": {"chat": True, "pair": False,
+                           "rows": {"a": {"rho": 0.4}, "b": {"rho": 0.0}}},
+           "loso-mmlu": rows(a=0.5, b=0.7), "loso-gsm8k": rows(a=0.6, b=0.7),
+           "loso-arena-hard": rows(a=0.7, b=0.7),
+           "textbook": {"textbook": True, "pair": False,
+                        "rows": {"a": {"auc": 0.8}, "b": {"auc": 0.9}}},
+           "mmlu": rows(a=0.5, b=0.9)}
+    a, b = bench.product_scores(res, "a"), bench.product_scores(res, "b")
+    # real chat half, the left-out sources and the textbook prompts a quarter each
+    assert a["zero-shot"] == pytest.approx(0.5 * 0.7 + 0.25 * 0.6 + 0.25 * 0.8)
+    assert b["zero-shot"] == pytest.approx(0.5 * 0.5 + 0.25 * 0.7 + 0.25 * 0.9)
+    assert a["zero-shot"] > b["zero-shot"]  # real chat decides, not the benchmarks' own rows
+    # a score counts only when every protocol of it was run
+    assert np.isnan(a["own logs"])
+    del res["loso-gsm8k"]["rows"]["a"]
+    assert np.isnan(bench.product_scores(res, "a")["zero-shot"])
+
+
+def test_textbook_auc_counts_ties_half():
+    tb = load_benchmark("bench_textbook")
+    assert tb.auc([3, 2], [1, 0]) == 1.0
+    assert tb.auc([0, 1], [2, 3]) == 0.0
+    assert tb.auc([1, 1], [1, 0]) == 0.75
+
+
+def test_the_default_is_chosen_by_zero_shot_among_those_that_keep_everyday_prompts_weak(bench):
+    def rows(**v):
+        return {"pair": True, "rows": {c: {"apgr": x} for c, x in v.items()}}
+
+    res = {"arena-rated": {"chat": True, "pair": False,
+                           "rows": {"a": {"rho": 0.5}, "b": {"rho": 0.4}, "c": {"rho": 0.1}}},
+           "loso-mmlu": rows(a=0.6, b=0.6, c=0.6), "loso-gsm8k": rows(a=0.6, b=0.6, c=0.6),
+           "loso-arena-hard": rows(a=0.6, b=0.6, c=0.6),
+           "textbook": {"textbook": True, "pair": False, "rows": {
+               c: {"auc": 0.8, "cheap_strong_share": share}
+               for c, share in (("a", 0.30), ("b", 0.25), ("c", 0.0))}}}
+    # a scores highest but sends 30 % of the everyday prompts to the strong model
+    assert bench.choose_zero_shot(res, ["a", "b", "c"]) == "b"
+    assert bench.choose_zero_shot(res, ["a"]) is None

@@ -195,6 +195,31 @@ def test_prior_select_by_chooses_the_weight_on_left_out_sources_as_select_by_cho
         fit_router(rows, TrainConfig(encoder="tfidf", extra=(), prior_select_by="source"))
 
 
+def test_the_difficulty_estimators_prior_weight_is_chosen_on_left_out_sources_too():
+    # as above: each source's own word says which model is needed, length says it in both;
+    # the difficulty learned without a source does not know its word, so only length carries
+    rng = np.random.default_rng(6)
+    n = 400
+    k = rng.integers(3, 41, n)
+    need = rng.random(n) < np.where(k > np.median(k), 0.85, 0.15)
+    src = np.where(np.arange(n) % 2 == 0, "a", "b")
+    words = {("a", True): "zeta", ("a", False): "eta", ("b", True): "iota", ("b", False): "rho"}
+    prompts = [" ".join(rng.choice(WORDS, int(m))) + f" {words[s, bool(h)]} {i}"
+               for i, (m, s, h) in enumerate(zip(k, src, need))]
+    rows = Rows(prompts, np.column_stack([np.ones(n), (~need).astype(float)]), ("strong", "weak"),
+                np.array(["g"] * n, dtype=object), src.astype(object))
+
+    def fit(by):
+        return fit_router(rows, TrainConfig(estimator="difficulty", encoder="tfidf", extra=(),
+                                            coverage=None, prior_select_by=by))
+
+    by_folds, by_sources = fit("folds"), fit("sources")
+    assert by_folds.training["length_prior_weight"] == 0.0
+    assert by_sources.training["length_prior_weight"] == max(WEIGHTS)
+    # the router keeps the estimator fitted on every row either way
+    np.testing.assert_array_equal(by_folds.estimator.coef_, by_sources.estimator.coef_)
+
+
 def test_a_fixed_prior_weight_is_kept_where_the_folds_would_choose_another():
     # the words carry the signal and length none: chosen, the weight is 0; fixed, it is kept
     rows = word_rows()

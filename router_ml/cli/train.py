@@ -109,8 +109,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-length-prior", dest="length_prior", action="store_false",
                    help="two models: keep the learned score alone")
     p.add_argument("--prior-weight", type=float, default=None,
-                   help="a fixed weight in [0, 1] for the length prior (default: chosen on the "
-                        "training rows' folds)")
+                   help="a fixed weight in [0, 1] for the length prior (default: the default "
+                        "router's 0.25; with --table, chosen on the training rows' folds)")
     p.add_argument("--seed", type=int, default=d.random_state)
     p.add_argument("--jobs", type=int, default=-1,
                    help="parallel cross-validation fits (default: every core)")
@@ -132,11 +132,16 @@ def _config_from_args(args):
     outcomes = (() if estimator != "difficulty" else
                 (base.outcomes if args.outcomes is None and not args.table
                  else tuple(s for s in (args.outcomes or "").split(",") if s)))
+    length_prior = base.length_prior if args.length_prior is None else args.length_prior
     return TrainConfig(estimator=estimator, outcomes=outcomes,
                        encoder=args.encoder or base.encoder,
-                       length_prior=(base.length_prior if args.length_prior is None
-                                     else args.length_prior),
-                       prior_weight=args.prior_weight,
+                       length_prior=length_prior,
+                       # the default recipe's fixed weight (chosen for traffic it never
+                       # saw), unless one is given; a table's own rows choose theirs
+                       prior_weight=(args.prior_weight if args.prior_weight is not None
+                                     else base.prior_weight if length_prior and not args.table
+                                     else None),
+                       prior_select_by=base.prior_select_by,
                        classifier=args.classifier, C=args.C,
                        target=args.target,
                        min_pgr=None if args.share is not None else args.min_pgr,

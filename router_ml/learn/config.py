@@ -84,12 +84,15 @@ class TrainConfig:
     of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
     prior_weight: with ``length_prior``, a fixed weight in [0, 1] instead of the one chosen
     (None: chosen from :data:`router_ml.core.prior.WEIGHTS`). The default router's rows,
-    which MMLU and GSM8K dominate, choose 0.5; a fixed 0.25 ranks real chat prompts better
-    and the benchmarks worse (``make bench-quality``: ``prior-0.25``).
+    which MMLU and GSM8K dominate, choose 0.5, on held-out sources too; the default fixes
+    0.25, which ranks real chat prompts better and the benchmarks worse (``make
+    bench-quality``: ``no-dcrouter-0.25`` against ``no-dcrouter``, docs/quality.md).
     prior_select_by: how the prior's weight is chosen, as ``select_by`` chooses C: ``folds``
     (the default) or with rows from several sources ``sources`` or ``both``, where each source
-    is also predicted by a model fitted without it. ``both`` has a lower suite mean (``make
-    bench-quality``: ``prior-both``), so it stays an option.
+    is also predicted by a model fitted without it (for the difficulty estimator: without
+    that source's outcomes and any outcome row of its prompts). For the gain heads ``both``
+    has a lower mean (``make bench-quality``: ``prior-both``), so it stays an option; for the
+    difficulty estimator see ``prior-sources`` in docs/quality.md.
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     estimator: ``heads`` (the :class:`~router_ml.learn.estimator.QualityEstimator`'s heads on
     the training rows: ``target``, ``classifier``, ``C``, ``select_by`` apply) or
@@ -271,7 +274,11 @@ def build_router(config: TrainConfig, models, prices=None) -> Router:
 
 
 # The default router's recipe (train.py without --table; make bench-quality's "default"): the
-# difficulty estimator on the static embedding, learned from every model's outcomes, with the
-# length prior; chosen by the suite score of make bench-quality (docs/quality.md)
+# difficulty estimator on the static embedding, learned from every model's outcomes on MMLU,
+# GSM8K and arena-hard-v1, with the length prior at a fixed weight 0.25. Chosen by the
+# zero-shot score of make bench-quality (real chat half, left-out sources and the textbook
+# prompts a quarter each; docs/quality.md): dcrouter's outcomes and a prior weight chosen on
+# the pooled rows (0.5, where length routes MMLU and GSM8K unusually well) ranked real chat
+# and everyday prompts worse.
 DEFAULT_ROUTER = TrainConfig(estimator="difficulty", encoder="static", length_prior=True,
-                             outcomes=("mmlu", "gsm8k", "arena-hard", "dcrouter", "arena-rated"))
+                             prior_weight=0.25, outcomes=("mmlu", "gsm8k", "arena-hard"))

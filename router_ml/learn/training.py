@@ -72,7 +72,9 @@ def _outcome_table(train: Rows, outcomes: Rows | None) -> tuple[Rows, list[int]]
 
 def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
     """Fit ``router``'s encoder and a DifficultyEstimator on every outcome; return the
-    training rows' features and out-of-fold predicted qualities (n, m) of the candidates."""
+    training rows' features, out-of-fold predicted qualities (n, m) of the candidates, and a
+    function that predicts each training source's rows without that source (the prior's
+    weight chosen on held-out sources)."""
     from router_ml.core.prompts import fingerprint
     from router_ml.learn.difficulty import DifficultyEstimator
 
@@ -94,7 +96,31 @@ def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
                        "outcome_models": len(table.models), "alpha": est.alpha_,
                        "fingerprint": fingerprint(table.prompts,
                                                   np.nan_to_num(table.quality, nan=-1))}
-    return X_all[:len(train)], oof
+
+    def out_of_source() -> np.ndarray:
+        """(n, m) the training rows' predicted qualities, each source's rows from an
+        estimator fitted without that source's outcomes nor any outcome row of its prompts
+        (another source may hold the same prompt): traffic the difficulty did not see."""
+        oos = np.empty((len(train), len(cols)))
+        sources = np.asarray(train.sources, dtype=object)
+        for s in np.unique(sources):
+            mine = set(np.asarray(train.prompts, dtype=object)[sources == s])
+            keep = np.array([src != s and p not in mine
+                             for src, p in zip(table.sources, table.prompts)], dtype=bool)
+            # only the models with an outcome left (some answered this source alone)
+            Y = table.quality[keep]
+            have = np.flatnonzero(np.isfinite(Y).any(axis=0))
+            if not set(cols) <= set(have):
+                raise ValueError(f"with {s!r} left out, a candidate model has no outcome: the "
+                                 "prior's weight cannot be chosen on left-out sources here; "
+                                 "choose it on folds (prior_select_by='folds')")
+            fold = DifficultyEstimator(columns=[int(np.searchsorted(have, c)) for c in cols],
+                                       random_state=config.random_state)
+            fold.fit(X_all[keep], Y[:, have], source=table.sources[keep])
+            oos[sources == s] = fold.predict(X_all[:len(train)][sources == s])
+        return oos
+
+    return X_all[:len(train)], oof, out_of_source
 
 
 def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | None = None
@@ -133,9 +159,6 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     router = build_router(config, train.models, prices)
     pair = len(train.models) == 2
     difficulty = config.estimator == "difficulty"
-    if difficulty and config.prior_select_by != "folds":
-        raise ValueError("prior_select_by applies to heads; the difficulty estimator's prior "
-                         "is chosen on shuffled folds")
     from router_ml.core.prices import row_costs
 
     tokenizer = None
@@ -152,7 +175,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                                         tokenizer=tokenizer)
     rule = "weak" if difficulty else "gain"
     if difficulty:
-        X, oof = _fit_difficulty(router, train, config, outcomes)
+        X, oof, out_of_source = _fit_difficulty(router, train, config, outcomes)
     else:
         X = router.encoder.fit_transform(train.prompts)
         router.estimator = build_estimator(config).set_params(
@@ -197,7 +220,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
             lengths = [len(p) for p in train.prompts]
             held_out, by = None, config.prior_select_by
             if by != "folds" and len(set(train.sources)) > 1:
-                oos = out_of_fold(router.estimator, X, train, config, by="sources")
+                oos = (out_of_source() if difficulty else
+                       out_of_fold(router.estimator, X, train, config, by="sources"))
                 held_out = (pair_score(oos, rule), train.sources)
             weights = WEIGHTS if config.prior_weight is None else (config.prior_weight,)
             prior = LengthPrior.fit(score, lengths, qs, qw, weights=weights, held_out=held_out,

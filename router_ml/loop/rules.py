@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router_ml.errors import RouterMLError
+from router_ml.errors import PolicyError, RuleConfigError
 from router_ml.loop.validators import _key_path
 
 LATENCY_CLASSES = ("realtime", "interactive", "batch")  # tightest first
@@ -56,14 +56,6 @@ RULES_SCHEMA = {
             ]}},
     },
 }
-
-
-class PolicyError(RouterMLError):
-    """The policy cannot route or answer a request."""
-
-
-class RuleConfigError(PolicyError, ValueError):
-    """A rules file is malformed; the message names the file and the key."""
 
 
 

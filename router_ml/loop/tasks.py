@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.loop.rules import RuleConfigError
+from router_ml.errors import RuleConfigError
 
 # Below this similarity a prompt's task is unknown, unless the task sets its own: about the
 # 1st percentile of labelled prompts' similarity to the default task named (median 0.29;
