@@ -124,15 +124,16 @@ def test_the_readme_names_every_protocol_where_the_default_is_below_length():
     below, above = set(), set()
     for line in lines[lines.index(header) + 2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) != len(cols) or not re.fullmatch(r"[a-z0-9-]+", cells[0]):
+        name = re.sub(r"\*\*|\s*\(.*\)", "", cells[0])
+        if len(cells) != len(cols) or not re.fullmatch(r"[a-z0-9-]+", name):
             continue
-        try:
-            length, default = float(cells[i_len]), float(cells[i_def])
-        except ValueError:
+        values = [re.match(r"\**(-?[0-9.]+)", cells[i]) for i in (i_len, i_def)]
+        if not all(values):
             continue
-        (below if default < length else above).add(cells[0])
+        length, default = (float(v.group(1)) for v in values)
+        (below if default < length else above).add(name)
     assert below and above
-    sentence = re.search(r"It is below\s+the length baseline on (.*?) in the table",
+    sentence = re.search(r"It is below\s+the\s+length\s+baseline\s+on\s+(.*?)\s+in\s+the\s+table",
                          text, re.S).group(1)
     named = set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", sentence.replace("and", ",")))
     assert named == below
