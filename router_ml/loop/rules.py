@@ -8,13 +8,12 @@ A rule's conditions: ``task`` (equal to the request's), ``tags`` (any shared),
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from router_ml.errors import PolicyError, RuleConfigError
+from router_ml.loop.config_file import read_config
 from router_ml.loop.validators import _key_path
 
 LATENCY_CLASSES = ("realtime", "interactive", "batch")  # tightest first
@@ -204,31 +203,7 @@ def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
 
 def load_rules(path) -> PolicyConfig:
     """Read and validate a rules file (.toml, .json, .yaml/.yml); see the README's example."""
-    path = Path(path)
-    if not path.is_file():
-        raise RuleConfigError(f"rules file {path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as e:  # e.g. a tag safe_load will not construct
-                raise ValueError(str(e).replace("\n", " ")) from None
-        else:
-            raise RuleConfigError(f"{path}: use a .toml, .json, .yaml or .yml rules file")
-    except (ValueError, ImportError) as e:  # TOML/JSON/YAML decode errors are ValueErrors
-        if isinstance(e, RuleConfigError):
-            raise
-        raise RuleConfigError(f"{path}: cannot parse ({type(e).__name__}: {e})") from None
+    data = read_config(path, "rules file", RuleConfigError)
     return parse_rules(data, str(path))
 
 

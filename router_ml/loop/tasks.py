@@ -26,18 +26,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
 import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
 from router_ml.errors import RuleConfigError
+from router_ml.loop.config_file import read_config
 
 # Below this similarity a prompt's task is unknown, unless the task sets its own: about the
 # 1st percentile of labelled prompts' similarity to the default task named (median 0.29;
@@ -164,28 +163,7 @@ def load_tasks(path) -> dict[str, TaskSpec]:
     """The task set of a rules file (.toml, .json, .yaml/.yml): its ``tasks`` table, else the
     default task set. Only the ``tasks`` table is read here; :func:`router_ml.loop.rules.
     load_rules` validates the rest."""
-    path = Path(path)
-    if not path.is_file():
-        raise RuleConfigError(f"rules file {path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            raise RuleConfigError(f"{path}: use a .toml, .json, .yaml or .yml rules file")
-    except RuleConfigError:
-        raise
-    except Exception as e:  # TOML/JSON/YAML decode errors, a missing yaml
-        raise RuleConfigError(f"{path}: cannot parse ({type(e).__name__}: {e})") from None
+    data = read_config(path, "rules file", RuleConfigError)
     if not isinstance(data, Mapping):
         raise RuleConfigError(f"{path}: the top level must be a table")
     return parse_tasks(data["tasks"], str(path)) if "tasks" in data else default_tasks()

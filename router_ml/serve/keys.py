@@ -30,9 +30,9 @@ import re
 import secrets
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from router_ml.errors import KeysFileError
+from router_ml.loop.config_file import read_config
 
 SECRET_PREFIX = "rk-"
 DEFAULT_MAX_CONCURRENT = 8
@@ -153,31 +153,8 @@ def _limit(v, field: str, where: str):
 
 def load_keys(path) -> KeyRing:
     """Read and validate a keys file (.toml, .json, .yaml/.yml); see the module docstring."""
-    path = Path(path)
-    if not path.is_file():
-        raise KeysFileError(f"keys file {path} does not exist; make an entry with "
-                            "`router-ml keys new NAME`")
-    text, suffix = path.read_text(encoding="utf-8"), path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as e:
-                raise ValueError(str(e)) from None
-        else:
-            raise KeysFileError(f"{path}: use a .toml, .json, .yaml or .yml keys file")
-    except ValueError as e:  # TOML/JSON decode errors are ValueErrors
-        if isinstance(e, KeysFileError):
-            raise
-        raise KeysFileError(f"{path}: cannot parse ({type(e).__name__}: {e})") from None
+    data = read_config(path, "keys file", KeysFileError,
+                       "make an entry with `router-ml keys new NAME`")
     return parse_keys(data, str(path))
 
 
