@@ -90,7 +90,22 @@ def _denied(key, reason: str, value: float, now: float) -> Admission:
     return Admission(False, reason, f"{msg}; retry after {wait} s", wait, client=key.name)
 
 
-class SQLiteQuota:
+class _Settling:
+    """What both stores do with a finished request: add its cost to the key's spend and free
+    its slot, in one transaction of the store (``_settle``)."""
+
+    def spend(self, client: str, usd: float, now: float | None = None) -> None:
+        self._settle(client, usd, None, now)
+
+    def release(self, admission: Admission) -> None:
+        self._settle(admission.client, 0.0, admission.lease, None)
+
+    def settle(self, admission: Admission, usd: float, now: float | None = None) -> None:
+        """:meth:`spend` and :meth:`release` at once."""
+        self._settle(admission.client, usd, admission.lease, now)
+
+
+class SQLiteQuota(_Settling):
     """Counters in a SQLite file (WAL) that the processes of one machine share. Its calls are
     short local transactions (tens of microseconds), so the gate makes them on the event loop
     (``inline``): a hop to a worker thread would cost more than the call."""
@@ -178,16 +193,6 @@ class SQLiteQuota:
                 raise
         return Admission(True, lease=lease, client=key.name)
 
-    def spend(self, client: str, usd: float, now: float | None = None) -> None:
-        self._settle(client, usd, None, now)
-
-    def release(self, admission: Admission) -> None:
-        self._settle(admission.client, 0.0, admission.lease, None)
-
-    def settle(self, admission: Admission, usd: float, now: float | None = None) -> None:
-        """:meth:`spend` and :meth:`release` in one transaction."""
-        self._settle(admission.client, usd, admission.lease, now)
-
     def _settle(self, client: str, usd: float, lease: str | None, now: float | None) -> None:
         if not usd and lease is None:
             return
@@ -250,7 +255,7 @@ return {'', ''}
 """
 
 
-class RedisQuota:
+class RedisQuota(_Settling):
     """Counters in Redis, for workers on several machines. Keys ``<prefix>:<client>:...``;
     a day's spend expires after 2 days, a month's after 40, a minute's count after 2
     minutes. Its calls go over the network, so the gate makes them in a worker thread."""
@@ -290,16 +295,6 @@ class RedisQuota:
         if reason:
             return _denied(key, reason, float(value), now)
         return Admission(True, lease=lease, client=key.name)
-
-    def spend(self, client: str, usd: float, now: float | None = None) -> None:
-        self._settle(client, usd, None, now)
-
-    def release(self, admission: Admission) -> None:
-        self._settle(admission.client, 0.0, admission.lease, None)
-
-    def settle(self, admission: Admission, usd: float, now: float | None = None) -> None:
-        """:meth:`spend` and :meth:`release` in one round trip (a ``MULTI`` block)."""
-        self._settle(admission.client, usd, admission.lease, now)
 
     def _settle(self, client: str, usd: float, lease: str | None, now: float | None) -> None:
         if not usd and lease is None:
