@@ -75,18 +75,19 @@ def test_train_and_evaluate_kfold_protocol(shared, tmp_path, capsys):
     assert "lacks fold-0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("protocol,source", [("mmlu", "mmlu"), ("arena-rated", "arena-rated")])
+@pytest.mark.parametrize("protocol,source", [("mmlu", "mmlu"), ("arena-rated", "arena-hard")])
 def test_evaluating_the_default_on_rows_it_was_trained_on_warns(shared, tmp_path, caplog,
                                                                  protocol, source):
-    """models/default learns from every source's rows: scored on a protocol's test rows it
-    says that they are not held out, naming the source, and the report records it."""
+    """models/default learns from MMLU, GSM8K and arena-hard-v1 (which holds arena-rated's
+    prompts): scored on such a protocol's test rows it says that they are not held out,
+    naming the source, and the report records it."""
     report = tmp_path / "e.json"
     assert evaluate_main(["--model", str(ROOT / "models" / "default"), "--protocol", protocol,
                           "--report", str(report)]) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
               and "not held out" in r.getMessage()]
-    assert len(warned) == 1 and f"trained on rows of {source}, the source of {protocol}'s " \
-        "test rows" in warned[0] and f"train --protocol {protocol}" in warned[0]
+    assert len(warned) == 1 and f"trained on rows of {source}, which hold {protocol}'s " \
+        "test prompts" in warned[0] and f"train --protocol {protocol}" in warned[0]
     assert json.loads(report.read_text())["trained_on_test_sources"] == [source]
 
 
