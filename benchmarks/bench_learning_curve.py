@@ -9,9 +9,11 @@ size, drawn per seed and fold; "all" varies only the folds' seed) train heads fr
 (``TrainConfig()`` without extra rows: ``router-ml train --table --no-prior-router``) and the
 warm start (``TrainConfig(estimator="warm")``: ``router-ml train --table``). The default
 zero-shot is the default recipe (:data:`DEFAULT_ROUTER`) trained for the protocol, as
-``router-ml train --protocol`` does: it does not depend on the size. Every prior (the
-default's, and the warm start's) learns from every model's public outcomes minus the rows that
-match a test question (``with_outcomes``). Pair protocols report APGR, multi-model ones AIQ
+``router-ml train --protocol`` does: it does not depend on the size. Both priors (the
+default's, and the warm start's) learn from every model's public outcomes minus the rows that
+match a test question (``with_outcomes``); the warm start's prior also leaves out the rows
+that match one of the training rows it is corrected with (so the held-out folds that choose
+its strength are held out from it too). Pair protocols report APGR, multi-model ones AIQ
 (with the share of the best single model's cost at which its quality is reached); the mean
 over seeds with its standard error, and the warm start's margin over the better of the other
 two with the paired standard error. Writes docs/reports/learning_curve.json (merged with the
@@ -38,7 +40,6 @@ from router_ml.learn.protocols import (
     with_outcomes,
 )
 from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig, fit_router
-from router_ml.learn.warm import Prior
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "docs" / "reports"
@@ -59,7 +60,6 @@ def run_protocol(protocol: str, sizes, seeds: int, data_dir=None, log=print) -> 
     multi = protocol in MULTI_PROTOCOLS
     prices = protocol_prices(protocol, data_dir) if multi else None
     t0 = time.perf_counter()
-    priors = {f.k: Prior.fit(f.outcomes) for f in folds}
     zero = {f.k: fit_router(f.train, DEFAULT_ROUTER, prices, outcomes=f.outcomes) for f in folds}
     out = {"metric": "AIQ" if multi else "APGR", "folds": len(folds),
            "train_rows": [len(f.train) for f in folds], "test_rows": sum(len(f.test) for f in folds),
@@ -83,8 +83,7 @@ def run_protocol(protocol: str, sizes, seeds: int, data_dir=None, log=print) -> 
             for m, (_, config) in METHODS.items():
                 t = time.perf_counter()
                 config = replace(config, random_state=seed)
-                routers = {f.k: fit_router(f.train, config, prices,
-                                           prior=priors[f.k] if m == "warm" else None)
+                routers = {f.k: fit_router(f.train, config, prices, outcomes=f.outcomes)
                            for f in sub}
                 res = _metric(evaluate_rows(routers, sub, prices)[0], multi)
                 if m == "warm":

@@ -99,21 +99,27 @@ def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes,
     """Fit ``router``'s encoder and a WarmStartEstimator over the default's prior (``prior``,
     or one fitted on ``outcomes``), C and a pair's score rule chosen on held-out folds;
     return the training rows' features, out-of-fold predictions and the score rule."""
-    from router_ml.learn.warm import Prior, choose_warm, warm_estimator
+    from router_ml.learn.warm import Prior, choose_warm, prior_outcomes, warm_estimator
 
+    dropped = None
     if prior is None:
+        if outcomes is not None:
+            outcomes, dropped = prior_outcomes(outcomes, train)
         prior = Prior.fit(outcomes, random_state=config.random_state)
     X = router.encoder.fit_transform(train.prompts)
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
     est = warm_estimator(prior, train.models, X.shape[1])
     known = [m for m, ab in zip(train.models, est.abilities) if np.isfinite(ab).all()]
-    from sklearn.model_selection import RepeatedKFold
-
-    # few rows make a noisy held-out score: repeat the folds (up to 5 times) below 3,000 rows
+    # few rows make a noisy held-out score: repeat the folds (up to 5 times) below 3,000 rows.
+    # A pair's score is the gain (0.5 + (q_strong - q_weak) / 2) of the corrected heads: on a
+    # few hundred rows, choosing it or 1 - q_weak by held-out APGR picks by luck
     repeats = int(min(5, max(1, np.ceil(3000 / len(train)))))
-    cv = RepeatedKFold(n_splits=config.cv_folds, n_repeats=repeats,
-                       random_state=config.random_state)
-    chosen = choose_warm(est, X, train.quality, costs, cv, n_jobs=config.n_jobs)
+    lengths = ([len(p) for p in train.prompts] if costs is None and config.length_prior
+               else None)
+    chosen = choose_warm(est, X, train.quality, costs, folds=config.cv_folds, repeats=repeats,
+                         random_state=config.random_state, lengths=lengths, rules=("gain",),
+                         length_weights=(None if config.prior_weight is None
+                                         else (config.prior_weight,)))
     est.set_params(C=chosen["C"], C_ability=chosen["C_ability"])
     oof = out_of_fold(est, X, train, config)
     router.estimator = est.fit(X, train.quality)
@@ -122,7 +128,8 @@ def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes,
     router.length_prior = None
     router.training = {"n": len(train), "warm_start": {
         "C": chosen["C"], "C_ability": chosen["C_ability"], "rule": chosen["rule"], "cv_score": chosen["score"],
-        "cv_se": chosen["se"], "prior_rows": prior.n, "models_from_prior": known,
+        "cv_se": chosen["se"], "prior_rows": prior.n, "prior_dropped": dropped,
+        "models_from_prior": known,
         "models_from_rows": [m for m in train.models if m not in known]},
         "fingerprint": fingerprint(train.prompts, np.nan_to_num(train.quality, nan=-1))}
     logger.info("warm start: C=%g, C_ability=%g, %s rule, held-out %.4f +- %.4f; abilities from the prior: "

@@ -1,7 +1,8 @@
 """The warm start: a team's own rows correct the default router's prior instead of replacing it.
 
 The prior (:class:`Prior`) is the default recipe's difficulty estimator fitted on every model's
-public outcomes (:func:`router_ml.learn.protocols.outcome_rows`): one difficulty d(x) on the
+public outcomes (:func:`router_ml.learn.protocols.outcome_rows`) minus the rows that match one
+of the team's (:func:`prior_outcomes`): one difficulty d(x) on the
 static embedding and, per model it met, an ability a_m and discrimination s_m. On the team's
 rows, :class:`WarmStartEstimator` fits one residual logistic head per candidate model
 
@@ -234,6 +235,17 @@ def _fit_residual(X, q, w, offset, C, C_ability):
     return t[:d_], t[d_], t[d_ + 1]
 
 
+def prior_outcomes(outcomes, train):
+    """``outcomes`` without the rows whose question matches a row of ``train`` (normalised as
+    :class:`router_ml.learn.protocols.QuestionIndex` does), and how many were dropped: the prior
+    never learns from the rows that correct it, so that their held-out folds are held out."""
+    from router_ml.learn.protocols import QuestionIndex
+
+    index = QuestionIndex(train.prompts)
+    keep = np.array([p not in index for p in outcomes.prompts], dtype=bool)
+    return outcomes.subset(keep), int((~keep).sum())
+
+
 def warm_estimator(prior: Prior, models, n_features: int, C: float = 0.1) -> WarmStartEstimator:
     """An unfitted WarmStartEstimator for ``models`` over ``n_features`` features whose first
     are the prior's."""
@@ -242,36 +254,75 @@ def warm_estimator(prior: Prior, models, n_features: int, C: float = 0.1) -> War
                               abilities=prior.abilities_of(models), C=C)
 
 
-def choose_warm(estimator: WarmStartEstimator, X, Y, costs, cv, rules=("gain", "weak"),
-                n_jobs=None, grid=WARM_C_GRID, ability_grid=WARM_C_ABILITY_GRID) -> dict:
-    """The C (and, for a pair, the score rule: ``gain`` or ``weak``, see
-    :func:`router_ml.core.router.pair_score`) whose held-out predictions route best: APGR for
-    two models, AIQ for more; scikit-learn's GridSearchCV over ``cv``. Returns {"C", "rule",
-    "score", "se", "scores"} (the mean held-out score per (rule, C))."""
-    from sklearn import config_context
-    from sklearn.metrics import make_scorer
-    from sklearn.model_selection import GridSearchCV
+def choose_warm(estimator: WarmStartEstimator, X, Y, costs, *, folds: int = 3,
+                repeats: int = 1, random_state: int = 0, lengths=None, length_weights=None,
+                rules=("gain", "weak"),
+                grid=WARM_C_GRID, ability_grid=WARM_C_ABILITY_GRID) -> dict:
+    """The C and C_ability whose held-out predictions have the least log-loss and, for a pair,
+    the score rule (``gain`` or ``weak``, see :func:`router_ml.core.router.pair_score`) whose
+    held-out predictions then route best: each candidate of the grid (scikit-learn's
+    ParameterGrid) predicts every row from a clone fitted without it (shuffled KFold,
+    ``repeats`` times with other shuffles); a pair scores the APGR of those predictions, blended with the prompts' ``lengths`` by the length prior
+    as the router will be (:class:`router_ml.core.prior.LengthPrior`, when given, over
+    ``length_weights``: None for its grid); more models
+    their AIQ with the rows' ``costs``. Returns {"C", "C_ability", "rule", "score" (its
+    routing quality), "se" (over the repeats; NaN for one), "log_loss", "log_losses" (the
+    mean per candidate), "scores" (the mean routing quality per candidate and rule)}."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold, ParameterGrid
     from threadpoolctl import threadpool_limits
 
+    from router_ml.core.metrics import apgr
+    from router_ml.core.router import pair_score
     from router_ml.learn.selection import _routing_score
 
+    Y = np.asarray(Y, dtype=np.float64)
     pair = costs is None
-    scorers = {}
-    with config_context(enable_metadata_routing=True), threadpool_limits(1):
-        for rule in (rules if pair else ("gain",)):
-            s = make_scorer(_routing_score, response_method="decision_function", rule=rule)
-            scorers[rule] = s if pair else s.set_score_request(costs=True)
-        search = GridSearchCV(estimator, {"C": list(grid), "C_ability": list(ability_grid)},
-                              scoring=scorers, cv=cv,
-                              n_jobs=n_jobs, refit=False, error_score="raise")
-        search.fit(X, Y, **({} if pair else {"costs": costs}))
-    res = search.cv_results_
-    table = {(rule, i): float(res[f"mean_test_{rule}"][i])
-             for rule in scorers for i in range(len(res["params"]))}
-    (rule, i), best = max(table.items(), key=lambda kv: kv[1])
-    p = res["params"][i]
-    se = float(res[f"std_test_{rule}"][i] / np.sqrt(search.n_splits_))
-    return {"C": float(p["C"]), "C_ability": float(p["C_ability"]),
+    candidates = list(ParameterGrid({"C": list(grid), "C_ability": list(ability_grid)}))
+    splits = [list(KFold(folds, shuffle=True, random_state=random_state + r).split(X))
+              for r in range(repeats)]
+    per = {}  # (rule, candidate index) -> the score of each repeat
+    loss = {}  # candidate index -> the held-out log-loss of each repeat
+    with threadpool_limits(1):
+        for i, params in enumerate(candidates):
+            est = clone(estimator).set_params(**params)
+            for parts in splits:
+                V = np.empty(Y.shape)
+                for tr, te in parts:
+                    V[te] = clone(est).fit(X[tr], Y[tr]).decision_function(X[te])
+                obs = np.isfinite(Y)
+                p = np.clip(V[obs], 1e-9, 1 - 1e-9)
+                loss.setdefault(i, []).append(float(-np.mean(Y[obs] * np.log(p)
+                                                             + (1 - Y[obs]) * np.log1p(-p))))
+                for rule in (rules if pair else ("gain",)):
+                    if not pair:
+                        v = _routing_score(Y, V, costs)
+                    elif lengths is None:
+                        v = _routing_score(Y, V, None, rule)
+                    else:
+                        from router_ml.core.prior import WEIGHTS, LengthPrior
+
+                        score = pair_score(V, rule)
+                        try:
+                            v = LengthPrior.fit(score, lengths, Y[:, 0], Y[:, 1],
+                                                weights=length_weights or WEIGHTS).apgr_
+                        except ValueError:
+                            v = None
+                        if v is None:
+                            v = float("-inf")
+                    per.setdefault((rule, i), []).append(float(v))
+    mean = {k: float(np.mean(v)) for k, v in per.items()}
+    # the strengths by held-out log-loss, a proper score far steadier than a few hundred
+    # rows' APGR (whose noise would pick the prior or a residual by luck); the rule, then,
+    # by routing quality
+    i = int(np.argmin([np.mean(loss[k]) for k in range(len(candidates))]))
+    rule = max((r for r, k in mean if k == i), key=lambda r: mean[r, i])
+    best = mean[rule, i]
+    se = float(np.std(per[rule, i], ddof=1) / np.sqrt(repeats)) if repeats > 1 else float("nan")
+    return {"C": float(candidates[i]["C"]), "C_ability": float(candidates[i]["C_ability"]),
             "rule": rule if pair else "gain", "score": best, "se": se,
-            "scores": {f"{r} C={res['params'][k]['C']:g} C_ability="
-                       f"{res['params'][k]['C_ability']:g}": v for (r, k), v in table.items()}}
+            "log_loss": float(np.mean(loss[i])),
+            "log_losses": {f"C={c['C']:g} C_ability={c['C_ability']:g}": float(np.mean(loss[k]))
+                           for k, c in enumerate(candidates)},
+            "scores": {f"{r} C={candidates[k]['C']:g} C_ability="
+                       f"{candidates[k]['C_ability']:g}": v for (r, k), v in mean.items()}}
