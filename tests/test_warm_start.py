@@ -159,6 +159,15 @@ def test_the_warm_router_saves_as_numpy_heads_and_reloads_with_the_same_scores(t
     np.testing.assert_allclose(again.score(probes), router.score(probes), atol=1e-12)
     np.testing.assert_allclose(again.predict_quality(probes), router.predict_quality(probes),
                                atol=1e-12)
+    # what a service loads: numpy alone, no scikit-learn
+    import subprocess
+    import sys
+
+    code = ("import sys; from router_ml import load_router; "
+            f"r = load_router({str(tmp_path / 'r')!r}); r.route('What is 2+2?'); "
+            "print(sorted(m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_warm_start_needs_the_prior_or_its_outcomes():
@@ -242,3 +251,28 @@ def test_the_warm_start_without_the_data_names_the_way_out(tmp_path, monkeypatch
     rc, _ = _train(tmp_path)
     err = capsys.readouterr().err
     assert rc != 0 and "/nowhere" in err and "--no-prior-router" in err
+
+
+def test_the_learning_curve_compares_the_warm_start_with_the_better_of_the_other_two():
+    from conftest import load_benchmark
+
+    bench = load_benchmark("bench_learning_curve")
+
+    def runs(heads, warm):
+        return {"heads": [{"value": v} for v in heads], "warm": [{"value": v} for v in warm]}
+
+    # heads from scratch beat the zero-shot: the margin is paired over seeds
+    s = bench._summary(runs([0.60, 0.62, 0.64], [0.595, 0.625, 0.63]), 0.55, 300)
+    assert s["margin"]["against"] == "heads"
+    assert s["margin"]["mean"] == pytest.approx(-0.01 / 3)
+    se = np.std([-0.005, 0.005, -0.01], ddof=1) / np.sqrt(3)
+    assert s["margin"]["se"] == pytest.approx(se) and s["met"] is True  # within one error
+    s = bench._summary(runs([0.60, 0.62, 0.64], [0.58, 0.60, 0.62]), 0.55, 300)
+    assert s["margin"]["se"] == 0.0 and s["met"] is False  # 0.02 short, no spread at all
+    # the zero-shot is the better one: the margin is against it
+    s = bench._summary(runs([0.50, 0.52, 0.54], [0.60, 0.61, 0.62]), 0.58, 100)
+    assert s["margin"]["against"] == "zero-shot" and s["met"] is True
+    md = bench.to_markdown({"mmlu": {"metric": "APGR", "folds": 1, "train_rows": [1000],
+                                     "test_rows": 50, "zero_shot": {"value": 0.58},
+                                     "sizes": {"100": s}}})
+    assert "| 100 | 0.580 | 0.520 ± 0.012 | 0.610 ± 0.006 | +0.030 ± 0.006 (zero-shot) | yes |" in md
