@@ -110,10 +110,10 @@ def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes,
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
     est = warm_estimator(prior, train.models, X.shape[1])
     known = [m for m, ab in zip(train.models, est.abilities) if np.isfinite(ab).all()]
-    # few rows make a noisy held-out score: repeat the folds (up to 5 times) below 3,000 rows.
+    # few rows make a noisy held-out score: repeat the folds (up to 3 times) below 3,000 rows.
     # A pair's score is the gain (0.5 + (q_strong - q_weak) / 2) of the corrected heads: on a
     # few hundred rows, choosing it or 1 - q_weak by held-out APGR picks by luck
-    repeats = int(min(5, max(1, np.ceil(3000 / len(train)))))
+    repeats = int(min(3, max(1, np.ceil(3000 / len(train)))))
     lengths = ([len(p) for p in train.prompts] if costs is None and config.length_prior
                else None)
     chosen = choose_warm(est, X, train.quality, costs, folds=config.cv_folds, repeats=repeats,

@@ -37,10 +37,10 @@ from router_ml.core.heads import QualityHeads
 
 # inverse penalty strengths of the residual heads: 0 is the prior alone, 1 the team's own
 # heads with a light penalty
-WARM_C_GRID = (0.0, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+WARM_C_GRID = (0.0, 1e-3, 0.01, 0.1, 1.0)
 # inverse penalty strengths of the abilities' corrections (each model's intercept and the
 # scale of the prior's logit): 0 keeps the prior's abilities
-WARM_C_ABILITY_GRID = (0.0, 0.01, 0.1, 1.0)
+WARM_C_ABILITY_GRID = (0.0, 0.1, 1.0)
 
 # the prior's encoder: the residual heads' encoder starts with it (more parts may follow)
 PRIOR_ENCODER = "static"
