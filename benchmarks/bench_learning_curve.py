@@ -62,7 +62,8 @@ def run_protocol(protocol: str, sizes, seeds: int, data_dir=None, log=print) -> 
     t0 = time.perf_counter()
     zero = {f.k: fit_router(f.train, DEFAULT_ROUTER, prices, outcomes=f.outcomes) for f in folds}
     out = {"metric": "AIQ" if multi else "APGR", "folds": len(folds),
-           "train_rows": [len(f.train) for f in folds], "test_rows": sum(len(f.test) for f in folds),
+           "train_rows": [len(f.train) for f in folds],
+           "test_rows": sum(len(f.test) for f in folds),
            "zero_shot": _metric(evaluate_rows(zero, folds, prices)[0], multi), "sizes": {}}
     log(f"{protocol}: zero-shot {out['zero_shot']['value']:.4f} "
         f"({time.perf_counter() - t0:.0f} s)")
@@ -125,7 +126,7 @@ def to_markdown(results: dict) -> str:
              "the default zero-shot and the heads from scratch, ± its paired standard error; "
              "met: margin >= -1 standard error.", ""]
     for p, r in results.items():
-        lines += [f"## {p} ({r['metric']}, {r['test_rows']} test rows, "
+        lines += [f"### {p} ({r['metric']}, {r['test_rows']} test rows, "
                   f"{'/'.join(map(str, sorted(set(r['train_rows']))))} training rows"
                   f"{' per fold' if r['folds'] > 1 else ''})", "",
                   "| training rows | default zero-shot | heads from scratch | warm start | "
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--out", type=Path, default=REPORTS)
+    p.add_argument("--render", action="store_true",
+                   help="only write the markdown again from the JSON report")
     args = p.parse_args(argv)
     protocols = [x for x in args.protocols.split(",") if x]
     for x in protocols:
@@ -163,6 +166,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     path = args.out / "learning_curve.json"
     results = json.loads(path.read_text()) if path.exists() else {}
+    if args.render:
+        (args.out / "learning_curve.md").write_text(to_markdown(results) + "\n")
+        return 0
     for x in protocols:
         results[x] = run_protocol(x, sizes, args.seeds, args.data_dir,
                                   log=lambda s: print(s, flush=True))

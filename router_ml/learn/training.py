@@ -97,8 +97,9 @@ def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
 
 def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes, prior):
     """Fit ``router``'s encoder and a WarmStartEstimator over the default's prior (``prior``,
-    or one fitted on ``outcomes``), C and a pair's score rule chosen on held-out folds;
-    return the training rows' features, out-of-fold predictions and the score rule."""
+    or one fitted on ``outcomes`` minus the rows that match a training row), its strengths
+    chosen on held-out folds; return the training rows' features, out-of-fold predictions and
+    the pair score's rule."""
     from router_ml.learn.warm import Prior, choose_warm, prior_outcomes, warm_estimator
 
     dropped = None
@@ -126,16 +127,16 @@ def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes,
     router.score_rule = chosen["rule"]
     router.fitted_ = True
     router.length_prior = None
+    from_rows = [m for m in train.models if m not in known]
     router.training = {"n": len(train), "warm_start": {
-        "C": chosen["C"], "C_ability": chosen["C_ability"], "rule": chosen["rule"], "cv_score": chosen["score"],
-        "cv_se": chosen["se"], "prior_rows": prior.n, "prior_dropped": dropped,
-        "models_from_prior": known,
-        "models_from_rows": [m for m in train.models if m not in known]},
+        "C": chosen["C"], "C_ability": chosen["C_ability"], "rule": chosen["rule"],
+        "cv_score": chosen["score"], "cv_log_loss": chosen["log_loss"], "prior_rows": prior.n,
+        "prior_dropped": dropped, "models_from_prior": known, "models_from_rows": from_rows},
         "fingerprint": fingerprint(train.prompts, np.nan_to_num(train.quality, nan=-1))}
-    logger.info("warm start: C=%g, C_ability=%g, %s rule, held-out %.4f +- %.4f; abilities from the prior: "
-                "%s; from the rows: %s", chosen["C"], chosen["C_ability"], chosen["rule"], chosen["score"],
-                chosen["se"], ", ".join(known) or "none",
-                ", ".join(router.training["warm_start"]["models_from_rows"]) or "none")
+    logger.info("warm start: C=%g, C_ability=%g (held-out log-loss %.4f, routing %.4f); "
+                "abilities from the prior: %s; from the rows: %s", chosen["C"],
+                chosen["C_ability"], chosen["log_loss"], chosen["score"],
+                ", ".join(known) or "none", ", ".join(from_rows) or "none")
     return X, oof, chosen["rule"]
 
 

@@ -256,16 +256,17 @@ def warm_estimator(prior: Prior, models, n_features: int, C: float = 0.1) -> War
 
 def choose_warm(estimator: WarmStartEstimator, X, Y, costs, *, folds: int = 3,
                 repeats: int = 1, random_state: int = 0, lengths=None, length_weights=None,
-                rules=("gain", "weak"),
-                grid=WARM_C_GRID, ability_grid=WARM_C_ABILITY_GRID) -> dict:
+                rules=("gain", "weak"), grid=WARM_C_GRID,
+                ability_grid=WARM_C_ABILITY_GRID) -> dict:
     """The C and C_ability whose held-out predictions have the least log-loss and, for a pair,
-    the score rule (``gain`` or ``weak``, see :func:`router_ml.core.router.pair_score`) whose
-    held-out predictions then route best: each candidate of the grid (scikit-learn's
-    ParameterGrid) predicts every row from a clone fitted without it (shuffled KFold,
-    ``repeats`` times with other shuffles); a pair scores the APGR of those predictions, blended with the prompts' ``lengths`` by the length prior
+    the score rule among ``rules`` (``gain`` or ``weak``, see
+    :func:`router_ml.core.router.pair_score`) whose held-out predictions then route best:
+    each candidate of the grid (scikit-learn's ParameterGrid) predicts every row from a clone
+    fitted without it (shuffled KFold, ``repeats`` times with other shuffles); a pair scores
+    the APGR of those predictions, blended with the prompts' ``lengths`` by the length prior
     as the router will be (:class:`router_ml.core.prior.LengthPrior`, when given, over
-    ``length_weights``: None for its grid); more models
-    their AIQ with the rows' ``costs``. Returns {"C", "C_ability", "rule", "score" (its
+    ``length_weights``: None for its grid); more models their AIQ with the rows' ``costs``.
+    Returns {"C", "C_ability", "rule", "score" (its
     routing quality), "se" (over the repeats; NaN for one), "log_loss", "log_losses" (the
     mean per candidate), "scores" (the mean routing quality per candidate and rule)}."""
     from sklearn.base import clone
