@@ -97,6 +97,21 @@ def test_prior_abilities_come_from_the_public_outcomes_by_name():
         prior.difficulty_weights(2)
 
 
+def test_a_model_whose_public_outcomes_all_match_the_team_rows_is_unknown_to_the_prior():
+    """The prior drops the public rows that match the team's; a model left without any is
+    learnt from the team's rows, as a model the default never met."""
+    from router_ml.learn.labels import union
+    from router_ml.learn.warm import prior_outcomes
+
+    team = _team(40)
+    mine = Rows(team.prompts, team.quality[:, :1], ("mine-7b",), team.groups, team.sources)
+    outcomes, dropped = prior_outcomes(union([_public(), mine]), team)
+    assert dropped == 40
+    prior = Prior.fit(outcomes)
+    assert sorted(prior.abilities) == ["big", "x", "y"]
+    assert np.isnan(prior.abilities_of(["mine-7b"])).all()
+
+
 def test_bad_input_is_a_clear_error():
     X, Y, _ = _team_rows(50)
     with pytest.raises(ValueError, match="one weight per feature"):

@@ -73,12 +73,18 @@ class Prior:
                              "outcomes: give outcome rows (TrainConfig.outcomes, e.g. "
                              "mmlu,gsm8k,arena-hard,dcrouter,arena-rated and the data), or train "
                              "without the prior (estimator 'heads')")
+        # a model whose every outcome matched the team's rows is unknown to the prior
+        seen = np.isfinite(outcomes.quality).any(axis=0)
+        if not seen.any():
+            raise ValueError("the warm start's prior has no public outcome left once the rows "
+                             "that match the training rows are dropped; train without it "
+                             "(estimator 'heads')")
         enc = encoder if encoder is not None else build_encoder(PRIOR_ENCODER)
         X = np.asarray(enc.fit_transform(outcomes.prompts), dtype=np.float64)
-        est = DifficultyEstimator(random_state=random_state).fit(X, outcomes.quality,
+        est = DifficultyEstimator(random_state=random_state).fit(X, outcomes.quality[:, seen],
                                                                  source=outcomes.sources)
-        abilities = {m: (float(a), float(s))
-                     for m, a, s in zip(outcomes.models, est.a_, est.s_)}
+        models = [m for m, k in zip(outcomes.models, seen) if k]
+        abilities = {m: (float(a), float(s)) for m, a, s in zip(models, est.a_, est.s_)}
         return cls(est.coef_, est.intercept_, abilities, len(outcomes))
 
     def abilities_of(self, models) -> np.ndarray:
