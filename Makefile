@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install test test-fast docs data train bench-quality bench-textbook bench-peers bench-speed bench-install \
+.PHONY: install test test-fast docs data train bench-quality bench-learning-curve bench-textbook bench-peers bench-speed bench-install \
 	bench-serve bench-faults bench-spark bench-conversation bench-tasks notebook-plot clean
 
 $(STAMP): requirements.lock pyproject.toml
@@ -54,6 +54,9 @@ train: $(STAMP) data
 
 bench-quality: $(STAMP)
 	$(PY) benchmarks/bench_quality.py
+
+bench-learning-curve: $(STAMP)
+	$(PY) benchmarks/bench_learning_curve.py
 
 bench-textbook: $(STAMP)
 	$(PY) benchmarks/bench_textbook.py

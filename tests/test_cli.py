@@ -103,7 +103,7 @@ def test_train_on_own_table(tmp_path, capsys):
     out = tmp_path / "mine"
     assert train_main(["--table", str(table), "--strong", "big", "--weak", "small",
                        "--out", str(out), "--no-tracking", "--encoder", "tfidf",
-                       "--no-length-prior"]) == 0
+                       "--no-length-prior", "--no-prior-router"]) == 0
     r = load_router(out)
     assert r.length_prior is None and "length_prior_weight" not in r.training
     assert (r.strong_model, r.weak_model) == ("big", "small") and r.models == ["big", "small"]
@@ -120,7 +120,8 @@ def test_train_on_own_table(tmp_path, capsys):
     # --model-columns gives the pair too, the first column being the strong model; without
     # --no-length-prior the weight of the prior is chosen, and the decisions are the same
     assert train_main(["--table", str(table), "--model-columns", "big,small", "--out",
-                       str(tmp_path / "cols"), "--no-tracking", "--encoder", "tfidf"]) == 0
+                       str(tmp_path / "cols"), "--no-tracking", "--encoder", "tfidf",
+                       "--no-prior-router"]) == 0
     again = load_router(tmp_path / "cols")
     assert again.models == ["big", "small"]
     assert again.training["length_prior_weight"] in WEIGHTS
@@ -129,7 +130,7 @@ def test_train_on_own_table(tmp_path, capsys):
     # --prior-weight fixes the weight instead
     assert train_main(["--table", str(table), "--model-columns", "big,small", "--out",
                        str(tmp_path / "fixed"), "--no-tracking", "--encoder", "tfidf",
-                       "--prior-weight", "0.2"]) == 0
+                       "--prior-weight", "0.2", "--no-prior-router"]) == 0
     assert load_router(tmp_path / "fixed").length_prior.weight == 0.2
     # evaluated on the user's held-out rows
     report = tmp_path / "e.json"
@@ -254,7 +255,8 @@ def test_train_and_evaluate_three_models_from_a_table(tmp_path, capsys, target):
     out = tmp_path / "tiers"
     assert train_main(["--table", str(table), "--model-columns",
                        "openai/gpt-4o,azure/gpt-4o,small", "--prices", str(prices), "--out",
-                       str(out), "--no-tracking", "--encoder", "tfidf", *target]) == 0
+                       str(out), "--no-tracking", "--encoder", "tfidf", "--no-prior-router",
+                       *target]) == 0
     r = load_router(out)
     assert r.models == ["openai/gpt-4o", "azure/gpt-4o", "small"]  # names as given
     assert r.prices["azure/gpt-4o"] == {"input": 3.0, "output": 12.0}
@@ -330,7 +332,7 @@ def test_observed_costs_price_models_the_table_lacks(tmp_path, capsys):
     table, planted = _logged_costs_table(tmp_path)
     out = tmp_path / "r"
     assert train_main(["--table", str(table), "--out", str(out), "--no-tracking",
-                       "--encoder", "tfidf", "--jobs", "1"]) == 0
+                       "--encoder", "tfidf", "--jobs", "1", "--no-prior-router"]) == 0
     printed = capsys.readouterr().out
     assert "acme/large <- 'acme/large|total_cost'" in printed
     assert "'prompt_tokens'" in printed and "price of tiny-1b from its observed costs" in printed

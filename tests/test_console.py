@@ -66,6 +66,7 @@ def test_train_without_out_writes_to_the_current_directory(tmp_path):
                         1, 0 if hard else 1])
     out = _run("train", "--table", "logs.csv", "--model-columns", "big,small", "--strong",
                "big", "--weak", "small", "--encoder", "tfidf", "--no-tracking", "--C", "1",
+               "--no-prior-router",
                cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     from router_ml import load_router

@@ -261,6 +261,7 @@ def test_train_register_sets_the_champion_alias(tmp_path, monkeypatch, capsys):
     try:
         assert train_main(["--table", str(tmp_path / "logs.csv"), "--model-columns", "big,small",
                            "--strong", "big", "--weak", "small", "--encoder", "tfidf", "--C", "1",
+                           "--no-prior-router",
                            "--out", str(tmp_path / "r"), "--register", "mine"]) == 0
         assert "models:/mine@champion (version 1)" in capsys.readouterr().out
         mlflow.set_tracking_uri(uri)

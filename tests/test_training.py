@@ -63,7 +63,7 @@ def test_training_warns_when_routing_is_no_better_than_random(tmp_path, caplog, 
     out = tmp_path / "r"
     assert train_main(["--table", str(_pair_table(tmp_path, signal)), "--model-columns",
                        "big,small", "--out", str(out), "--no-tracking", "--encoder", "tfidf",
-                       "--no-length-prior"]) == 0
+                       "--no-length-prior", "--no-prior-router"]) == 0
     warned = "within its bootstrap error" in caplog.text
     check = load_router(out).training["cv_signal"]
     assert check["baseline"] == 0.5 and check["se"] > 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from router_ml.cli.report import (
@@ -68,8 +69,12 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimator", choices=ESTIMATORS, default=None,
                    help="difficulty: one difficulty shared by every model, learned from every "
                         "model's outcomes (the default router; what transfers to other "
-                        "traffic); heads: per-model heads on the training rows (the default "
-                        "with --table: your own traffic)")
+                        "traffic); heads: per-model heads on the training rows alone; warm: "
+                        "the default router's difficulty and abilities corrected by the "
+                        "training rows (the default with --table: your own traffic)")
+    p.add_argument("--no-prior-router", action="store_true",
+                   help="no warm start: with --table, heads from the training rows alone "
+                        "(--estimator heads)")
     p.add_argument("--outcomes", default=None,
                    help="with --estimator difficulty: the sources whose every model's outcomes "
                         f"it also learns from, comma-separated (default: "
@@ -127,10 +132,19 @@ def _config_from_args(args):
     from router_ml.learn.config import DEFAULT_ROUTER, TrainConfig
 
     lam_target = args.budget is not None or args.dearest_share is not None
-    estimator = args.estimator or ("heads" if args.table else "difficulty")
+    if args.no_prior_router and args.estimator == "warm":
+        raise ValueError("--no-prior-router turns the warm start off; it cannot go with "
+                         "--estimator warm")
+    # --table warm-starts from the default's prior, which is on the static embedding: another
+    # encoder, asked for by name, trains heads from the rows alone
+    other_encoder = args.encoder not in (None, DEFAULT_ROUTER.encoder)
+    estimator = args.estimator or ("heads" if args.no_prior_router or (args.table and other_encoder)
+                                   else "warm" if args.table else "difficulty")
     base = DEFAULT_ROUTER if estimator == "difficulty" else TrainConfig()
-    outcomes = (() if estimator != "difficulty" else
-                (base.outcomes if args.outcomes is None and not args.table
+    # the warm start's prior learns from the default's outcomes, with --table too
+    outcomes = (() if estimator == "heads" else
+                (DEFAULT_ROUTER.outcomes if args.outcomes is None
+                 and (not args.table or estimator == "warm")
                  else tuple(s for s in (args.outcomes or "").split(",") if s)))
     length_prior = base.length_prior if args.length_prior is None else args.length_prior
     return TrainConfig(estimator=estimator, outcomes=outcomes,
@@ -300,7 +314,22 @@ def _train(args) -> int:
             prices, derived = router_prices(train, args.prices, tokenizer)
             for m, d in derived.items():
                 print(f"price of {m} from its observed costs: {d.describe()}")
-            outcomes = outcome_rows(config.outcomes, args.data_dir) if config.outcomes else None
+            try:
+                outcomes = (outcome_rows(config.outcomes, args.data_dir) if config.outcomes
+                            else None)
+            except FileNotFoundError as e:
+                if config.estimator != "warm":
+                    raise
+                if args.estimator == "warm":  # asked for by name: say what is missing
+                    raise FileNotFoundError(
+                        f"the warm start learns the default router's prior from every model's "
+                        f"public outcomes ({', '.join(config.outcomes)}), which are not here: "
+                        f"{e}; give --data-dir, or train without the prior "
+                        "(--no-prior-router)") from e
+                print(f"no public outcomes here for the warm start ({e}): training heads on "
+                      "the table's rows alone; give --data-dir (or router-ml data fetch) to "
+                      "start from the default's prior", flush=True)
+                config, outcomes = replace(config, estimator="heads", outcomes=()), None
             print(f"training on {len(train)} rows, models: {', '.join(train.models)}"
                   + (f"; difficulty also from {len(outcomes)} rows of every model's outcomes "
                      f"({', '.join(config.outcomes)})" if outcomes is not None else ""),

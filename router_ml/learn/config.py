@@ -100,8 +100,10 @@ class TrainConfig:
     shared by every model, learned from every model's outcomes on the training rows and on
     the ``outcomes`` sources; a pair's score is then 1 - q_weak, see
     :func:`router_ml.core.router.pair_score`). The default router (:data:`DEFAULT_ROUTER`)
-    uses ``difficulty``, what transfers to traffic it was not trained on; a team's own logs
-    train ``heads`` by default.
+    uses ``difficulty``, what transfers to traffic it was not trained on. ``warm``
+    (:class:`~router_ml.learn.warm.WarmStartEstimator`): the default's difficulty and
+    abilities, learned from the ``outcomes`` sources, corrected by the training rows (a team's
+    own logs train it by default).
     outcomes: with ``difficulty``, the sources whose every model's outcomes it learns from as
     well (:data:`router_ml.learn.protocols.OUTCOME_SOURCES`; a protocol drops the rows that
     match its test questions).
@@ -179,7 +181,7 @@ def committed_static_encoder(folder=STATIC_DIR):
     return StaticEncoder.from_parts(spec, parts)
 
 
-ESTIMATORS = ("heads", "difficulty")
+ESTIMATORS = ("heads", "difficulty", "warm")
 
 
 def static_encoder(pca_dims: int = 64, quantize_to: str = "int8"):

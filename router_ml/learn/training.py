@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 
+from router_ml.core.prompts import fingerprint
 from router_ml.core.router import Router, pair_score
 from router_ml.learn.config import (  # noqa: F401 (re-exported, see __all__)
     C_GRID,
@@ -123,8 +124,53 @@ def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
     return X_all[:len(train)], oof, out_of_source
 
 
-def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | None = None
-               ) -> Router:
+def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes, prior):
+    """Fit ``router``'s encoder and a WarmStartEstimator over the default's prior (``prior``,
+    or one fitted on ``outcomes`` minus the rows that match a training row), its strengths
+    chosen on held-out folds; return the training rows' features, out-of-fold predictions and
+    the pair score's rule."""
+    from router_ml.learn.warm import Prior, choose_warm, prior_outcomes, warm_estimator
+
+    dropped = None
+    if prior is None:
+        if outcomes is not None:
+            outcomes, dropped = prior_outcomes(outcomes, train)
+        prior = Prior.fit(outcomes, random_state=config.random_state)
+    X = router.encoder.fit_transform(train.prompts)
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
+    est = warm_estimator(prior, train.models, X.shape[1])
+    known = [m for m, ab in zip(train.models, est.abilities) if np.isfinite(ab).all()]
+    # few rows make a noisy held-out score: repeat the folds (up to 3 times) below 3,000 rows.
+    # A pair's score is the gain (0.5 + (q_strong - q_weak) / 2) of the corrected heads: on a
+    # few hundred rows, choosing it or 1 - q_weak by held-out APGR picks by luck
+    repeats = int(min(3, max(1, np.ceil(3000 / len(train)))))
+    lengths = ([len(p) for p in train.prompts] if costs is None and config.length_prior
+               else None)
+    chosen = choose_warm(est, X, train.quality, costs, folds=config.cv_folds, repeats=repeats,
+                         random_state=config.random_state, lengths=lengths, rules=("gain",),
+                         length_weights=(None if config.prior_weight is None
+                                         else (config.prior_weight,)))
+    est.set_params(C=chosen["C"], C_ability=chosen["C_ability"])
+    oof = out_of_fold(est, X, train, config)
+    router.estimator = est.fit(X, train.quality)
+    router.score_rule = chosen["rule"]
+    router.fitted_ = True
+    router.length_prior = None
+    from_rows = [m for m in train.models if m not in known]
+    router.training = {"n": len(train), "warm_start": {
+        "C": chosen["C"], "C_ability": chosen["C_ability"], "rule": chosen["rule"],
+        "cv_score": chosen["score"], "cv_log_loss": chosen["log_loss"], "prior_rows": prior.n,
+        "prior_dropped": dropped, "models_from_prior": known, "models_from_rows": from_rows},
+        "fingerprint": fingerprint(train.prompts, np.nan_to_num(train.quality, nan=-1))}
+    logger.info("warm start: C=%g, C_ability=%g (held-out log-loss %.4f, routing %.4f); "
+                "abilities from the prior: %s; from the rows: %s", chosen["C"],
+                chosen["C_ability"], chosen["log_loss"], chosen["score"],
+                ", ".join(known) or "none", ", ".join(from_rows) or "none")
+    return X, oof, chosen["rule"]
+
+
+def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | None = None,
+               prior=None) -> Router:
     """Fit a router on ``train`` and calibrate its knob on out-of-fold predictions.
 
     The encoder is fitted on all training prompts (it sees no labels). C is chosen from
@@ -139,9 +185,11 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     "difficulty"`` a :class:`~router_ml.learn.difficulty.DifficultyEstimator` learns from the
     training rows and every model's ``outcomes`` (rows of other sources and models, e.g.
     :func:`router_ml.learn.protocols.outcome_rows`), with out-of-fold predictions the same way.
+    With ``"warm"`` a :class:`~router_ml.learn.warm.WarmStartEstimator` corrects the default's
+    difficulty and abilities (``prior``, a :class:`~router_ml.learn.warm.Prior`, or one fitted
+    on ``outcomes``) with the training rows (:mod:`router_ml.learn.warm`).
     """
     from router_ml.core.calibration import calibrate, lam_for_target
-    from router_ml.core.prompts import fingerprint
 
     if len(train) < 20:
         raise ValueError(f"training needs at least 20 labelled rows, got {len(train)}")
@@ -159,6 +207,10 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     router = build_router(config, train.models, prices)
     pair = len(train.models) == 2
     difficulty = config.estimator == "difficulty"
+    warm = config.estimator == "warm"
+    if warm and config.prior_select_by != "folds":
+        raise ValueError("prior_select_by applies to heads and the difficulty estimator; the "
+                         "warm start's prior is chosen on shuffled folds")
     from router_ml.core.prices import row_costs
 
     tokenizer = None
@@ -176,6 +228,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     rule = "weak" if difficulty else "gain"
     if difficulty:
         X, oof, out_of_source = _fit_difficulty(router, train, config, outcomes)
+    elif warm:
+        X, oof, rule = _fit_warm(router, train, config, costs, outcomes, prior)
     else:
         X = router.encoder.fit_transform(train.prompts)
         router.estimator = build_estimator(config).set_params(
@@ -196,6 +250,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     router.tokenizer = tokenizer
     if difficulty:
         C = None
+    elif warm:
+        C = router.estimator.C
     else:
         C = router.estimator.C if router.estimator.classifier is None else None
         router.fit(train.prompts, train.quality, features=X)
@@ -206,8 +262,9 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
         router.fallback = config.fallback
     fp = fingerprint(train.prompts)
     info = {"config": config.to_dict(), "C": C,
-            "heads": ("difficulty" if difficulty else _heads_name(router.estimator.classifier)),
-            "sources": sorted(set(train.sources) | (set(outcomes.sources) if difficulty
+            "heads": ("difficulty" if difficulty else "warm-start" if warm
+                      else _heads_name(router.estimator.classifier)),
+            "sources": sorted(set(train.sources) | (set(outcomes.sources) if (difficulty or warm)
                                                     and outcomes is not None else set())),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality,
             "cv_signal": signal}
