@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.cli.report import evaluate_rows
+from router_ml.learn.evaluation import evaluate_rows
 from router_ml.learn.protocols import (
     MULTI_PROTOCOLS,
     protocol_folds,

@@ -334,7 +334,7 @@ def main(argv=None) -> int:
     os.environ.setdefault(EMBEDDING_CACHE_ENV, str(default_cache_dir()))
     os.environ.update({k: v for k, v in OFFLINE_ENV.items() if "THREADS" not in k})
     from router_ml.learn import arena, evaluation
-    from router_ml.cli.report import baseline_scores, pooled_scores
+    from router_ml.learn.evaluation import baseline_scores, pooled_scores
     from router_ml.core.transformer import SentenceTransformerEncoder
     from router_ml.learn.protocols import PAIR_PROTOCOLS, protocol_folds, with_outcomes
     from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig, fit_router

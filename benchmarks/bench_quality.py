@@ -35,7 +35,7 @@ import numpy as np
 
 from router_ml import load_router
 from router_ml.learn import arena, evaluation
-from router_ml.cli.report import PUBLISHED, baseline_scores, pooled_scores
+from router_ml.learn.evaluation import PUBLISHED, baseline_scores, pooled_scores
 from router_ml.core.features import encoders_of
 from router_ml.core.transformer import EMBEDDING_CACHE_ENV, SentenceTransformerEncoder
 from router_ml.learn.protocols import (
@@ -472,7 +472,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 routers = run_config(config, folds, prices, Path(tmp))
-            from router_ml.cli.report import evaluate_rows
+            from router_ml.learn.evaluation import evaluate_rows
 
             rep, data = evaluate_rows(routers, folds, prices)
             if pair:

@@ -136,3 +136,15 @@ def test_old_cli_names_warn():
         warnings.simplefilter("error")
         with pytest.raises(AttributeError):
             router_ml.cli.no_such_name  # noqa: B018
+
+
+def test_the_benchmarks_import_no_cli_code():
+    """Benchmarks measure the library: what they need lives in learn/, core/ or serve/ (they
+    may run the router-ml command, as a user does)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    for f in sorted((root / "benchmarks").glob("*.py")):
+        found = re.findall(r"^\s*(?:from router_ml\.cli\b|import router_ml\.cli\b).*$",
+                           f.read_text(encoding="utf-8"), re.M)
+        assert not found, (f.name, found)

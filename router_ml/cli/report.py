@@ -11,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from router_ml.learn.evaluation import (  # noqa: F401 (the CLI's names, from where they live)
+    BASELINES,
+    PUBLISHED,
+    baseline_scores,
+    evaluate_rows,
+    pooled_scores,
+)
+
 logger = logging.getLogger("router_ml")
-
-
-BASELINES = ("random", "length")
-
-
-PUBLISHED = {"mmlu": {"apgr": 0.603, "cpt50": 0.354}, "gsm8k": {"apgr": 0.622, "cpt50": 0.336},
-             "mmlu-to-gsm8k": {"apgr": 0.622, "cpt50": 0.336}}
 
 
 def _setup_logging(verbose: bool):
@@ -86,17 +87,6 @@ def describe_knob(router) -> str:
     return line
 
 
-def pooled_scores(folds, score_fn):
-    """Concatenate each fold's test rows and scores (one curve for a k-fold protocol)."""
-    scores, qs, qw, prompts = [], [], [], []
-    for f in folds:
-        scores.append(np.asarray(score_fn(f), dtype=np.float64))
-        qs.append(f.test.q_strong)
-        qw.append(f.test.q_weak)
-        prompts.extend(f.test.prompts)
-    return np.concatenate(scores), np.concatenate(qs), np.concatenate(qw), prompts
-
-
 def log_report(run, report: dict) -> None:
     """A protocol's test report in a tracking run: its numbers as metrics, its names (a
     multi-model report's best single model) as parameters, the saved knob's results
@@ -108,53 +98,6 @@ def log_report(run, report: dict) -> None:
     if names:
         run.log_params(names)
     run.log_metrics({k: v for k, v in flat.items() if k not in names})
-
-
-def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[dict, object]:
-    """The report of routers (one per fold key) on the folds' pooled test rows: APGR and
-    friends for two models, AIQ and the saving for more (costs counted with ``tokenizer``
-    when given). Returns (report dict, plot data)."""
-    from router_ml.core.prices import row_costs
-    from router_ml.learn import evaluation
-
-    if folds[0].difficulty is not None:  # arena-rated: the score against the difficulty
-        from router_ml.learn.arena import rated_metric
-
-        f = folds[0]
-        scores = routers[f.k].score(f.test.prompts)
-        return rated_metric(scores, f.difficulty), None
-    if len(folds[0].test.models) == 2:
-        scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
-        picks = np.concatenate([routers[f.k].route_arrays(f.test.prompts).index for f in folds])
-        report = evaluation.evaluate(scores, qs, qw).to_dict()
-        report["at_knob"] = {**_saved_knob(routers),
-                             **evaluation.at_knob(picks, np.column_stack([qs, qw]))}
-        return report, (scores, qs, qw)
-    qhat, q, c, picks = [], [], [], []
-    for f in folds:
-        keep = np.isfinite(f.test.quality).all(axis=1)
-        test = f.test.subset(keep)
-        r = routers[f.k]
-        qhat.append(r.predict_quality(test.prompts))
-        q.append(test.quality)
-        c.append(row_costs(test.prompts, test.models, test.costs,
-                           r.prices if prices is None else prices, tokenizer=tokenizer))
-        picks.append(r.route_arrays(test.prompts).index)
-    models = list(folds[0].test.models)
-    rep = evaluation.evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c), models)
-    report = rep.to_dict()
-    report["at_knob"] = {**_saved_knob(routers), **evaluation.at_knob(
-        np.concatenate(picks), np.vstack(q), np.vstack(c), models)}
-    return report, rep
-
-
-def _saved_knob(routers: dict) -> dict:
-    """{"knob": "threshold" or "lam", "value": its value (a list, one per fold, when the
-    folds' routers differ)}."""
-    rs = list(routers.values())
-    knob = "threshold" if rs[0].threshold is not None else "lam"
-    values = [getattr(r, knob) for r in rs]
-    return {"knob": knob, "value": values[0] if len(set(values)) == 1 else values}
 
 
 def format_knob(r: dict) -> str:
@@ -209,10 +152,3 @@ def _tokenizer_argument(p: argparse.ArgumentParser) -> None:
                    "(default: ceil(characters / 4))")
 
 
-def baseline_scores(name: str, prompts, seed: int = 0) -> np.ndarray:
-    """Scores of a baseline: ``random`` (uniform, seeded) or ``length`` (characters)."""
-    if name == "random":
-        return np.random.default_rng(seed).random(len(prompts))
-    if name == "length":
-        return np.array([len(p) for p in prompts], dtype=np.float64)
-    raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from router_ml.core.metrics import apgr
-from router_ml.learn.evaluation import spearman
+from router_ml.learn.evaluation import rated_metric, spearman
 from router_ml.learn.sources import _Builder, _read_jsonl, _source_dir
 
 logger = logging.getLogger(__name__)
@@ -138,16 +138,6 @@ def battle_rows(arena: ArenaBattles, min_gap: float = MIN_ELO_GAP):
         qs.append(1.0 if b["winner"] == strong else 0.5 if b["winner"].startswith("tie") else 0.0)
     qs = np.array(qs)
     return prompts, qs, 1.0 - qs
-
-
-def rated_metric(scores, difficulty, n_boot: int = 1000, seed: int = 0) -> dict:
-    """{"n", "rho", "se"}: Spearman's rho of scores against difficulty, and its bootstrap
-    standard error over the prompts."""
-    s, d = np.asarray(scores, dtype=np.float64), np.asarray(difficulty, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = [spearman(s[i], d[i]) for i in (rng.integers(0, len(s), len(s))
-                                            for _ in range(n_boot))]
-    return {"n": len(s), "rho": spearman(s, d), "se": float(np.std(boots))}
 
 
 def battles_metric(scores, q_strong, q_weak, n_boot: int = 1000, seed: int = 0) -> dict:

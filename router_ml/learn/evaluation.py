@@ -30,10 +30,12 @@ from router_ml.core.metrics import (  # the metrics, re-exported: evaluation's p
     upper_hull,
 )
 
+
 __all__ = [
-    "Curve", "MultiReport", "Report", "Sweep", "aiq", "apgr", "at_knob", "choose",
-    "cost_quality_curve", "cpt", "evaluate", "evaluate_multi", "hull_value", "knob_breakpoints",
-    "pgr", "plot_curves", "plot_multi", "sweep", "upper_hull",
+    "BASELINES", "PUBLISHED", "Curve", "MultiReport", "Report", "Sweep", "aiq", "apgr", "at_knob",
+    "baseline_scores", "choose", "cost_quality_curve", "cpt", "evaluate", "evaluate_multi",
+    "evaluate_rows", "hull_value", "knob_breakpoints", "pgr", "plot_curves", "plot_multi",
+    "pooled_scores", "rated_metric", "saved_knob", "sweep", "upper_hull",
 ]
 
 
@@ -306,3 +308,85 @@ def spearman(a, b) -> float:
 
     c = np.corrcoef(rankdata(a), rankdata(b))[0, 1]
     return float(c) if np.isfinite(c) else 0.0
+
+
+# ---------------------------------------------------------------- a protocol's folds
+BASELINES = ("random", "length")
+
+
+PUBLISHED = {"mmlu": {"apgr": 0.603, "cpt50": 0.354}, "gsm8k": {"apgr": 0.622, "cpt50": 0.336},
+             "mmlu-to-gsm8k": {"apgr": 0.622, "cpt50": 0.336}}
+
+
+def baseline_scores(name: str, prompts, seed: int = 0) -> np.ndarray:
+    """Scores of a baseline: ``random`` (uniform, seeded) or ``length`` (characters)."""
+    if name == "random":
+        return np.random.default_rng(seed).random(len(prompts))
+    if name == "length":
+        return np.array([len(p) for p in prompts], dtype=np.float64)
+    raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+
+
+def rated_metric(scores, difficulty, n_boot: int = 1000, seed: int = 0) -> dict:
+    """{"n", "rho", "se"}: Spearman's rho of scores against difficulty, and its bootstrap
+    standard error over the prompts."""
+    s, d = np.asarray(scores, dtype=np.float64), np.asarray(difficulty, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boots = [spearman(s[i], d[i]) for i in (rng.integers(0, len(s), len(s))
+                                            for _ in range(n_boot))]
+    return {"n": len(s), "rho": spearman(s, d), "se": float(np.std(boots))}
+
+
+def pooled_scores(folds, score_fn):
+    """Concatenate each fold's test rows and scores (one curve for a k-fold protocol)."""
+    scores, qs, qw, prompts = [], [], [], []
+    for f in folds:
+        scores.append(np.asarray(score_fn(f), dtype=np.float64))
+        qs.append(f.test.q_strong)
+        qw.append(f.test.q_weak)
+        prompts.extend(f.test.prompts)
+    return np.concatenate(scores), np.concatenate(qs), np.concatenate(qw), prompts
+
+
+def evaluate_rows(routers: dict, folds, prices=None, tokenizer=None) -> tuple[dict, object]:
+    """The report of routers (one per fold key) on the folds' pooled test rows: APGR and
+    friends for two models, AIQ and the saving for more (costs counted with ``tokenizer``
+    when given). Returns (report dict, plot data)."""
+    from router_ml.core.prices import row_costs
+
+    if folds[0].difficulty is not None:  # arena-rated: the score against the difficulty
+        f = folds[0]
+        scores = routers[f.k].score(f.test.prompts)
+        return rated_metric(scores, f.difficulty), None
+    if len(folds[0].test.models) == 2:
+        scores, qs, qw, _ = pooled_scores(folds, lambda f: routers[f.k].score(f.test.prompts))
+        picks = np.concatenate([routers[f.k].route_arrays(f.test.prompts).index for f in folds])
+        report = evaluate(scores, qs, qw).to_dict()
+        report["at_knob"] = {**saved_knob(routers),
+                             **at_knob(picks, np.column_stack([qs, qw]))}
+        return report, (scores, qs, qw)
+    qhat, q, c, picks = [], [], [], []
+    for f in folds:
+        keep = np.isfinite(f.test.quality).all(axis=1)
+        test = f.test.subset(keep)
+        r = routers[f.k]
+        qhat.append(r.predict_quality(test.prompts))
+        q.append(test.quality)
+        c.append(row_costs(test.prompts, test.models, test.costs,
+                           r.prices if prices is None else prices, tokenizer=tokenizer))
+        picks.append(r.route_arrays(test.prompts).index)
+    models = list(folds[0].test.models)
+    rep = evaluate_multi(np.vstack(qhat), np.vstack(q), np.vstack(c), models)
+    report = rep.to_dict()
+    report["at_knob"] = {**saved_knob(routers), **at_knob(
+        np.concatenate(picks), np.vstack(q), np.vstack(c), models)}
+    return report, rep
+
+
+def saved_knob(routers: dict) -> dict:
+    """{"knob": "threshold" or "lam", "value": its value (a list, one per fold, when the
+    folds' routers differ)}."""
+    rs = list(routers.values())
+    knob = "threshold" if rs[0].threshold is not None else "lam"
+    values = [getattr(r, knob) for r in rs]
+    return {"knob": knob, "value": values[0] if len(set(values)) == 1 else values}
