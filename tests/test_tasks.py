@@ -88,10 +88,10 @@ def test_default_tasks_has_the_eleven_documented_tasks():
     assert "code" in default_tasks()
 
 
-def test_the_shipped_encoder_is_the_256_dimension_static_embedding():
+def test_the_shipped_encoder_is_the_routers_64_dimension_static_embedding():
     enc = task_encoder()
     X = enc.transform(["Write a Python function", "hello"])
-    assert X.shape == (2, 256)
+    assert X.shape == (2, 64)
     assert np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
 
 

@@ -16,7 +16,8 @@ examples in two ways and names the task that scores highest:
 The task with the highest sum (meaning + ``lexical_weight`` x words) is named; its
 similarity is the meaning's cosine, in [-1, 1], and below the task's ``min_similarity`` (else
 the detector's) the task is unknown (None). The embedding is the package's own static one,
-all-MiniLM-L6-v2 distilled to 256 dimensions (model2vec, int8, 7.6 MB): numpy and tokenizers
+the router's own all-MiniLM-L6-v2 distilled to 64 dimensions (model2vec, int8, 1.9 MB; the
+same files as ``models/static-minilm-64``): numpy and tokenizers
 at run time, no torch, no network, well under a millisecond a prompt. docs/tasks.md gives the
 measurements behind each choice (``benchmarks/bench_tasks.py``).
 """
@@ -72,9 +73,9 @@ TASKS_SCHEMA = {
 }
 
 _ENCODER_DIR = "task_encoder"
-_ENCODER_NAME = "m2v-all-MiniLM-L6-v2-256-int8"
+_ENCODER_NAME = "m2v-all-MiniLM-L6-v2-64-int8"
 _ENCODER_SHA256 = {
-    "vectors.npy": "06477bdb7df0f40664c8e2ec66cc522154c3597491c0a340a9a9d2c565f13248",
+    "vectors.npy": "8cb660de9192c36cefafb960ce44dd1f02da42d12de407784509e4f1ec5ca75e",
     "tokenizer.json": "dd33465341c98889c3338356b6200c8b232b89af5f1b7aa8e6ee1d4d7a699631",
 }
 
@@ -188,8 +189,8 @@ def _task_encoder():
 
 def task_encoder():
     """The embedding :class:`TaskDetector` uses by default: all-MiniLM-L6-v2 distilled to a
-    256-dimension static embedding (int8), shipped in the package and checked by sha256 when
-    first loaded (once per process)."""
+    64-dimension static embedding (int8, the router's), shipped in the package and checked by
+    sha256 when first loaded (once per process)."""
     return _task_encoder()
 
 
