@@ -439,3 +439,11 @@ def test_fuzzed_bodies_never_give_a_500_and_never_reach_the_attacker(gateway, st
     for s in seen[n:]:  # what did reach the upstream was only allow-listed
         assert set(s["body"]) <= {*FORWARDED, "model", "messages", "stream"}
         assert s["headers"]["authorization"] == f"Bearer {KEY}"
+
+
+def test_an_unknown_fields_name_is_said_back_only_in_part(gateway):
+    base, *_ = gateway
+    long = "x" * 100_000
+    r = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
+        "model": WEAK, "messages": [{"role": "user", "content": EASY, long: 1}], long: 1})
+    assert r.status_code == 400 and len(r.content) < 2_000, r.content[:200]

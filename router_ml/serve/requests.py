@@ -78,6 +78,14 @@ MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
+MAX_ECHO = 64  # characters of a client's field name said back in an error
+
+
+def _echo(name: str) -> str:
+    """A client-chosen field name as an error may say it back: at most MAX_ECHO characters."""
+    return name if len(name) <= MAX_ECHO else name[:MAX_ECHO] + "..."
+
+
 def depth_exceeds(obj, limit: int = MAX_DEPTH) -> bool:
     """Whether ``obj`` (parsed JSON) nests objects and lists more than ``limit`` deep; iterative,
     so a hostile body cannot exhaust the stack."""
@@ -103,8 +111,9 @@ def forwarded_params(body: dict, max_tokens: int = DEFAULT_MAX_TOKENS) -> dict:
             continue
         spec = FORWARDED.get(k)
         if spec is None:
-            raise RequestError(f"unrecognized request argument: {k!r}. This endpoint forwards "
-                               f"only: {', '.join(sorted(FORWARDED))}", k)
+            name = _echo(k)
+            raise RequestError(f"unrecognized request argument: {name!r}. This endpoint "
+                               f"forwards only: {', '.join(sorted(FORWARDED))}", name)
         if not spec[0](v):
             raise RequestError(f"{k} must be {spec[1]}", k)
         if k in ("max_tokens", "max_completion_tokens") and v > max_tokens:
@@ -126,7 +135,8 @@ def check_messages(messages) -> list:
             raise RequestError(f"messages[{i}] must be an object", "messages")
         extra = sorted(set(m) - MESSAGE_KEYS)
         if extra:
-            raise RequestError(f"messages[{i}] has an unrecognized field {extra[0]!r}", "messages")
+            raise RequestError(f"messages[{i}] has an unrecognized field {_echo(extra[0])!r}",
+                               "messages")
         if m.get("role") not in ROLES:
             raise RequestError(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}",
                                "messages")
