@@ -91,6 +91,26 @@ def _spearman(a, b) -> float:
     return np.nan if len(a) < 3 else spearman(a, b)
 
 
+def check_outcomes(X, Y):
+    """(X (n, d) float64, Y (n, M) float64, finite mask of Y): features and qualities in
+    [0, 1] with NaN where a model has no outcome; ValueError for shapes that do not match, a
+    quality outside [0, 1] or a model with no outcome at all."""
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    n = Y.shape[0]
+    if X.ndim != 2 or X.shape[0] != n:
+        raise ValueError(f"X must be (n, d) with one row per row of Y ({n}), got {X.shape}")
+    fin = np.isfinite(Y)
+    if ((Y[fin] < 0) | (Y[fin] > 1)).any():
+        raise ValueError("qualities must be in [0, 1] (NaN where missing)")
+    if not fin.any(axis=0).all():
+        raise ValueError(f"columns {np.flatnonzero(~fin.any(axis=0)).tolist()} of Y have no "
+                         "outcome at all")
+    return X, Y, fin
+
+
 class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Each model's quality from one shared prompt difficulty (see the module docstring).
 
@@ -126,19 +146,8 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         outcome; source: (n,) labels (None: one source); sample_weight: (n,) or None.
         Returns self."""
         self._validate_params()
-        X = np.asarray(X, dtype=np.float64)
-        Y = np.asarray(Y, dtype=np.float64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
+        X, Y, fin = check_outcomes(X, Y)
         n, M = Y.shape
-        if X.ndim != 2 or X.shape[0] != n:
-            raise ValueError(f"X must be (n, d) with one row per row of Y ({n}), got {X.shape}")
-        fin = np.isfinite(Y)
-        if ((Y[fin] < 0) | (Y[fin] > 1)).any():
-            raise ValueError("qualities must be in [0, 1] (NaN where missing)")
-        if not fin.any(axis=0).all():
-            raise ValueError(f"columns {np.flatnonzero(~fin.any(axis=0)).tolist()} of Y have no "
-                             "outcome at all")
         cols = list(range(M)) if self.columns is None else [int(c) for c in self.columns]
         if not cols or min(cols) < 0 or max(cols) >= M:
             raise ValueError(f"columns must index Y's {M} columns, got {self.columns!r}")

@@ -34,6 +34,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from router_ml.core.heads import QualityHeads
+from router_ml.learn.difficulty import check_outcomes
 
 # inverse penalty strengths of the residual heads: 0 is the prior alone, 1 the team's own
 # heads with a light penalty
@@ -135,19 +136,8 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """X: (n, d) features; Y: (n, M) qualities in [0, 1], NaN where missing;
         sample_weight: (n,) or None. Returns self."""
         self._validate_params()
-        X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-        Y = np.asarray(Y, dtype=np.float64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
+        X, Y, fin = check_outcomes(X, Y)
         n, m = Y.shape
-        if X.ndim != 2 or X.shape[0] != n:
-            raise ValueError(f"X must be (n, d) with one row per row of Y ({n}), got {X.shape}")
-        fin = np.isfinite(Y)
-        if ((Y[fin] < 0) | (Y[fin] > 1)).any():
-            raise ValueError("qualities must be in [0, 1] (NaN where missing)")
-        if not fin.any(axis=0).all():
-            raise ValueError(f"columns {np.flatnonzero(~fin.any(axis=0)).tolist()} of Y have no "
-                             "outcome at all")
         d_ = X.shape[1]
         coef = (np.zeros(d_) if self.prior_coef is None
                 else np.asarray(self.prior_coef, dtype=np.float64).ravel())
