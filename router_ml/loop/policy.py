@@ -252,6 +252,7 @@ class Policy:
         self.conversation_mode = config.conversation
         self.memory = ConversationMemory() if config.conversation != "free" else None
         self.tasks = dict(config.tasks)
+        self._detector = None  # built on the first request that needs it (see _tasks)
         self._check_models(config)
 
     def _check_models(self, config: PolicyConfig) -> None:
@@ -353,8 +354,9 @@ class Policy:
         if not self.tasks or not todo:
             return metadata, found
         metadata = list(metadata)
-        for i, (task, sim) in zip(todo, _detector(tuple(self.tasks.items()))
-                                  .detect_batch([texts[i] for i in todo])):
+        if self._detector is None:  # shared by policies of the same task types
+            self._detector = _detector(tuple(self.tasks.items()))
+        for i, (task, sim) in zip(todo, self._detector.detect_batch([texts[i] for i in todo])):
             found[i] = (task, "detected", float(sim))
             if task is not None:
                 metadata[i] = {**(metadata[i] or {}), "task": task}
