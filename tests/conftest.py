@@ -55,13 +55,13 @@ def pair_qualities(y) -> np.ndarray:
 
 def planted_router(encoder, classifier=None, seed: int = 0, prompts=None, y=None):
     """A pair router (``PAIR``) with ``encoder`` fitted on the planted set (or prompts, y)."""
-    from router_ml import Router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.learn.estimator import QualityEstimator
 
     if prompts is None:
         prompts, y = planted_data()
     estimator = QualityEstimator(classifier=classifier, random_state=seed)
-    return Router(encoder, estimator, models=PAIR).fit(list(prompts), pair_qualities(y))
+    return RouterSpec(encoder, estimator, models=PAIR).fit(list(prompts), pair_qualities(y))
 
 
 TIERS = ["openai/gpt-4o", "azure/gpt-4o", "small"]  # names exactly as given: two providers

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from router_ml import Router
 from router_ml.core.calibration import CalibrationRecord
+from router_ml.core.encoders import StatsEncoder
+from router_ml.core.state import RouterState
 from router_ml.core.prices import BUILTIN_SOURCE, ModelPrice, PriceTable, load_prices
 from router_ml.errors import (
     CalibrationError,
@@ -342,7 +344,7 @@ def test_budget_by_hand_and_record_usable_by_router():
     assert rec.achieved["quality"] == pytest.approx(0.5)  # top 3 scores are weak-right rows
     assert rec.target["budget_usd_per_month"] == budget and rec.n == 10 and rec.fingerprint
     json.dumps(rec.to_dict(), allow_nan=False)  # fits the manifest
-    router = Router(models=[STRONG, WEAK])
+    router = Router(RouterState(StatsEncoder(), object(), [STRONG, WEAK], threshold=0.5))
     router.set_threshold(t, rec)
     assert router.threshold == t and router.calibration.method == "budget"
 

@@ -13,11 +13,8 @@ PKG = Path(__file__).resolve().parent.parent / "router_ml"
 # lowest first; a module may import its own layer and those before it
 LAYERS = ["base", "core", "learn", "loop", "serve", "cli", "package"]
 BASE = {"router_ml.errors", "router_ml._version", "router_ml._moved"}
-# the few imports that go up a layer, each lazy and off the serving path
-UPWARD = {
-    # Router(models=...) without an estimator trains the default one (scikit-learn)
-    ("router_ml.core.router", "router_ml.learn.estimator"),
-}
+# imports that go up a layer (none: an unfitted router is router_ml.learn.spec.RouterSpec)
+UPWARD: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -69,13 +69,14 @@ def test_the_whole_loop(tmp_path, planted_set, base_rows):
     from conftest import EASY, HARD, pair_qualities
     from mlflow import MlflowClient
 
-    from router_ml import Router, load_router
+    from router_ml import load_router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.core.encoders import TfidfEncoder
     from router_ml.learn.training import TrainConfig
 
     prompts, y = planted_set
     current_dir = tmp_path / "current"
-    Router(TfidfEncoder(min_df=1), models=[STRONG, CHEAP]).fit(list(prompts), pair_qualities(y)) \
+    RouterSpec(TfidfEncoder(min_df=1), models=[STRONG, CHEAP]).fit(list(prompts), pair_qualities(y)) \
         .save(current_dir)
     router = load_router(current_dir)
     # reference: scores of held-out prompts like the training ones (training prompts

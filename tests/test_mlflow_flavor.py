@@ -92,11 +92,11 @@ def test_pyfunc_takes_prompts_as_mlflow_flavours_do(saved, kind):
 def test_pyfunc_of_three_models_takes_a_list(tmp_path):
     from conftest import TIER_KINDS, TIER_PRICES, TIERS, planted_tiers
 
-    from router_ml import Router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.core.encoders import TfidfEncoder
 
     prompts, Q, _ = planted_tiers(300)
-    router = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
+    router = RouterSpec(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
                     lam=20.0).fit(prompts, Q)
     router.save(tmp_path / "tiers")
     new = [f"{TIER_KINDS[i % 3]} case {i}" for i in range(30)]

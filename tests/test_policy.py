@@ -64,13 +64,13 @@ tier = "fast"
 
 @pytest.fixture(scope="module")
 def pair_router(planted_set):
-    from router_ml import Router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.core.encoders import TfidfEncoder
 
     prompts, y = planted_set
     from conftest import pair_qualities
 
-    router = Router(TfidfEncoder(min_df=1), models=[STRONG, CHEAP])
+    router = RouterSpec(TfidfEncoder(min_df=1), models=[STRONG, CHEAP])
     return router.fit(list(prompts), pair_qualities(y))
 
 
@@ -263,13 +263,13 @@ def test_import_is_light():
 def test_the_default_ladder_runs_cheapest_first_and_lam_decisions_have_no_threshold(pair_router):
     from conftest import TIER_PRICES, TIERS, planted_tiers
 
-    from router_ml import Router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.core.encoders import TfidfEncoder
 
     # a pair router lists the strong model first; its ladder starts with the weak one
     assert pair_router.models == [STRONG, CHEAP] and Policy(pair_router).ladder == (CHEAP, STRONG)
     prompts, Q, _ = planted_tiers(150)
-    tiers = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
+    tiers = RouterSpec(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
     policy = Policy(tiers)
     assert policy.ladder == ("small", "openai/gpt-4o", "azure/gpt-4o")
     assert policy.strongest == "azure/gpt-4o"

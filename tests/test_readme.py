@@ -53,13 +53,13 @@ def root(tmp_path_factory):
     """A stand-in for the repository root (see the module docstring)."""
     from conftest import TIER_PRICES, TIERS, planted_tiers
 
-    from router_ml import Router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.core.encoders import TfidfEncoder
 
     folder = tmp_path_factory.mktemp("readme-root")
     shutil.copytree(ROOT / "models" / "default", folder / "models" / "default")
     prompts, Q, _ = planted_tiers(300)
-    Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
+    RouterSpec(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
            lam=20.0).fit(prompts, Q).save(folder / "models" / "mine")
     for lang, _, code in _blocks():
         first = code.splitlines()[0] if code.strip() else ""

@@ -18,8 +18,10 @@ from router_ml.core import artifact
 from router_ml.core.encoders import StatsEncoder, TfidfEncoder
 from router_ml.core.metrics import apgr
 from router_ml.core.prompts import prompt_text
+from router_ml.core.state import RouterState
 from router_ml.learn.labels import Rows
 from router_ml.learn.protocols import Fold, with_extra
+from router_ml.learn.spec import RouterSpec
 
 PAIR = ["strong", "weak"]
 
@@ -41,7 +43,7 @@ def planted(n=400, seed=0):
 @pytest.fixture(scope="module")
 def fitted():
     prompts, qs, qw = planted()
-    router = Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, np.column_stack([qs, qw]))
+    router = RouterSpec(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, np.column_stack([qs, qw]))
     return router, prompts, qs, qw
 
 
@@ -128,19 +130,19 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 def test_fit_errors():
     with pytest.raises(ValueError, match="zero prompts"):
-        Router(models=PAIR).fit([], np.zeros((0, 2)))
+        RouterSpec(models=PAIR).fit([], np.zeros((0, 2)))
     with pytest.raises(ValueError, match=r"qualities must have shape \(2, 2\)"):
-        Router(models=PAIR).fit(["a", "b"], [1, 1])
+        RouterSpec(models=PAIR).fit(["a", "b"], [1, 1])
     with pytest.raises(ValueError, match=r"hold no quality at all"):
-        Router(TfidfEncoder(min_df=1), models=PAIR).fit(["aa bb", "cc dd"], [[1, np.nan], [0, np.nan]])
+        RouterSpec(TfidfEncoder(min_df=1), models=PAIR).fit(["aa bb", "cc dd"], [[1, np.nan], [0, np.nan]])
     with pytest.raises(ValueError, match="must be distinct; repeated: x"):
-        Router(models=["x", "x"])
+        RouterSpec(models=["x", "x"])
     with pytest.raises(ValueError, match="at least two candidate models"):
-        Router(models=["x"])
+        RouterSpec(models=["x"])
     with pytest.raises(ValueError, match="threshold or lam, not both"):
-        Router(models=PAIR, threshold=0.5, lam=0.0)
-    with pytest.raises(RuntimeError, match="not fitted"):
-        Router(models=PAIR).score(["a"])
+        RouterSpec(models=PAIR, threshold=0.5, lam=0.0)
+    with pytest.raises(TypeError, match="takes a RouterState.*RouterSpec"):
+        Router(models=PAIR)  # the unfitted router of router_ml 0.1 is a RouterSpec now
 
 
 def test_extra_rows_matching_a_test_question_are_dropped(monkeypatch):
@@ -427,7 +429,7 @@ def test_encoders_are_scikit_learn_transformers(tmp_path):
 @pytest.fixture(scope="module")
 def tiers():
     prompts, Q, _ = planted_tiers()
-    return Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
+    return RouterSpec(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES).fit(prompts, Q)
 
 
 def test_predict_quality_recovers_the_planted_best_model(tiers):
@@ -556,7 +558,7 @@ def test_an_unreachable_lam_target_is_a_calibration_error(tiers):
 def test_missing_price_and_threshold_on_three_models_are_clear_errors(tiers):
     prompts, Q, _ = planted_tiers(30)
     prices = {m: p for m, p in TIER_PRICES.items() if m != "small"}
-    r = Router(TfidfEncoder(min_df=1), models=TIERS, prices=prices).fit(prompts, Q)
+    r = RouterSpec(TfidfEncoder(min_df=1), models=TIERS, prices=prices).fit(prompts, Q)
     with pytest.raises(UnknownModelError, match=r"unknown model 'small'.*the router's price table"):
         r.costs(prompts)
     with pytest.raises(UnknownModelError, match="'small'"):
@@ -564,7 +566,7 @@ def test_missing_price_and_threshold_on_three_models_are_clear_errors(tiers):
     with pytest.raises(ValueError, match="a threshold needs exactly two models"):
         tiers.threshold = 0.5
     with pytest.raises(ValueError, match="a threshold needs exactly two models"):
-        Router(models=TIERS, threshold=0.5)
+        RouterSpec(models=TIERS, threshold=0.5)
     for attr in ("strong_model", "weak_model"):
         with pytest.raises(AttributeError, match="two-model routers"):
             getattr(tiers, attr)
@@ -606,8 +608,8 @@ def assert_lam_equals_threshold(router, prompts):
 
 def test_lam_equals_threshold_for_a_pair_on_synthetic_data(fitted):
     router, prompts, *_ = fitted
-    pair = Router(router.encoder, router.estimator, models=PAIR, prices=_pair_prices())
-    pair.fitted_ = True
+    pair = Router(RouterState(router.encoder, router.estimator, PAIR, threshold=0.5,
+                              prices=_pair_prices()))
     assert pair.threshold == 0.5 and pair.lam is None
     assert (pair.strong_model, pair.weak_model) == ("strong", "weak")
     np.testing.assert_array_equal(pair.score(prompts), router.score(prompts))
@@ -628,8 +630,8 @@ def test_lam_equals_threshold_for_a_pair_on_the_mmlu_protocol(shared):
     train = f.train.subset(np.sort(idx))
     prices = {STRONG_MODEL: {"input": 0.0, "output": 30.0},
               WEAK_MODEL: {"input": 0.0, "output": 0.6}}
-    router = Router(StatsEncoder(), models=[STRONG_MODEL, WEAK_MODEL], prices=prices)
-    router.fit(train.prompts, train.quality)
+    router = RouterSpec(StatsEncoder(), models=[STRONG_MODEL, WEAK_MODEL],
+                        prices=prices).fit(train.prompts, train.quality)
     assert (router.strong_model, router.weak_model) == (STRONG_MODEL, WEAK_MODEL)
     s = router.score(f.test.prompts)
     assert s.shape == (len(f.test),) and ((s >= 0) & (s <= 1)).all()

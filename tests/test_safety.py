@@ -36,6 +36,7 @@ from router_ml.core.encoders import MAX_CHARS, TfidfEncoder
 from router_ml.learn import sources, tables
 from router_ml.learn.estimator import QualityEstimator
 from router_ml.learn.labels import pair_data
+from router_ml.learn.spec import RouterSpec
 
 KINDS = ("tfidf", "static")
 FUZZ = settings(max_examples=40, deadline=None, database=None,
@@ -171,9 +172,11 @@ def test_wrong_containers_raise_type_error(routers, kind):
     assert_valid_scores(router.score(np.array(["a numpy", "array"])), 2)
 
 
-def test_unfitted_router_says_so():
-    with pytest.raises(RuntimeError, match="not fitted"):
-        Router(models=PAIR).score(["hello"])
+def test_an_unfitted_router_cannot_route_or_save():
+    spec = RouterSpec(models=PAIR)
+    assert [n for n in ("score", "route", "route_batch", "save") if hasattr(spec, n)] == []
+    with pytest.raises(TypeError, match="takes a RouterState"):
+        Router(spec)
 
 
 class _NaNClassifier(ClassifierMixin, BaseEstimator):
@@ -195,12 +198,12 @@ class _WildClassifier(_NaNClassifier):
 
 def test_a_broken_classifier_never_yields_nan_or_out_of_range(planted_set):
     prompts, y = planted_set
-    r = Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=_NaNClassifier()),
+    r = RouterSpec(TfidfEncoder(min_df=1), QualityEstimator(classifier=_NaNClassifier()),
                models=PAIR).fit(list(prompts), pair_qualities(y))
     s = r.score(["a", "b"])
     assert_valid_scores(s, 2)
     assert (s == 1.0).all() and r.route("a").model == r.strong_model  # the safe side
-    w = Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=_WildClassifier()),
+    w = RouterSpec(TfidfEncoder(min_df=1), QualityEstimator(classifier=_WildClassifier()),
                models=PAIR).fit(list(prompts), pair_qualities(y))
     assert_valid_scores(w.score(["a", "b", "c"]), 3)
 
@@ -282,13 +285,13 @@ class TestTrainingData:
                    "prompt,big,small\n" + "".join(f"q{i} word,1,1\n" for i in range(6)))
         pairs = pair_data(tables.load_table(f), "big", "small")
         # both models always right: nothing to learn, the router predicts exactly that
-        r = Router(TfidfEncoder(min_df=1), models=pairs.models).fit(pairs.prompts, pairs.quality)
+        r = RouterSpec(TfidfEncoder(min_df=1), models=pairs.models).fit(pairs.prompts, pairs.quality)
         np.testing.assert_array_equal(r.predict_quality(["q1 word", "new"]), 1.0)
         np.testing.assert_array_equal(r.score(["q1 word", "new"]), 0.5)
         q = pairs.quality.copy()
         q[:, 1] = np.nan
         with pytest.raises(ValueError, match=r"y columns \[1\] hold no quality at all"):
-            Router(TfidfEncoder(min_df=1), models=pairs.models).fit(pairs.prompts, q)
+            RouterSpec(TfidfEncoder(min_df=1), models=pairs.models).fit(pairs.prompts, q)
 
 
 def test_fit_argument_checks(planted_set):
@@ -307,18 +310,18 @@ def test_fit_argument_checks(planted_set):
     ]
     for args, exc, msg in cases:
         with pytest.raises(exc, match=msg):
-            Router(TfidfEncoder(min_df=1), models=PAIR).fit(*args)
+            RouterSpec(TfidfEncoder(min_df=1), models=PAIR).fit(*args)
     for w in (np.full(80, np.nan), -np.ones(80), np.ones(3)):
         with pytest.raises(ValueError, match="sample_weight must be 80 finite non-negative"):
-            Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, Y, sample_weight=w)
+            RouterSpec(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, Y, sample_weight=w)
     with pytest.raises(ValueError, match="all are zero"):
-        Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, Y, sample_weight=np.zeros(80))
+        RouterSpec(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, Y, sample_weight=np.zeros(80))
 
 
 def test_prompts_without_words_are_a_clear_tfidf_error():
     for prompts in (["", " "], ["a", "?"], ["😀", "\x00"]):
         with pytest.raises(ValueError, match=r"prompts: TF-IDF found no usable terms in 2"):
-            Router(TfidfEncoder(), models=PAIR).fit(prompts, [[0, 1], [1, 0]])
+            RouterSpec(TfidfEncoder(), models=PAIR).fit(prompts, [[0, 1], [1, 0]])
 
 
 def test_too_few_rows_for_the_classifier_or_the_calibration(planted_set):
@@ -328,9 +331,9 @@ def test_too_few_rows_for_the_classifier_or_the_calibration(planted_set):
     prompts, y = list(planted_set[0]), planted_set[1]
     clf = CalibratedClassifierCV(LogisticRegression(), cv=5)
     with pytest.raises(ValueError, match=r"CalibratedClassifierCV cannot be fitted on 6 rows"):
-        Router(TfidfEncoder(min_df=1), QualityEstimator(classifier=clf),
+        RouterSpec(TfidfEncoder(min_df=1), QualityEstimator(classifier=clf),
                models=PAIR).fit(prompts[:6], pair_qualities(y[:6]))
-    r = Router(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, pair_qualities(y))
+    r = RouterSpec(TfidfEncoder(min_df=1), models=PAIR).fit(prompts, pair_qualities(y))
     with pytest.raises(CalibrationError, match="at least one prompt"):
         r.calibrate([], share=0.5)
     # one prompt is enough to calibrate; the achieved share is as coarse as the set
@@ -350,7 +353,7 @@ def test_out_of_range_thresholds_are_refused(tfidf, value):
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\], got"):
         tfidf.threshold = value
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
-        Router(models=PAIR, threshold=value)
+        RouterSpec(models=PAIR, threshold=value)
     assert tfidf.threshold == 0.5  # unchanged after a refused value
 
 
@@ -553,7 +556,7 @@ def test_fuzz_load_table(tmp_path_factory):
 
 def test_real_gsm8k_sample(real_gsm8k):
     train, test = real_gsm8k.subset(np.arange(150)), real_gsm8k.subset(np.arange(150, 200))
-    router = Router(TfidfEncoder(min_df=2), models=train.models).fit(train.prompts, train.quality)
+    router = RouterSpec(TfidfEncoder(min_df=2), models=train.models).fit(train.prompts, train.quality)
     assert_valid_scores(router.score(test.prompts), len(test))
     hostile = [p + t for p, t in zip(test.prompts, itertools.cycle(
         ["\x00", "\ud800", " 😀\u200f", "x" * 20_000, ""]))]

@@ -54,11 +54,11 @@ def saved_tiers(tmp_path):
     """A router of three priced models (lam decides), saved."""
     from conftest import TIER_PRICES, TIERS, planted_tiers
 
-    from router_ml import Router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.core.encoders import TfidfEncoder
 
     prompts, Q, _ = planted_tiers(300)
-    router = Router(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
+    router = RouterSpec(TfidfEncoder(min_df=1), models=TIERS, prices=TIER_PRICES,
                     lam=20.0).fit(prompts, Q)
     router.save(tmp_path / "tiers")
     return router, tmp_path / "tiers"

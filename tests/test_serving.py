@@ -435,10 +435,10 @@ from test_serving import stub_upstream
 from servers import uvicorn_thread
 import httpx
 from router_ml.core.encoders import TfidfEncoder
-from router_ml.core.router import Router
+from router_ml.learn.spec import RouterSpec
 from router_ml.serve.endpoint import create_app
 
-router = Router(TfidfEncoder(min_df=1), models=["strong", "weak"]).fit(
+router = RouterSpec(TfidfEncoder(min_df=1), models=["strong", "weak"]).fit(
     ["prove it", "hi there", "integral of x", "say hello"] * 5,
     [[1, 0], [1, 1], [1, 0], [1, 1]] * 5)
 app, seen = stub_upstream()

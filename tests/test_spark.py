@@ -79,14 +79,14 @@ def test_a_router_of_three_models_on_spark(spark, tmp_path):
     import pandas as pd
 
     from conftest import TIER_KINDS, TIER_PRICES, planted_tiers
-    from router_ml import Router
+    from router_ml.learn.spec import RouterSpec
     from router_ml.core.encoders import TfidfEncoder
     from router_ml.serve.spark import score_dataframe
 
     models = ["openai/gpt-4o", "gpt-3.5-turbo", "small"]  # a dot Spark must not read as nesting
     prices = dict(zip(models, TIER_PRICES.values()))
     prompts, Q, _ = planted_tiers(300)
-    router = Router(TfidfEncoder(min_df=1), models=models, prices=prices, lam=20.0).fit(prompts, Q)
+    router = RouterSpec(TfidfEncoder(min_df=1), models=models, prices=prices, lam=20.0).fit(prompts, Q)
     router.save(tmp_path / "tiers")
     new = [f"{TIER_KINDS[i % 3]} case {i}" for i in range(200)]
     df = spark.createDataFrame(pd.DataFrame({"id": np.arange(200), "prompt": new}))

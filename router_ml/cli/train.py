@@ -250,6 +250,7 @@ def _train(args) -> int:
     from router_ml.learn.price_fit import METHOD, router_prices
     from router_ml.learn.protocols import all_training_rows, outcome_rows, with_outcomes
     from router_ml.learn.tracking import Tracker
+    from router_ml.core.artifact import save_router
     from router_ml.learn.training import fit_router
 
     config = _config_from_args(args)
@@ -280,10 +281,10 @@ def _train(args) -> int:
                                          next(iter(routers.values())).tokenizer)
             out.mkdir(parents=True, exist_ok=True)
             for f in folds:
-                r = routers[f.k]
-                r.evaluation = {"protocol": args.protocol, "fold": f.k,
-                                **{k: v for k, v in report.items() if not isinstance(v, list)}}
-                r.save(out if f.k is None else out / f"fold-{f.k}")
+                evaluation = {"protocol": args.protocol, "fold": f.k,
+                              **{k: v for k, v in report.items() if not isinstance(v, list)}}
+                save_router(routers[f.k].state.replace(evaluation=evaluation),
+                            out if f.k is None else out / f"fold-{f.k}")
             plot = out / "curve.png"
             (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             print()
@@ -335,14 +336,15 @@ def _train(args) -> int:
                      f"({', '.join(config.outcomes)})" if outcomes is not None else ""),
                   flush=True)
             router = fit_router(train, config, prices, outcomes=outcomes)
+            training = dict(router.training)
             if args.table:  # evaluate --table reads held-out rows of the same table this way
-                router.training["scale"] = args.scale
+                training["scale"] = args.scale
             if derived:
-                router.training["prices_from_costs"] = {
+                training["prices_from_costs"] = {
                     "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
                 run.log_params({"prices_from_costs": ", ".join(
                     f"{m} ({d.method})" for m, d in derived.items())})
-            router.save(out)
+            save_router(router.state.replace(training=training), out)
             cv = router.training.get("cv_apgr", router.training.get("cv_aiq"))
             what = "APGR" if len(train.models) == 2 else "AIQ"
             print(f"router: {out}\nout-of-fold {what}: "

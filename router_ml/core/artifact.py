@@ -239,19 +239,18 @@ def check_save_target(path) -> None:
                               "saved router; refusing to replace it. Choose a new path.")
 
 
-def save_router(router, path) -> Path:
-    """Write ``router`` to the directory ``path`` atomically; returns the path."""
+def save_router(state, path) -> Path:
+    """Write a router's :class:`~router_ml.core.state.RouterState` to the directory ``path``
+    atomically; returns the path."""
     from router_ml.core.features import encoder_parts, encoder_spec
 
-    if not router.fitted_:
-        raise RuntimeError("cannot save a router that is not fitted")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        _write_parts(encoder_parts(router.encoder), tmp)
-        heads = router.heads
-        est = router.estimator
+        _write_parts(encoder_parts(state.encoder), tmp)
+        heads = state.heads
+        est = state.estimator
         params = {} if est is heads else _json_params(est.get_params(deep=False))
         if heads is not None:
             np.save(tmp / "estimator.coef.npy", np.vstack(heads.coefs), allow_pickle=False)
@@ -268,29 +267,29 @@ def save_router(router, path) -> Path:
             _audit_skops((tmp / ESTIMATOR_FILE).read_bytes(), tmp / ESTIMATOR_FILE)
             estimator = {"type": "skops", "params": params}
         coverage = None
-        if router.coverage is not None:
-            np.save(tmp / "coverage.reference.npy", router.coverage.reference, allow_pickle=False)
-            coverage = {**router.coverage.to_dict(), "fallback": router.fallback}
+        if state.coverage is not None:
+            np.save(tmp / "coverage.reference.npy", state.coverage.reference, allow_pickle=False)
+            coverage = {**state.coverage.to_dict(), "fallback": state.fallback}
         from router_ml.core.mlmodel import write_mlmodel
 
         write_mlmodel(tmp, {p.name: _sha256(p) for p in sorted(tmp.iterdir())})
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-        knob = ({"kind": "threshold", "value": router.threshold} if router.threshold is not None
-                else {"kind": "lam", "value": router.lam})
+        knob = ({"kind": "threshold", "value": state.threshold} if state.threshold is not None
+                else {"kind": "lam", "value": state.lam})
         manifest = {
             "format_version": FORMAT_VERSION,
             "versions": _versions(),
-            "encoder": encoder_spec(router.encoder),
+            "encoder": encoder_spec(state.encoder),
             "estimator": estimator,
-            "models": list(router.models),
-            "prices": router.prices,
+            "models": list(state.models),
+            "prices": state.prices,
             "knob": knob,
             "coverage": coverage,
-            "prior": None if router.length_prior is None else router.length_prior.to_dict(),
-            "score": router.score_rule,
-            "calibration": router.calibration.to_dict(),
-            "training": router.training,
-            "evaluation": router.evaluation,
+            "prior": None if state.prior is None else state.prior.to_dict(),
+            "score": state.score_rule,
+            "calibration": state.calibration.to_dict(),
+            "training": state.training,
+            "evaluation": state.evaluation,
             "files": files,
         }
         manifest[MANIFEST_DIGEST] = manifest_digest(manifest)

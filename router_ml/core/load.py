@@ -19,6 +19,7 @@ from router_ml.core.artifact import (
     _load_array,
     _read_manifest,
 )
+from router_ml.core.state import SCORE_RULES, RouterState
 from router_ml.errors import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -128,7 +129,7 @@ def _check_router(router, folder: Path, spec) -> None:
         raise ArtifactIntegrityError(f"{folder}: the loaded router gives no valid prediction")
 
 
-def _load_v1(manifest: dict, contents: dict, folder: Path):
+def _load_v1(manifest: dict, contents: dict, folder: Path, encoder, common: dict):
     """A version-1 artifact (a pair classifier) as the router of today's format.
 
     The classifier predicted the strong model's gain (classes -1/0/1: score 0.5 + (P(1) -
@@ -138,7 +139,6 @@ def _load_v1(manifest: dict, contents: dict, folder: Path):
     0/1 classifier's score p becomes 0.5 + p / 2, and its threshold t becomes 0.5 + t / 2,
     so every decision is the same."""
     from router_ml.core.heads import QualityHeads
-    from router_ml.core.router import Router
 
     ctype = manifest.get("classifier", {}).get("type")
     threshold = manifest["threshold"]
@@ -166,8 +166,8 @@ def _load_v1(manifest: dict, contents: dict, folder: Path):
         raise ArtifactIntegrityError(f"{folder}: unknown classifier type {ctype!r}")
     if classes == [0, 1] and isinstance(threshold, (int, float)):
         threshold = 0.5 + 0.5 * threshold
-    return Router(None, estimator, models=[manifest["strong_model"], manifest["weak_model"]],
-                  threshold=threshold)
+    return RouterState(encoder, estimator, (manifest["strong_model"], manifest["weak_model"]),
+                       threshold=threshold, **common)
 
 
 class _V1Classifier:
@@ -184,6 +184,53 @@ class _V1Classifier:
         p = np.asarray(clf.predict_proba(X), dtype=np.float64)
         gain = p[:, classes.index(1)] - (p[:, classes.index(-1)] if -1 in classes else 0.0)
         return np.column_stack([np.full(len(p), 0.5), 0.5 - gain])
+
+
+def _load_state(manifest: dict, contents: dict, folder: Path, version: int, encoder,
+                common: dict) -> RouterState:
+    """A version-2 to version-4 artifact's state."""
+    spec = manifest["estimator"]
+    if not isinstance(spec, dict) or spec.get("type") not in ("heads", "skops"):
+        raise ArtifactIntegrityError(f"{folder}: unknown estimator type "
+                                     f"{spec.get('type') if isinstance(spec, dict) else spec!r}")
+    estimator = (_heads(spec, contents, folder) if spec["type"] == "heads"
+                 else _skops(contents, ESTIMATOR_FILE, folder))
+    knob = manifest["knob"]
+    if not isinstance(knob, dict) or knob.get("kind") not in ("threshold", "lam"):
+        raise ArtifactIntegrityError(f"{folder}: unknown knob {knob!r}")
+    prices = manifest.get("prices") or {}
+    if not isinstance(prices, dict) or not isinstance(manifest["models"], list):
+        raise ArtifactIntegrityError(f"{folder}: models or prices are malformed")
+    coverage = fallback = None
+    cov = manifest.get("coverage")
+    if cov is not None:
+        from router_ml.core.coverage import Coverage
+
+        name = "coverage.reference.npy"
+        if not isinstance(cov, dict) or name not in contents:
+            raise ArtifactIntegrityError(f"{folder}: coverage is malformed or {name} "
+                                         "is not listed")
+        coverage = Coverage(_load_array(contents[name], folder / name),
+                            cov["tau"], cov["level"], cov["n_calibration"])
+        fallback = cov.get("fallback")
+    score = "gain"  # version 3 and before
+    if version >= 4:
+        if manifest["score"] not in SCORE_RULES:
+            raise ArtifactIntegrityError(f"{folder}: unknown score rule {manifest['score']!r}")
+        score = manifest["score"]
+    prior = None
+    if version >= 3 and manifest.get("prior") is not None:
+        from router_ml.core.prior import LengthPrior
+
+        if len(manifest["models"]) != 2:
+            raise ArtifactIntegrityError(f"{folder}: a length prior needs two models")
+        try:
+            prior = LengthPrior.from_dict(manifest["prior"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise ArtifactIntegrityError(f"{folder}: the prior is malformed: {e}") from None
+    return RouterState(encoder, estimator, manifest["models"], prices=prices,
+                       **{knob["kind"]: knob["value"]}, score_rule=score, prior=prior,
+                       coverage=coverage, fallback=fallback, **common)
 
 
 def load_router(path):
@@ -204,58 +251,14 @@ def load_router(path):
     contents = _check_files(folder, manifest.get("files"), version)
     try:
         encoder = encoder_from_parts(manifest["encoder"], _read_parts(contents, folder))
-        if version == 1:
-            router = _load_v1(manifest, contents, folder)
-        else:
-            spec = manifest["estimator"]
-            if not isinstance(spec, dict) or spec.get("type") not in ("heads", "skops"):
-                raise ArtifactIntegrityError(f"{folder}: unknown estimator type "
-                                             f"{spec.get('type') if isinstance(spec, dict) else spec!r}")
-            estimator = (_heads(spec, contents, folder) if spec["type"] == "heads"
-                         else _skops(contents, ESTIMATOR_FILE, folder))
-            knob = manifest["knob"]
-            if not isinstance(knob, dict) or knob.get("kind") not in ("threshold", "lam"):
-                raise ArtifactIntegrityError(f"{folder}: unknown knob {knob!r}")
-            prices = manifest.get("prices") or {}
-            if not isinstance(prices, dict) or not isinstance(manifest["models"], list):
-                raise ArtifactIntegrityError(f"{folder}: models or prices are malformed")
-            router = Router(None, estimator, models=manifest["models"], prices=prices,
-                            **{knob["kind"]: knob["value"]})
-            cov = manifest.get("coverage")
-            if cov is not None:
-                from router_ml.core.coverage import Coverage
-
-                name = "coverage.reference.npy"
-                if not isinstance(cov, dict) or name not in contents:
-                    raise ArtifactIntegrityError(f"{folder}: coverage is malformed or {name} "
-                                                 "is not listed")
-                router.coverage = Coverage(_load_array(contents[name], folder / name),
-                                           cov["tau"], cov["level"], cov["n_calibration"])
-                router.fallback = cov.get("fallback")
-            if version >= 4:
-                from router_ml.core.router import SCORE_RULES
-
-                if manifest["score"] not in SCORE_RULES:
-                    raise ArtifactIntegrityError(f"{folder}: unknown score rule "
-                                                 f"{manifest['score']!r}")
-                router.score_rule = manifest["score"]
-            if version >= 3 and manifest.get("prior") is not None:
-                from router_ml.core.prior import LengthPrior
-
-                if len(router.models) != 2:
-                    raise ArtifactIntegrityError(f"{folder}: a length prior needs two models")
-                try:
-                    router.length_prior = LengthPrior.from_dict(manifest["prior"])
-                except (ValueError, TypeError, KeyError) as e:
-                    raise ArtifactIntegrityError(f"{folder}: the prior is malformed: {e}") from None
-        router.encoder = encoder
         cal = manifest.get("calibration") or {}
-        if cal:
-            router.calibration = CalibrationRecord(**cal)
-        router.training = manifest.get("training") or {}
-        router.evaluation = manifest.get("evaluation") or {}
-        router.manifest = manifest
-        router.fitted_ = True
+        common = {"calibration": CalibrationRecord(**cal) if cal else None,
+                  "training": manifest.get("training") or {},
+                  "evaluation": manifest.get("evaluation") or {}, "manifest": manifest}
+        reader = _load_v1 if version == 1 else _load_state
+        state = (reader(manifest, contents, folder, encoder, common) if version == 1
+                 else reader(manifest, contents, folder, version, encoder, common))
+        router = Router(state)
         _check_router(router, folder, manifest["encoder"])
     except ArtifactError:
         raise

@@ -28,6 +28,7 @@ import numpy as np
 from router_ml.core.calibration import CalibrationRecord, calibrate, check_threshold
 from router_ml.core.heads import QualityHeads, check_lam, choose
 from router_ml.core.prompts import check_prompt, check_prompts, fingerprint, prompt_text
+from router_ml.core.state import SCORE_RULES, RouterState
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +102,6 @@ class Routes:
                 f"({self.qualities[i, j]:.3f})")
 
 
-SCORE_RULES = ("gain", "weak")
-
-
 def pair_score(V, rule: str = "gain") -> np.ndarray:
     """(n,) a pair's score in [0, 1] from its predicted qualities V (n, 2), strong first:
     ``gain``, 0.5 + (q_strong - q_weak) / 2 (the strong model's expected gain); ``weak``,
@@ -118,61 +116,64 @@ def pair_score(V, rule: str = "gain") -> np.ndarray:
 
 
 class Router:
-    """Encoder + estimator -> predicted quality per model; a knob -> the model to call.
+    """A fitted router: encoder + estimator -> predicted quality per model; a knob -> the
+    model to call.
 
-    encoder: an encoder from :mod:`router_ml.core.features` (default: the prompt statistics).
-    estimator: a :class:`router_ml.learn.estimator.QualityEstimator` (default one) or, after
-    loading, its :class:`QualityHeads`. models: the candidate names, exactly as given (the
-    columns of the training qualities, in order); for two models the first is the strong one.
-    prices: {model: {"input": USD/M tokens, "output": USD/M tokens}} for costs and ``lam``.
-    threshold (two models) or lam: the knob; two-model routers start at threshold 0.5,
-    others at lam 0 (the best predicted quality, whatever it costs).
+    Built from a :class:`~router_ml.core.state.RouterState` and from nothing else: training
+    (:func:`router_ml.learn.training.fit_router`, or
+    :class:`router_ml.learn.spec.RouterSpec` for an encoder and estimator of one's own)
+    produces one, :func:`router_ml.load_router` reads one. The knob (``threshold`` or
+    ``lam``), the ``fallback`` and the ``tokenizer`` may be set on a router; its other parts
+    are read-only (``router.state.replace(...)`` makes a changed copy to build a router from).
+
+    tokenizer: counts a prompt's input tokens for its cost (see
+    :func:`router_ml.core.prices.prompt_costs`; None: ceil(len / 4)); not saved.
     """
 
-    def __init__(self, encoder=None, estimator=None, *, models, prices=None,
-                 threshold: float | None = None, lam: float | None = None):
-        models = [str(m) for m in models]
-        if len(models) < 2:
-            raise ValueError(f"a router needs at least two candidate models, got {models}")
-        dup = sorted({m for m in models if models.count(m) > 1})
-        if dup:
-            raise ValueError(f"candidate models must be distinct; repeated: {', '.join(dup)}")
-        if threshold is not None and lam is not None:
-            raise ValueError("give threshold or lam, not both")
-        if encoder is None:
-            from router_ml.core.encoders import StatsEncoder
+    def __init__(self, state: RouterState = None, *args, tokenizer=None, **kwargs):
+        if not isinstance(state, RouterState) or args or kwargs:  # the 0.1 signature
+            raise TypeError(
+                f"Router(state) takes a RouterState, got {type(state).__name__}; an unfitted "
+                "router is router_ml.learn.spec.RouterSpec(encoder, estimator, models=...), "
+                "whose fit() returns a Router")
+        self._state = state
+        self._models = list(state.models)
+        self.tokenizer = tokenizer
 
-            encoder = StatsEncoder()
-        if estimator is None:
-            from router_ml.learn.estimator import QualityEstimator
+    # ------------------------------------------------------------------ the parts
+    @property
+    def state(self) -> RouterState:
+        """The router as one frozen value (what saving writes)."""
+        return self._state
 
-            estimator = QualityEstimator()
-        self.encoder = encoder
-        self.estimator = estimator
-        self.models = models
-        self.prices = {m: dict(p) for m, p in (prices or {}).items()}
-        self.training: dict = {}
-        self.evaluation: dict = {}
-        self.coverage = None  # a router_ml.core.coverage.Coverage, set by training
-        # two models: a router_ml.core.prior.LengthPrior blended into the score, set by training
-        self.length_prior = None
-        # two models: how the score comes from the predicted qualities (see pair_score)
-        self.score_rule = "gain"
-        # counts a prompt's input tokens for its cost (see router_ml.core.prices.prompt_costs;
-        # None: ceil(len / 4)); not saved: set it again after load_router
-        self.tokenizer = None
-        self._fallback = None
-        self.fitted_ = isinstance(estimator, QualityHeads)
-        if lam is None and (threshold is not None or len(models) == 2):
-            self.threshold = 0.5 if threshold is None else threshold
-        else:
-            self.lam = 0.0 if lam is None else lam
+    encoder = property(lambda self: self._state.encoder, doc="The fitted encoder.")
+    estimator = property(lambda self: self._state.estimator,
+                         doc="The fitted estimator (QualityHeads after loading).")
+    prices = property(lambda self: self._state.prices,
+                      doc="{model: {'input': USD/M tokens, 'output': USD/M tokens}}.")
+    score_rule = property(lambda self: self._state.score_rule,
+                          doc="How a pair's score comes from its qualities (pair_score).")
+    length_prior = property(lambda self: self._state.prior,
+                            doc="A pair's LengthPrior blended into its score, or None.")
+    coverage = property(lambda self: self._state.coverage,
+                        doc="The Coverage signal of the training prompts, or None.")
+    calibration = property(lambda self: self._state.calibration,
+                           doc="How the knob was chosen (a CalibrationRecord).")
+    training = property(lambda self: self._state.training, doc="The training record.")
+    evaluation = property(lambda self: self._state.evaluation, doc="The evaluation record.")
+    manifest = property(lambda self: self._state.manifest,
+                        doc="The saved manifest of a loaded router (None otherwise).")
+
+    @property
+    def models(self) -> list[str]:
+        """The candidate models, in the estimator's column order (a pair: strong first)."""
+        return self._models
 
     # ------------------------------------------------------------------ the knob
     @property
     def threshold(self) -> float | None:
         """Two-model routers: the strong model when score >= threshold; None when lam decides."""
-        return self._threshold
+        return self._state.threshold
 
     @threshold.setter
     def threshold(self, value):
@@ -181,7 +182,7 @@ class Router:
     @property
     def lam(self) -> float | None:
         """The knob of the lam rule (USD per unit of quality); None when a threshold decides."""
-        return self._lam
+        return self._state.lam
 
     @lam.setter
     def lam(self, value):
@@ -190,17 +191,14 @@ class Router:
     def set_threshold(self, threshold: float, record: CalibrationRecord | None = None):
         """Decide by a threshold on the score (two models), with how it was chosen (default:
         a ``manual`` record of the value)."""
-        if len(self.models) != 2:
-            raise ValueError(f"a threshold needs exactly two models, this router has "
-                             f"{len(self.models)}; set lam instead")
-        self._threshold, self._lam = check_threshold(threshold), None
-        self.calibration = record or CalibrationRecord("manual", {"threshold": self._threshold})
+        self._state = self._state.replace(threshold=check_threshold(threshold), lam=None,
+                                          calibration=record)
 
     def set_lam(self, lam: float, record: CalibrationRecord | None = None):
         """Decide by ``quality - lam * cost``, with how lam was chosen (default: a ``manual``
         record of the value)."""
-        self._lam, self._threshold = check_lam(lam), None
-        self.calibration = record or CalibrationRecord("manual", {"lam": self._lam})
+        self._state = self._state.replace(lam=check_lam(lam), threshold=None,
+                                          calibration=record)
 
     @property
     def strong_model(self) -> str:
@@ -216,34 +214,9 @@ class Router:
                                  f"one has {len(self.models)} models: {', '.join(self.models)}")
         return self.models
 
-    # ------------------------------------------------------------------ fitting
-    def fit(self, prompts, qualities, sample_weight=None, *, features=None):
-        """Fit the encoder (if it learns from prompts) and the estimator.
-
-        qualities: (n, len(models)) in [0, 1], NaN where a model has no outcome.
-        features: the fitted encoder's output for ``prompts``, when the caller has it.
-        Returns self."""
-        prompts = check_prompts(prompts)
-        Y = np.asarray(qualities, dtype=np.float64)
-        if len(prompts) == 0:
-            raise ValueError("cannot fit a router on zero prompts")
-        if Y.shape != (len(prompts), len(self.models)):
-            raise ValueError(f"qualities must have shape ({len(prompts)}, {len(self.models)}) "
-                             f"(one column per model: {', '.join(self.models)}), got {Y.shape}")
-        X = self.encoder.fit_transform(prompts) if features is None else features
-        if X.shape[0] != len(prompts):
-            raise ValueError(f"features must have one row per prompt, got {X.shape[0]} "
-                             f"for {len(prompts)} prompts")
-        self.estimator.fit(X, Y, sample_weight=sample_weight)
-        self.length_prior = None  # fitted to the previous estimator's scores
-        self.training = {"n": len(prompts), "fingerprint": fingerprint(prompts, np.nan_to_num(Y, nan=-1))}
-        self.fitted_ = True
-        return self
-
     @property
     def heads(self) -> QualityHeads | None:
-        est = self.estimator
-        return est if isinstance(est, QualityHeads) else getattr(est, "heads_", None)
+        return self._state.heads
 
     # ------------------------------------------------------------------ predicting
     def _texts(self, prompts) -> list[str]:
@@ -266,8 +239,6 @@ class Router:
 
     def _predict(self, texts: list[str]):
         """(decision values (n, m), features (n, d) or None for no prompts)."""
-        if not self.fitted_:
-            raise RuntimeError("the router is not fitted; call fit() or load_router()")
         if not texts:
             return np.zeros((0, len(self.models))), None
         X = self.encoder.transform(texts)
@@ -340,12 +311,12 @@ class Router:
         own)."""
         texts = self._texts(prompts)
         if threshold is not None:
-            if self._threshold is None:
+            if self.threshold is None:
                 raise ValueError("this router routes by lam; a threshold is for a pair")
             threshold = check_threshold(threshold)
         r = self._route(texts, threshold)
-        th = self._threshold if threshold is None else threshold
-        return [RoutingDecision(self.models[j], float(r.score[i]), th, self._lam,
+        th = self.threshold if threshold is None else threshold
+        return [RoutingDecision(self.models[j], float(r.score[i]), th, self.lam,
                                 dict(zip(self.models, r.qualities[i].tolist())),
                                 None if r.cost is None else float(r.cost[i]), r.reason(i),
                                 None if r.covered is None else bool(r.covered[i]))
@@ -360,14 +331,14 @@ class Router:
         V, X = self._predict(texts)
         Q = np.clip(V, 0.0, 1.0)
         C = self.costs(texts) if self.prices else None
-        if self._threshold is not None:
+        if self.threshold is not None:
             s = self._pair_score(V, texts)
-            pick = np.where(s >= (self._threshold if threshold is None else threshold), 0, 1)
+            pick = np.where(s >= (self.threshold if threshold is None else threshold), 0, 1)
         else:
-            if C is None and self._lam > 0:
+            if C is None and self.lam > 0:
                 raise ValueError("routing by lam > 0 needs the models' prices; pass prices= "
                                  "to the router (USD per million input/output tokens)")
-            pick = choose(V, np.zeros_like(V) if C is None else C, self._lam)
+            pick = choose(V, np.zeros_like(V) if C is None else C, self.lam)
             s = Q[np.arange(len(pick)), pick]
         cov = sim = None
         if self.coverage is not None and X is not None:
@@ -383,14 +354,11 @@ class Router:
     @property
     def fallback(self) -> str | None:
         """The model an uncovered prompt goes to (None: the knob decides as for any prompt)."""
-        return self._fallback
+        return self._state.fallback
 
     @fallback.setter
     def fallback(self, model):
-        if model is not None and model not in self.models:
-            raise ValueError(f"fallback {model!r} is not a candidate model; choose from "
-                             f"{', '.join(self.models)}")
-        self._fallback = model
+        self._state = self._state.replace(fallback=model)
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, prompts, *, share: float | None = None, q_strong=None, q_weak=None,
@@ -421,45 +389,18 @@ class Router:
         self.set_lam(lam, rec)
         return rec
 
-    def round_fitted(self, digits: int) -> "Router":
-        """Round the fitted numbers (the heads' weights, the knob, the length prior's
-        quantiles, the calibration and training records) to ``digits`` significant digits,
-        in place; returns self. Fits whose inputs differ in the last bits (the BLAS kernels
-        of another CPU) then save the same bytes, as long as that noise stays below the
-        rounding step."""
-        from dataclasses import replace
-
-        from router_ml.core.heads import round_significant
-
-        heads = self.heads
-        if heads is not None:
-            if self.estimator is heads:
-                self.estimator = heads.rounded(digits)
-            else:
-                self.estimator.heads_ = heads.rounded(digits)
-        if self.length_prior is not None:
-            self.length_prior = self.length_prior.rounded(digits)
-        if self._threshold is not None:
-            self._threshold = round_significant(self._threshold, digits)
-        if self._lam is not None:
-            self._lam = round_significant(self._lam, digits)
-        self.calibration = replace(self.calibration,
-                                   achieved=round_significant(self.calibration.achieved, digits))
-        self.training = round_significant(self.training, digits)
-        return self
-
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the router as a directory (see :mod:`router_ml.core.artifact`)."""
         from router_ml.core.artifact import save_router
 
-        save_router(self, path)
+        save_router(self.state, path)
 
     def __repr__(self):
         from router_ml.core.features import encoder_spec
 
-        knob = (f"threshold={self._threshold:.4f}" if self._threshold is not None
-                else f"lam={self._lam:g}")
+        knob = (f"threshold={self.threshold:.4f}" if self.threshold is not None
+                else f"lam={self.lam:g}")
         if self.length_prior is not None:
             knob += f", length_prior={self.length_prior.weight:g}"
         return (f"Router(encoder={encoder_spec(self.encoder)['kind']}, "

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.core.router import Router
 from router_ml.learn.labels import TARGETS
 
 logger = logging.getLogger(__name__)
@@ -269,10 +268,12 @@ def _classifier(config: TrainConfig):
     raise ValueError(f"classifier must be one of {CLASSIFIER_CHOICES}, got {config.classifier!r}")
 
 
-def build_router(config: TrainConfig, models, prices=None) -> Router:
-    """An unfitted router for a configuration."""
-    return Router(build_encoder(config.encoder), build_estimator(config), models=list(models),
-                  prices=prices)
+def build_router(config: TrainConfig, models, prices=None):
+    """An unfitted router (a :class:`~router_ml.learn.spec.RouterSpec`) for a configuration."""
+    from router_ml.learn.spec import RouterSpec
+
+    return RouterSpec(build_encoder(config.encoder), build_estimator(config),
+                      models=list(models), prices=prices)
 
 
 # The default router's recipe (train.py without --table; make bench-quality's "default"): the

@@ -11,6 +11,7 @@ import numpy as np
 
 from router_ml.core.prompts import fingerprint
 from router_ml.core.router import Router, pair_score
+from router_ml.core.state import RouterState
 from router_ml.learn.config import (  # noqa: F401 (re-exported, see __all__)
     C_GRID,
     C_GRID_SOURCES,
@@ -71,16 +72,16 @@ def _outcome_table(train: Rows, outcomes: Rows | None) -> tuple[Rows, list[int]]
     return table.subset(keep), [table.models.index(m) for m in train.models]
 
 
-def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
-    """Fit ``router``'s encoder and a DifficultyEstimator on every outcome; return the
-    training rows' features, out-of-fold predicted qualities (n, m) of the candidates, and a
-    function that predicts each training source's rows without that source (the prior's
-    weight chosen on held-out sources)."""
+def _fit_difficulty(encoder, train: Rows, config: TrainConfig, outcomes):
+    """Fit ``encoder`` and a DifficultyEstimator on every outcome; return the estimator, its
+    training record, the training rows' features, out-of-fold predicted qualities (n, m) of
+    the candidates, and a function that predicts each training source's rows without that
+    source (the prior's weight chosen on held-out sources)."""
     from router_ml.core.prompts import fingerprint
     from router_ml.learn.difficulty import DifficultyEstimator
 
     table, cols = _outcome_table(train, outcomes)
-    X_all = router.encoder.fit_transform(table.prompts)
+    X_all = encoder.fit_transform(table.prompts)
     X_all = X_all.toarray() if hasattr(X_all, "toarray") else np.asarray(X_all)
     est = DifficultyEstimator(columns=cols, random_state=config.random_state)
     oof = np.empty((len(train), len(cols)))
@@ -89,11 +90,8 @@ def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
         fold.fit(X_all[tr], table.quality[tr], source=table.sources[tr])
         te = te[te < len(train)]
         oof[te] = fold.predict(X_all[te])
-    router.estimator = est.fit(X_all, table.quality, source=table.sources)
-    router.score_rule = "weak"
-    router.fitted_ = True
-    router.length_prior = None
-    router.training = {"n": len(train), "n_outcomes": len(table),
+    est.fit(X_all, table.quality, source=table.sources)
+    training = {"n": len(train), "n_outcomes": len(table),
                        "outcome_models": len(table.models), "alpha": est.alpha_,
                        "fingerprint": fingerprint(table.prompts,
                                                   np.nan_to_num(table.quality, nan=-1))}
@@ -121,14 +119,14 @@ def _fit_difficulty(router: Router, train: Rows, config: TrainConfig, outcomes):
             oos[sources == s] = fold.predict(X_all[:len(train)][sources == s])
         return oos
 
-    return X_all[:len(train)], oof, out_of_source
+    return est, training, X_all[:len(train)], oof, out_of_source
 
 
-def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes, prior):
-    """Fit ``router``'s encoder and a WarmStartEstimator over the default's prior (``prior``,
-    or one fitted on ``outcomes`` minus the rows that match a training row), its strengths
-    chosen on held-out folds; return the training rows' features, out-of-fold predictions and
-    the pair score's rule."""
+def _fit_warm(encoder, train: Rows, config: TrainConfig, costs, outcomes, prior):
+    """Fit ``encoder`` and a WarmStartEstimator over the default's prior (``prior``, or one
+    fitted on ``outcomes`` minus the rows that match a training row), its strengths chosen on
+    held-out folds; return the estimator, its training record, the training rows' features,
+    out-of-fold predictions and the pair score's rule."""
     from router_ml.learn.warm import Prior, choose_warm, prior_outcomes, warm_estimator
 
     dropped = None
@@ -136,7 +134,7 @@ def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes,
         if outcomes is not None:
             outcomes, dropped = prior_outcomes(outcomes, train)
         prior = Prior.fit(outcomes, random_state=config.random_state)
-    X = router.encoder.fit_transform(train.prompts)
+    X = encoder.fit_transform(train.prompts)
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
     est = warm_estimator(prior, train.models, X.shape[1])
     known = [m for m, ab in zip(train.models, est.abilities) if np.isfinite(ab).all()]
@@ -152,12 +150,9 @@ def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes,
                                          else (config.prior_weight,)))
     est.set_params(C=chosen["C"], C_ability=chosen["C_ability"])
     oof = out_of_fold(est, X, train, config)
-    router.estimator = est.fit(X, train.quality)
-    router.score_rule = chosen["rule"]
-    router.fitted_ = True
-    router.length_prior = None
+    est.fit(X, train.quality)
     from_rows = [m for m in train.models if m not in known]
-    router.training = {"n": len(train), "warm_start": {
+    training = {"n": len(train), "warm_start": {
         "C": chosen["C"], "C_ability": chosen["C_ability"], "rule": chosen["rule"],
         "cv_score": chosen["score"], "cv_log_loss": chosen["log_loss"], "prior_rows": prior.n,
         "prior_dropped": dropped, "models_from_prior": known, "models_from_rows": from_rows},
@@ -166,7 +161,7 @@ def _fit_warm(router: Router, train: Rows, config: TrainConfig, costs, outcomes,
                 "abilities from the prior: %s; from the rows: %s", chosen["C"],
                 chosen["C_ability"], chosen["log_loss"], chosen["score"],
                 ", ".join(known) or "none", ", ".join(from_rows) or "none")
-    return X, oof, chosen["rule"]
+    return est, training, X, oof, chosen["rule"]
 
 
 def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | None = None,
@@ -204,7 +199,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                          "off: turn the prior on (--length-prior) or leave the weight unset")
     if config.estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
-    router = build_router(config, train.models, prices)
+    spec = build_router(config, train.models, prices)
+    encoder = spec.encoder
     pair = len(train.models) == 2
     difficulty = config.estimator == "difficulty"
     warm = config.estimator == "warm"
@@ -227,14 +223,15 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                                         tokenizer=tokenizer)
     rule = "weak" if difficulty else "gain"
     if difficulty:
-        X, oof, out_of_source = _fit_difficulty(router, train, config, outcomes)
+        estimator, training, X, oof, out_of_source = _fit_difficulty(encoder, train, config,
+                                                                     outcomes)
     elif warm:
-        X, oof, rule = _fit_warm(router, train, config, costs, outcomes, prior)
+        estimator, training, X, oof, rule = _fit_warm(encoder, train, config, costs, outcomes,
+                                                      prior)
     else:
-        X = router.encoder.fit_transform(train.prompts)
-        router.estimator = build_estimator(config).set_params(
-            **_choose_heads(config, X, train, costs))
-        oof = out_of_fold(router.estimator, X, train, config)  # fits clones
+        X = encoder.fit_transform(train.prompts)
+        estimator = spec.estimator.set_params(**_choose_heads(config, X, train, costs))
+        oof = out_of_fold(estimator, X, train, config)  # fits clones
     cv_quality = _routing_score(train.quality, oof, costs, rule)
     signal = _signal_check(train.quality, oof, costs, cv_quality, seed=config.random_state,
                            rule=rule)
@@ -247,27 +244,29 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
             "column per model, higher = better) or add rows", what, cv_quality, signal["se"],
             "random" if pair else "the best mix of single models", signal["baseline"],
             "a coin" if pair else "a fixed mix of models")
-    router.tokenizer = tokenizer
     if difficulty:
         C = None
     elif warm:
-        C = router.estimator.C
+        C = estimator.C
     else:
-        C = router.estimator.C if router.estimator.classifier is None else None
-        router.fit(train.prompts, train.quality, features=X)
+        C = estimator.C if estimator.classifier is None else None
+        estimator.fit(X, train.quality)
+        training = {"n": len(train), "fingerprint": fingerprint(
+            train.prompts, np.nan_to_num(train.quality, nan=-1))}
+    coverage = None
     if config.coverage is not None:
         from router_ml.core.coverage import Coverage
 
-        router.coverage = Coverage.fit(X, level=config.coverage, random_state=config.random_state)
-        router.fallback = config.fallback
+        coverage = Coverage.fit(X, level=config.coverage, random_state=config.random_state)
     fp = fingerprint(train.prompts)
     info = {"config": config.to_dict(), "C": C,
             "heads": ("difficulty" if difficulty else "warm-start" if warm
-                      else _heads_name(router.estimator.classifier)),
+                      else _heads_name(estimator.classifier)),
             "sources": sorted(set(train.sources) | (set(outcomes.sources) if (difficulty or warm)
                                                     and outcomes is not None else set())),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality,
             "cv_signal": signal}
+    length_prior = None
     if pair:
         qs, qw = train.q_strong, train.q_weak
         score = pair_score(oof, rule)
@@ -278,7 +277,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
             held_out, by = None, config.prior_select_by
             if by != "folds" and len(set(train.sources)) > 1:
                 oos = (out_of_source() if difficulty else
-                       out_of_fold(router.estimator, X, train, config, by="sources"))
+                       out_of_fold(estimator, X, train, config, by="sources"))
                 held_out = (pair_score(oos, rule), train.sources)
             weights = WEIGHTS if config.prior_weight is None else (config.prior_weight,)
             prior = LengthPrior.fit(score, lengths, qs, qw, weights=weights, held_out=held_out,
@@ -286,7 +285,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
             info["length_prior_weight"], info["cv_apgr_with_prior"] = prior.weight, prior.apgr_
             # kept at weight 0 too: the score is then the plain score's share of the training
             # rows, the same order on a scale that routers trained on other rows share
-            router.length_prior = prior
+            length_prior = prior
             score = prior.apply(score, lengths)
         guarantee = config.delta is not None
         t, record = calibrate(score, share=config.share, q_strong=qs, q_weak=qw,
@@ -294,7 +293,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                               else config.min_pgr,
                               max_drop=config.max_drop if guarantee else None,
                               delta=config.delta, n=len(train), fingerprint=fp)
-        router.set_threshold(t, record)
+        knob = {"threshold": t}
     else:
         target = ({"budget": config.budget} if config.budget is not None else
                   {"dearest_share": config.dearest_share} if config.dearest_share is not None
@@ -306,9 +305,13 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                            "the closest policy (%s)", target, record.achieved["lam"],
                            {k: round(v, 6) for k, v in record.achieved.items()
                             if k in ("quality", "mean_cost", "dearest_share")})
-        router.set_lam(lam, record)
-    router.training.update(info)
+        knob = {"lam": lam}
+    state = RouterState(encoder, estimator, train.models, **knob, calibration=record,
+                        prices=spec.prices, score_rule=rule, prior=length_prior,
+                        coverage=coverage,
+                        fallback=config.fallback if coverage is not None else None,
+                        training={**training, **info})
     # Measured: refits on inputs nudged by one ulp differ by about 1e-13 (relative) in the
     # heads, the prior and the records; at SAVED_DIGITS a rebuild on another CPU gives the
     # same bytes, and scores move by at most 5e-9 (relative)
-    return router.round_fitted(SAVED_DIGITS)
+    return Router(state.rounded(SAVED_DIGITS), tokenizer=tokenizer)
