@@ -417,7 +417,7 @@ def main(argv=None):
 
         uvicorn.run(stub_app({}), host="127.0.0.1", port=args.stub, log_level="error")
         return 0
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
     from router_ml.loop.decision_log import DecisionLog
 
     router = load_router(args.model)

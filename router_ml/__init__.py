@@ -19,7 +19,7 @@ The package in layers, each importing only those below it (``tests/test_layout.p
 
 from router_ml import _moved
 from router_ml._version import __version__
-from router_ml.core.load import load_router
+from router_ml.core.router import load_router
 from router_ml.core.router import Router, RoutingDecision
 from router_ml.errors import (
     ArtifactError,
@@ -35,6 +35,25 @@ from router_ml.errors import (
 )
 
 _moved.install()
+
+# saved estimators name these classes under the package (see router_ml.learn.estimator)
+_LAZY = {"QualityEstimator": "router_ml.learn.estimator", "ConstantHead": "router_ml.learn.estimator"}
+
+
+def __getattr__(name):
+    if name in _LAZY:  # training classes: scikit-learn is imported only when they are asked for
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'router_ml' has no attribute {name!r}")
+
+
+def _load_pyfunc(path, model_config=None):
+    """mlflow's entry point (an artifact's MLmodel names ``loader_module: router_ml``): the
+    router in ``path`` as an mlflow pyfunc model (router_ml.serve.mlflow_flavor)."""
+    from router_ml.serve.mlflow_flavor import RouterPyfunc
+
+    return RouterPyfunc(load_router(path))
 
 __all__ = [
     "ArtifactError", "ArtifactIntegrityError", "ArtifactVersionError", "CalibrationError",

@@ -17,7 +17,7 @@ import warnings
 
 MOVED = {
     "router_ml.router": ("router_ml.core.router", "router_ml.core.prompts", "router_ml.core.heads"),
-    "router_ml.persistence": ("router_ml.core.artifact", "router_ml.core.load"),
+    "router_ml.persistence": ("router_ml.core.router", "router_ml.core.artifact"),
     "router_ml.encoders": ("router_ml.core.features", "router_ml.core.encoders",
                            "router_ml.core.static", "router_ml.core.transformer"),
     "router_ml.calibration": ("router_ml.core.calibration",),

@@ -4,6 +4,7 @@ from a file is executed, saves are atomic and a round trip gives identical score
 from __future__ import annotations
 
 import json
+import re
 import os
 import pickle
 import shutil
@@ -836,6 +837,16 @@ def test_an_n_model_router_with_knn_heads_saves_with_skops(tmp_path):
     assert router.heads is None
     router.save(tmp_path / "r")
     assert (tmp_path / "r" / artifact.ESTIMATOR_FILE).is_file()
+    # the files name router_ml's classes and loader by the package, not by a module inside it
+    # (a module that moves would otherwise need a shim to load them)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "r" / artifact.ESTIMATOR_FILE) as z:
+        schema = z.read("schema.json").decode()
+    saved = schema + (tmp_path / "r" / "MLmodel").read_text()
+    assert '"router_ml"' in schema and "QualityEstimator" in schema
+    assert "loader_module: \"router_ml\"" in saved
+    assert not re.findall(r"router_ml\.(?:core|learn|loop|serve|cli)\b", saved)
     loaded = load_router(tmp_path / "r")
     assert loaded.manifest["estimator"]["type"] == "skops"
     np.testing.assert_array_equal(loaded.predict_quality(prompts), router.predict_quality(prompts))

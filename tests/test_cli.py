@@ -411,9 +411,9 @@ def test_default_router_trains_on_the_extra_rows_too(shared):
 
     args = cli.train_parser().parse_args([])
     assert "arena-hard" in TrainConfig().extra
-    assert cli._config_from_args(args).extra == TrainConfig().extra
+    assert cli.config_from_args(args).extra == TrainConfig().extra
     args = cli.train_parser().parse_args(["--extra", ""])
-    assert cli._config_from_args(args).extra == ()
+    assert cli.config_from_args(args).extra == ()
 
 
 def test_train_without_options_is_the_default_recipe_and_a_table_chooses_its_own_weight():
@@ -421,10 +421,10 @@ def test_train_without_options_is_the_default_recipe_and_a_table_chooses_its_own
     from router_ml.learn.training import DEFAULT_ROUTER
 
     args = cli.train_parser().parse_args([])
-    assert cli._config_from_args(args).to_dict() == DEFAULT_ROUTER.to_dict()
-    assert cli._config_from_args(cli.train_parser().parse_args(
+    assert cli.config_from_args(args).to_dict() == DEFAULT_ROUTER.to_dict()
+    assert cli.config_from_args(cli.train_parser().parse_args(
         ["--prior-weight", "0.4"])).prior_weight == 0.4
-    assert cli._config_from_args(cli.train_parser().parse_args(
+    assert cli.config_from_args(cli.train_parser().parse_args(
         ["--no-length-prior"])).prior_weight is None
     table = cli.train_parser().parse_args(["--table", "t.csv", "--estimator", "difficulty"])
-    assert cli._config_from_args(table).prior_weight is None
+    assert cli.config_from_args(table).prior_weight is None

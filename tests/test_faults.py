@@ -51,7 +51,7 @@ def test_the_stub_injects_each_fault(bench):
 def short_run(log_dir: Path) -> dict:
     """The scenario, with the stub, the endpoint and the clients in this process: the
     summary, the failed requests, the log's row count and the alert check."""
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
     from router_ml.loop.decision_log import DecisionLog
     from router_ml.loop.validators import NoRefusal
     from router_ml.serve.endpoint import create_app

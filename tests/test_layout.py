@@ -108,7 +108,7 @@ def test_circle_detection_fails_on_a_circle(monkeypatch):
 
 @pytest.mark.parametrize("old,new,name", [
     ("router_ml.router", "router_ml.core.router", "Router"),
-    ("router_ml.persistence", "router_ml.core.load", "load_router"),
+    ("router_ml.persistence", "router_ml.core.router", "load_router"),
     ("router_ml.data", "router_ml.learn.tables", "load_table"),
     ("router_ml.costs", "router_ml.learn.budget", "TrafficProfile"),
     ("router_ml.serving", "router_ml.serve.endpoint", "create_app"),

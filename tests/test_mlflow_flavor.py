@@ -179,7 +179,9 @@ def test_an_mlmodel_pointing_elsewhere_is_refused_even_resealed(saved):
 
     _, folder = saved
     path = folder / "MLmodel"
-    path.write_text(path.read_text().replace('"router_ml.serve.mlflow_flavor"', '"evil.module"'))
+    text = path.read_text()
+    assert 'loader_module: "router_ml"' in text
+    path.write_text(text.replace('loader_module: "router_ml"', 'loader_module: "evil.module"'))
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["MLmodel"] = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest[artifact.MANIFEST_DIGEST] = artifact.manifest_digest(manifest)

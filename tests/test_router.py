@@ -202,8 +202,8 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
     from router_ml.learn import selection, training
     from router_ml.learn.training import (
         TrainConfig,
-        _folds,
-        _routing_score,
+        make_folds,
+        routing_score,
         build_estimator,
         fit_router,
     )
@@ -231,9 +231,9 @@ def test_heads_are_chosen_by_grid_search_on_routing_quality(n_models, monkeypatc
     means = []
     for _, _, est in candidates:
         scores = []
-        for tr, te in _folds(config).split(X):
+        for tr, te in make_folds(config).split(X):
             fitted = clone(est).fit(X[tr], train.quality[tr])
-            scores.append(_routing_score(train.quality[te], fitted.decision_function(X[te]),
+            scores.append(routing_score(train.quality[te], fitted.decision_function(X[te]),
                                          None if costs is None else costs[te]))
         means.append(np.mean(scores))
     heads, C, _ = candidates[int(np.argmax(means))]
@@ -254,8 +254,8 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
     from router_ml.learn import selection, training
     from router_ml.learn.training import (
         TrainConfig,
-        _folds,
-        _routing_score,
+        make_folds,
+        routing_score,
         build_estimator,
         fit_router,
     )
@@ -274,12 +274,12 @@ def test_select_by_sources_leaves_one_source_out(monkeypatch):
         for held in ("a", "b", "c"):
             te, tr = sources == held, sources != held
             est = clone(build_estimator(config, C)).fit(X[tr], Q[tr])
-            scores.append(_routing_score(Q[te], est.decision_function(X[te])))
+            scores.append(routing_score(Q[te], est.decision_function(X[te])))
         by_source.append(np.mean(scores))
         scores = []
-        for tr, te in _folds(config).split(X):
+        for tr, te in make_folds(config).split(X):
             est = clone(build_estimator(config, C)).fit(X[tr], Q[tr])
-            scores.append(_routing_score(Q[te], est.decision_function(X[te])))
+            scores.append(routing_score(Q[te], est.decision_function(X[te])))
         by_fold.append(np.mean(scores))
     assert router.training["C"] == selection.C_GRID_SOURCES[int(np.argmax(by_source))]
     both = fit_router(train, TrainConfig(encoder="tfidf", extra=(), coverage=None, n_jobs=1,

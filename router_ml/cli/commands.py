@@ -6,9 +6,9 @@ they share, :mod:`~router_ml.cli.report`.
 from router_ml.cli.evaluate import evaluate_main, evaluate_parser  # noqa: F401
 from router_ml.cli.report import *  # noqa: F401,F403
 from router_ml.cli.report import (  # noqa: F401
-    _fail,
-    _plot,
-    _setup_logging,
+    exit_error,
+    plot_curve,
+    setup_logging,
 )
 from router_ml.learn.evaluation import saved_knob as _saved_knob  # noqa: F401 (0.1's name)
-from router_ml.cli.train import _config_from_args, _table_rows, train_main, train_parser  # noqa: F401
+from router_ml.cli.train import config_from_args, table_rows, train_main, train_parser  # noqa: F401

@@ -12,10 +12,10 @@ from pathlib import Path
 from router_ml.cli.report import (
     BASELINES,
     PUBLISHED,
-    _fail,
-    _plot,
-    _setup_logging,
-    _tokenizer_argument,
+    exit_error,
+    plot_curve,
+    setup_logging,
+    add_tokenizer_argument,
     baseline_scores,
     evaluate_rows,
     format_evaluation,
@@ -78,7 +78,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="JSON output (default: reports/<name>-<protocol>.json)")
     p.add_argument("--plot", type=Path, help="PNG of the curve (default: next to the report)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
-    _tokenizer_argument(p)
+    add_tokenizer_argument(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -89,15 +89,15 @@ def evaluate_main(argv=None, *, prog: str | None = None, root: Path | None = Non
     parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
     args.root = Path(root) if root is not None else Path.cwd()
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         return _evaluate(args)
     except (RouterMLError, ValueError, TypeError, FileNotFoundError) as e:
-        return _fail(f"{type(e).__name__}: {e}")
+        return exit_error(f"{type(e).__name__}: {e}")
 
 
 def _evaluate(args) -> int:
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
     from router_ml.learn import evaluation
     from router_ml.learn.protocols import Fold
 
@@ -168,7 +168,7 @@ def _evaluate(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     plot = args.plot or out.with_suffix(".png")
     if data is not None:
-        _plot(data, plot, f"{where}: {name}")
+        plot_curve(data, plot, f"{where}: {name}")
     payload = {"protocol": None if args.table else args.protocol,
                "table": str(args.table) if args.table else None,
                "router": str(args.model) if args.model else None,

@@ -22,12 +22,12 @@ from router_ml.learn.evaluation import (  # noqa: F401 (the CLI's names, from wh
 logger = logging.getLogger("router_ml")
 
 
-def _setup_logging(verbose: bool):
+def setup_logging(verbose: bool):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def _fail(msg: str) -> int:
+def exit_error(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return 2
 
@@ -118,7 +118,7 @@ def format_knob(r: dict) -> str:
             f"${k['best_cost']:.3g}); calls: {calls}")
 
 
-def _plot(data, path: Path, title: str):
+def plot_curve(data, path: Path, title: str):
     from router_ml.learn import evaluation
 
     if isinstance(data, tuple):
@@ -146,7 +146,7 @@ def format_multi(title: str, r: dict) -> str:
     return "\n".join(lines)
 
 
-def _tokenizer_argument(p: argparse.ArgumentParser) -> None:
+def add_tokenizer_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", type=Path, help="more models: a Hugging Face tokenizer.json "
                    "(file or folder) for exact input-token counts in the costs "
                    "(default: ceil(characters / 4))")

@@ -1,34 +1,24 @@
 """``router-ml train`` (and ``training/train.py``): parse the options, run the training
-recipe of :mod:`router_ml.learn.training`, print and log what it did.
+recipe of :mod:`router_ml.learn.recipe`, print and log what it did.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from router_ml.cli.report import (
-    _fail,
-    _plot,
-    _setup_logging,
-    _tokenizer_argument,
+    exit_error,
+    plot_curve,
+    setup_logging,
+    add_tokenizer_argument,
     describe_knob,
-    evaluate_rows,
     format_evaluation,
     log_report,
 )
 from router_ml.errors import RouterMLError
-from router_ml.learn.protocols import (
-    MULTI_PROTOCOLS,
-    PROTOCOLS,
-    STRONG_MODEL,
-    WEAK_MODEL,
-    protocol_folds,
-    protocol_prices,
-)
+from router_ml.learn.protocols import PROTOCOLS, STRONG_MODEL, WEAK_MODEL
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -104,7 +94,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, help="more models: mean USD per request instead")
     p.add_argument("--dearest-share", type=float, help="more models: share of calls to the "
                    "dearest model instead")
-    _tokenizer_argument(p)
+    add_tokenizer_argument(p)
     p.add_argument("--select-by", choices=SELECT_BY, default=d.select_by,
                    help="choose the heads on shuffled folds, by leaving one source out, or by "
                         "the mean of the two")
@@ -128,7 +118,7 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config_from_args(args):
+def config_from_args(args):
     from router_ml.learn.config import DEFAULT_ROUTER, TrainConfig
 
     lam_target = args.budget is not None or args.dearest_share is not None
@@ -176,16 +166,16 @@ def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) 
     args.root = Path(root) if root is not None else Path.cwd()
     if args.register and args.no_tracking:
         parser.error("--register logs the model to mlflow; it cannot go with --no-tracking")
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         _check_installed(tracking=not args.no_tracking)
         return _train(args)
     except (RouterMLError, ValueError, TypeError, FileNotFoundError, FileExistsError,
             ImportError) as e:
-        return _fail(f"{type(e).__name__}: {e}")
+        return exit_error(f"{type(e).__name__}: {e}")
 
 
-def _table_rows(args, config):
+def table_rows(args, config):
     """The user's table as training rows, models in the order given (strong first)."""
     from router_ml.learn.columns import header, table_columns
     from router_ml.learn.labels import rows_of
@@ -234,29 +224,15 @@ def _check_installed(tracking: bool) -> None:
                               f"installed: pip install 'router_ml[{extra}]'{alt}")
 
 
-def _check_out(out: Path, protocol: str | None) -> None:
-    """FileExistsError when ``out`` cannot take the routers: a file, or a folder holding
-    something other than a saved router (or, with a protocol, a previous run's fold routers)."""
-    from router_ml.core.artifact import check_save_target
-
-    if protocol and out.is_dir() and not out.is_symlink() and (out / "fold-0").is_dir():
-        for fold in out.glob("fold-*"):
-            check_save_target(fold)
-        return
-    check_save_target(out)
-
-
 def _train(args) -> int:
-    from router_ml.learn.price_fit import METHOD, router_prices
-    from router_ml.learn.protocols import all_training_rows, outcome_rows, with_outcomes
+    from router_ml.learn.protocols import all_training_rows
+    from router_ml.learn.recipe import check_out, save_protocol, train_protocol, train_rows
     from router_ml.learn.tracking import Tracker
-    from router_ml.core.artifact import save_router
-    from router_ml.learn.training import fit_router
 
-    config = _config_from_args(args)
+    config = config_from_args(args)
     name = args.protocol or (args.table.stem if args.table else "default")
     out = args.out or args.root / "models" / name
-    _check_out(out, args.protocol)  # before any work: the save at the end would refuse it
+    check_out(out, args.protocol)  # before any work: the save at the end would refuse it
     tracker = Tracker(experiment=args.experiment, enabled=not args.no_tracking)
     tracker.check()  # fail before any training work if the server is unreachable
     strong, weak = args.strong or STRONG_MODEL, args.weak or WEAK_MODEL
@@ -264,35 +240,23 @@ def _train(args) -> int:
     t0 = time.perf_counter()
     with tracker.run(name, params) as run:
         if args.protocol:
-            folds = protocol_folds(args.protocol, args.data_dir, strong=strong, weak=weak,
-                                   extra=config.extra)
-            if config.outcomes:
-                folds = with_outcomes(folds, config.outcomes, args.data_dir)
-            prices = protocol_prices(args.protocol, args.data_dir) \
-                if args.protocol in MULTI_PROTOCOLS else None
-            routers = {}
-            for f in folds:
+            def on_fold(f):
                 print((f"training fold {f.k}" if f.k is not None else "training")
                       + f" on {len(f.train)} rows"
                       + (f" ({f.dropped} rows of other sources dropped: they match test "
                          "questions)" if f.dropped or config.extra else ""), flush=True)
-                routers[f.k] = fit_router(f.train, config, prices, outcomes=f.outcomes)
-            report, data = evaluate_rows(routers, folds, prices,
-                                         next(iter(routers.values())).tokenizer)
-            out.mkdir(parents=True, exist_ok=True)
-            for f in folds:
-                evaluation = {"protocol": args.protocol, "fold": f.k,
-                              **{k: v for k, v in report.items() if not isinstance(v, list)}}
-                save_router(routers[f.k].state.replace(evaluation=evaluation),
-                            out if f.k is None else out / f"fold-{f.k}")
+
+            result = train_protocol(args.protocol, config, args.data_dir, strong=strong,
+                                    weak=weak, on_fold=on_fold)
+            folds, routers, report, data = result.folds, result.routers, result.report, result.data
+            save_protocol(result, out)
             plot = out / "curve.png"
-            (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             print()
             heads = sorted({r.training.get("heads", config.classifier) for r in routers.values()})
             title = f"{args.protocol} (test rows, {config.encoder} + {'/'.join(heads)} heads)"
             print(format_evaluation(title, report, data))
             if data is not None:  # arena-rated has a rank correlation, no curve
-                _plot(data, plot, f"{args.protocol}: cost-quality curve")
+                plot_curve(data, plot, f"{args.protocol}: cost-quality curve")
                 run.log_artifact(plot)
                 print(f"\ncurve: {plot}")
             print(f"router: {out}")
@@ -301,50 +265,21 @@ def _train(args) -> int:
             log_report(run, report)
         else:
             if args.table:
-                train = _table_rows(args, config)
+                train = table_rows(args, config)
                 run.log_params({"table": str(args.table), "columns": ",".join(train.models),
                                 "rows": len(train)})
             else:
                 train = all_training_rows(args.data_dir, strong=strong, weak=weak,
                                           extra=config.extra)
-            tokenizer = None
-            if config.tokenizer is not None:
-                from router_ml.core.prices import load_tokenizer
-
-                tokenizer = load_tokenizer(config.tokenizer)
-            prices, derived = router_prices(train, args.prices, tokenizer)
-            for m, d in derived.items():
-                print(f"price of {m} from its observed costs: {d.describe()}")
-            try:
-                outcomes = (outcome_rows(config.outcomes, args.data_dir) if config.outcomes
-                            else None)
-            except FileNotFoundError as e:
-                if config.estimator != "warm":
-                    raise
-                if args.estimator == "warm":  # asked for by name: say what is missing
-                    raise FileNotFoundError(
-                        f"the warm start learns the default router's prior from every model's "
-                        f"public outcomes ({', '.join(config.outcomes)}), which are not here: "
-                        f"{e}; give --data-dir, or train without the prior "
-                        "(--no-prior-router)") from e
-                print(f"no public outcomes here for the warm start ({e}): training heads on "
-                      "the table's rows alone; give --data-dir (or router-ml data fetch) to "
-                      "start from the default's prior", flush=True)
-                config, outcomes = replace(config, estimator="heads", outcomes=()), None
-            print(f"training on {len(train)} rows, models: {', '.join(train.models)}"
-                  + (f"; difficulty also from {len(outcomes)} rows of every model's outcomes "
-                     f"({', '.join(config.outcomes)})" if outcomes is not None else ""),
-                  flush=True)
-            router = fit_router(train, config, prices, outcomes=outcomes)
-            training = dict(router.training)
-            if args.table:  # evaluate --table reads held-out rows of the same table this way
-                training["scale"] = args.scale
-            if derived:
-                training["prices_from_costs"] = {
-                    "method": METHOD, "models": {m: d.to_dict() for m, d in derived.items()}}
+            result = train_rows(train, config, args.data_dir, prices_file=args.prices,
+                                warm_asked=args.estimator == "warm",
+                                scale=args.scale if args.table else None,
+                                say=lambda text: print(text, flush=True))
+            router = result.router
+            if result.derived:
                 run.log_params({"prices_from_costs": ", ".join(
-                    f"{m} ({d.method})" for m, d in derived.items())})
-            save_router(router.state.replace(training=training), out)
+                    f"{m} ({d.method})" for m, d in result.derived.items())})
+            router.save(out)
             cv = router.training.get("cv_apgr", router.training.get("cv_aiq"))
             what = "APGR" if len(train.models) == 2 else "AIQ"
             print(f"router: {out}\nout-of-fold {what}: "

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 MAX_CHARS = 8000
 
 
-_PROGRESS_MIN = 500
+PROGRESS_MIN = 500
 
 
 def clean(prompt: str) -> str:
@@ -34,7 +34,7 @@ def clean(prompt: str) -> str:
     return text
 
 
-def _finite(X: np.ndarray) -> np.ndarray:
+def finite_features(X: np.ndarray) -> np.ndarray:
     """X with NaN and infinities made numbers (in place), checked first: cheaper when none."""
     return X if np.isfinite(X).all() else np.nan_to_num(X, copy=False)
 
@@ -43,7 +43,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class _Transformer:
+class EncoderBase:
     """scikit-learn's transformer protocol for the encoders (see the module docstring):
     parameters are the ``__init__`` arguments, stored unchanged; fitted state ends in ``_``."""
 
@@ -76,7 +76,7 @@ class _Transformer:
         return f"{type(self).__name__}({self.spec()})"
 
 
-class TfidfEncoder(_Transformer):
+class TfidfEncoder(EncoderBase):
     """TF-IDF of word n-grams; sparse float32 rows, L2-normalised.
 
     ngram_range, min_df, max_features, sublinear_tf: as scikit-learn's TfidfVectorizer.
@@ -296,7 +296,7 @@ def prompt_stats(prompts, surface_only: bool = False) -> np.ndarray:
 SURFACE_STATS = STATS[:12]
 
 
-class StatsEncoder(_Transformer):
+class StatsEncoder(EncoderBase):
     """Prompt statistics (:func:`prompt_stats`), standardised (scikit-learn's
     ``StandardScaler``, fitted on the training prompts) so that they sit on the scale of an
     embedding; transforming needs numpy only.

@@ -25,7 +25,7 @@ class Curve:
     quality: np.ndarray
 
 
-def _as_inputs(scores, q_strong, q_weak):
+def as_pair_inputs(scores, q_strong, q_weak):
     s = np.asarray(scores, dtype=np.float64).ravel()
     qs = np.asarray(q_strong, dtype=np.float64).ravel()
     qw = np.asarray(q_weak, dtype=np.float64).ravel()
@@ -41,7 +41,7 @@ def _as_inputs(scores, q_strong, q_weak):
 
 def cost_quality_curve(scores, q_strong, q_weak) -> Curve:
     """The quality at every strong-call share k/n, k = 0..n (equal scores routed as a block)."""
-    s, qs, qw = _as_inputs(scores, q_strong, q_weak)
+    s, qs, qw = as_pair_inputs(scores, q_strong, q_weak)
     n = len(s)
     # Stable sort on -score; blocks of equal score make the result independent of row order.
     order = np.argsort(-s, kind="stable")
@@ -93,7 +93,7 @@ def _first_reach(xs: np.ndarray, ys: np.ndarray, target: float, tol: float = 0.0
     return float(min(x1, x0 + (target - y0) * (x1 - x0) / (y1 - y0)))
 
 
-def _area(curve: Curve, pgr_values: np.ndarray) -> float:
+def curve_area(curve: Curve, pgr_values: np.ndarray) -> float:
     from sklearn.metrics import auc  # imported on use: loading a router never needs sklearn
 
     return float(auc(curve.share, pgr_values))
@@ -101,12 +101,12 @@ def _area(curve: Curve, pgr_values: np.ndarray) -> float:
 
 def apgr(scores, q_strong, q_weak) -> float:
     """Average performance gap recovered: area under PGR(c) for c in [0, 1]."""
-    s, qs, qw = _as_inputs(scores, q_strong, q_weak)
+    s, qs, qw = as_pair_inputs(scores, q_strong, q_weak)
     curve = cost_quality_curve(s, qs, qw)
-    return _area(curve, pgr(curve, qs.mean(), qw.mean()))
+    return curve_area(curve, pgr(curve, qs.mean(), qw.mean()))
 
 
-def _as_matrix(name: str, a, shape=None) -> np.ndarray:
+def check_matrix(name: str, a, shape=None) -> np.ndarray:
     x = np.asarray(a, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-d (n prompts, m models) array; got shape {x.shape}")
@@ -119,8 +119,8 @@ def _as_matrix(name: str, a, shape=None) -> np.ndarray:
     return x
 
 
-def _as_costs(costs, shape) -> np.ndarray:
-    c = _as_matrix("costs", costs, shape)
+def as_cost_matrix(costs, shape) -> np.ndarray:
+    c = check_matrix("costs", costs, shape)
     if (c < 0).any():
         raise ValueError("costs holds negative values; costs are USD per request, >= 0")
     return c
@@ -142,8 +142,8 @@ def choose(qhat, costs, lam) -> np.ndarray:
     lam = inf the cheapest model of the row, and among equally cheap ones the highest qhat (the
     limit of large finite lam), then the lower index.
     """
-    q = _as_matrix("qhat", qhat)
-    c = _as_costs(costs, q.shape)
+    q = check_matrix("qhat", qhat)
+    c = as_cost_matrix(costs, q.shape)
     return _choose(q, c, _check_lam(lam))
 
 
@@ -209,8 +209,8 @@ def knob_breakpoints(qhat, costs) -> np.ndarray:
     between consecutive breakpoints (at a breakpoint itself, where the tie is exact in floating
     point, it already takes the value to its right).
     """
-    q = _as_matrix("qhat", qhat)
-    c = _as_costs(costs, q.shape)
+    q = check_matrix("qhat", qhat)
+    c = as_cost_matrix(costs, q.shape)
     return np.unique(_envelope_events(q, c)[0])
 
 
@@ -238,13 +238,13 @@ def sweep(qhat, q_true, costs) -> Sweep:
     ValueError: drop them first). Computed incrementally from the breakpoints: O(n m^2) plus a
     sort of at most n (m - 1) events; n = 5000, m = 9 takes milliseconds.
     """
-    q = _as_matrix("qhat", qhat)
-    qt = _as_matrix("q_true", q_true, q.shape)
-    c = _as_costs(costs, q.shape)
-    return _sweep(q, qt, c)
+    q = check_matrix("qhat", qhat)
+    qt = check_matrix("q_true", q_true, q.shape)
+    c = as_cost_matrix(costs, q.shape)
+    return sweep_policies(q, qt, c)
 
 
-def _sweep(q: np.ndarray, qt: np.ndarray, c: np.ndarray) -> Sweep:
+def sweep_policies(q: np.ndarray, qt: np.ndarray, c: np.ndarray) -> Sweep:
     n, m = q.shape
     lam_e, row, frm, to = _envelope_events(q, c)
     order = np.argsort(lam_e, kind="stable")
@@ -351,7 +351,7 @@ def aiq(hull_cost, hull_quality, lo: float, hi: float) -> float:
     return float(np.trapezoid(np.interp(xs, hx, hy), xs) / (hi - lo))
 
 
-def _reach_cost(hx: np.ndarray, hy: np.ndarray, target: float) -> float:
+def reach_cost(hx: np.ndarray, hy: np.ndarray, target: float) -> float:
     """Least cost at which the rising hull reaches ``target`` (1e-12 slack for rounding of the
     means); NaN if it never does."""
     return _first_reach(hx, hy, target, tol=1e-12 * max(1.0, abs(target)))

@@ -3,7 +3,7 @@
 ``save_router`` writes it into every router directory (and lists it, with its sha256, in the
 manifest like any other file), so ``mlflow.pyfunc.load_model(dir)`` and ``mlflow models serve
 -m dir`` work on a directory written by ``router.save``. mlflow then imports
-``router_ml.serve.mlflow_flavor`` and calls its ``_load_pyfunc(dir)``, which is ``load_router(dir)``:
+``router_ml`` and calls its ``_load_pyfunc(dir)``, which is ``load_router(dir)``:
 the same checks as any load. Note that mlflow reads ``MLmodel`` itself before router_ml sees
 the directory: load only artifacts you trust (as for any mlflow model).
 
@@ -29,10 +29,11 @@ import sys
 from pathlib import Path
 
 MLMODEL = "MLmodel"
-LOADER_MODULE = "router_ml.serve.mlflow_flavor"
-# artifacts saved before the package was laid out in layers name the flavour's old place, which
-# still imports (router_ml._moved) for one release
-_OLD_LOADER_MODULES = ("router_ml.mlflow_flavor",)
+# the package itself (router_ml._load_pyfunc), a name that does not move with the modules
+LOADER_MODULE = "router_ml"
+# what earlier artifacts name: the flavour's module, and its place before the package was laid
+# out in layers (router_ml._moved)
+OLD_LOADER_MODULES = ("router_ml.serve.mlflow_flavor", "router_ml.mlflow_flavor")
 FLAVOR = "router_ml"
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -144,7 +145,7 @@ def check_mlmodel(data: bytes, path) -> None:
         raise ArtifactIntegrityError(f"{path}: not a text file; the MLmodel was replaced") from None
     keys = [line.split(":", 1) for line in text.splitlines() if ":" in line]
     loaders = [v.strip().strip("\"'") for k, v in keys if k.strip() == "loader_module"]
-    if len(loaders) != 1 or loaders[0] not in (LOADER_MODULE, *_OLD_LOADER_MODULES):
+    if len(loaders) != 1 or loaders[0] not in (LOADER_MODULE, *OLD_LOADER_MODULES):
         raise ArtifactIntegrityError(f"{path}: the loader module must be {LOADER_MODULE!r}, "
                                      f"found {loaders}; the MLmodel was changed")
     if any(k.strip() in ("code", "model_code_path") for k, _ in keys):

@@ -57,7 +57,7 @@ def canonical_model(name: str) -> str:
     return str(name).strip().rsplit("/", 1)[-1]
 
 
-def _non_negative(value, name: str, unit: str) -> float:
+def non_negative_price(value, name: str, unit: str) -> float:
     """``value`` as a finite float >= 0, or ValueError naming ``name`` and its unit."""
     if not is_number(value):
         raise ValueError(f"{name} must be a number >= 0 ({unit}), got {type(value).__name__} "
@@ -68,10 +68,10 @@ def _non_negative(value, name: str, unit: str) -> float:
     return x
 
 
-def _tokens(value, name: str):
+def check_tokens(value, name: str):
     """A token count: a float >= 0 (mean per request) or a read-only (n,) float64 array."""
     if is_number(value):
-        return _non_negative(value, name, "tokens per request")
+        return non_negative_price(value, name, "tokens per request")
     if isinstance(value, (str, bytes)):
         raise ValueError(f"{name} must be a number or a sequence of numbers (tokens per "
                          f"request), got {type(value).__name__}")
@@ -98,8 +98,8 @@ class ModelPrice:
     output: float
 
     def __post_init__(self):
-        object.__setattr__(self, "input", _non_negative(self.input, "input", "USD per million tokens"))
-        object.__setattr__(self, "output", _non_negative(self.output, "output", "USD per million tokens"))
+        object.__setattr__(self, "input", non_negative_price(self.input, "input", "USD per million tokens"))
+        object.__setattr__(self, "output", non_negative_price(self.output, "output", "USD per million tokens"))
 
     def request_cost(self, input_tokens, output_tokens):
         """USD for requests of the given token counts (numbers or arrays, broadcast)."""
@@ -107,7 +107,7 @@ class ModelPrice:
             / TOKENS_PER_MILLION
 
 
-def _entry(model: str, spec, where: str) -> ModelPrice:
+def price_entry(model: str, spec, where: str) -> ModelPrice:
     if isinstance(spec, ModelPrice):
         return spec
     if not isinstance(spec, Mapping):
@@ -146,7 +146,7 @@ class PriceTable(Mapping):
         if not isinstance(name, str) or not canonical_model(name):
             raise DataFormatError(f"{where}: model names must be non-empty strings, got {name!r}")
         display = name.strip()
-        price = _entry(display, spec, where)
+        price = price_entry(display, spec, where)
         key = display.casefold()
         if key in self._entries:
             if strict:
@@ -262,7 +262,7 @@ def read_price_file(path) -> dict:
     return dict(_model_map(data, str(path)))
 
 
-def _builtin() -> PriceTable:
+def builtin_price_table() -> PriceTable:
     text = resources.files("router_ml.core").joinpath("prices.json").read_text(encoding="utf-8")
     return PriceTable(_model_map(json.loads(text), BUILTIN_SOURCE), source=BUILTIN_SOURCE)
 
@@ -271,7 +271,7 @@ def load_prices(path=None, *, builtin: bool = True) -> PriceTable:
     """The price table (USD per million tokens): the built-in one (router_ml/core/prices.json),
     overridden and extended by the file at ``path`` if given (JSON, TOML or YAML). With
     ``builtin=False`` only the file's prices are used."""
-    table = _builtin() if builtin else None
+    table = builtin_price_table() if builtin else None
     if path is None:
         if table is None:
             raise ValueError("load_prices(builtin=False) needs a price file path")
@@ -282,9 +282,9 @@ def load_prices(path=None, *, builtin: bool = True) -> PriceTable:
     return table.merge(data, source=str(path), override=True)
 
 
-def _prices(prices) -> PriceTable:
+def as_price_table(prices) -> PriceTable:
     if prices is None:
-        return _builtin()
+        return builtin_price_table()
     if isinstance(prices, PriceTable):
         return prices
     if isinstance(prices, Mapping):
@@ -307,7 +307,7 @@ def load_tokenizer(path):
         raise ValueError(f"--tokenizer {f}: not a Hugging Face tokenizer file ({e})") from None
 
 
-def _count_tokens(text: str, tokenizer, chars_per_token: float) -> float:
+def count_tokens(text: str, tokenizer, chars_per_token: float) -> float:
     if not isinstance(text, str):
         raise TypeError(f"prompts must be str, got {type(text).__name__}")
     if tokenizer is None:
@@ -336,7 +336,7 @@ def prompt_costs(prompts: Sequence[str], models: Sequence[str], prices,
     rates = []
     for m in models:
         if table is None and isinstance(prices, Mapping) and m in prices:
-            p = _entry(m, prices[m], "the router's price table")
+            p = price_entry(m, prices[m], "the router's price table")
         else:
             if table is None:
                 table = PriceTable(prices or {}, source="the router's price table")
@@ -353,7 +353,7 @@ def input_tokens(prompts: Sequence[str], tokenizer=None) -> np.ndarray:
     if tokenizer is None:
         return np.ceil(np.fromiter((len(p) for p in prompts), dtype=np.float64,
                                    count=len(prompts)) / 4)
-    return np.array([_count_tokens(p, tokenizer, 1.0) for p in prompts], dtype=np.float64)
+    return np.array([count_tokens(p, tokenizer, 1.0) for p in prompts], dtype=np.float64)
 
 
 def row_costs(prompts: Sequence[str], models: Sequence[str], observed=None, prices=None,

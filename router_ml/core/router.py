@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from router_ml.core.artifact import read_state, save_router
 from router_ml.core.calibration import CalibrationRecord, calibrate, check_threshold
 from router_ml.core.heads import QualityHeads, check_lam, choose
 from router_ml.core.prompts import check_prompt, check_prompts, fingerprint, prompt_text
@@ -392,8 +393,6 @@ class Router:
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the router as a directory (see :mod:`router_ml.core.artifact`)."""
-        from router_ml.core.artifact import save_router
-
         save_router(self.state, path)
 
     def __repr__(self):
@@ -405,3 +404,13 @@ class Router:
             knob += f", length_prior={self.length_prior.weight:g}"
         return (f"Router(encoder={encoder_spec(self.encoder)['kind']}, "
                 f"estimator={type(self.estimator).__name__}, models={self.models}, {knob})")
+
+
+def load_router(path) -> Router:
+    """Load a router saved with ``Router.save``; refuses anything it cannot verify (see
+    :func:`router_ml.core.artifact.read_state`).
+
+    Raises ArtifactVersionError (unknown format), ArtifactIntegrityError (missing, changed,
+    truncated, symlinked or misnamed files) or UntrustedTypeError (a type not allowed).
+    """
+    return Router(read_state(path))

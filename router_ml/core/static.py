@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.core.encoders import _finite, _Transformer, clean
+from router_ml.core.encoders import finite_features, EncoderBase, clean
 from router_ml.core.transformer import DEFAULT_ST_MODEL, resolve_st_model
 
 # Characters that str.split() splits at and a BERT normaliser deletes (control characters)
@@ -29,7 +29,7 @@ _GROUP_CHARS, _SEPARATOR = 200, "|"
 
 
 
-class StaticEncoder(_Transformer):
+class StaticEncoder(EncoderBase):
     """A model2vec static embedding: tokenise, average token vectors, L2-normalise.
 
     Build one with :meth:`distill` (needs torch once, offline) or :meth:`load` (a model2vec
@@ -90,7 +90,7 @@ class StaticEncoder(_Transformer):
         with self.__dict__.setdefault("_lock", threading.Lock()):
             chunks = self._chunk_ids()
             if chunks is None:
-                return _finite(self._encode(texts))
+                return finite_features(self._encode(texts))
             # in parts, so that the chunks remembered stay within their bound
             starts = range(0, len(texts), _PART)
             if len(texts) > 20_000:
@@ -102,7 +102,7 @@ class StaticEncoder(_Transformer):
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             for i in starts:
                 out[i:i + _PART] = self._encode_part(texts[i:i + _PART], chunks)
-        return _finite(out)
+        return finite_features(out)
 
     def _encode_part(self, texts, chunks: dict) -> np.ndarray:
         slow = np.array([bool(_UNSPLIT.search(t)) or any(a in t for a in self._added)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.core.encoders import _PROGRESS_MIN, _Transformer, clean, text_hash
+from router_ml.core.encoders import PROGRESS_MIN, EncoderBase, clean, text_hash
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ROUTER_ML_CACHE", Path.home() / ".cache" / "router_ml"))
 
 
-class SentenceTransformerEncoder(_Transformer):
+class SentenceTransformerEncoder(EncoderBase):
     """A sentence-transformers model; embeddings optionally cached on disk (see
     :class:`EmbeddingCache`).
 
@@ -141,7 +141,7 @@ class SentenceTransformerEncoder(_Transformer):
     def _compute(self, texts) -> np.ndarray:
         st = self._load()
         out = st.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                        show_progress_bar=len(texts) >= _PROGRESS_MIN)
+                        show_progress_bar=len(texts) >= PROGRESS_MIN)
         return np.nan_to_num(np.asarray(out, dtype=np.float32), copy=False)
 
     def transform(self, prompts) -> np.ndarray:

@@ -30,11 +30,11 @@ from router_ml.core.prices import (
     CHARS_PER_TOKEN,
     TOKENS_PER_MILLION,
     PriceTable,
-    _builtin,
-    _count_tokens,
-    _non_negative,
-    _prices,
-    _tokens,
+    builtin_price_table,
+    count_tokens,
+    non_negative_price,
+    as_price_table,
+    check_tokens,
 )
 from router_ml.core.prompts import fingerprint
 from router_ml.errors import CalibrationError
@@ -63,7 +63,7 @@ def merge_dcrouter_prices(table: PriceTable | None = None, data_dir=None, *,
     price unless ``override``: dcrouter's prices are one provider's, not list prices."""
     from router_ml.learn.sources import load_dcrouter_prices, resolve_data_dir
 
-    table = table if table is not None else _builtin()
+    table = table if table is not None else builtin_price_table()
     prices = load_dcrouter_prices(data_dir)
     where = str(resolve_data_dir(data_dir) / "llmrouter-dcrouter" / "llm_candidates.json")
     return table.merge(prices, source=where, override=override)
@@ -85,10 +85,10 @@ class TrafficProfile:
     output_tokens: float | np.ndarray
 
     def __post_init__(self):
-        object.__setattr__(self, "requests_per_month", _non_negative(
+        object.__setattr__(self, "requests_per_month", non_negative_price(
             self.requests_per_month, "requests_per_month", "requests per month"))
-        object.__setattr__(self, "input_tokens", _tokens(self.input_tokens, "input_tokens"))
-        object.__setattr__(self, "output_tokens", _tokens(self.output_tokens, "output_tokens"))
+        object.__setattr__(self, "input_tokens", check_tokens(self.input_tokens, "input_tokens"))
+        object.__setattr__(self, "output_tokens", check_tokens(self.output_tokens, "output_tokens"))
         lens = {len(a) for a in (self.input_tokens, self.output_tokens) if isinstance(a, np.ndarray)}
         if len(lens) > 1:
             raise ValueError(f"input_tokens and output_tokens hold counts for different numbers "
@@ -111,10 +111,10 @@ class TrafficProfile:
         prompts = list(prompts)
         if not prompts:
             raise ValueError("from_prompts needs at least one prompt")
-        cpt = _non_negative(chars_per_token, "chars_per_token", "characters per token")
+        cpt = non_negative_price(chars_per_token, "chars_per_token", "characters per token")
         if cpt == 0:
             raise ValueError("chars_per_token must be > 0 (characters per token)")
-        counts = np.array([_count_tokens(p, tokenizer, cpt) for p in prompts], dtype=np.float64)
+        counts = np.array([count_tokens(p, tokenizer, cpt) for p in prompts], dtype=np.float64)
         return cls(requests_per_month, counts, output_tokens)
 
     @property
@@ -146,7 +146,7 @@ class TrafficProfile:
 
 def monthly_cost(model: str, profile: TrafficProfile, prices=None) -> float:
     """USD per month of sending every request to ``model`` (mean tokens per request)."""
-    p = _prices(prices)[model]
+    p = as_price_table(prices)[model]
     per_request = profile.mean_input_tokens * p.input + profile.mean_output_tokens * p.output
     return profile.requests_per_month * per_request / TOKENS_PER_MILLION
 
@@ -157,7 +157,7 @@ def router_monthly_cost(share, profile: TrafficProfile, prices=None, *, strong: 
     ``weak``, assuming the strong-routed requests have the mean token counts. share: a number
     or an array of fractions in [0, 1]; returns a float or an array of the same shape."""
     s = _share(share)
-    table = _prices(prices)
+    table = as_price_table(prices)
     hi, lo = monthly_cost(strong, profile, table), monthly_cost(weak, profile, table)
     out = lo + s * (hi - lo)
     return float(out) if isinstance(s, float) else out
@@ -188,7 +188,7 @@ def cost_summary(share: float, profile: TrafficProfile, prices=None, *, strong: 
     s = _share(share)
     if not isinstance(s, float):
         raise ValueError("cost_summary takes one share; use router_monthly_cost for many")
-    table = _prices(prices)
+    table = as_price_table(prices)
     lo, hi = monthly_cost(weak, profile, table), monthly_cost(strong, profile, table)
     cost = lo + s * (hi - lo)  # = router_monthly_cost(s, ...), without pricing both again
     usd, pct = _saving(cost, hi)
@@ -199,7 +199,7 @@ def saving(share, profile: TrafficProfile, prices=None, *, strong: str = STRONG_
            weak: str = WEAK_MODEL):
     """(USD per month, percent) saved against always-strong when a fraction ``share`` of
     requests goes to the strong model. Works on a number or an array of shares."""
-    table = _prices(prices)
+    table = as_price_table(prices)
     cost = router_monthly_cost(share, profile, table, strong=strong, weak=weak)
     return _saving(cost, monthly_cost(strong, profile, table))
 
@@ -260,7 +260,7 @@ def cost_curve(scores, profile: TrafficProfile, prices=None, *, strong: str = ST
     s = np.asarray(scores, dtype=np.float64).ravel()
     if len(s) == 0:
         raise ValueError("scores holds no prompts")
-    table = _prices(prices)
+    table = as_price_table(prices)
     c_strong, c_weak = _per_prompt_costs(len(s), profile, table, strong, weak)
     # The "quality" of routing k prompts to strong is here their mean monthly cost.
     c = cost_quality_curve(s, c_strong, c_weak)
@@ -295,7 +295,7 @@ def threshold_for_budget(scores, budget: float, profile: TrafficProfile, prices=
         raise CalibrationError(f"budget must be a finite number >= 0 (USD per month), got {budget!r}")
     budget = float(budget)
     s = check_scores(scores)
-    table = _prices(prices)
+    table = as_price_table(prices)
     n = len(s)
     curve = cost_curve(s, profile, table, strong=strong, weak=weak)
     always_weak = monthly_cost(weak, profile, table)
@@ -361,7 +361,7 @@ def quality_sampling_cost(share: float, rate: float, profile: TrafficProfile, pr
         raise ValueError(f"rate must be a fraction in [0, 1] (share of weak-routed requests "
                          f"re-sent to the strong model), got {rate!r}")
     n = profile.requests_per_month * (1.0 - s) * float(rate)
-    unit = float(_prices(prices)[strong].request_cost(profile.mean_input_tokens,
+    unit = float(as_price_table(prices)[strong].request_cost(profile.mean_input_tokens,
                                                        profile.mean_output_tokens))
     return SamplingCost(float(rate), n, n * unit)
 

@@ -241,10 +241,10 @@ def build_estimator(config: TrainConfig, C: float | None = None):
     if config.target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {config.target!r}")
     return QualityEstimator(target=config.target, C=C or config.C or 1.0,
-                            classifier=_classifier(config), random_state=config.random_state)
+                            classifier=build_classifier(config), random_state=config.random_state)
 
 
-def _classifier(config: TrainConfig):
+def build_classifier(config: TrainConfig):
     if config.classifier in ("logreg", "auto"):
         return None  # QualityEstimator's own logistic heads
     if config.classifier == "knn":

@@ -137,7 +137,7 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         classes = np.unique(y)
         if len(classes) < 2 or w.sum() <= 0:
             share = {float(c): float(w[y == c].sum()) for c in classes}
-            return _Constant(share)
+            return ConstantHead(share)
         est = self._make()
         try:
             try:
@@ -167,7 +167,7 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         coefs, intercepts, classes = [], [], []
         d = self.n_features_in_
         for est in self.estimators_:
-            if isinstance(est, _Constant):
+            if isinstance(est, ConstantHead):
                 cl, logp = est.classes_, np.log(np.maximum(est.proba_, 1e-12))
                 k = 1 if len(cl) == 2 else len(cl)
                 coef = np.zeros((k, d))
@@ -215,7 +215,7 @@ def _expected(proba, classes) -> np.ndarray:
         return np.asarray(proba, dtype=np.float64) @ np.asarray(classes, dtype=np.float64)
 
 
-class _Constant:
+class ConstantHead:
     """A head for a column with one outcome only (or too few of each): fixed class shares."""
 
     def __init__(self, share: dict):
@@ -225,3 +225,8 @@ class _Constant:
 
     def predict_proba(self, X):
         return np.tile(self.proba_, (X.shape[0], 1))
+
+
+# Saved estimators (skops) name their classes by module: under the package's name, which does
+# not move when the modules inside it do (router_ml.__getattr__ resolves them)
+QualityEstimator.__module__ = ConstantHead.__module__ = "router_ml"

@@ -12,12 +12,12 @@ import numpy as np
 from router_ml.core.metrics import (  # the metrics, re-exported: evaluation's public surface
     Curve,
     Sweep,
-    _area,
-    _as_costs,
-    _as_inputs,
-    _as_matrix,
-    _reach_cost,
-    _sweep,
+    curve_area,
+    as_cost_matrix,
+    as_pair_inputs,
+    check_matrix,
+    reach_cost,
+    sweep_policies,
     aiq,
     apgr,
     choose,
@@ -64,7 +64,7 @@ def evaluate(scores, q_strong, q_weak) -> Report:
     """
     from sklearn.metrics import roc_auc_score
 
-    s, qs, qw = _as_inputs(scores, q_strong, q_weak)
+    s, qs, qw = as_pair_inputs(scores, q_strong, q_weak)
     curve = cost_quality_curve(s, qs, qw)
     p = pgr(curve, qs.mean(), qw.mean())
     y = (qs > qw).astype(int)
@@ -73,7 +73,7 @@ def evaluate(scores, q_strong, q_weak) -> Report:
         n=len(s),
         q_weak=float(qw.mean()),
         q_strong=float(qs.mean()),
-        apgr=_area(curve, p),
+        apgr=curve_area(curve, p),
         cpt50=cpt(curve.share, p, 0.5),
         cpt80=cpt(curve.share, p, 0.8),
         auc=roc,
@@ -109,7 +109,7 @@ def plot_curves(curves: dict, q_strong, q_weak, path=None, *, title: str = "", t
     first = None
     for label, scores in curves.items():
         c = cost_quality_curve(scores, qs, qw)
-        a = _area(c, pgr(c, qs.mean(), qw.mean()))
+        a = curve_area(c, pgr(c, qs.mean(), qw.mean()))
         ax.plot(c.share * 100, c.quality * 100, lw=1.8, label=f"{label} (APGR {a:.3f})")
         first = first or c
     if threshold_share is not None and first is not None:
@@ -175,7 +175,7 @@ def _jsonable(v):
 
 def _router_summary(s: Sweep, lo: float, hi: float, best_cost: float, best_quality: float):
     hx, hy = upper_hull(s.cost, s.quality)
-    reach = _reach_cost(hx, hy, best_quality)
+    reach = reach_cost(hx, hy, best_quality)
     share = reach / best_cost if best_cost > 0 else float("nan")
     return hx, hy, aiq(hx, hy, lo, hi), float(hy[-1]), share, 1.0 - share
 
@@ -186,9 +186,9 @@ def evaluate_multi(qhat, q_true, costs, models) -> MultiReport:
     qhat: (n, m) predicted qualities; q_true: (n, m) true qualities (finite: drop rows with a
     missing score first); costs: (n, m) USD per request, >= 0; models: m names, the columns.
     """
-    q = _as_matrix("qhat", qhat)
-    qt = _as_matrix("q_true", q_true, q.shape)
-    c = _as_costs(costs, q.shape)
+    q = check_matrix("qhat", qhat)
+    qt = check_matrix("q_true", q_true, q.shape)
+    c = as_cost_matrix(costs, q.shape)
     models = tuple(str(x) for x in models)
     if len(models) != q.shape[1]:
         raise ValueError(f"models names {len(models)} models; qhat has {q.shape[1]} columns")
@@ -196,9 +196,9 @@ def evaluate_multi(qhat, q_true, costs, models) -> MultiReport:
     best = int(np.lexsort((np.arange(len(models)), model_cost, -model_quality))[0])
     lo, hi = float(model_cost.min()), float(model_cost.max())
     bc, bq = float(model_cost[best]), float(model_quality[best])
-    s = _sweep(q, qt, c)
+    s = sweep_policies(q, qt, c)
     hx, hy, a, mx, share, saving = _router_summary(s, lo, hi, bc, bq)
-    ohx, ohy, oa, omx, oshare, osaving = _router_summary(_sweep(qt, qt, c), lo, hi, bc, bq)
+    ohx, ohy, oa, omx, oshare, osaving = _router_summary(sweep_policies(qt, qt, c), lo, hi, bc, bq)
     return MultiReport(
         n=q.shape[0], models=models, model_cost=model_cost, model_quality=model_quality,
         best_model=models[best], best_cost=bc, best_quality=bq, lo=lo, hi=hi, sweep=s,
@@ -222,7 +222,7 @@ def at_knob(picks, q_true, costs=None, models=None) -> dict:
     cheaper) with ``best_quality`` and ``best_cost``, ``quality_drop`` (best_quality -
     quality) and ``cost_share`` (mean_cost / best_cost; None when best_cost is 0).
     """
-    qt = _as_matrix("q_true", q_true)
+    qt = check_matrix("q_true", q_true)
     n, m = qt.shape
     j = np.asarray(picks, dtype=np.intp).ravel()
     if j.shape != (n,) or ((j < 0) | (j >= m)).any():
@@ -233,7 +233,7 @@ def at_knob(picks, q_true, costs=None, models=None) -> dict:
         qs, qw = float(qt[:, 0].mean()), float(qt[:, 1].mean())
         return {"strong_share": float((j == 0).mean()), "quality": quality,
                 "pgr": None if qs == qw else (quality - qw) / (qs - qw)}
-    c = _as_costs(costs, qt.shape)
+    c = as_cost_matrix(costs, qt.shape)
     names = [str(x) for x in (models if models is not None else range(m))]
     model_cost, model_quality = c.mean(axis=0), qt.mean(axis=0)
     best = int(np.lexsort((np.arange(m), model_cost, -model_quality))[0])

@@ -134,7 +134,7 @@ def router_prices(train, price_file=None, tokenizer=None) -> tuple[dict | None, 
     (``train.costs``, :func:`prices_from_costs`). A model without any is an
     :class:`~router_ml.errors.UnknownModelError` naming ``--prices`` for more than two models;
     a pair then gets None (it routes by its threshold; costs are optional)."""
-    from router_ml.core.prices import _entry, load_prices, read_price_file
+    from router_ml.core.prices import price_entry, load_prices, read_price_file
     from router_ml.errors import DataFormatError, UnknownModelError
 
     models = list(train.models)
@@ -150,7 +150,7 @@ def router_prices(train, price_file=None, tokenizer=None) -> tuple[dict | None, 
     out, lacking = {}, []
     for m in models:
         try:
-            p = _entry(m, exact[m], str(price_file)) if m in exact else table[m]
+            p = price_entry(m, exact[m], str(price_file)) if m in exact else table[m]
         except UnknownModelError:
             lacking.append(m)
             continue

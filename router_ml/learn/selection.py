@@ -15,7 +15,7 @@ from router_ml.learn.config import (
     C_GRID_SOURCES,
     SELECT_BY,
     TrainConfig,
-    _classifier,
+    build_classifier,
     build_estimator,
 )
 from router_ml.learn.labels import Rows
@@ -24,13 +24,13 @@ logger = logging.getLogger(__name__)
 
 
 
-def _folds(config: TrainConfig):
+def make_folds(config: TrainConfig):
     from sklearn.model_selection import KFold
 
     return KFold(config.cv_folds, shuffle=True, random_state=config.random_state)
 
 
-def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
+def choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
     """The estimator parameters that route held-out rows best (mean over the held-out parts
     of APGR for two models, AIQ for more): scikit-learn's GridSearchCV with a routing scorer
     (the rows' costs reach it through metadata routing), over shuffled folds, held-out
@@ -47,7 +47,7 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
     from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
     from threadpoolctl import threadpool_limits
 
-    splits = {"folds": (_folds(config), {}),
+    splits = {"folds": (make_folds(config), {}),
               "sources": (LeaveOneGroupOut(), {"groups": np.asarray(train.sources)})}
     grid = []
     if config.classifier in ("logreg", "auto"):
@@ -58,12 +58,12 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
         smallest = min(len(tr) for w in ways
                        for tr, _ in splits[w][0].split(X, groups=splits[w][1].get("groups")))
         knn = TrainConfig(classifier="knn", k=max(1, min(config.k, smallest)))
-        grid.append({"classifier": [_classifier(knn)]})
+        grid.append({"classifier": [build_classifier(knn)]})
     if sum(len(v) for g in grid for v in g.values()) < 2:
         return {}
     scores, errors = [], []  # per way: each candidate's mean held-out score, its standard error
     with config_context(enable_metadata_routing=True), threadpool_limits(1):
-        scorer = make_scorer(_routing_score, response_method="decision_function")
+        scorer = make_scorer(routing_score, response_method="decision_function")
         if costs is not None:
             scorer = scorer.set_score_request(costs=True)
         for way in ways:
@@ -100,7 +100,7 @@ def _choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
     return dict(params[best])
 
 
-def _heads_name(classifier) -> str:
+def heads_name(classifier) -> str:
     name = type(classifier).__name__
     return "logistic" if classifier is None else {"KNeighborsClassifier": "kNN"}.get(name, name)
 
@@ -108,10 +108,10 @@ def _heads_name(classifier) -> str:
 def _describe(params: dict) -> str:
     clf = params.get("classifier")
     k = f" (k={clf.n_neighbors})" if hasattr(clf, "n_neighbors") else ""
-    return _heads_name(clf) + k + (f", C={params['C']}" if "C" in params else "")
+    return heads_name(clf) + k + (f", C={params['C']}" if "C" in params else "")
 
 
-def _routing_score(Y, V, costs=None, rule: str = "gain") -> float:
+def routing_score(Y, V, costs=None, rule: str = "gain") -> float:
     """APGR (two models, no costs) or AIQ of decision values V against qualities Y (rows with
     a missing quality left out); -inf where undefined (e.g. both models equally good)."""
     from router_ml.core.metrics import apgr
@@ -128,7 +128,7 @@ def _routing_score(Y, V, costs=None, rule: str = "gain") -> float:
         return float("-inf")
 
 
-def _signal_check(Y, V, costs, value: float, n_boot: int = 100, seed: int = 0,
+def signal_check(Y, V, costs, value: float, n_boot: int = 100, seed: int = 0,
                   rule: str = "gain") -> dict:
     """How far the out-of-fold routing quality ``value`` is from routing without any signal,
     with a bootstrap standard error over the rows: {"baseline", "se", "no_signal"}. The
@@ -151,7 +151,7 @@ def _signal_check(Y, V, costs, value: float, n_boot: int = 100, seed: int = 0,
     diffs = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(Y), len(Y))
-        v = _routing_score(Y[idx], V[idx], None if C is None else C[idx], rule)
+        v = routing_score(Y[idx], V[idx], None if C is None else C[idx], rule)
         if np.isfinite(v):
             diffs.append(v - baseline(idx))
     base = baseline(np.arange(len(Y)))
@@ -170,7 +170,7 @@ def out_of_fold(estimator, X, train: Rows, config: TrainConfig, by: str = "folds
 
     # (cross_val_predict label-encodes y for decision_function, which would turn qualities
     # into class indices, hence this loop.)
-    splits = (_folds(config).split(X) if by == "folds" else
+    splits = (make_folds(config).split(X) if by == "folds" else
               LeaveOneGroupOut().split(X, groups=np.asarray(train.sources)))
     Y = train.quality
 

@@ -31,11 +31,11 @@ from router_ml.learn.config import (  # noqa: F401 (re-exported, see __all__)
 )
 from router_ml.learn.labels import Rows
 from router_ml.learn.selection import (
-    _choose_heads,
-    _folds,
-    _heads_name,
-    _routing_score,
-    _signal_check,
+    choose_heads,
+    make_folds,
+    heads_name,
+    routing_score,
+    signal_check,
     out_of_fold,
 )
 
@@ -85,7 +85,7 @@ def _fit_difficulty(encoder, train: Rows, config: TrainConfig, outcomes):
     X_all = X_all.toarray() if hasattr(X_all, "toarray") else np.asarray(X_all)
     est = DifficultyEstimator(columns=cols, random_state=config.random_state)
     oof = np.empty((len(train), len(cols)))
-    for tr, te in _folds(config).split(X_all):
+    for tr, te in make_folds(config).split(X_all):
         fold = DifficultyEstimator(columns=cols, random_state=config.random_state)
         fold.fit(X_all[tr], table.quality[tr], source=table.sources[tr])
         te = te[te < len(train)]
@@ -170,7 +170,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
 
     The encoder is fitted on all training prompts (it sees no labels). C is chosen from
     ``C_GRID`` (logistic heads, ``C=None``; with ``auto`` and more models, kNN heads too) by
-    :func:`_choose_heads` (GridSearchCV over
+    :func:`choose_heads` (GridSearchCV over
     ``cv_folds`` folds, scored by routing quality: APGR for two models, AIQ for more). With
     that C the rows get out-of-fold decision values (every row predicted by a model that did
     not see it), which calibrate the threshold (two models) or ``lam`` (more models, with
@@ -230,10 +230,10 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                                                       prior)
     else:
         X = encoder.fit_transform(train.prompts)
-        estimator = spec.estimator.set_params(**_choose_heads(config, X, train, costs))
+        estimator = spec.estimator.set_params(**choose_heads(config, X, train, costs))
         oof = out_of_fold(estimator, X, train, config)  # fits clones
-    cv_quality = _routing_score(train.quality, oof, costs, rule)
-    signal = _signal_check(train.quality, oof, costs, cv_quality, seed=config.random_state,
+    cv_quality = routing_score(train.quality, oof, costs, rule)
+    signal = signal_check(train.quality, oof, costs, cv_quality, seed=config.random_state,
                            rule=rule)
     if signal["no_signal"]:
         what = "APGR" if pair else "AIQ"
@@ -261,7 +261,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     fp = fingerprint(train.prompts)
     info = {"config": config.to_dict(), "C": C,
             "heads": ("difficulty" if difficulty else "warm-start" if warm
-                      else _heads_name(estimator.classifier)),
+                      else heads_name(estimator.classifier)),
             "sources": sorted(set(train.sources) | (set(outcomes.sources) if (difficulty or warm)
                                                     and outcomes is not None else set())),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality,

@@ -271,7 +271,7 @@ def choose_warm(estimator: WarmStartEstimator, X, Y, costs, *, folds: int = 3,
 
     from router_ml.core.metrics import apgr
     from router_ml.core.router import pair_score
-    from router_ml.learn.selection import _routing_score
+    from router_ml.learn.selection import routing_score
 
     Y = np.asarray(Y, dtype=np.float64)
     pair = costs is None
@@ -293,9 +293,9 @@ def choose_warm(estimator: WarmStartEstimator, X, Y, costs, *, folds: int = 3,
                                                              + (1 - Y[obs]) * np.log1p(-p))))
                 for rule in (rules if pair else ("gain",)):
                     if not pair:
-                        v = _routing_score(Y, V, costs)
+                        v = routing_score(Y, V, costs)
                     elif lengths is None:
-                        v = _routing_score(Y, V, None, rule)
+                        v = routing_score(Y, V, None, rule)
                     else:
                         from router_ml.core.prior import WEIGHTS, LengthPrior
 

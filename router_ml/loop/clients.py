@@ -82,17 +82,17 @@ class Pricer:
     without a price. prices: a :class:`router_ml.core.prices.PriceTable` (default: built-in)."""
 
     def __init__(self, prices=None):
-        self._prices, self._cache = prices, {}
+        self.as_price_table, self._cache = prices, {}
 
     def __call__(self, model: str, c: Completion) -> float | None:
         if model not in self._cache:
             from router_ml.core.prices import load_prices
             from router_ml.errors import UnknownModelError
 
-            if self._prices is None:
-                self._prices = load_prices()
+            if self.as_price_table is None:
+                self.as_price_table = load_prices()
             try:
-                self._cache[model] = self._prices[model]
+                self._cache[model] = self.as_price_table[model]
             except UnknownModelError:
                 self._cache[model] = None
         p = self._cache[model]

@@ -270,7 +270,7 @@ class DecisionLog:
         """Rows with since <= ts < until (datetimes, ISO strings or Unix seconds), by time. A
         file that cannot be read is skipped with a warning and named in ``self.unreadable``."""
         self.flush()
-        lo, hi = _time(since, -np.inf), _time(until, np.inf)
+        lo, hi = log_time(since, -np.inf), log_time(until, np.inf)
         out = []
         self.unreadable = []
         for f in self.files():
@@ -335,7 +335,7 @@ def _size(f: Path) -> int:
     return f.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
-def _time(t, default) -> float:
+def log_time(t, default) -> float:
     if t is None:
         return default
     if isinstance(t, (int, float)):

@@ -322,7 +322,7 @@ def retrain(table, *, current, strong: str, weak: str, out, base=None, heldout=N
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
     from router_ml.core.metrics import apgr
     from router_ml.learn.labels import pair_data
     from router_ml.learn.tables import load_table

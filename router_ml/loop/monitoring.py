@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from router_ml.errors import RouterMLError, UnknownModelError
-from router_ml.loop.decision_log import COLUMNS, SCHEMA, DecisionLog, MonitoringError, _time
+from router_ml.loop.decision_log import COLUMNS, SCHEMA, DecisionLog, MonitoringError, log_time
 from router_ml.loop.sampling import BackgroundSampler, QualitySampler
 
 PSI_ALERT = 0.2  # population stability index above which the score distribution has drifted
@@ -58,7 +58,7 @@ def _rows(log, since, until) -> tuple[list[dict], list[str]]:
         log = DecisionLog(log)
     if isinstance(log, DecisionLog):
         return log.read(since, until), list(log.unreadable)
-    lo, hi = _time(since, -np.inf), _time(until, np.inf)
+    lo, hi = log_time(since, -np.inf), log_time(until, np.inf)
     return sorted((r for r in log if lo <= r["ts"] < hi), key=lambda r: r["ts"]), []
 
 
@@ -145,7 +145,7 @@ def report(log, since=None, until=None, reference_scores=None, *, prices=None,
                        "learned": sum(r["route_reason"] == "learned" for r in rows) / n,
                        "mean_router_coverage": float(np.mean(cov)) if cov else None}
     esc = np.array([(r["escalations"] or 0) > 0 for r in rows], float)
-    out["escalation"] = _escalation(ts, esc, buckets, _time(since, -np.inf), _time(until, np.inf))
+    out["escalation"] = _escalation(ts, esc, buckets, log_time(since, -np.inf), log_time(until, np.inf))
     out["escalation"]["fallback_rate"] = sum(r["reason"] == "fallback" for r in rows) / n
     by_task: dict = {}
     for r, e in zip(rows, esc):  # old logs have no task column: their rows count as None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from router_ml.errors import PolicyError, RuleConfigError
 from router_ml.loop.config_file import read_config
-from router_ml.loop.validators import _key_path
+from router_ml.loop.validators import key_path
 
 LATENCY_CLASSES = ("realtime", "interactive", "batch")  # tightest first
 CONVERSATION_MODES = ("free", "sticky", "escalate-only")
@@ -172,9 +172,9 @@ def parse_rules(data, source: str = "<rules>") -> PolicyConfig:
         if e.validator == "additionalProperties":
             allowed = ", ".join(e.schema.get("properties", {}))
             for key in sorted(set(e.instance) - set(e.schema.get("properties", {}))):
-                problems.append(f"{_key_path([*path, key])}: unknown key (allowed: {allowed})")
+                problems.append(f"{key_path([*path, key])}: unknown key (allowed: {allowed})")
             continue
-        problems.append(f"{_key_path(path)}: {e.schema.get('errorMessage', e.message)}")
+        problems.append(f"{key_path(path)}: {e.schema.get('errorMessage', e.message)}")
     if problems:
         raise RuleConfigError(f"{source}: " + "; ".join(problems))
     tiers = dict(data.get("tiers", {}))

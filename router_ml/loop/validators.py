@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
-def _key_path(parts) -> str:
+def key_path(parts) -> str:
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -64,7 +64,7 @@ class JsonSchemaValid:
             return ValidationResult(False, f"not valid JSON: {e}")
         err = jsonschema.exceptions.best_match(self._validator.iter_errors(obj))
         if err is not None:
-            return ValidationResult(False, f"JSON Schema: {_key_path(err.absolute_path)}: "
+            return ValidationResult(False, f"JSON Schema: {key_path(err.absolute_path)}: "
                                            f"{err.message}")
         return ValidationResult(True)
 

@@ -299,7 +299,7 @@ def score_main(argv=None, prog: str = "router-ml score") -> int:
             except ImportError:
                 raise DataFormatError("router-ml score needs pyarrow: "
                                       "pip install 'router_ml[spark]'") from None
-            from router_ml.core.load import load_router
+            from router_ml.core.router import load_router
 
             n = score_file(load_router(args.model), args.input, args.output,
                            args.prompt_column, args.batch_size, progress=not args.no_progress,

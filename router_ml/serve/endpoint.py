@@ -248,7 +248,7 @@ def quota_url(args) -> str:
 def build_app(args):
     """(app, router, config, log) from parsed ``serve`` arguments; raises RouterMLError,
     ImportError or ValueError (the log is closed then)."""
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
     from router_ml.loop.decision_log import DecisionLog
     from router_ml.loop.rules import load_rules
     from router_ml.loop.validators import NoRefusal

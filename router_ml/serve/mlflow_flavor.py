@@ -1,13 +1,14 @@
 """mlflow pyfunc flavour of a saved router.
 
 A router directory written by ``router.save(dir)`` carries an ``MLmodel`` file (see
-:mod:`router_ml.core.mlmodel`) whose ``python_function`` flavour names this module as its
-``loader_module``, so::
+:mod:`router_ml.core.mlmodel`) whose ``python_function`` flavour names the package,
+``router_ml``, as its ``loader_module`` (a name that does not move with the modules; routers
+saved earlier name this module, whose :func:`_load_pyfunc` still loads them), so::
 
     mlflow.pyfunc.load_model("models/default").predict(pd.DataFrame({"prompt": [...]}))
     PATH=.venv/bin:$PATH .venv/bin/mlflow models serve -m models/default --env-manager local
 
-load through :func:`_load_pyfunc`, which is :func:`router_ml.load_router` with all its checks
+load through ``router_ml._load_pyfunc``, which is :func:`router_ml.load_router` with all its checks
 (a changed file is refused here too). :func:`log_model` logs a router directory to an mlflow
 run and optionally registers it with the alias ``champion``.
 
@@ -125,7 +126,7 @@ def _frame_prompts(frame) -> list:
 
 def _load_pyfunc(path, model_config=None):
     """mlflow's entry point: ``path`` is the router directory."""
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
 
     return RouterPyfunc(load_router(path))
 
@@ -158,7 +159,7 @@ def log_model(router_dir, name: str = "model", registered_model_name: str | None
     import mlflow.pyfunc
     import pandas as pd
 
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
     from router_ml.errors import TrackingError
 
     router_dir = Path(router_dir)

@@ -50,7 +50,7 @@ def _router(name: str):
         if router is None:
             from pyspark import SparkFiles
 
-            from router_ml.core.load import load_router
+            from router_ml.core.router import load_router
 
             router = _ROUTERS[name] = load_router(SparkFiles.get(name))
         return router
@@ -92,7 +92,7 @@ def score_dataframe(df, model_dir, prompt_column: str = "prompt", *,
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    from router_ml.core.load import load_router
+    from router_ml.core.router import load_router
     from router_ml.errors import DataFormatError
     from router_ml.serve.columns import output_columns
 
