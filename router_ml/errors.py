@@ -94,3 +94,34 @@ class PolicyError(RouterMLError):
 
 class RuleConfigError(PolicyError, ValueError):
     """A rules file is malformed; the message names the file and the key."""
+
+
+class NoCapableModelError(PolicyError, ValueError):
+    """No model the policy may call can take the request (its context, tools, images or
+    response format): the client's to change."""
+
+
+class AllModelsFailedError(PolicyError):
+    """Every model tried for a request failed; ``decision`` (a
+    :class:`router_ml.loop.policy.Decision`) holds the attempts."""
+
+    def __init__(self, message: str, decision):
+        super().__init__(message)
+        self.decision = decision
+
+
+class MonitoringError(RouterMLError):
+    """A decision log cannot be read or a report cannot be made."""
+
+
+class LabelingError(RouterMLError):
+    """Labels cannot be made or read (a judge's reply without a verdict, a log without prompts)."""
+
+
+class UnparsedVerdictError(LabelingError, VerdictError):
+    """The judge answered without a verdict in the expected form."""
+
+
+class ResponseTooLargeError(RouterMLError):
+    """An upstream answer passed the endpoint's size cap (raised inside the transport, while
+    the answer is read; the client gets a 502 and the model's circuit is untouched)."""

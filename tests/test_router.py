@@ -637,3 +637,19 @@ def test_lam_equals_threshold_for_a_pair_on_the_mmlu_protocol(shared):
     assert s.shape == (len(f.test),) and ((s >= 0) & (s <= 1)).all()
     assert apgr(s, f.test.q_strong, f.test.q_weak) > 0.5
     assert_lam_equals_threshold(router, f.test.prompts)
+
+
+def test_a_routers_parts_are_read_only_and_its_knob_is_not(fitted):
+    """A Router is built from a RouterState and nothing else: its parts cannot be written from
+    outside; the knob, the fallback and the tokenizer can (they make a new state)."""
+    router = fitted[0]
+    for name in ("encoder", "estimator", "prices", "training", "evaluation", "coverage",
+                 "length_prior", "score_rule", "calibration", "manifest", "state"):
+        with pytest.raises(AttributeError):
+            setattr(router, name, None)
+    state = router.state
+    router.threshold = 0.3
+    assert router.state is not state and state.threshold != 0.3
+    assert router.state.threshold == 0.3 and router.calibration.method == "manual"
+    router.set_threshold(state.threshold, state.calibration)
+    assert router.state == state

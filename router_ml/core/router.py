@@ -139,6 +139,7 @@ class Router:
                 "whose fit() returns a Router")
         self._state = state
         self._models = list(state.models)
+        self._heads = state.heads  # the knob and fallback change; the estimator never does
         self.tokenizer = tokenizer
 
     # ------------------------------------------------------------------ the parts
@@ -217,7 +218,8 @@ class Router:
 
     @property
     def heads(self) -> QualityHeads | None:
-        return self._state.heads
+        """The logistic heads that predict with numpy alone (None for other estimators)."""
+        return self._heads
 
     # ------------------------------------------------------------------ predicting
     def _texts(self, prompts) -> list[str]:
@@ -289,20 +291,20 @@ class Router:
     def costs(self, prompts) -> np.ndarray:
         """(n, len(models)) estimated USD per prompt and model from the router's prices
         (docs/training.md: input tokens ceil(chars / 4), 256 output tokens)."""
+        return self._costs(self._texts(prompts))
+
+    def _costs(self, texts: list[str]) -> np.ndarray:
         from router_ml.core.prices import prompt_costs
 
-        return prompt_costs(self._texts(prompts), self.models, self.prices,
-                            tokenizer=self.tokenizer)
+        return prompt_costs(texts, self.models, self.prices, tokenizer=self.tokenizer)
 
     # ------------------------------------------------------------------ routing
     def route(self, prompt) -> RoutingDecision:
         """The decision for one prompt: a str, or a list of chat messages, scored on its user
         turns, newest first (:func:`router_ml.core.prompts.prompt_text`)."""
-        if not isinstance(prompt, (list, tuple)):
-            check_prompt(prompt)
-        else:
-            prompt_text(prompt)  # a bad message list: the error names ``prompt``
-        return self.route_batch([prompt])[0]
+        # a bad prompt or message list: the error names ``prompt``
+        text = prompt_text(prompt) if isinstance(prompt, (list, tuple)) else check_prompt(prompt)
+        return self._decisions([text])[0]
 
     def route_batch(self, prompts, *, threshold: float | None = None) -> list[RoutingDecision]:
         """Decisions for a list of prompts (str or chat messages, each conversation scored on
@@ -315,6 +317,9 @@ class Router:
             if self.threshold is None:
                 raise ValueError("this router routes by lam; a threshold is for a pair")
             threshold = check_threshold(threshold)
+        return self._decisions(texts, threshold)
+
+    def _decisions(self, texts: list[str], threshold: float | None = None):
         r = self._route(texts, threshold)
         th = self.threshold if threshold is None else threshold
         return [RoutingDecision(self.models[j], float(r.score[i]), th, self.lam,
@@ -331,7 +336,7 @@ class Router:
     def _route(self, texts: list[str], threshold: float | None = None) -> "Routes":
         V, X = self._predict(texts)
         Q = np.clip(V, 0.0, 1.0)
-        C = self.costs(texts) if self.prices else None
+        C = self._costs(texts) if self.prices else None
         if self.threshold is not None:
             s = self._pair_score(V, texts)
             pick = np.where(s >= (self.threshold if threshold is None else threshold), 0, 1)

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.errors import RouterMLError
+from router_ml.errors import MonitoringError  # noqa: F401 (raised here, imported from here)
 from router_ml.loop.clients import redact
 
 logger = logging.getLogger(__name__)
@@ -92,10 +92,6 @@ _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' 
 SAMPLE_COLUMNS = ("sample_answer", "strong_better", "judge", "sample_cost_usd")
 _PERIODS = {"day": "%Y%m%d", "hour": "%Y%m%d%H", "month": "%Y%m", "none": ""}
 _FILE = re.compile(r"^decisions(?:-(\d+))?(?:\.(\d+))?\.sqlite$")
-
-
-class MonitoringError(RouterMLError):
-    """A decision log cannot be read or a report cannot be made."""
 
 
 def _row(d, store_prompts) -> tuple:

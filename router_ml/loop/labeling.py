@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from router_ml.errors import RouterMLError, VerdictError
+from router_ml.errors import LabelingError, RouterMLError, UnparsedVerdictError  # noqa: F401
 from router_ml.loop.clients import Completion, LiteLLMClient, Pricer, as_completion
 from router_ml.loop.policy import as_messages, conversation_text
 
@@ -62,14 +62,6 @@ on the last line exactly as "[[A]]" if answer A is better, "[[B]]" if answer B i
 
 [Answer B]
 {b}"""
-
-
-class LabelingError(RouterMLError):
-    """Labels cannot be made or read (a judge's reply without a verdict, a log without prompts)."""
-
-
-class UnparsedVerdictError(LabelingError, VerdictError):
-    """The judge answered without a verdict in the expected form."""
 
 
 def prompt_key(prompt: str) -> str:

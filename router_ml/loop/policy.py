@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from router_ml.errors import AllModelsFailedError, NoCapableModelError
 from router_ml.loop.clients import Completion, LiteLLMClient, Pricer, as_completion, redact
 from router_ml.loop.rules import (
     LATENCY_CLASSES,
@@ -60,11 +61,6 @@ from router_ml.loop.validators import (
 
 OUTPUT_TOKENS = 256  # the router's assumed answer length (router_ml.core.prices.OUTPUT_TOKENS)
 CIRCUIT_OPEN = "CircuitOpen"  # how a step that skipped an open circuit starts its message
-
-
-class NoCapableModelError(PolicyError, ValueError):
-    """No model the policy may call can take the request (its context, tools, images or
-    response format): the client's to change."""
 
 
 class ConversationMemory:
@@ -117,14 +113,6 @@ def conversation_id(messages, metadata: Mapping | None = None) -> str | None:
     key = json.dumps([meta.get("user"), firsts.get("system") or firsts.get("developer"),
                       firsts["user"]], sort_keys=True, default=str)
     return "h:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-class AllModelsFailedError(PolicyError):
-    """Every model tried for a request failed; ``decision`` holds the attempts."""
-
-    def __init__(self, message: str, decision: "Decision"):
-        super().__init__(message)
-        self.decision = decision
 
 
 # ---------------------------------------------------------------------------- decisions

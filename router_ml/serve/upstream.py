@@ -20,7 +20,7 @@ import contextvars
 import httpx
 import openai
 
-from router_ml.errors import UpstreamError
+from router_ml.errors import ResponseTooLargeError, UpstreamError
 from router_ml.loop.clients import Completion, import_litellm
 from router_ml.serve.requests import DEFAULT_MAX_RESPONSE_BYTES
 
@@ -180,10 +180,6 @@ def upstream_error(e: BaseException, oversized=()) -> UpstreamError:
     return UpstreamError("server", status if isinstance(status, int) else None)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _flag():
     f = _oversized.get(None)
     if f is not None:
@@ -200,7 +196,7 @@ class _CappedStream(httpx.AsyncByteStream):
             seen += len(part)
             if seen > self.cap:
                 _flag()
-                raise _TooLarge(f"answer past {self.cap} bytes")
+                raise ResponseTooLargeError(f"answer past {self.cap} bytes")
             yield part
 
     async def aclose(self):
@@ -221,7 +217,7 @@ class _CappedTransport(httpx.AsyncHTTPTransport):
         if n.isdigit() and int(n) > self.cap:
             await r.aclose()
             _flag()
-            raise _TooLarge(f"answer of {n} bytes")
+            raise ResponseTooLargeError(f"answer of {n} bytes")
         r.stream = _CappedStream(r.stream, self.cap)
         return r
 
