@@ -52,9 +52,7 @@ class TrainConfig:
     target: ``gain`` (the first model is the reference: for a pair, the strong one) or
     ``quality`` (see :mod:`router_ml.learn.estimator`).
     extra: sources whose rows of the same models are added to the training rows (rows that
-    match a protocol's test question are dropped). The default adds arena-hard-v1's chat
-    prompts; alpaca-eval-pairs' judge (the strong model itself, fond of long answers) teaches
-    "chat instruction: strong model" and costs 0.11 APGR on gsm8k (``make bench-quality``).
+    match a protocol's test question are dropped); default: arena-hard-v1's chat prompts.
     The knob is calibrated on out-of-fold predictions of the training rows (every row
     predicted by a model that did not see it): two models, a threshold keeping ``min_pgr`` of
     the strong model's quality gain (or a strong-call ``share``); more models, ``lam`` for
@@ -72,40 +70,34 @@ class TrainConfig:
     unlike the training rows is no reason to call the dearest model).
     select_by: how the heads are chosen: ``folds`` (shuffled folds of all training rows),
     ``sources`` (leave one source out: each held-out source is traffic the heads did not see,
-    over the wider ``C_GRID_SOURCES``) or ``both`` (the mean of the two scores: seen and unseen
-    traffic weigh alike; the default, which has the best mean APGR over the protocol suite,
-    ``make bench-quality``); folds when the rows come from one source, as a user's own table
-    usually does. The knob is calibrated on shuffled folds either way.
+    over the wider ``C_GRID_SOURCES``) or ``both`` (the mean of the two scores; the default);
+    folds when the rows come from one source. The knob is calibrated on shuffled folds.
     length_prior: two models: blend the learned score with the prompt's length, with the
     weight (0 to 0.5) that routes the out-of-fold predictions best (:mod:`router_ml.core.prior`;
     at weight 0 the score is the plain score's share of the training rows, in the same
-    order). On the protocol suite it raises the mean APGR and most
-    of the transfers (``make bench-quality``: ``default`` against ``no-prior``).
+    order).
     prior_weight: with ``length_prior``, a fixed weight in [0, 1] instead of the one chosen
-    (None: chosen from :data:`router_ml.core.prior.WEIGHTS`). The default router's rows,
-    which MMLU and GSM8K dominate, choose 0.5, on held-out sources too; the default fixes
-    0.25, which ranks real chat prompts better and the benchmarks worse (``make
-    bench-quality``: ``no-dcrouter-0.25`` against ``no-dcrouter``, docs/quality.md).
+    (None: chosen from :data:`router_ml.core.prior.WEIGHTS`; the default router fixes 0.25).
     prior_select_by: how the prior's weight is chosen, as ``select_by`` chooses C: ``folds``
     (the default) or with rows from several sources ``sources`` or ``both``, where each source
     is also predicted by a model fitted without it (for the difficulty estimator: without
-    that source's outcomes and any outcome row of its prompts). For the gain heads ``both``
-    has a lower mean (``make bench-quality``: ``prior-both``), so it stays an option; for the
-    difficulty estimator see ``prior-sources`` in docs/quality.md.
+    that source's outcomes and any outcome row of its prompts).
     n_jobs: parallel cross-validation fits (joblib; None = one, -1 = every core).
     estimator: ``heads`` (the :class:`~router_ml.learn.estimator.QualityEstimator`'s heads on
     the training rows: ``target``, ``classifier``, ``C``, ``select_by`` apply) or
     ``difficulty`` (:class:`~router_ml.learn.difficulty.DifficultyEstimator`: one difficulty
     shared by every model, learned from every model's outcomes on the training rows and on
     the ``outcomes`` sources; a pair's score is then 1 - q_weak, see
-    :func:`router_ml.core.router.pair_score`). The default router (:data:`DEFAULT_ROUTER`)
-    uses ``difficulty``, what transfers to traffic it was not trained on. ``warm``
+    :func:`router_ml.core.router.pair_score`; the default router, :data:`DEFAULT_ROUTER`).
+    ``warm``
     (:class:`~router_ml.learn.warm.WarmStartEstimator`): the default's difficulty and
     abilities, learned from the ``outcomes`` sources, corrected by the training rows (a team's
     own logs train it by default).
     outcomes: with ``difficulty``, the sources whose every model's outcomes it learns from as
     well (:data:`router_ml.learn.protocols.OUTCOME_SOURCES`; a protocol drops the rows that
     match its test questions).
+
+    Which choices won on which evidence, with the numbers: docs/quality.md.
     """
 
     encoder: str = "static+surface"
