@@ -47,7 +47,7 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
     from starlette.concurrency import run_in_threadpool
 
     from router_ml.loop.clients import Completion
-    from router_ml.serve.metrics import Metrics
+    from router_ml.serve.prometheus import Metrics
 
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         # one INFO line per upstream call would cost more than the routing itself

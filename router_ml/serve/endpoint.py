@@ -24,7 +24,7 @@ started, a failure ends it with ``data: {"error": {...}}`` and ``data: [DONE]``.
 
 ``POST /v1/feedback`` ``{"request_id", "score"}``: the user's feedback on a logged request.
 ``GET /v1/models``: ``router`` and the router's candidates. ``GET /health``. ``GET /metrics``:
-see :mod:`router_ml.serve.metrics`. With ``--keys FILE`` every route but ``/health`` needs
+see :mod:`router_ml.serve.prometheus`. With ``--keys FILE`` every route but ``/health`` needs
 ``Authorization: Bearer <secret>`` of a client key, with its budgets and rate limits
 (:mod:`router_ml.serve.keys`, :mod:`router_ml.serve.gate`, :mod:`router_ml.serve.quota`);
 without it the endpoint listens on loopback addresses only, unless
