@@ -463,6 +463,39 @@ def test_store_limits_and_their_retry_after(store_url):
     store.close()
 
 
+def test_redis_store_awaited_calls_count_as_the_blocking_ones(redis_url):
+    """The gate awaits aadmit/asettle (redis.asyncio, no worker thread); they share the
+    counters, the script and the rules of admit/settle."""
+    import asyncio
+
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    store = open_store(redis_url)
+    k = ClientKey("a", "3" * 64, usd_per_day=1.0, requests_per_minute=3, max_concurrent=2)
+    now = dt.datetime(2027, 1, 15, 12, 0, 10, tzinfo=dt.timezone.utc).timestamp()
+
+    async def run():
+        a1 = await store.aadmit(k, now)
+        a2 = store.admit(k, now)  # the blocking call sees the awaited one's slot
+        full = await store.aadmit(k, now)
+        await store.asettle(a1, 0.4, now)
+        a3 = await store.aadmit(k, now)
+        over = await store.aadmit(k, now)
+        return a1, a2, full, a3, over
+
+    a1, a2, full, a3, over = asyncio.run(run())
+    assert a1.ok and a2.ok and a3.ok
+    assert (full.ok, full.reason) == (False, "max_concurrent")
+    assert (over.ok, over.reason) == (False, "requests_per_minute")
+    assert store.spent("a", now) == pytest.approx((0.4, 0.4))
+    store.settle(a2, 0.7, now)
+    assert store.spent("a", now) == pytest.approx((1.1, 1.1))
+    late = asyncio.run(store.aadmit(k, now + 60))
+    assert (late.ok, late.reason) == (False, "usd_per_day")
+    store.close()
+
+
 def test_store_admits_no_more_than_the_limit_from_many_connections(store_url):
     # a store object per thread: separate connections, as separate processes have
     k = ClientKey("w", "2" * 64, requests_per_minute=37, max_concurrent=10_000)

@@ -67,6 +67,12 @@ class KeyGate:
 
         return await run_in_threadpool(fn, *args)
 
+    async def admit(self, key):
+        """The store's admission of ``key``: awaited for a store with ``aadmit`` (Redis)."""
+        if hasattr(self.store, "aadmit"):
+            return await self.store.aadmit(key)
+        return await self.call(self.store.admit, key)
+
     def finished(self, decision) -> None:
         """Name the client in a finished Decision and add its cost to the request's spend."""
         pending = _REQUEST.get()
@@ -76,14 +82,17 @@ class KeyGate:
         if decision.cost_usd:
             pending.usd += float(decision.cost_usd)
 
-    def settle(self, pending: _Pending) -> None:
+    async def settle(self, pending: _Pending) -> None:
         """Send a request's spend to the store and free its slot (once)."""
         if pending.settled:
             return
         pending.settled = True
-        a = pending.admission
+        a, store = pending.admission, self.store
         try:
-            self.store.settle(a, pending.usd)
+            if hasattr(store, "asettle"):
+                await store.asettle(a, pending.usd)
+            else:
+                await self.call(store.settle, a, pending.usd)
         except Exception:  # the answer is made; a store outage must not turn it into an error
             logger.exception("quota store: the spend of client %r (USD %.6g) was not counted "
                              "and its slot not freed (it expires)", a.client, pending.usd)
@@ -114,7 +123,7 @@ class KeyGateMiddleware:
                            "invalid_api_key", {"www-authenticate": "Bearer"})
             return await r(scope, receive, send)
         try:
-            admission = await gate.call(gate.store.admit, key)
+            admission = await gate.admit(key)
         except Exception:
             logger.exception("quota store: cannot admit client %r", key.name)
             return await _error(503, "the quota store cannot be reached; try again",
@@ -132,7 +141,7 @@ class KeyGateMiddleware:
             # the spend is counted before the client can see the end of its answer
             if (message["type"] == "http.response.body" and not message.get("more_body")
                     and not pending.settled):
-                await gate.call(gate.settle, pending)
+                await gate.settle(pending)
             await send(message)
 
         try:
@@ -143,7 +152,7 @@ class KeyGateMiddleware:
                 import anyio
 
                 with anyio.CancelScope(shield=True):  # also when the client went away
-                    await gate.call(gate.settle, pending)
+                    await gate.settle(pending)
 
 
 __all__ = ["KeyGate", "KeyGateMiddleware", "OPEN_PATHS", "bearer"]

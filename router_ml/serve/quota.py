@@ -9,8 +9,8 @@ two at once. :func:`open_store` opens one from a URL:
 
 - ``sqlite:///path`` (relative) or ``sqlite:////abs/path``: a SQLite file, for the workers of
   one machine (each ``admit`` is one ``BEGIN IMMEDIATE`` transaction).
-- ``redis://host:port/db``: a Redis server, for several machines (``admit`` is one Lua
-  script; ``spend`` is ``INCRBYFLOAT`` in a ``MULTI`` block). Needs the ``redis`` package.
+- ``redis://host:port/db``: a Redis server, for several machines (``admit`` and ``settle``
+  are one Lua script each, atomic on the server). Needs the ``redis`` package.
 
 Rules: a request is admitted while the key's spend is below its budget (the cost of a request
 is known only when it has finished, so requests in flight when the budget is reached can pass
@@ -255,10 +255,24 @@ return {'', ''}
 """
 
 
+# KEYS: day spend, month spend, leases. ARGV: USD spent (a float's repr), the lease ('' none).
+_SETTLE = """
+if tonumber(ARGV[1]) ~= 0 then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], 172800)
+  redis.call('INCRBYFLOAT', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], 3456000)
+end
+if ARGV[2] ~= '' then redis.call('ZREM', KEYS[3], ARGV[2]) end
+return 1
+"""
+
+
 class RedisQuota(_Settling):
     """Counters in Redis, for workers on several machines. Keys ``<prefix>:<client>:...``;
     a day's spend expires after 2 days, a month's after 40, a minute's count after 2
-    minutes. Its calls go over the network, so the gate makes them in a worker thread."""
+    minutes. Its calls go over the network: the gate awaits :meth:`aadmit` and
+    :meth:`asettle` (``redis.asyncio``, one client per event loop), so no thread waits."""
 
     inline = False
 
@@ -275,38 +289,70 @@ class RedisQuota(_Settling):
         except redis.RedisError as e:
             raise ServingError(f"quota store {url}: cannot reach Redis ({e})") from None
         self._admit = self._r.register_script(_ADMIT)
+        self._settle_script = self._r.register_script(_SETTLE)
+        self._async = None  # (event loop, admit script, settle script) of redis.asyncio
 
     def _keys(self, client: str, now: float) -> list[str]:
         day, month, minute = _periods(now)
         k = f"{self.prefix}:{client}"
         return [f"{k}:d:{day}", f"{k}:m:{month}", f"{k}:r:{minute}", f"{k}:inflight"]
 
-    def admit(self, key, now: float | None = None) -> Admission:
-        now = time.time() if now is None else now
-        lease = uuid.uuid4().hex
-
+    def _admit_args(self, key, now: float, lease: str) -> dict:
         def limit(v):
             return -1 if v is None else v
 
-        reason, value = self._admit(keys=self._keys(key.name, now), args=[
+        return {"keys": self._keys(key.name, now), "args": [
             limit(key.usd_per_day), limit(key.usd_per_month), limit(key.requests_per_minute),
-            key.max_concurrent, now, lease, LEASE_SECONDS])
+            key.max_concurrent, now, lease, LEASE_SECONDS]}
+
+    @staticmethod
+    def _admission(key, reply, now: float, lease: str) -> Admission:
+        reason, value = reply
         reason = reason.decode() if isinstance(reason, bytes) else reason
         if reason:
             return _denied(key, reason, float(value), now)
         return Admission(True, lease=lease, client=key.name)
 
+    def admit(self, key, now: float | None = None) -> Admission:
+        now = time.time() if now is None else now
+        lease = uuid.uuid4().hex
+        return self._admission(key, self._admit(**self._admit_args(key, now, lease)), now, lease)
+
+    def _settle_args(self, client: str, usd: float, lease: str | None, now: float | None):
+        d, m, _, inflight = self._keys(client, time.time() if now is None else now)
+        return {"keys": [d, m, inflight], "args": [repr(float(usd)), lease or ""]}
+
     def _settle(self, client: str, usd: float, lease: str | None, now: float | None) -> None:
         if not usd and lease is None:
             return
-        d, m, _, inflight = self._keys(client, time.time() if now is None else now)
-        with self._r.pipeline(transaction=True) as p:
-            if usd:
-                p.incrbyfloat(d, float(usd)).expire(d, 2 * 86400)
-                p.incrbyfloat(m, float(usd)).expire(m, 40 * 86400)
-            if lease is not None:
-                p.zrem(inflight, lease)
-            p.execute()
+        self._settle_script(**self._settle_args(client, usd, lease, now))
+
+    def _scripts(self):
+        """This event loop's admit and settle scripts on a redis.asyncio client (a client
+        belongs to the loop it was made on: each worker process has its own)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            import redis.asyncio
+
+            r = redis.asyncio.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+            self._async = (loop, r.register_script(_ADMIT), r.register_script(_SETTLE))
+        return self._async[1], self._async[2]
+
+    async def aadmit(self, key, now: float | None = None) -> Admission:
+        """:meth:`admit` without blocking the event loop."""
+        admit, _ = self._scripts()
+        now = time.time() if now is None else now
+        lease = uuid.uuid4().hex
+        return self._admission(key, await admit(**self._admit_args(key, now, lease)), now, lease)
+
+    async def asettle(self, admission: Admission, usd: float, now: float | None = None) -> None:
+        """:meth:`settle` without blocking the event loop."""
+        if not usd and admission.lease is None:
+            return
+        _, settle = self._scripts()
+        await settle(**self._settle_args(admission.client, usd, admission.lease, now))
 
     def spent(self, client: str, now: float | None = None) -> tuple[float, float]:
         d, m, _, _ = self._keys(client, time.time() if now is None else now)
