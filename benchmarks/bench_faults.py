@@ -26,7 +26,7 @@ circuit openings, log rows against requests, p50/p99 latency added against the r
 faults, the server's RSS before and after, whether the report's escalation alert fired within
 one report bucket after the jump (and not before it), and the policy's own overhead per
 request against the plain ``router.route`` (in this process). Not part of ``make test``;
-``tests/test_faults.py`` runs a short version of the same scenario.
+``tests/serve/test_faults.py`` runs a short version of the same scenario.
 """
 
 import argparse

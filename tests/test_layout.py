@@ -162,3 +162,12 @@ def test_few_private_names_cross_modules():
     helper gets a public name (benchmarks/layout.py --list prints them)."""
     found = _private_crossings()
     assert len(found) <= 10, found
+
+
+def test_the_tests_mirror_the_package():
+    """tests/<layer>/ holds the tests of router_ml/<layer>/; the repository's own checks
+    (layout, README, packaging, notebooks, benchmarks) stay at the top."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    layers = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == layers, (sorted(folders), sorted(layers))

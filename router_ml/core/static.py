@@ -133,7 +133,7 @@ class StaticEncoder(EncoderBase):
         tokenizer, and remembered (up to ``_CHUNK_CACHE`` chunks, then the table starts
         again). Text that ``str.split()`` would break where the normaliser deletes a character
         (:data:`_UNSPLIT`), or inside an added token (matched before normalising), takes
-        model2vec's path. The vectors are model2vec's bit for bit (``tests/test_encoders.py``)
+        model2vec's path. The vectors are model2vec's bit for bit (``tests/core/test_encoders.py``)
         and a prompt skips model2vec's per-call set-up."""
         if "_chunks" not in self.__dict__:
             from tokenizers.normalizers import BertNormalizer

@@ -201,7 +201,7 @@ def test_a_per_request_knob_keeps_the_routers_coverage_fallback():
 
     from router_ml import load_router
 
-    router = load_router(Path(__file__).resolve().parent.parent / "models" / "default")
+    router = load_router(Path(__file__).resolve().parents[2] / "models" / "default")
     router.fallback = router.strong_model
     uncovered = "日本語のテキストです。" * 5
     assert router.covered([uncovered])[0] == False  # noqa: E712 (numpy bool)
@@ -297,7 +297,7 @@ def test_the_production_guides_rules_file_works_with_the_default_router():
 
     from router_ml import load_router
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     page = (root / "docs" / "production.md").read_text()
     block = next(b for b in re.findall(r"```toml\n(.*?)```", page, re.S) if "[tasks.coding]" in b)
     config = parse_rules(tomllib.loads(re.sub(r"(?m)^    ", "", block)), "production.md")

@@ -435,7 +435,7 @@ def test_the_documented_price_file_reads_as_its_prices():
 
     from router_ml.core.prices import read_price_file
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
     blocks = {lang: body for lang, body in re.findall(r"^```(json|toml)\n(.*?)^```", text,
                                                       re.M | re.S)}
     assert set(blocks) == {"json", "toml"}

@@ -214,7 +214,7 @@ def test_the_wheel_ships_the_default_tasks_and_the_task_embedding(tmp_path):
     import zipfile
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):

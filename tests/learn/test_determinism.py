@@ -29,7 +29,7 @@ import pytest
 from router_ml import load_router
 from router_ml.core import artifact
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROBES = ["prove the theorem about the integral", "say hello to my friend", "", "\ud800 😀",
           "x" * 20_000, "Какова производная?"]
 

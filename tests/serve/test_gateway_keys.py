@@ -35,7 +35,7 @@ from router_ml.serve.keys import (  # noqa: E402
 )
 from router_ml.serve.quota import LEASE_SECONDS, SQLiteQuota, open_store  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PRICE = 10_000.0  # USD per million tokens, input and output: the stub's answer costs 0.25 USD
 STUB_COST = (24 + 1) * PRICE / 1e6  # 24 prompt tokens (one message), 1 completion token ("ok")
 RULES = {"rules": [{"name": "all", "regex": ".", "model": "strong"}]}

@@ -23,7 +23,7 @@ from router_ml.loop.monitoring import (
 )
 from router_ml.loop.policy import Completion, Decision, Step
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0  # 2023-11-14 22:13 UTC
 
 
@@ -198,7 +198,7 @@ def test_quality_sampler():
 
 # ---------------------------------------------------------------------------- what the policy logs
 
-DEFAULT_MODEL = __import__("pathlib").Path(__file__).resolve().parent.parent / "models" / "default"
+DEFAULT_MODEL = __import__("pathlib").Path(__file__).resolve().parents[2] / "models" / "default"
 PROMPTS = ["What is 2+2?", "Prove that there are infinitely many primes.",
            "Write a haiku about the sea.", "Translate 'good morning' into French.",
            "Solve for x: 3x + 7 = 22.", "Explain TCP and UDP in detail."]

@@ -16,7 +16,7 @@ from router_ml.core.metrics import apgr
 from router_ml.core.prior import WEIGHTS
 from router_ml.learn.protocols import protocol_folds
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 

@@ -183,7 +183,7 @@ def test_make_train_rebuilds_the_committed_default_router(shared, tmp_path):
     from router_ml import load_router
     from router_ml.cli.train import train_main
 
-    committed = Path(__file__).resolve().parent.parent / "models" / "default"
+    committed = Path(__file__).resolve().parents[2] / "models" / "default"
     out = tmp_path / "default"
     assert train_main(["--out", str(out), "--no-tracking", "--data-dir", str(shared)]) == 0
     names = sorted(p.name for p in committed.iterdir())

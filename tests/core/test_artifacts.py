@@ -28,7 +28,7 @@ from router_ml import (
 )
 from router_ml.core import artifact
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROBES = ["prove the theorem about the integral", "say hello to my friend", "", "\ud800\x00 😀",
           "x" * 20_000, "Какова производная?"]
 
@@ -948,7 +948,7 @@ def test_the_artifact_docstring_names_the_current_format_version():
 
 
 def test_no_page_or_notebook_cites_a_file_the_repo_does_not_have():
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     pages = [*root.glob("notebooks/*.ipynb"), *root.glob("docs/*.md"), root / "README.md"]
     for page in pages:
         assert "DESIGN.md" not in page.read_text(encoding="utf-8"), page

@@ -20,7 +20,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from servers import child_env, free_port, process  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["prove the theorem about the integral number 3", "say hello to my friend",
            "compute the eigenvalues of the matrix", "what day is it today", ""]
 
@@ -122,7 +122,7 @@ def test_a_wrong_input_says_what_it_got(saved, tmp_path):
         model.predict(["hi", 3])
     # a router saved with the earlier signature: mlflow drops a list's column before predict
     old = tmp_path / "v2"
-    shutil.copytree(Path(__file__).parent / "fixtures" / "artifact-v2", old)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "artifact-v2", old)
     with warnings.catch_warnings():  # its loader module is the flavour's old (moved) path
         warnings.simplefilter("ignore", DeprecationWarning)
         model = mlflow.pyfunc.load_model(str(old))
@@ -157,7 +157,7 @@ def test_a_saved_router_without_mlflow_writes_the_same_mlmodel(make_router, tmp_
     import subprocess
     from pathlib import Path
 
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).resolve().parents[1])
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "plain"), tests], check=True)
     make_router("tfidf").save(tmp_path / "with")
     assert (tmp_path / "plain" / "MLmodel").read_bytes() == \

@@ -21,7 +21,7 @@ from router_ml.learn.tracking import (
     resolve_tracking_uri,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HTTP_VARS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
 # mlflow's own deprecation noise (sqlalchemy, starlette) is not ours to fix.

@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 from servers import child_env, free_port, process, uvicorn_thread  # noqa: E402
 
 HARD, EASY = "prove the theorem about the integral number 4", "say hello to my friend number 5"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
 
 
@@ -430,7 +430,7 @@ def test_sigterm_drains_in_flight_requests_and_flushes_the_log(tmp_path, upstrea
 
 WARM_CHECK = r"""
 import sys, threading, time
-sys.path[:0] = [sys.argv[1]]
+sys.path[:0] = [sys.argv[1], sys.argv[1].rsplit("/", 1)[0]]
 from test_serving import stub_upstream
 from servers import uvicorn_thread
 import httpx
@@ -460,7 +460,7 @@ def test_startup_loads_what_the_first_call_would_import_and_sends_nothing():
     import os
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", WARM_CHECK, str(Path(__file__).parent)],
+    out = subprocess.run([sys.executable, "-c", WARM_CHECK, str(Path(__file__).resolve().parent)],
                          capture_output=True, text=True, env={**os.environ, **child_env()},
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]

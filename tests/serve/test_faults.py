@@ -19,7 +19,7 @@ pytest.importorskip("httpx")
 from conftest import load_benchmark  # noqa: E402
 from servers import child_env, uvicorn_thread  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +91,10 @@ def test_faults_short_run(tmp_path):
     import subprocess
     import sys
 
-    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+    code = ("import json, sys; from pathlib import Path; "
+            "sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]; "
             "import test_faults; print(json.dumps(test_faults.short_run(Path(sys.argv[2]))))")
-    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent),
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent),
                           str(tmp_path / "log")], capture_output=True, text=True, timeout=180,
                          env={**os.environ, **child_env()})
     assert out.returncode == 0, out.stderr[-3000:]
