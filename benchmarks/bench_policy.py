@@ -125,9 +125,9 @@ def task_detection(texts) -> np.ndarray | None:
 
 
 def gateway_checks(convs) -> np.ndarray:
-    """Milliseconds per request of the endpoint's body checks (router_ml.serve.requests)."""
+    """Milliseconds per request of the endpoint's body checks (router_ml.serve._requests)."""
     try:
-        from router_ml.serve.requests import (
+        from router_ml.serve._requests import (
             check_messages,
             depth_exceeds,
             forwarded_params,

@@ -171,3 +171,16 @@ def test_the_tests_mirror_the_package():
     folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
     layers = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
     assert folders == layers, (sorted(folders), sorted(layers))
+
+
+def test_the_api_reference_shows_the_public_modules_only():
+    """docs/api documents every module a user may import (no part of its name starts with
+    ``_``), the command-line modules aside (docs/cli.md), and no internal one."""
+    import re
+
+    api = set(re.findall(r"^::: (router_ml[\w.]*)\s*$",
+                         "\n".join(p.read_text() for p in (PKG.parent / "docs" / "api").glob("*.md")),
+                         re.M))
+    public = {m for m in MODULES if not any(part.startswith("_") for part in m.split("."))
+              and not m.startswith("router_ml.cli") and MODULES[m].name != "__init__.py"}
+    assert public | {"router_ml"} == api, (sorted(public - api), sorted(api - public))

@@ -83,12 +83,12 @@ def format_report(res: dict) -> str:
 
 def tasks_main(argv=None, prog: str = "router-ml tasks") -> int:
     args = tasks_parser(prog).parse_args(argv)
-    from router_ml.learn.tables import _read_table
+    from router_ml.learn.tables import read_table
     from router_ml.loop.tasks import load_tasks
 
     try:
         tasks = load_tasks(args.rules)
-        path, columns, rows, bad = _read_table(args.table, args.prompt_column)
+        path, columns, rows, bad = read_table(args.table, args.prompt_column)
         for what, col in (("--prompt-column", args.prompt_column),
                           ("--task-column", args.task_column)):
             if col not in columns:

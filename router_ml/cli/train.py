@@ -177,7 +177,7 @@ def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) 
 
 def table_rows(args, config):
     """The user's table as training rows, models in the order given (strong first)."""
-    from router_ml.learn.columns import header, table_columns
+    from router_ml.learn._columns import header, table_columns
     from router_ml.learn.labels import rows_of
     from router_ml.learn.protocols import add_extra_rows
     from router_ml.learn.tables import load_table

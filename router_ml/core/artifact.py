@@ -18,7 +18,7 @@ Layout (format version 4, :data:`FORMAT_VERSION`)::
     estimator.intercept.npy  their intercepts (rows,); the manifest gives each head's kind,
                            classes and number of rows, or
     estimator.skops        an estimator with other heads (skops)
-    MLmodel                the mlflow pyfunc description (see router_ml.core.mlmodel); listed and
+    MLmodel                the mlflow pyfunc description (see router_ml.core._mlmodel); listed and
                            checked like the others, read only by mlflow
 
 Logistic heads are stored as plain arrays: loading them needs no skops, whose import alone
@@ -93,7 +93,7 @@ ESTIMATOR_FILE = "estimator.skops"
 V1_CLASSIFIER_FILE = "classifier.skops"
 
 
-MLMODEL = "MLmodel"  # written by router_ml.core.mlmodel, read only by mlflow
+MLMODEL = "MLmodel"  # written by router_ml.core._mlmodel, read only by mlflow
 
 
 MANIFEST_DIGEST = "manifest_sha256"
@@ -277,7 +277,7 @@ def save_router(state, path) -> Path:
         if state.coverage is not None:
             np.save(tmp / "coverage.reference.npy", state.coverage.reference, allow_pickle=False)
             coverage = {**state.coverage.to_dict(), "fallback": state.fallback}
-        from router_ml.core.mlmodel import write_mlmodel
+        from router_ml.core._mlmodel import write_mlmodel
 
         write_mlmodel(tmp, {p.name: _sha256(p) for p in sorted(tmp.iterdir())})
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
@@ -438,7 +438,7 @@ def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
     if not any(n in out for n in known - {"coverage.reference.npy", MLMODEL}):
         raise ArtifactIntegrityError(f"{folder}: the manifest lists no estimator file")
     if MLMODEL in out:
-        from router_ml.core.mlmodel import check_mlmodel
+        from router_ml.core._mlmodel import check_mlmodel
 
         check_mlmodel(out[MLMODEL], folder / MLMODEL)
     odd = sorted(n for n in out if not n.startswith("encoder.") and n not in known)

@@ -3,7 +3,7 @@
     router-ml data fetch [--dest DIR] [--source routellm-evals,...]
     router-ml data list
 
-Every file of :mod:`router_ml.learn.fetch_registry` (upstream URL at a pinned commit, sha256, place
+Every file of :mod:`router_ml.learn._fetch_registry` (upstream URL at a pinned commit, sha256, place
 in the folder layout ``router_ml.learn.sources`` reads) is fetched with ``pooch.retrieve`` into
 ``DIR/<source>/<path>``, licences included. pooch downloads to a temporary file and moves it
 into place only when its sha256 matches, so a corrupted or changed download is refused and
@@ -36,10 +36,10 @@ class Entry:
 
 def registry(sources: dict | None = None, files=None) -> list[Entry]:
     """The entries of the built-in registry (or of the ``sources``/``files`` given)."""
-    from router_ml.learn import fetch_registry as reg
+    from router_ml.learn._fetch_registry import FILES, SOURCES
 
-    sources = reg.SOURCES if sources is None else sources
-    files = reg.FILES if files is None else files
+    sources = SOURCES if sources is None else sources
+    files = FILES if files is None else files
     return [Entry(s, path, sources[s]["base_url"].rstrip("/") + "/" + upstream, digest)
             for s, path, upstream, digest in files]
 
@@ -132,12 +132,12 @@ def data_parser(prog: str = "router-ml data") -> argparse.ArgumentParser:
 
 
 def data_main(argv=None, prog: str = "router-ml data") -> int:
-    from router_ml.learn import fetch_registry as reg
+    from router_ml.learn._fetch_registry import FILES, SOURCES
 
     args = data_parser(prog).parse_args(argv)
     entries = registry()
     if args.action == "list":
-        for name, s in reg.SOURCES.items():
+        for name, s in SOURCES.items():
             n = sum(e.source == name for e in entries)
             print(f"{name}: {n} files from {s['repo']}@{s['commit']} ({s['license']})")
             if args.files:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from router_ml.errors import DataFormatError, DataNotFoundError
-from router_ml.learn.columns import table_columns
+from router_ml.learn._columns import table_columns
 from router_ml.learn.sources import _Builder, parse_score
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def unreadable_error(path, fmt: str, error: Exception) -> DataFormatError:
     return DataFormatError(f"{path}: cannot read as {fmt} ({what})")
 
 
-def _read_table(path, prompt_column: str) -> tuple[Path, list[str], list[dict], int]:
+def read_table(path, prompt_column: str) -> tuple[Path, list[str], list[dict], int]:
     """(path, column names in file order, rows as dicts, malformed rows) of a user's file.
 
     Read in memory: the file is never copied (no ``datasets`` cache). CSV cells are strings
@@ -229,7 +229,7 @@ def load_table(
     """
     if scale not in ("unit", "judge10"):
         raise ValueError(f"scale must be 'unit' or 'judge10', got {scale!r}")
-    path, columns, rows, malformed = _read_table(path, prompt_column)
+    path, columns, rows, malformed = read_table(path, prompt_column)
     roles = table_columns(path, columns, prompt_column, model_columns, group_column)
     if roles.other:
         logger.info("%s: not read as qualities: %s", path, "; ".join(
@@ -297,7 +297,7 @@ def load_preferences(
     """
     if not 0.0 <= float(tie_bothbad) <= 1.0:
         raise ValueError(f"tie_bothbad must be in [0, 1], got {tie_bothbad!r}")
-    path, columns, rows, malformed = _read_table(path, prompt_column)
+    path, columns, rows, malformed = read_table(path, prompt_column)
     outcome = prob if prob is not None else winner
     needed = [prompt_column, model_a, model_b, outcome] + ([group_column] if group_column else [])
     for col in needed:

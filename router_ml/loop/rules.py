@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from router_ml.errors import PolicyError, RuleConfigError
-from router_ml.loop.config_file import read_config
+from router_ml.loop._config_file import read_config
 from router_ml.loop.validators import key_path
 
 LATENCY_CLASSES = ("realtime", "interactive", "batch")  # tightest first

@@ -37,7 +37,7 @@ from importlib import resources
 import numpy as np
 
 from router_ml.errors import RuleConfigError
-from router_ml.loop.config_file import read_config
+from router_ml.loop._config_file import read_config
 
 # Below this similarity a prompt's task is unknown, unless the task sets its own: about the
 # 1st percentile of labelled prompts' similarity to the default task named (median 0.29;

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from router_ml.core.prompts import chat_texts
 from router_ml.errors import DataFormatError, OutputPathError, RouterMLError
-from router_ml.serve.columns import decision_columns, output_columns
+from router_ml.serve._columns import decision_columns, output_columns
 
 TASK_COLUMNS = ("task", "task_similarity")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",

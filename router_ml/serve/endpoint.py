@@ -24,7 +24,7 @@ started, a failure ends it with ``data: {"error": {...}}`` and ``data: [DONE]``.
 
 ``POST /v1/feedback`` ``{"request_id", "score"}``: the user's feedback on a logged request.
 ``GET /v1/models``: ``router`` and the router's candidates. ``GET /health``. ``GET /metrics``:
-see :mod:`router_ml.serve.prometheus`. With ``--keys FILE`` every route but ``/health`` needs
+see :mod:`router_ml.serve._prometheus`. With ``--keys FILE`` every route but ``/health`` needs
 ``Authorization: Bearer <secret>`` of a client key, with its budgets and rate limits
 (:mod:`router_ml.serve.keys`, :mod:`router_ml.serve.gate`, :mod:`router_ml.serve.quota`);
 without it the endpoint listens on loopback addresses only, unless
@@ -43,7 +43,7 @@ import os
 import sys
 
 from router_ml.errors import RouterMLError, ServingError
-from router_ml.serve.requests import (
+from router_ml.serve._requests import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -80,7 +80,7 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
     breaker_failures, breaker_cooldown: consecutive failures that open a model's circuit, and
     seconds it stays open. drain_seconds: how long shutdown waits for queued samples.
     max_body_bytes, body_timeout, max_tokens: the request limits of
-    :func:`router_ml.serve.app.app_for`; max_response_bytes: the most read of one upstream
+    :func:`router_ml.serve._app.app_for`; max_response_bytes: the most read of one upstream
     answer (:class:`router_ml.serve.upstream.Upstream`). None: the documented default.
     keys: a :class:`router_ml.serve.keys.KeyRing` (every route but /health needs one of its
     keys) with ``quota``, the store of its counters (:func:`router_ml.serve.quota.open_store`).
@@ -88,7 +88,7 @@ def create_app(router, upstream_base: str, api_key: str | None = None, *,
     from router_ml.loop.breaker import CircuitBreaker
     from router_ml.loop.clients import LiteLLMClient
     from router_ml.loop.policy import Policy
-    from router_ml.serve.app import app_for
+    from router_ml.serve._app import app_for
     from router_ml.serve.upstream import Upstream
 
     upstream = Upstream(upstream_base, api_key, connect_timeout=connect_timeout, timeout=timeout,
@@ -220,8 +220,8 @@ def check_port(host: str, port: int) -> None:
 def header_timeout_protocol(seconds: float):
     """uvicorn's h11 protocol closing a connection whose request line and headers have not all
     arrived ``seconds`` after the connection opened or its next request began
-    (:class:`router_ml.serve.protocol.HeaderTimeoutH11`; the deadline is per process)."""
-    from router_ml.serve.protocol import HeaderTimeoutH11
+    (:class:`router_ml.serve._protocol.HeaderTimeoutH11`; the deadline is per process)."""
+    from router_ml.serve._protocol import HeaderTimeoutH11
 
     HeaderTimeoutH11.seconds = float(seconds)
     return HeaderTimeoutH11
@@ -374,7 +374,7 @@ def serve_main(argv=None, prog: str = "router-ml serve") -> int:
         log.close()  # each worker opens its own
     os.environ[ARGS_ENV] = json.dumps(vars(args))
     # each worker imports the protocol by name; app_from_env sets its deadline there
-    options["http"] = "router_ml.serve.protocol:HeaderTimeoutH11"
+    options["http"] = "router_ml.serve._protocol:HeaderTimeoutH11"
     uvicorn.run("router_ml.serve.endpoint:app_from_env", factory=True, workers=args.workers,
                 **options)
     return 0

@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 
 from router_ml.errors import KeysFileError
-from router_ml.loop.config_file import read_config
+from router_ml.loop._config_file import read_config
 
 SECRET_PREFIX = "rk-"
 DEFAULT_MAX_CONCURRENT = 8

@@ -1,7 +1,7 @@
 """mlflow pyfunc flavour of a saved router.
 
 A router directory written by ``router.save(dir)`` carries an ``MLmodel`` file (see
-:mod:`router_ml.core.mlmodel`) whose ``python_function`` flavour names the package,
+:mod:`router_ml.core._mlmodel`) whose ``python_function`` flavour names the package,
 ``router_ml``, as its ``loader_module`` (a name that does not move with the modules; routers
 saved earlier name this module, whose :func:`_load_pyfunc` still loads them), so::
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from router_ml.core.mlmodel import LOADER_MODULE, mlflow_signature
+from router_ml.core._mlmodel import LOADER_MODULE, mlflow_signature
 from router_ml.core.prompts import prompt_text
 
 DEFAULT_ALIAS = "champion"

@@ -7,7 +7,7 @@
 The router directory is shipped to the executors with ``SparkContext.addFile`` and loaded
 (with all of ``load_router``'s checks) once per Python worker; each Arrow batch of prompts is
 routed as ``router.route_batch`` routes it. The columns added are those of ``router-ml score``
-(:func:`router_ml.serve.columns.output_columns`): ``model``, ``score`` for a pair, and
+(:func:`router_ml.serve._columns.output_columns`): ``model``, ``score`` for a pair, and
 ``quality:<model>`` per candidate. Results equal in-process scoring (float64, to 1e-6).
 Alternatively ``mlflow.pyfunc.spark_udf(spark, "models:/NAME@champion")`` works on the same
 directory (see :mod:`router_ml.serve.mlflow_flavor`).
@@ -59,7 +59,7 @@ def _router(name: str):
 def _score_series(name: str, messages_column: str | None = None):
     import pandas as pd
 
-    from router_ml.serve.columns import decision_columns
+    from router_ml.serve._columns import decision_columns
 
     def score(prompts: pd.Series) -> pd.DataFrame:
         prompts = prompts.tolist()
@@ -94,7 +94,7 @@ def score_dataframe(df, model_dir, prompt_column: str = "prompt", *,
 
     from router_ml.core.router import load_router
     from router_ml.errors import DataFormatError
-    from router_ml.serve.columns import output_columns
+    from router_ml.serve._columns import output_columns
 
     model_dir = Path(model_dir).resolve()
     columns = output_columns(load_router(model_dir))  # fails here, before any job

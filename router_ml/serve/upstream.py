@@ -22,7 +22,7 @@ import openai
 
 from router_ml.errors import ResponseTooLargeError, UpstreamError
 from router_ml.loop.clients import Completion, import_litellm
-from router_ml.serve.requests import DEFAULT_MAX_RESPONSE_BYTES
+from router_ml.serve._requests import DEFAULT_MAX_RESPONSE_BYTES
 
 _oversized: contextvars.ContextVar = contextvars.ContextVar("router_ml_oversized")
 

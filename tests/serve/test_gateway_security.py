@@ -434,7 +434,7 @@ def test_fuzzed_bodies_never_give_a_500_and_never_reach_the_attacker(gateway, st
                    content=json.dumps(body).replace("{bad}", bad))
     assert r.status_code in (200, 400, 502), r.text
     assert got == []
-    from router_ml.serve.requests import FORWARDED
+    from router_ml.serve._requests import FORWARDED
 
     for s in seen[n:]:  # what did reach the upstream was only allow-listed
         assert set(s["body"]) <= {*FORWARDED, "model", "messages", "stream"}

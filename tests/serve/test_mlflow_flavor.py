@@ -1,4 +1,4 @@
-"""router_ml.serve.mlflow_flavor and router_ml.core.mlmodel: a saved router directory is an mlflow pyfunc
+"""router_ml.serve.mlflow_flavor and router_ml.core._mlmodel: a saved router directory is an mlflow pyfunc
 model; registered, loaded by alias and served with `mlflow models serve`. 127.0.0.1 only."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_a_wrong_input_says_what_it_got(saved, tmp_path):
 
 def test_mlmodel_is_the_same_with_and_without_mlflow(saved):
     from router_ml import __version__
-    from router_ml.core import mlmodel
+    from router_ml.core import _mlmodel as mlmodel
 
     _, folder = saved
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()

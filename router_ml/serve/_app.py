@@ -9,7 +9,7 @@ import math
 
 from router_ml.errors import RequestError
 from router_ml.loop.policy import AllModelsFailedError, PolicyError
-from router_ml.serve.requests import (
+from router_ml.serve._requests import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_TOKENS,
@@ -47,7 +47,7 @@ def app_for(policy, upstream, *, metrics=None, drain_seconds: float = 30.0,
     from starlette.concurrency import run_in_threadpool
 
     from router_ml.loop.clients import Completion
-    from router_ml.serve.prometheus import Metrics
+    from router_ml.serve._prometheus import Metrics
 
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         # one INFO line per upstream call would cost more than the routing itself
