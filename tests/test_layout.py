@@ -184,3 +184,12 @@ def test_the_api_reference_shows_the_public_modules_only():
     public = {m for m in MODULES if not any(part.startswith("_") for part in m.split("."))
               and not m.startswith("router_ml.cli") and MODULES[m].name != "__init__.py"}
     assert public | {"router_ml"} == api, (sorted(public - api), sorted(api - public))
+
+
+def test_every_command_lives_in_cli():
+    """A command's entry point (``*_main``) and its argument parser live in router_ml/cli; the
+    layers below hold what the commands call."""
+    found = [f"{m}.{n.name}" for m, path in MODULES.items() if not m.startswith("router_ml.cli")
+             for n in ast.parse(path.read_text()).body
+             if isinstance(n, ast.FunctionDef) and n.name.endswith(("_main", "_parser"))]
+    assert not found, found

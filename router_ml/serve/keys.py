@@ -21,14 +21,12 @@ The same list under ``keys`` in JSON (``{"keys": [{...}]}``) or YAML.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
 import math
 import re
 import secrets
-import sys
 from dataclasses import dataclass
 
 from router_ml.errors import KeysFileError
@@ -38,8 +36,8 @@ SECRET_PREFIX = "rk-"
 DEFAULT_MAX_CONCURRENT = 8
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_LIMITS = ("usd_per_day", "usd_per_month", "requests_per_minute", "max_concurrent")
-_FIELDS = ("name", "sha256", *_LIMITS)
+LIMITS = ("usd_per_day", "usd_per_month", "requests_per_minute", "max_concurrent")
+_FIELDS = ("name", "sha256", *LIMITS)
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ def parse_keys(data, source: str = "keys") -> KeyRing:
             raise KeysFileError(f"{where}: the same sha256 (the same secret) is listed twice")
         names.add(name)
         hashes.add(digest)
-        limits = {f: _limit(e[f], f, where) for f in _LIMITS if e.get(f) is not None}
+        limits = {f: _limit(e[f], f, where) for f in LIMITS if e.get(f) is not None}
         out.append(ClientKey(name, digest, **limits))
     if not out:
         raise KeysFileError(f"{source}: the file lists no keys; add one with "
@@ -173,44 +171,9 @@ def entry_text(key: ClientKey, fmt: str = "toml") -> str:
     raise ValueError(f"fmt must be toml, json or yaml, got {fmt!r}")
 
 
-def keys_parser(prog: str = "router-ml keys") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Client keys for router-ml serve --keys.")
-    sub = p.add_subparsers(dest="action", required=True)
-    n = sub.add_parser("new", help="make a key: print its secret once and its keys file entry")
-    n.add_argument("name", help="the client's name (logged with each of its requests)")
-    n.add_argument("--format", choices=["toml", "json", "yaml"], default="toml",
-                   help="format of the entry to paste (default %(default)s)")
-    n.add_argument("--usd-per-day", type=float, help="budget in USD per UTC day")
-    n.add_argument("--usd-per-month", type=float, help="budget in USD per UTC month")
-    n.add_argument("--requests-per-minute", type=int)
-    n.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,
-                   help="requests in flight at once (default %(default)s)")
-    h = sub.add_parser("hash", help="print the sha256 of a secret read from standard input")
-    return p
 
 
-def keys_main(argv=None, prog: str = "router-ml keys") -> int:
-    args = keys_parser(prog).parse_args(argv)
-    if args.action == "hash":
-        secret = sys.stdin.readline().strip()
-        if not secret:
-            print("error: give the secret on standard input", file=sys.stderr)
-            return 2
-        print(hash_secret(secret))
-        return 0
-    secret = new_secret()
-    entry = {"name": args.name, "sha256": hash_secret(secret)}
-    entry.update({f: getattr(args, f) for f in _LIMITS if getattr(args, f) is not None})
-    try:  # the same checks as loading the file
-        key = parse_keys({"keys": [entry]}, "the new key").keys[0]
-    except KeysFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    # the secret goes to stdout only: the client's copy; the file keeps its sha256
-    print(f"secret (give it to {key.name}; it is not shown again and not stored):\n{secret}\n")
-    print(f"keys file entry ({args.format}):\n{entry_text(key, args.format)}", end="")
-    return 0
 
 
 __all__ = ["ClientKey", "DEFAULT_MAX_CONCURRENT", "KeyRing", "SECRET_PREFIX", "entry_text",
-           "hash_secret", "keys_main", "keys_parser", "load_keys", "new_secret", "parse_keys"]
+           "hash_secret", "load_keys", "new_secret", "parse_keys"]

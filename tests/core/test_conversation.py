@@ -102,7 +102,7 @@ def test_batch_scoring_scores_a_messages_column_as_route(make_router, tmp_path, 
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from router_ml.serve.batch import score_main
+    from router_ml.cli.score import score_main
 
     router = make_router("tfidf")
     router.save(tmp_path / "router")
@@ -124,7 +124,7 @@ def test_batch_scoring_scores_a_messages_column_as_route(make_router, tmp_path, 
 
 def test_batch_scoring_names_the_row_that_is_not_a_chat(make_router, tmp_path, capsys):
     pytest.importorskip("pyarrow")
-    from router_ml.serve.batch import score_main
+    from router_ml.cli.score import score_main
 
     make_router("tfidf").save(tmp_path / "router")
     src = tmp_path / "in.jsonl"

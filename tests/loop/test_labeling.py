@@ -11,12 +11,12 @@ import time
 import pytest
 from llm_stub import StubLLM
 
+from router_ml.cli.label import label_main
 from router_ml.loop.clients import Completion
 from router_ml.loop.labeling import (
     LabelingError,
     PairwiseJudge,
     RateLimiter,
-    label_main,
     label_prompts,
     prompt_key,
     rows_from_log,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from router_ml.cli.monitor import report_main
 from router_ml.loop.monitoring import (
     COLUMNS,
     DecisionLog,
@@ -19,7 +20,6 @@ from router_ml.loop.monitoring import (
     QualitySampler,
     psi,
     report,
-    report_main,
 )
 from router_ml.loop.policy import Completion, Decision, Step
 

@@ -24,11 +24,11 @@ httpx = pytest.importorskip("httpx")
 from llm_stub import Slow, StubLLM  # noqa: E402
 from servers import child_env, free_port, process, uvicorn_thread  # noqa: E402
 
+from router_ml.cli.keys import keys_main  # noqa: E402
 from router_ml.errors import KeysFileError  # noqa: E402
 from router_ml.serve.keys import (  # noqa: E402
     ClientKey,
     hash_secret,
-    keys_main,
     load_keys,
     new_secret,
     parse_keys,
@@ -312,7 +312,7 @@ def test_keys_file_errors_name_the_file_and_the_entry(tmp_path, text, suffix, wa
 
 
 def test_serve_names_a_bad_keys_file(tmp_path, capsys):
-    from router_ml.serve.endpoint import serve_main
+    from router_ml.cli.serve import serve_main
 
     f = tmp_path / "keys.toml"
     f.write_text('[[keys]]\nname = "a"\nsha256 = "nothex"\n')
@@ -358,7 +358,7 @@ def test_is_loopback():
 def test_serve_refuses_a_public_host_without_keys(capsys, monkeypatch):
     import uvicorn
 
-    from router_ml.serve.endpoint import serve_main
+    from router_ml.cli.serve import serve_main
 
     ran = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.append(kw))

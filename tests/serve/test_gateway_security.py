@@ -387,7 +387,7 @@ def test_a_rules_file_naming_an_unknown_model_is_refused_at_start(make_router):
 
 
 def test_serve_refuses_a_port_in_use_before_it_says_it_listens(tmp_path, capsys, make_router):
-    from router_ml.serve.endpoint import serve_main
+    from router_ml.cli.serve import serve_main
 
     make_router("tfidf").save(tmp_path / "r")
     with socket.socket() as s:
@@ -401,7 +401,7 @@ def test_serve_refuses_a_port_in_use_before_it_says_it_listens(tmp_path, capsys,
 
 
 def test_serve_refuses_a_limit_that_is_not_positive(tmp_path, capsys, make_router):
-    from router_ml.serve.endpoint import serve_main
+    from router_ml.cli.serve import serve_main
 
     make_router("tfidf").save(tmp_path / "r")
     rc = serve_main(["--model", str(tmp_path / "r"), "--upstream-base", "http://127.0.0.1:9/v1",

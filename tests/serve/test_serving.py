@@ -280,7 +280,7 @@ def test_metrics_count_decisions_and_latency(served):
 
 def test_the_log_and_feedback(make_router, upstream, tmp_path):
     from router_ml.loop.decision_log import DecisionLog
-    from router_ml.loop.monitoring import report_main
+    from router_ml.cli.monitor import report_main
     from router_ml.serve.endpoint import create_app
 
     url, _, _ = upstream
@@ -382,7 +382,7 @@ def test_breaker_states():
 
 
 def test_serve_refuses_to_start_without_upstream_or_router(tmp_path, capsys, monkeypatch):
-    from router_ml.serve.endpoint import serve_main
+    from router_ml.cli.serve import serve_main
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     assert serve_main(["--model", str(tmp_path)]) == 2
