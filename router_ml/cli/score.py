@@ -40,9 +40,6 @@ def score_parser(prog: str = "router-ml score") -> argparse.ArgumentParser:
 def score_main(argv=None, prog: str = "router-ml score") -> int:
     args = score_parser(prog).parse_args(argv)
     try:
-        if args.spark and args.tasks:
-            raise RouterMLError("--tasks runs in this process; score without --spark, or name "
-                                "tasks on the scored table afterwards")
         tasks = None
         if args.tasks:
             from router_ml.loop.tasks import TaskDetector, load_tasks
@@ -52,7 +49,8 @@ def score_main(argv=None, prog: str = "router-ml score") -> int:
             from router_ml.serve.spark import score_parquet
 
             n = score_parquet(args.model, args.input, args.output, args.prompt_column,
-                              cores=args.spark_cores, messages_column=args.messages_column)
+                              cores=args.spark_cores, messages_column=args.messages_column,
+                              tasks=tasks)
         else:
             try:
                 import pyarrow  # noqa: F401

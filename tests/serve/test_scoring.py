@@ -200,5 +200,3 @@ def test_score_names_each_rows_task_as_the_policy_does(saved, tmp_path, capsys):
     policy = Policy(router, load_rules(rules))
     assert out["task"] == [policy.decide(p).task for p in prompts] == ["coding", "math", "coding"]
     assert all(-1 <= s <= 1 for s in out["task_similarity"])
-    assert main([*args, "--spark"]) == 2
-    assert "--tasks runs in this process" in capsys.readouterr().err

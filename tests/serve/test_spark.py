@@ -96,3 +96,31 @@ def test_a_router_of_three_models_on_spark(spark, tmp_path):
     assert scored["model"].tolist() == expected and len(set(expected)) >= 2
     np.testing.assert_allclose(scored[[f"quality:{m}" for m in models]].to_numpy(),
                                router.predict_quality(new), atol=1e-6)
+
+
+def test_tasks_on_spark_equal_in_process(spark, make_router, tmp_path, capsys):
+    """score --spark --tasks names each row's task as score --tasks does in this process."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from router_ml.cli.main import main
+
+    make_router("tfidf").save(tmp_path / "router")
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[tasks.coding]\nexamples = ["Write a Python function", "Fix this bug in '
+                     'my code"]\n[tasks.math]\nexamples = ["Solve for x: 2x = 4", "What is 7 '
+                     'times 8?"]\nmin_similarity = 0.2\n')
+    kinds = ["Write a function that sorts a list in Python {}", "Solve 3x + {} = 10 for x",
+             "Fix the bug in my JavaScript code, line {}", "tell me about the weather {}"]
+    prompts = [kinds[i % 4].format(i) for i in range(120)]
+    pq.write_table(pa.table({"prompt": prompts, "k": list(range(120))}), tmp_path / "in.parquet")
+    args = ["score", "--model", str(tmp_path / "router"), "--input", str(tmp_path / "in.parquet"),
+            "--tasks", str(rules)]
+    assert main([*args, "--output", str(tmp_path / "here.parquet"), "--no-progress"]) == 0
+    assert main([*args, "--output", str(tmp_path / "spark"), "--spark"]) == 0
+    assert "scored 120 rows" in capsys.readouterr().out
+    here = pq.read_table(tmp_path / "here.parquet").to_pandas().sort_values("k")
+    there = pq.read_table(tmp_path / "spark").to_pandas().sort_values("k")
+    assert there["task"].tolist() == here["task"].tolist()
+    assert {"coding", "math"} <= set(here["task"].dropna())
+    np.testing.assert_allclose(there["task_similarity"], here["task_similarity"], atol=1e-6)
