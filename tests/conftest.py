@@ -156,7 +156,7 @@ def real_gsm8k():
     """Rows of 200 GSM8K rows of the shared data (the strong/weak pair of docs/protocols.md)."""
     from router_ml.errors import DataNotFoundError
     from router_ml.learn import sources
-    from router_ml.learn.labels import pair_data
+    from router_ml.learn.rows import pair_data
     from router_ml.learn.protocols import STRONG_MODEL, WEAK_MODEL
 
     try:

@@ -105,7 +105,7 @@ def _evaluate(args) -> int:
     if args.table:
         if not args.model:
             raise ValueError("--table needs --model (a router to evaluate)")
-        from router_ml.learn.labels import rows_of
+        from router_ml.learn.rows import rows_of
         from router_ml.learn.tables import load_table
 
         router = load_router(args.model)

@@ -30,7 +30,7 @@ def train_parser() -> argparse.ArgumentParser:
         SELECT_BY,
         TrainConfig,
     )
-    from router_ml.learn.labels import TARGETS
+    from router_ml.learn.rows import TARGETS
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -178,7 +178,7 @@ def train_main(argv=None, *, prog: str | None = None, root: Path | None = None) 
 def table_rows(args, config):
     """The user's table as training rows, models in the order given (strong first)."""
     from router_ml.learn._columns import header, table_columns
-    from router_ml.learn.labels import rows_of
+    from router_ml.learn.rows import rows_of
     from router_ml.learn.protocols import add_extra_rows
     from router_ml.learn.tables import load_table
 

@@ -18,6 +18,7 @@ protocols' definitions: docs/protocols.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from router_ml.core.metrics import apgr
 from router_ml.learn.evaluation import rated_metric, spearman
-from router_ml.learn.sources import _Builder, _read_jsonl, _source_dir
+from router_ml.learn.sources import RecordsBuilder, dataset_loader, read_jsonl, resolve_data_dir, source_dir
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,17 @@ class ArenaBattles:
 
 
 def load_arena_battles(data_dir=None) -> ArenaBattles:
-    """Read arena-battles-2023/battles.jsonl. Bad rows (no prompt, no models, an unknown
-    winner, a grade that is not a number) are skipped and counted in the log."""
-    path = _source_dir(data_dir, SOURCE_DIR) / "battles.jsonl"
+    """Read arena-battles-2023/battles.jsonl, once per process and data folder (the result is
+    shared: read it, do not change it). Bad rows (no prompt, no models, an unknown winner, a
+    grade that is not a number) are skipped and counted in the log."""
+    return _battles(resolve_data_dir(data_dir).resolve())
+
+
+@functools.lru_cache(maxsize=None)
+def _battles(root) -> ArenaBattles:
+    path = source_dir(root, SOURCE_DIR) / "battles.jsonl"
     battles, grades, in_ah, skipped = [], {}, {}, 0
-    for o in _read_jsonl(path):
+    for o in read_jsonl(path):
         p, w = o.get("prompt"), o.get("winner")
         if not isinstance(p, str) or not p.strip() or w not in WINNERS \
                 or not o.get("model_a") or not o.get("model_b"):
@@ -85,14 +92,15 @@ def load_arena_battles(data_dir=None) -> ArenaBattles:
     return ArenaBattles(battles, {p: 10.0 - float(np.mean(v)) for p, v in grades.items()}, in_ah)
 
 
+@dataset_loader
 def load_arena_rated(data_dir=None):
     """The rated prompts as a Dataset of the records of :mod:`router_ml.learn.sources`, with
     one pseudo-model :data:`GRADE_MODEL` of quality mean grade / 10 (source ``arena-rated``)."""
-    arena = load_arena_battles(data_dir)
-    bld = _Builder(f"{SOURCE_DIR} (rated)")
+    arena = _battles(resolve_data_dir(data_dir).resolve())
+    bld = RecordsBuilder(f"{SOURCE_DIR} (rated)")
     for p in sorted(arena.rated):
         bld.add(p, "arena-rated", "arena", {GRADE_MODEL: (10.0 - arena.rated[p]) / 10.0})
-    return bld.build([GRADE_MODEL])
+    return bld.rows([GRADE_MODEL])
 
 
 def bradley_terry(battles, iters: int = 2000, tol: float = 1e-10) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router_ml.learn.labels import TARGETS
+from router_ml.learn.rows import TARGETS
 
 logger = logging.getLogger(__name__)
 

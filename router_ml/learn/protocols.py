@@ -46,8 +46,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from router_ml.learn.labels import Rows, concat, pair_data, rows_of, union
-from router_ml.learn.sources import load_source, models_of
+from router_ml.learn.rows import Rows, concat, union
+from router_ml.learn.sources import read_source, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +135,7 @@ class Fold:
 
 
 def _pair_rows(source: str, data_dir, strong: str, weak: str) -> Rows:
-    if source == "alpaca-eval":
-        from router_ml.learn.sources import load_alpaca_eval
-
-        return pair_data(load_alpaca_eval(data_dir, view="pair"), strong, weak)
-    return pair_data(load_source(source, data_dir), strong, weak)
+    return read_source(source, data_dir).select([strong, weak], complete=True)
 
 
 def _kfold(rows: Rows, keys) -> list[tuple[int, Rows, Rows]]:
@@ -171,6 +167,7 @@ def protocol_folds(
     strong, weak: the pair of a pair protocol (ignored by multi-model protocols)."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+    data_dir = resolve_data_dir(data_dir).resolve()  # once: what follows takes it as it is
     if name in MULTI_PROTOCOLS:
         folds = _multi_folds(name, data_dir)
         return with_extra(folds, extra, data_dir) if extra else folds
@@ -228,11 +225,12 @@ def outcome_rows(sources: Sequence[str] = OUTCOME_SOURCES, data_dir=None) -> Row
     prompts' grade as one pseudo-model), joined with one column per model met."""
     from router_ml.learn.arena import load_arena_rated
 
+    data_dir = resolve_data_dir(data_dir).resolve()
     parts = []
     for name in sources:
         if name == "arena-rated":
             try:
-                ds = load_arena_rated(data_dir)
+                rows = load_arena_rated.rows(data_dir)
             except FileNotFoundError as e:
                 # router-ml data fetch does not fetch this source (it is a processed copy)
                 logger.warning("arena-rated left out of the outcomes: %s; the router learns its "
@@ -240,8 +238,8 @@ def outcome_rows(sources: Sequence[str] = OUTCOME_SOURCES, data_dir=None) -> Row
                                "models/default", e)
                 continue
         else:
-            ds = load_source(name, data_dir)
-        parts.append(rows_of(ds, models_of(ds)))
+            rows = read_source(name, data_dir)
+        parts.append(rows)
     return union(parts)
 
 
@@ -251,7 +249,7 @@ def with_outcomes(folds: Sequence[Fold], sources: Sequence[str] = OUTCOME_SOURCE
     question of the fold (counted in ``Fold.dropped``)."""
     if not folds or not sources:
         return list(folds)
-    rows = outcome_rows(sources, data_dir)
+    rows = outcome_rows(sources, resolve_data_dir(data_dir).resolve())
     out = []
     for f in folds:
         index = QuestionIndex(f.test.prompts)
@@ -264,17 +262,13 @@ def with_outcomes(folds: Sequence[Fold], sources: Sequence[str] = OUTCOME_SOURCE
 
 def _multi_folds(name: str, data_dir) -> list[Fold]:
     if name == "dcrouter":
-        from router_ml.learn.sources import load_dcrouter
-
-        train_ds, test_ds = load_dcrouter("train", data_dir), load_dcrouter("test", data_dir)
-        models = [m for m in models_of(train_ds) if m in models_of(test_ds)]
-        train, test = rows_of(train_ds, models), rows_of(test_ds, models)
+        train, test = read_source("dcrouter/train", data_dir), read_source("dcrouter/test", data_dir)
+        models = [m for m in train.models if m in test.models]
+        train, test = train.select(models), test.select(models)
         train, dropped = _filtered(train, test)
         return [Fold(name, None, train, test, dropped)]
-    from router_ml.learn.sources import load_alpaca_eval
-
     models = list(protocol_prices(name, data_dir))
-    rows = rows_of(load_alpaca_eval(data_dir, view="tiers"), models, complete=True)
+    rows = read_source("alpaca-tiers", data_dir).select(models, complete=True)
     return [Fold(name, k, train, test) for k, train, test in _kfold(rows, rows.prompts)]
 
 
@@ -298,9 +292,9 @@ def protocol_prices(name: str, data_dir=None) -> dict[str, dict[str, float]]:
 def _extra_rows(extra: Sequence[str], models: Sequence[str], data_dir) -> list[Rows]:
     out = []
     for name in extra:
-        ds = load_source(name, data_dir)
-        if all(m in models_of(ds) for m in models):
-            out.append(rows_of(ds, models, complete=len(models) == 2))
+        rows = read_source(name, data_dir)
+        if all(m in rows.models for m in models):
+            out.append(rows.select(models, complete=len(models) == 2))
         else:
             logger.warning("extra source %s lacks some of %s; not used", name, ", ".join(models))
     return out
@@ -314,7 +308,8 @@ def with_extra(folds: Sequence[Fold], extra: Sequence[str], data_dir=None) -> li
     models = folds[0].train.models
     # a source the protocol already trains (or tests) on is not added a second time
     own = set(folds[0].train.sources) | set(folds[0].test.sources)
-    extras = [e for e in _extra_rows([x for x in extra if x not in own], models, data_dir)]
+    extras = _extra_rows([x for x in extra if x not in own], models,
+                         resolve_data_dir(data_dir).resolve())
     out = []
     for f in folds:
         if not extras:
@@ -335,7 +330,7 @@ def with_extra(folds: Sequence[Fold], extra: Sequence[str], data_dir=None) -> li
 def add_extra_rows(train: Rows, extra: Sequence[str], data_dir=None) -> Rows:
     """``train`` plus the rows of its models from each extra source (a source without them
     is skipped with a warning). No test set here, so nothing is dropped."""
-    return concat([train, *_extra_rows(extra, train.models, data_dir)])
+    return concat([train, *_extra_rows(extra, train.models, resolve_data_dir(data_dir).resolve())])
 
 
 def all_training_rows(data_dir=None, *, strong: str = STRONG_MODEL, weak: str = WEAK_MODEL,
@@ -343,5 +338,6 @@ def all_training_rows(data_dir=None, *, strong: str = STRONG_MODEL, weak: str = 
                       extra: Sequence[str] = ()) -> Rows:
     """Every labelled row of the pair from the given sources, plus the pair's rows of the
     ``extra`` sources (for the default router)."""
+    data_dir = resolve_data_dir(data_dir).resolve()
     rows = concat([_pair_rows(s, data_dir, strong, weak) for s in sources])
     return add_extra_rows(rows, extra, data_dir) if extra else rows

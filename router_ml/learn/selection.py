@@ -18,7 +18,7 @@ from router_ml.learn.config import (
     build_classifier,
     build_estimator,
 )
-from router_ml.learn.labels import Rows
+from router_ml.learn.rows import Rows
 
 logger = logging.getLogger(__name__)
 

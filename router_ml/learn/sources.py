@@ -40,6 +40,7 @@ copied to a cache.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -50,7 +51,14 @@ from pathlib import Path
 import numpy as np
 
 from router_ml.core.prices import canonical_model
-from router_ml.errors import DataFormatError, DataNotFoundError, UnknownModelError
+from router_ml.errors import DataFormatError, DataNotFoundError
+from router_ml.learn.rows import (  # noqa: F401 (cost_matrix, models_of, quality_matrix: their home until 0.2)
+    Rows,
+    cost_matrix,
+    models_of,
+    quality_matrix,
+    to_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +111,14 @@ def resolve_data_dir(path: str | os.PathLike | None = None) -> Path:
     )
 
 
-def _source_dir(data_dir, name: str) -> Path:
-    d = resolve_data_dir(data_dir) / name
+def source_dir(data_dir, name: str) -> Path:
+    """The folder of one data source in the data folder (``data_dir``, else
+    :func:`resolve_data_dir`'s)."""
+    root = resolve_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    d = root / name
     if not d.is_dir():
+        if not root.is_dir():
+            raise DataNotFoundError(f"data folder {root} does not exist")
         raise DataNotFoundError(f"data source {name!r} not found: {d} does not exist")
     return d
 
@@ -145,12 +158,14 @@ def parse_score(value, *, scale: str = "unit") -> float | None:
     return x
 
 
-class _Builder:
-    """Collects rows, merges duplicate prompts and counts what was skipped."""
+class RecordsBuilder:
+    """Collects a source's records, merges duplicate prompts and counts what was skipped;
+    :meth:`rows` gives them as :class:`~router_ml.learn.rows.Rows`, :meth:`build` as the
+    records Dataset of the public loaders."""
 
     def __init__(self, what: str):
         self.what = what
-        self.rows: dict[str, dict] = {}
+        self.records: dict[str, dict] = {}
         self.sums: dict[str, dict[str, list[float]]] = {}
         self.costs: dict[str, dict[str, list[float]]] = {}
         self.skipped: dict[str, int] = {}
@@ -171,11 +186,11 @@ class _Builder:
             self.skip("no valid score")
             return
         key = prompt.strip()
-        if key in self.rows:
+        if key in self.records:
             self.duplicates += 1
             acc = self.sums[key]
         else:
-            self.rows[key] = {"prompt": prompt, "source": source, "group": str(group)}
+            self.records[key] = {"prompt": prompt, "source": source, "group": str(group)}
             acc = self.sums[key] = {}
             self.costs[key] = {}
         for m, v in valid.items():
@@ -184,14 +199,9 @@ class _Builder:
             if c is not None:
                 self.costs[key].setdefault(m, []).append(c)
 
-    def build(self, models: Sequence[str], *, with_cost: bool = False):
-        """The Dataset; ``with_cost`` adds the ``cost`` struct (one entry per model)."""
-        import datasets
-
-        def mean(acc, m):
-            return None if m not in acc else acc[m][0] if len(acc[m]) == 1 else float(
-                np.mean(acc[m]))
-
+    def rows(self, models: Sequence[str], *, with_cost: bool = False) -> Rows:
+        """The records as rows, one column per model (its mean over merged duplicates, NaN
+        where it has none); ``with_cost`` adds the observed costs the same way."""
         skipped = sum(self.skipped.values())
         bad = skipped - self.skipped.get("contaminated", 0) + self.bad_scores
         if skipped or self.bad_scores or self.duplicates:
@@ -206,62 +216,44 @@ class _Builder:
                 self.bad_scores,
                 self.duplicates,
             )
-        records = {"prompt": [], "source": [], "group": [], "quality": []}
-        if with_cost:
-            records["cost"] = []
-        for key, row in self.rows.items():
-            records["prompt"].append(row["prompt"])
-            records["source"].append(row["source"])
-            records["group"].append(row["group"])
-            records["quality"].append({m: mean(self.sums[key], m) for m in models})
-            if with_cost:
-                records["cost"].append({m: mean(self.costs[key], m) for m in models})
-        spec = {
-            "prompt": datasets.Value("string"),
-            "source": datasets.Value("string"),
-            "group": datasets.Value("string"),
-            "quality": {m: datasets.Value("float64") for m in models},
-        }
-        if with_cost:
-            spec["cost"] = {m: datasets.Value("float64") for m in models}
-        features = datasets.Features(spec)
-        ds = datasets.Dataset.from_dict(records, features=features)
-        logger.info("%s: %d records, models: %s", self.what, len(ds), ", ".join(models))
-        return ds
+
+        def matrix(accs) -> np.ndarray:
+            M = np.full((len(accs), len(models)), np.nan)
+            for i, acc in enumerate(accs):
+                for j, m in enumerate(models):
+                    v = acc.get(m)
+                    if v:
+                        M[i, j] = v[0] if len(v) == 1 else float(np.mean(v))
+            return M
+
+        keys = list(self.records)
+        out = Rows([self.records[k]["prompt"] for k in keys],
+                   matrix([self.sums[k] for k in keys]), tuple(models),
+                   np.array([self.records[k]["group"] for k in keys], dtype=object),
+                   np.array([self.records[k]["source"] for k in keys], dtype=object),
+                   matrix([self.costs[k] for k in keys]) if with_cost else None)
+        logger.info("%s: %d records, models: %s", self.what, len(out), ", ".join(models))
+        return out
+
+    def build(self, models: Sequence[str], *, with_cost: bool = False):
+        """The records Dataset; ``with_cost`` adds the ``cost`` struct (one entry per model)."""
+        return to_dataset(self.rows(models, with_cost=with_cost))
 
 
-def models_of(ds) -> list[str]:
-    """The model names of a records Dataset."""
-    return list(ds.features["quality"].keys())
+def dataset_loader(read):
+    """A loader of the records Dataset from ``read``, a function that returns them as
+    :class:`~router_ml.learn.rows.Rows`; ``loader.rows`` is ``read`` itself, for training,
+    which needs no Dataset in between."""
+
+    @functools.wraps(read)
+    def load(*args, **kwargs):
+        return to_dataset(read(*args, **kwargs))
+
+    load.rows = read
+    return load
 
 
-def _struct_matrix(ds, column: str, models: Sequence[str] | None) -> np.ndarray:
-    known = models_of(ds)
-    models = list(models) if models is not None else known
-    for m in models:
-        if m not in known:
-            raise UnknownModelError(f"unknown model {m!r}; known models: {', '.join(known)}")
-    # The arrow view honours a selection of rows; pyarrow turns nulls into NaN for floats.
-    struct = ds.with_format("arrow")[column].combine_chunks()
-    cols = [struct.field(m).to_numpy(zero_copy_only=False).astype(np.float64) for m in models]
-    return np.stack(cols, axis=1) if cols else np.zeros((len(ds), 0))
-
-
-def quality_matrix(ds, models: Sequence[str] | None = None) -> np.ndarray:
-    """(n_records, n_models) float64 array of qualities in [0, 1], NaN where missing."""
-    return _struct_matrix(ds, "quality", models)
-
-
-def cost_matrix(ds, models: Sequence[str] | None = None) -> np.ndarray | None:
-    """(n_records, n_models) float64 array of observed costs (>= 0, the file's unit, e.g. USD
-    per prompt), NaN where unknown; ``None`` when ``ds`` has no ``cost`` column (only
-    :func:`load_table` adds one, from ``<model>|total_cost`` or ``<model>|cost`` columns)."""
-    if "cost" not in ds.column_names:
-        return None
-    return _struct_matrix(ds, "cost", models)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     out = []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
@@ -280,7 +272,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _contaminated(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    return {str(o["eval_prompt"]).strip() for o in _read_jsonl(path) if "eval_prompt" in o}
+    return {str(o["eval_prompt"]).strip() for o in read_jsonl(path) if "eval_prompt" in o}
 
 
 def _read_wide_csv(path: Path, models: Sequence[str], prompt_column: str = "prompt"):
@@ -301,13 +293,14 @@ def _read_wide_csv(path: Path, models: Sequence[str], prompt_column: str = "prom
             yield row.get(prompt_column), {m: row.get(m) for m in models}
 
 
+@dataset_loader
 def load_routellm(task: str = "mmlu", data_dir=None):
     """RouteLLM's MMLU or GSM8K correctness of gpt-4-1106-preview and Mixtral-8x7B.
 
     ``group`` is the MMLU subject (file name without ``mmlu_`` and ``.csv``) or ``gsm8k``.
     Prompts listed in the task's ``contaminated_prompts.jsonl`` are dropped.
     """
-    root = _source_dir(data_dir, "routellm-evals")
+    root = source_dir(data_dir, "routellm-evals")
     raw_models = ["mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"]
     models = [canonical_model(m) for m in raw_models]
     if task == "mmlu":
@@ -319,7 +312,7 @@ def load_routellm(task: str = "mmlu", data_dir=None):
     else:
         raise ValueError(f"task must be 'mmlu' or 'gsm8k', got {task!r}")
     contaminated = _contaminated(root / task / "contaminated_prompts.jsonl")
-    b = _Builder(f"routellm-evals/{task}")
+    b = RecordsBuilder(f"routellm-evals/{task}")
     for path in files:
         group = path.stem[len("mmlu_"):] if task == "mmlu" else "gsm8k"
         for prompt, raw in _read_wide_csv(path, raw_models):
@@ -328,18 +321,19 @@ def load_routellm(task: str = "mmlu", data_dir=None):
                 continue
             b.add(prompt, task, group,
                   {canonical_model(m): parse_score(v) for m, v in raw.items()})
-    return b.build(models)
+    return b.rows(models)
 
 
+@dataset_loader
 def load_arena_hard(data_dir=None):
     """Arena-Hard v1: GPT-4 judge scores (1-10, mapped to (s-1)/9) of 15 models, 300 prompts.
 
     The model name comes from each row's ``model`` field, not the file name.
     """
-    root = _source_dir(data_dir, "arena-hard-v1")
+    root = source_dir(data_dir, "arena-hard-v1")
     qpath = root / "question.jsonl"
     questions = {}
-    for i, q in enumerate(_read_jsonl(qpath), 1):
+    for i, q in enumerate(read_jsonl(qpath), 1):
         if "question_id" not in q or "turns" not in q:
             raise DataFormatError(f"{qpath}: line {i} lacks 'question_id' or 'turns'")
         turns = q["turns"]
@@ -351,7 +345,7 @@ def load_arena_hard(data_dir=None):
     models: list[str] = []
     unknown_q = 0
     for path in sorted((root / "model_judgment").glob("*.jsonl")):
-        for i, row in enumerate(_read_jsonl(path), 1):
+        for i, row in enumerate(read_jsonl(path), 1):
             for col in ("question_id", "model"):
                 if col not in row:
                     raise DataFormatError(f"{path}: line {i} has no column {col!r}")
@@ -364,18 +358,19 @@ def load_arena_hard(data_dir=None):
             scores[row["question_id"]][m] = parse_score(row.get("score"), scale="judge10")
     if unknown_q:
         logger.warning("arena-hard-v1: %d judgments name an unknown question_id", unknown_q)
-    b = _Builder("arena-hard-v1")
+    b = RecordsBuilder("arena-hard-v1")
     for qid, (prompt, category) in questions.items():
         b.add(prompt, "arena-hard", category, {m: scores[qid].get(m) for m in models})
-    return b.build(models)
+    return b.rows(models)
 
 
+@dataset_loader
 def load_dcrouter(split: str = "train", data_dir=None):
     """LLMRouter's dcrouter data: 0/1 outcomes of 9 open models; ``group`` is the cluster id.
 
     split: ``train``, ``test`` or ``all``.
     """
-    root = _source_dir(data_dir, "llmrouter-dcrouter")
+    root = source_dir(data_dir, "llmrouter-dcrouter")
     splits = {"train": ["train"], "test": ["test"], "all": ["train", "test"]}
     if split not in splits:
         raise ValueError(f"split must be one of {sorted(splits)}, got {split!r}")
@@ -400,17 +395,17 @@ def load_dcrouter(split: str = "train", data_dir=None):
             for m in item["scores"]:
                 if m not in models:
                     models.append(m)
-    b = _Builder(f"llmrouter-dcrouter/{split}")
+    b = RecordsBuilder(f"llmrouter-dcrouter/{split}")
     for item in items:
         sc = item["scores"] if isinstance(item["scores"], dict) else {}
         b.add(item["question"], "dcrouter", str(item.get("cluster_id", "")),
               {m: parse_score(sc.get(m)) for m in models})
-    return b.build(models)
+    return b.rows(models)
 
 
 def load_dcrouter_prices(data_dir=None) -> dict[str, dict[str, float]]:
     """Per-model prices of the dcrouter source: {model: {"input": $/Mtok, "output": $/Mtok}}."""
-    path = _source_dir(data_dir, "llmrouter-dcrouter") / "llm_candidates.json"
+    path = source_dir(data_dir, "llmrouter-dcrouter") / "llm_candidates.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     out = {}
     for name, spec in data.items():
@@ -423,6 +418,7 @@ def load_dcrouter_prices(data_dir=None) -> dict[str, dict[str, float]]:
     return out
 
 
+@dataset_loader
 def load_alpaca_eval(data_dir=None, *, view: str = "tiers"):
     """AlpacaEval: GPT-4-Turbo judge preferences of 66 models against gpt-4-1106-preview.
 
@@ -447,10 +443,10 @@ def load_alpaca_eval(data_dir=None, *, view: str = "tiers"):
     """
     if view not in ("tiers", "pair"):
         raise ValueError(f"view must be 'tiers' or 'pair', got {view!r}")
-    root = _source_dir(data_dir, "alpaca-eval-pairs")
+    root = source_dir(data_dir, "alpaca-eval-pairs")
     ipath, ppath = root / "instructions.jsonl", root / "preferences.csv"
     groups: dict[str, str] = {}
-    for i, o in enumerate(_read_jsonl(ipath), 1):
+    for i, o in enumerate(read_jsonl(ipath), 1):
         if "instruction" not in o or "dataset" not in o:
             raise DataFormatError(f"{ipath}: line {i} lacks 'instruction' or 'dataset'")
         groups.setdefault(str(o["instruction"]), str(o["dataset"]))
@@ -473,7 +469,7 @@ def load_alpaca_eval(data_dir=None, *, view: str = "tiers"):
         raise DataFormatError(f"{ppath}: missing column {WEAK_MODEL!r}, the weak model of the "
                               "pair (use view='tiers' for the other models)")
     models = [STRONG_MODEL, WEAK_MODEL] if view == "pair" else [STRONG_MODEL, *columns]
-    b = _Builder(f"alpaca-eval-pairs/{view}")
+    b = RecordsBuilder(f"alpaca-eval-pairs/{view}")
     matched, seen = 0, set()
     for row in rows[1:]:
         if not row:
@@ -501,21 +497,46 @@ def load_alpaca_eval(data_dir=None, *, view: str = "tiers"):
     if len(seen) < len(groups):
         logger.warning("alpaca-eval-pairs: %d instructions of %s have no row in %s",
                        len(groups) - len(seen), ipath.name, ppath.name)
-    return b.build(models)
+    return b.rows(models)
+
+
+# the sources a protocol reads, by name, each read once per process and data folder
+SOURCE_ROWS = ("mmlu", "gsm8k", "arena-hard", "dcrouter", "dcrouter/train", "dcrouter/test",
+               "alpaca-eval", "alpaca-tiers")
+
+
+@functools.lru_cache(maxsize=None)
+def read_source(name: str, root: Path) -> Rows:
+    """:func:`source_rows` in a data folder already resolved (:func:`resolve_data_dir`):
+    read on the first call, the same rows after."""
+    if name not in SOURCE_ROWS:
+        raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCE_ROWS)}")
+    if name in ("mmlu", "gsm8k"):
+        rows = load_routellm.rows(name, root)
+    elif name == "arena-hard":
+        rows = load_arena_hard.rows(root)
+    elif name.startswith("dcrouter"):
+        rows = load_dcrouter.rows(name.partition("/")[2] or "all", root)
+    else:
+        rows = load_alpaca_eval.rows(root, view="pair" if name == "alpaca-eval" else "tiers")
+    for a in (rows.quality, rows.groups, rows.sources):
+        a.flags.writeable = False  # shared by every caller of this process
+    return rows
+
+
+def source_rows(name: str, data_dir=None) -> Rows:
+    """A named source as :class:`~router_ml.learn.rows.Rows`, every model it has: the names
+    of :func:`load_source`, and ``dcrouter/train`` and ``dcrouter/test`` for the dcrouter
+    files apart. Read once per process and data folder; the arrays are read-only (``subset``
+    and ``select`` give copies)."""
+    return read_source(name, resolve_data_dir(data_dir).resolve())
 
 
 def load_source(name: str, data_dir=None):
     """Load a named source: ``mmlu``, ``gsm8k``, ``arena-hard``, ``dcrouter`` (its train and
     test files), ``alpaca-eval`` (the pair view of :func:`load_alpaca_eval`, for pair
     protocols and extra training rows) or ``alpaca-tiers`` (its tiers view)."""
-    loaders = {
-        "mmlu": lambda: load_routellm("mmlu", data_dir),
-        "gsm8k": lambda: load_routellm("gsm8k", data_dir),
-        "arena-hard": lambda: load_arena_hard(data_dir),
-        "dcrouter": lambda: load_dcrouter("all", data_dir),
-        "alpaca-eval": lambda: load_alpaca_eval(data_dir, view="pair"),
-        "alpaca-tiers": lambda: load_alpaca_eval(data_dir, view="tiers"),
-    }
-    if name not in loaders:
-        raise ValueError(f"unknown source {name!r}; choose from {', '.join(loaders)}")
-    return loaders[name]()
+    names = ("mmlu", "gsm8k", "arena-hard", "dcrouter", "alpaca-eval", "alpaca-tiers")
+    if name not in names:
+        raise ValueError(f"unknown source {name!r}; choose from {', '.join(names)}")
+    return to_dataset(source_rows(name, data_dir))

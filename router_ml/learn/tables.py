@@ -19,7 +19,7 @@ import numpy as np
 
 from router_ml.errors import DataFormatError, DataNotFoundError
 from router_ml.learn._columns import table_columns
-from router_ml.learn.sources import _Builder, parse_score
+from router_ml.learn.sources import RecordsBuilder, parse_score
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def load_table(
     cost_columns = {n: roles.costs[c] for n, c in zip(names, model_columns) if c in roles.costs}
     for c in model_columns:
         _check_scale(path, c, (r.get(c) for r in rows), scale)
-    b = _Builder(str(path))
+    b = RecordsBuilder(str(path))
     if malformed:
         b.skipped["malformed row"] = malformed
     src = source or path.stem
@@ -250,7 +250,7 @@ def load_table(
         b.add(row.get(prompt_column), src, row.get(group_column) if group_column else src,
               {n: parse_score(row.get(c), scale=scale) for n, c in zip(names, model_columns)},
               costs)
-    if not b.rows:
+    if not b.records:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(b.skipped.items())) or "no rows"
         raise DataFormatError(f"{path}: no usable row ({skipped}); every row needs a non-empty "
                               f"{prompt_column!r} and a valid score for at least one model")
@@ -260,7 +260,7 @@ def load_table(
         logger.warning("%s: %d of %d rows repeat the prompt of an earlier row (same text after "
                        "stripping white space); they are merged, each model's scores averaged, "
                        "into %d distinct prompts", path, b.duplicates,
-                       len(b.rows) + b.duplicates, len(b.rows))
+                       len(b.records) + b.duplicates, len(b.records))
     return b.build(names, with_cost=bool(cost_columns))
 
 
@@ -364,7 +364,7 @@ def load_preferences(
             f"every row needs a non-empty {prompt_column!r}, two different models in "
             f"{model_a!r} and {model_b!r} and a valid {outcome!r}")
     src = source or path.stem
-    bld = _Builder(f"{path} ({used} comparisons)")
+    bld = RecordsBuilder(f"{path} ({used} comparisons)")
     for key, (prompt, group) in first.items():
         bld.add(prompt, src, src if group is None else group,
                 {m: float(np.mean(v)) for m, v in acc[key].items()})

@@ -29,7 +29,7 @@ from router_ml.learn.config import (  # noqa: F401 (re-exported, see __all__)
     committed_static_encoder,
     static_encoder,
 )
-from router_ml.learn.labels import Rows
+from router_ml.learn.rows import Rows
 from router_ml.learn.selection import (
     choose_heads,
     make_folds,
@@ -55,7 +55,7 @@ def _outcome_table(train: Rows, outcomes: Rows | None) -> tuple[Rows, list[int]]
     """Every outcome the difficulty estimator learns from: the training rows first (their
     columns filled from an outcome row of the same source and prompt, which holds every
     model), then the other outcome rows; and the candidates' columns in it."""
-    from router_ml.learn.labels import union
+    from router_ml.learn.rows import union
 
     if outcomes is None or not len(outcomes):
         return train, list(range(len(train.models)))

@@ -275,7 +275,7 @@ class RetrainResult:
 
 
 def _concat(a, b):
-    from router_ml.learn.labels import concat
+    from router_ml.learn.rows import concat
 
     return b if a is None else concat([a, b])
 
@@ -314,7 +314,7 @@ def retrain(table, *, current, strong: str, weak: str, out, base=None, heldout=N
 
     from router_ml.core.router import load_router
     from router_ml.core.metrics import apgr
-    from router_ml.learn.labels import pair_data
+    from router_ml.learn.rows import pair_data
     from router_ml.learn.tables import load_table
     from router_ml.learn.tracking import Tracker
     from router_ml.learn.training import TrainConfig, fit_router

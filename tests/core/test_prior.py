@@ -9,7 +9,7 @@ import pytest
 from router_ml import load_router
 from router_ml.core.metrics import apgr
 from router_ml.core.prior import WEIGHTS, LengthPrior
-from router_ml.learn.labels import Rows
+from router_ml.learn.rows import Rows
 from router_ml.learn.training import TrainConfig, fit_router
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]

@@ -19,7 +19,7 @@ from router_ml.core.encoders import StatsEncoder, TfidfEncoder
 from router_ml.core.metrics import apgr
 from router_ml.core.prompts import prompt_text
 from router_ml.core.state import RouterState
-from router_ml.learn.labels import Rows
+from router_ml.learn.rows import Rows
 from router_ml.learn.protocols import Fold, with_extra
 from router_ml.learn.spec import RouterSpec
 

@@ -35,7 +35,7 @@ from router_ml import (
 from router_ml.core.encoders import MAX_CHARS, TfidfEncoder
 from router_ml.learn import sources, tables
 from router_ml.learn.estimator import QualityEstimator
-from router_ml.learn.labels import pair_data
+from router_ml.learn.rows import pair_data
 from router_ml.learn.spec import RouterSpec
 
 KINDS = ("tfidf", "static")

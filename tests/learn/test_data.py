@@ -9,7 +9,7 @@ import pytest
 
 from router_ml.errors import DataFormatError, DataNotFoundError, UnknownModelError
 from router_ml.learn import sources, tables
-from router_ml.learn.labels import TARGETS, concat, pair_data, rows_of
+from router_ml.learn.rows import TARGETS, concat, pair_data, rows_of
 from router_ml.learn.protocols import STRONG_MODEL as S
 from router_ml.learn.protocols import WEAK_MODEL as W
 

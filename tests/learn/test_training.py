@@ -75,7 +75,7 @@ def test_other_heads_are_kept_only_when_they_win_by_more_than_their_error(tmp_pa
     """With three models the search also tries kNN heads; they need scikit-learn to load, so
     they are kept only when they beat the logistic heads by more than the folds' error, and
     training says which heads it kept and what that means for loading."""
-    from router_ml.learn.labels import Rows
+    from router_ml.learn.rows import Rows
 
     rng = np.random.default_rng(0)
     kinds = ["prove the lemma", "write a poem", "say hi"]
@@ -117,7 +117,7 @@ def test_the_difficulty_estimator_learns_from_other_models_outcomes(tmp_path):
     from every outcome sends the hard kind of prompt to the strong model, the pair's score is
     1 - q_weak, and the saved router gives the same scores."""
     from router_ml import load_router
-    from router_ml.learn.labels import Rows
+    from router_ml.learn.rows import Rows
 
     rng = np.random.default_rng(0)
     kinds = ["prove the theorem about", "say hello to"]

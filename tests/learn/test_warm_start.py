@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from router_ml.learn import training
-from router_ml.learn.labels import Rows
+from router_ml.learn.rows import Rows
 from router_ml.learn.warm import Prior, WarmStartEstimator, choose_warm, warm_estimator
 
 
@@ -100,7 +100,7 @@ def test_prior_abilities_come_from_the_public_outcomes_by_name():
 def test_a_model_whose_public_outcomes_all_match_the_team_rows_is_unknown_to_the_prior():
     """The prior drops the public rows that match the team's; a model left without any is
     learnt from the team's rows, as a model the default never met."""
-    from router_ml.learn.labels import union
+    from router_ml.learn.rows import union
     from router_ml.learn.warm import prior_outcomes
 
     team = _team(40)
@@ -240,7 +240,7 @@ def test_no_prior_router_and_heads_give_the_heads_from_scratch(tmp_path, public_
     rc, router = _train(tmp_path, *flags)
     assert rc == 0 and router.training["heads"] == "logistic" and public_outcomes == []
     from router_ml.learn.tables import load_table
-    from router_ml.learn.labels import rows_of
+    from router_ml.learn.rows import rows_of
     from router_ml.learn.sources import models_of
 
     ds = load_table(_table(tmp_path), prompt_column="prompt", model_columns=["big", "small"])

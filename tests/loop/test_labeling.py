@@ -70,7 +70,7 @@ def test_single_grading_resumes_and_respects_the_budget(tmp_path):
     assert {(r[CHEAP], r[STRONG]) for r in rows} == {("3.0", "9.0")}
     assert s.scale == "judge10"
     # the table trains a router as training/train.py --table reads it
-    from router_ml.learn.labels import pair_data
+    from router_ml.learn.rows import pair_data
     from router_ml.learn.tables import load_table
 
     pairs = pair_data(load_table(out, model_columns=[STRONG, CHEAP], scale="judge10"), STRONG, CHEAP)

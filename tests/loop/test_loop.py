@@ -56,7 +56,7 @@ def in_process(model, messages):
 
 @pytest.fixture(scope="module")
 def base_rows(planted_set):
-    from router_ml.learn.labels import Rows
+    from router_ml.learn.rows import Rows
 
     prompts, y = planted_set
     n = len(prompts)

@@ -159,7 +159,7 @@ def test_the_endpoint_reads_the_whole_request(router, tmp_path):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     from servers import uvicorn_thread
-    from test_gateway_security import upstream_stub
+    from servers import upstream_stub
 
     from router_ml.serve.endpoint import create_app
 
@@ -271,7 +271,7 @@ def test_the_endpoint_names_the_task(router):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     from servers import uvicorn_thread
-    from test_gateway_security import upstream_stub
+    from servers import upstream_stub
 
     from router_ml.serve.endpoint import create_app
 

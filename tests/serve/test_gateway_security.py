@@ -8,7 +8,6 @@ receive anything."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -23,60 +22,13 @@ pytest.importorskip("fastapi")
 pytest.importorskip("litellm")
 httpx = pytest.importorskip("httpx")
 
-from servers import free_port, uvicorn_thread  # noqa: E402
+from servers import free_port, upstream_stub, uvicorn_thread  # noqa: E402
 
 KEY = "sk-operator-SECRET0123456789"
 EASY = "say hello to my friend number 5"
 WEAK, STRONG = "router:1", "router:0"  # a pair router's knob: 1 sends to weak, 0 to strong
 
 
-def upstream_stub():
-    """The operator's upstream. Answers 'ok from <model>'. Markers in the last message:
-    [echo401:M] a 401 whose text echoes the Authorization header (as some providers do);
-    [leak500:M] a 500 with an internal service's reply; [bad400:M] a 400 (the request's
-    fault); [slow:M] answers after 2.5 s; [huge:M] a 3 MB answer; [empty:M] an empty answer
-    (also as a stream)."""
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse, StreamingResponse
-    from starlette.routing import Route
-
-    seen = []
-
-    async def chat(request):
-        body = await request.json()
-        seen.append({"body": body, "headers": dict(request.headers), "path": request.url.path})
-        model, text = body["model"], body["messages"][-1]["content"]
-        if f"[echo401:{model}]" in text:
-            return JSONResponse({"error": {"message": "Incorrect API key provided: "
-                                           + request.headers.get("authorization", "")}},
-                                status_code=401)
-        if f"[leak500:{model}]" in text:
-            return JSONResponse({"error": {"message": "INTERNAL-REPLY ami-id i-0abc"}},
-                                status_code=500)
-        if f"[bad400:{model}]" in text:
-            return JSONResponse({"error": {"message": "bad request"}}, status_code=400)
-        if f"[slow:{model}]" in text:
-            await asyncio.sleep(2.5)
-        answer = "" if f"[empty:{model}]" in text else f"ok from {model}"
-        if f"[huge:{model}]" in text:
-            answer = "x" * 3_000_000
-        base = {"id": "c1", "created": 1, "model": model}
-        if body.get("stream"):
-            async def gen():
-                chunk = {**base, "object": "chat.completion.chunk", "choices": [
-                    {"index": 0, "delta": {"role": "assistant", "content": answer},
-                     "finish_reason": None}]}
-                yield f"data: {json.dumps(chunk)}\n\n"
-                end = {**base, "object": "chat.completion.chunk",
-                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                yield f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n"
-            return StreamingResponse(gen(), media_type="text/event-stream")
-        return JSONResponse({**base, "object": "chat.completion", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": answer},
-             "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
-
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])]), seen
 
 
 def attacker_stub():
