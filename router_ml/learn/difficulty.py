@@ -38,7 +38,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from router_ml.core.heads import QualityHeads
 from router_ml.learn.evaluation import spearman
@@ -141,12 +141,17 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.columns = columns
         self.random_state = random_state
 
-    def fit(self, X, Y, sample_weight=None, source=None):
-        """X: (n, d) features; Y: (n, M) qualities in [0, 1], NaN where a model has no
+    def fit(self, X, y, sample_weight=None, source=None):
+        """X: (n, d) features; y: (n, M) qualities in [0, 1], NaN where a model has no
         outcome; source: (n,) labels (None: one source); sample_weight: (n,) or None.
         Returns self."""
         self._validate_params()
-        X, Y, fin = check_outcomes(X, Y)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None: give each model's qualities, (n, M) in [0, 1]")
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64,
+                          ensure_min_samples=2)
+        X, Y, fin = check_outcomes(X, y)
         n, M = Y.shape
         cols = list(range(M)) if self.columns is None else [int(c) for c in self.columns]
         if not cols or min(cols) < 0 or max(cols) >= M:
@@ -157,10 +162,11 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise ValueError(f"source must have one label per row ({n}), got {source.shape}")
         keep = fin.any(axis=1)
         X, Y, source, fin = X[keep], Y[keep], source[keep], fin[keep]
-        sw = (np.ones(len(Y)) if sample_weight is None
-              else np.asarray(sample_weight, dtype=np.float64)[keep])
+        sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)[keep]
+        if not sw.sum() > 0:
+            raise ValueError("sample_weight must not be all zero (on the rows with an outcome)")
         w_row = sw * _source_weights(source, self.source_weight)
-        self.n_features_in_, self.n_outputs_ = X.shape[1], len(cols)
+        self.n_outputs_ = len(cols)
         self.sources_ = sorted({str(s) for s in source})
         mean, scale = X.mean(axis=0), X.std(axis=0)
         scale[scale < 1e-8] = 1.0
@@ -249,19 +255,24 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def difficulty(self, X) -> np.ndarray:
         """(n,) predicted difficulty (mean 0, sd 1 on the training rows; higher = harder)."""
         check_is_fitted(self, "coef_")
-        return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
+        return self._features(X) @ self.coef_ + self.intercept_
 
     def decision_function(self, X) -> np.ndarray:
         """(n, len(columns)) expected qualities in [0, 1] (no source offset)."""
         check_is_fitted(self, "heads_")
-        return self.heads_.decision_function(np.asarray(X, dtype=np.float64))
+        return self.heads_.decision_function(self._features(X))
 
     def predict(self, X) -> np.ndarray:
         return self.decision_function(X)
+
+    def _features(self, X) -> np.ndarray:
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False)
+        return X.toarray() if hasattr(X, "toarray") else X
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = False
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True
         return tags
