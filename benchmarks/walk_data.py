@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         cmd += ["--outcomes"] if args.outcomes else []
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
                                       cwd=ROOT).stdout.strip().splitlines()[-1])
-        print(f"{r['protocol']}: {r['data_dir stops']} returns of the functions that take the "
+        print(f"{r['protocol']}: {r['data_dir stops']} returns of the functions called with the "
               f"data folder ({', '.join(f'{k} {v}' for k, v in sorted(r['stops'].items()))})")
         print(f"    {r['returns']:,} returns ({r['router_ml returns']:,} in "
               f"router_ml, {r['router_ml files']} files, {r['returns to protocols.py']} back to "
