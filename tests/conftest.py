@@ -53,6 +53,19 @@ def pair_qualities(y) -> np.ndarray:
     return np.column_stack([y, 1.0 - y])
 
 
+def unit_targets(y):
+    """Regression targets mapped into [0, 1] by a fixed logistic function, for scikit-learn's
+    estimator checks (which draw them from the real line): finite values only, NaN and
+    infinity stay; None and complex values are left as they are (the checks test errors with
+    them); never the caller's array."""
+    if y is None or np.iscomplexobj(np.asarray(y)):
+        return y
+    a = np.asarray(y, dtype=np.float64).copy()
+    ok = np.isfinite(a)
+    a[ok] = 1.0 / (1.0 + np.exp(-a[ok]))
+    return a
+
+
 def planted_router(encoder, classifier=None, seed: int = 0, prompts=None, y=None):
     """A pair router (``PAIR``) with ``encoder`` fitted on the planted set (or prompts, y)."""
     from router_ml.learn.spec import RouterSpec

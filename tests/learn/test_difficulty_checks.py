@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.base import clone
+from conftest import unit_targets
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from router_ml.learn.difficulty import DifficultyEstimator
@@ -47,12 +48,7 @@ class UnitTargets(DifficultyEstimator):
     dtypes, memmaps, idempotence, 1-sample and 1-feature data, y=None."""
 
     def fit(self, X, y, sample_weight=None, source=None):
-        if y is not None and not np.iscomplexobj(np.asarray(y)):
-            a = np.asarray(y, dtype=np.float64).copy()  # never the caller's array
-            ok = np.isfinite(a)
-            a[ok] = 1.0 / (1.0 + np.exp(-a[ok]))
-            y = a
-        return super().fit(X, y, sample_weight=sample_weight, source=source)
+        return super().fit(X, unit_targets(y), sample_weight=sample_weight, source=source)
 
 
 UNIT_FAILURES = {

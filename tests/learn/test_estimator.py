@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.base import clone
+from conftest import unit_targets
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from router_ml.core.heads import QualityHeads
@@ -54,12 +55,7 @@ class UnitTargets(QualityEstimator):
     sample weights (also their equivalence with repeated rows), dtypes, memmaps, idempotence."""
 
     def fit(self, X, y, sample_weight=None):
-        if y is not None and not np.iscomplexobj(np.asarray(y)):
-            a = np.asarray(y, dtype=np.float64).copy()  # never the caller's array
-            ok = np.isfinite(a)
-            a[ok] = 1.0 / (1.0 + np.exp(-a[ok]))
-            y = a
-        return super().fit(X, y, sample_weight=sample_weight)
+        return super().fit(X, unit_targets(y), sample_weight=sample_weight)
 
 
 UNIT_FAILURES = {
