@@ -26,7 +26,8 @@ import numpy as np
 
 from router_ml.core.metrics import apgr
 from router_ml.learn.evaluation import rated_metric, spearman
-from router_ml.learn.sources import RecordsBuilder, dataset_loader, read_jsonl, resolve_data_dir, source_dir
+from router_ml.learn.rows import Rows, to_dataset
+from router_ml.learn.sources import RecordsBuilder, read_jsonl, resolve_data_dir, source_dir
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +93,14 @@ def _battles(root) -> ArenaBattles:
     return ArenaBattles(battles, {p: 10.0 - float(np.mean(v)) for p, v in grades.items()}, in_ah)
 
 
-@dataset_loader
 def load_arena_rated(data_dir=None):
     """The rated prompts as a Dataset of the records of :mod:`router_ml.learn.sources`, with
     one pseudo-model :data:`GRADE_MODEL` of quality mean grade / 10 (source ``arena-rated``)."""
-    arena = _battles(resolve_data_dir(data_dir).resolve())
+    return to_dataset(rated_rows(load_arena_battles(data_dir)))
+
+
+def rated_rows(arena: ArenaBattles) -> Rows:
+    """:func:`load_arena_rated`'s records as rows, from the battles already read."""
     bld = RecordsBuilder(f"{SOURCE_DIR} (rated)")
     for p in sorted(arena.rated):
         bld.add(p, "arena-rated", "arena", {GRADE_MODEL: (10.0 - arena.rated[p]) / 10.0})

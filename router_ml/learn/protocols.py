@@ -170,10 +170,10 @@ def protocol_folds(
     data_dir = resolve_data_dir(data_dir).resolve()  # once: what follows takes it as it is
     if name in MULTI_PROTOCOLS:
         folds = _multi_folds(name, data_dir)
-        return with_extra(folds, extra, data_dir) if extra else folds
+        return _with_extra(folds, extra, data_dir) if extra else folds
     if name in CHAT_PROTOCOLS:
         folds = [_chat_fold(name, data_dir, strong, weak)]
-        return with_extra(folds, extra, data_dir) if extra else folds
+        return _with_extra(folds, extra, data_dir) if extra else folds
     if name == "mmlu":
         rows = _pair_rows("mmlu", data_dir, strong, weak)
         f = np.array([fold(p) for p in rows.prompts])
@@ -198,7 +198,7 @@ def protocol_folds(
             logger.info("%s fold %s: dropped %d training rows that match a test question",
                         name, k, dropped)
         folds.append(Fold(name, k, train, test, dropped))
-    return with_extra(folds, extra, data_dir) if extra else folds
+    return _with_extra(folds, extra, data_dir) if extra else folds
 
 
 def _chat_fold(name: str, data_dir, strong: str, weak: str) -> Fold:
@@ -216,21 +216,24 @@ def _chat_fold(name: str, data_dir, strong: str, weak: str) -> Fold:
         q = np.column_stack([qs, qw])
     src = np.array([name] * len(prompts), dtype=object)
     test = Rows(list(prompts), q, ("stronger", "weaker"), src, src)
-    train, dropped = _filtered(all_training_rows(data_dir, strong=strong, weak=weak), test)
+    train, dropped = _filtered(_training_rows(data_dir, strong, weak), test)
     return Fold(name, None, train, test, dropped, difficulty=difficulty)
 
 
 def outcome_rows(sources: Sequence[str] = OUTCOME_SOURCES, data_dir=None) -> Rows:
     """Every model's outcomes on the prompts of the sources (``arena-rated``: the rated
     prompts' grade as one pseudo-model), joined with one column per model met."""
-    from router_ml.learn.arena import load_arena_rated
+    return _outcome_rows(sources, resolve_data_dir(data_dir).resolve())
 
-    data_dir = resolve_data_dir(data_dir).resolve()
+
+def _outcome_rows(sources: Sequence[str], root) -> Rows:
+    from router_ml.learn import arena
+
     parts = []
     for name in sources:
         if name == "arena-rated":
             try:
-                rows = load_arena_rated.rows(data_dir)
+                rows = arena.rated_rows(arena.load_arena_battles(root))
             except FileNotFoundError as e:
                 # router-ml data fetch does not fetch this source (it is a processed copy)
                 logger.warning("arena-rated left out of the outcomes: %s; the router learns its "
@@ -238,7 +241,7 @@ def outcome_rows(sources: Sequence[str] = OUTCOME_SOURCES, data_dir=None) -> Row
                                "models/default", e)
                 continue
         else:
-            rows = read_source(name, data_dir)
+            rows = read_source(name, root)
         parts.append(rows)
     return union(parts)
 
@@ -249,7 +252,7 @@ def with_outcomes(folds: Sequence[Fold], sources: Sequence[str] = OUTCOME_SOURCE
     question of the fold (counted in ``Fold.dropped``)."""
     if not folds or not sources:
         return list(folds)
-    rows = outcome_rows(sources, resolve_data_dir(data_dir).resolve())
+    rows = _outcome_rows(sources, resolve_data_dir(data_dir).resolve())
     out = []
     for f in folds:
         index = QuestionIndex(f.test.prompts)
@@ -303,13 +306,16 @@ def _extra_rows(extra: Sequence[str], models: Sequence[str], data_dir) -> list[R
 def with_extra(folds: Sequence[Fold], extra: Sequence[str], data_dir=None) -> list[Fold]:
     """The folds with each extra source's rows of the folds' models added to the training
     rows, minus those that match a test question of the fold (counted in ``Fold.dropped``)."""
+    return _with_extra(folds, extra, resolve_data_dir(data_dir).resolve())
+
+
+def _with_extra(folds: Sequence[Fold], extra: Sequence[str], root) -> list[Fold]:
     if not folds:
         return []
     models = folds[0].train.models
     # a source the protocol already trains (or tests) on is not added a second time
     own = set(folds[0].train.sources) | set(folds[0].test.sources)
-    extras = _extra_rows([x for x in extra if x not in own], models,
-                         resolve_data_dir(data_dir).resolve())
+    extras = _extra_rows([x for x in extra if x not in own], models, root)
     out = []
     for f in folds:
         if not extras:
@@ -338,6 +344,10 @@ def all_training_rows(data_dir=None, *, strong: str = STRONG_MODEL, weak: str = 
                       extra: Sequence[str] = ()) -> Rows:
     """Every labelled row of the pair from the given sources, plus the pair's rows of the
     ``extra`` sources (for the default router)."""
-    data_dir = resolve_data_dir(data_dir).resolve()
-    rows = concat([_pair_rows(s, data_dir, strong, weak) for s in sources])
-    return add_extra_rows(rows, extra, data_dir) if extra else rows
+    return _training_rows(resolve_data_dir(data_dir).resolve(), strong, weak, sources, extra)
+
+
+def _training_rows(root, strong: str, weak: str, sources: Sequence[str] = ("mmlu", "gsm8k"),
+                   extra: Sequence[str] = ()) -> Rows:
+    rows = concat([_pair_rows(s, root, strong, weak) for s in sources])
+    return concat([rows, *_extra_rows(extra, rows.models, root)]) if extra else rows

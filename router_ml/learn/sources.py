@@ -240,19 +240,6 @@ class RecordsBuilder:
         return to_dataset(self.rows(models, with_cost=with_cost))
 
 
-def dataset_loader(read):
-    """A loader of the records Dataset from ``read``, a function that returns them as
-    :class:`~router_ml.learn.rows.Rows`; ``loader.rows`` is ``read`` itself, for training,
-    which needs no Dataset in between."""
-
-    @functools.wraps(read)
-    def load(*args, **kwargs):
-        return to_dataset(read(*args, **kwargs))
-
-    load.rows = read
-    return load
-
-
 def read_jsonl(path: Path) -> list[dict]:
     out = []
     with open(path, encoding="utf-8") as f:
@@ -293,14 +280,18 @@ def _read_wide_csv(path: Path, models: Sequence[str], prompt_column: str = "prom
             yield row.get(prompt_column), {m: row.get(m) for m in models}
 
 
-@dataset_loader
 def load_routellm(task: str = "mmlu", data_dir=None):
     """RouteLLM's MMLU or GSM8K correctness of gpt-4-1106-preview and Mixtral-8x7B.
 
     ``group`` is the MMLU subject (file name without ``mmlu_`` and ``.csv``) or ``gsm8k``.
     Prompts listed in the task's ``contaminated_prompts.jsonl`` are dropped.
     """
-    root = source_dir(data_dir, "routellm-evals")
+    return to_dataset(_routellm(task, source_dir(data_dir, "routellm-evals")))
+
+
+def _routellm(task: str, folder: Path) -> Rows:
+    """:func:`load_routellm`'s records as rows, read from the source's folder."""
+    root = folder
     raw_models = ["mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"]
     models = [canonical_model(m) for m in raw_models]
     if task == "mmlu":
@@ -324,13 +315,17 @@ def load_routellm(task: str = "mmlu", data_dir=None):
     return b.rows(models)
 
 
-@dataset_loader
 def load_arena_hard(data_dir=None):
     """Arena-Hard v1: GPT-4 judge scores (1-10, mapped to (s-1)/9) of 15 models, 300 prompts.
 
     The model name comes from each row's ``model`` field, not the file name.
     """
-    root = source_dir(data_dir, "arena-hard-v1")
+    return to_dataset(_arena_hard(source_dir(data_dir, "arena-hard-v1")))
+
+
+def _arena_hard(folder: Path) -> Rows:
+    """:func:`load_arena_hard`'s records as rows, read from the source's folder."""
+    root = folder
     qpath = root / "question.jsonl"
     questions = {}
     for i, q in enumerate(read_jsonl(qpath), 1):
@@ -364,13 +359,17 @@ def load_arena_hard(data_dir=None):
     return b.rows(models)
 
 
-@dataset_loader
 def load_dcrouter(split: str = "train", data_dir=None):
     """LLMRouter's dcrouter data: 0/1 outcomes of 9 open models; ``group`` is the cluster id.
 
     split: ``train``, ``test`` or ``all``.
     """
-    root = source_dir(data_dir, "llmrouter-dcrouter")
+    return to_dataset(_dcrouter(split, source_dir(data_dir, "llmrouter-dcrouter")))
+
+
+def _dcrouter(split: str, folder: Path) -> Rows:
+    """:func:`load_dcrouter`'s records as rows, read from the source's folder."""
+    root = folder
     splits = {"train": ["train"], "test": ["test"], "all": ["train", "test"]}
     if split not in splits:
         raise ValueError(f"split must be one of {sorted(splits)}, got {split!r}")
@@ -418,7 +417,6 @@ def load_dcrouter_prices(data_dir=None) -> dict[str, dict[str, float]]:
     return out
 
 
-@dataset_loader
 def load_alpaca_eval(data_dir=None, *, view: str = "tiers"):
     """AlpacaEval: GPT-4-Turbo judge preferences of 66 models against gpt-4-1106-preview.
 
@@ -441,9 +439,14 @@ def load_alpaca_eval(data_dir=None, *, view: str = "tiers"):
     qualities (0.5 against 1 - p): use ``"pair"`` for pair protocols. The judge is the strong
     model itself and favours long answers (read the source's README).
     """
+    return to_dataset(_alpaca_eval(source_dir(data_dir, "alpaca-eval-pairs"), view))
+
+
+def _alpaca_eval(folder: Path, view: str) -> Rows:
+    """:func:`load_alpaca_eval`'s records as rows, read from the source's folder."""
     if view not in ("tiers", "pair"):
         raise ValueError(f"view must be 'tiers' or 'pair', got {view!r}")
-    root = source_dir(data_dir, "alpaca-eval-pairs")
+    root = folder
     ipath, ppath = root / "instructions.jsonl", root / "preferences.csv"
     groups: dict[str, str] = {}
     for i, o in enumerate(read_jsonl(ipath), 1):
@@ -511,14 +514,19 @@ def read_source(name: str, root: Path) -> Rows:
     read on the first call, the same rows after."""
     if name not in SOURCE_ROWS:
         raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCE_ROWS)}")
+    folder = root / ("routellm-evals" if name in ("mmlu", "gsm8k") else "arena-hard-v1"
+                     if name == "arena-hard" else "llmrouter-dcrouter"
+                     if name.startswith("dcrouter") else "alpaca-eval-pairs")
+    if not folder.is_dir():
+        raise DataNotFoundError(f"data source {folder.name!r} not found: {folder} does not exist")
     if name in ("mmlu", "gsm8k"):
-        rows = load_routellm.rows(name, root)
+        rows = _routellm(name, folder)
     elif name == "arena-hard":
-        rows = load_arena_hard.rows(root)
+        rows = _arena_hard(folder)
     elif name.startswith("dcrouter"):
-        rows = load_dcrouter.rows(name.partition("/")[2] or "all", root)
+        rows = _dcrouter(name.partition("/")[2] or "all", folder)
     else:
-        rows = load_alpaca_eval.rows(root, view="pair" if name == "alpaca-eval" else "tiers")
+        rows = _alpaca_eval(folder, "pair" if name == "alpaca-eval" else "tiers")
     for a in (rows.quality, rows.groups, rows.sources):
         a.flags.writeable = False  # shared by every caller of this process
     return rows

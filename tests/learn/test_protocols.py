@@ -113,7 +113,6 @@ def test_outcomes_without_the_arena_source_warn_and_go_on(shared, monkeypatch, c
     def missing(data_dir=None):
         raise FileNotFoundError("arena-battles-2023/battles.jsonl")
 
-    missing.rows = missing  # the loader and its rows alike
-    monkeypatch.setattr(arena, "load_arena_rated", missing)
+    monkeypatch.setattr(arena, "load_arena_battles", missing)
     rows = outcome_rows(("gsm8k", "arena-rated"), shared)
     assert set(rows.sources) == {"gsm8k"} and "arena-rated left out" in caplog.text
