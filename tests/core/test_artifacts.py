@@ -912,6 +912,26 @@ def test_the_score_rule_is_saved_and_an_unknown_one_refused(tmp_path):
         load_router(tmp_path / "weak")
 
 
+# ------------------------------------------------------------------ format version 4
+
+V4 = ROOT / "tests" / "fixtures" / "artifact-v4"
+
+
+def test_version_4_fixture_loads_with_the_scores_it_was_saved_with():
+    """A router saved at format version 4 (score rule ``weak``, a length prior, the MLmodel
+    whose loader is the package itself): it loads with the same scores and decisions, from
+    any later version."""
+    expected = json.loads((ROOT / "tests" / "fixtures" / "artifact-v4-expected.json").read_text())
+    router = load_router(V4)
+    assert router.manifest["format_version"] == 4
+    assert router.score_rule == expected["score_rule"] == "weak"
+    assert router.threshold == expected["threshold"]
+    assert router.length_prior.weight == expected["prior_weight"]
+    np.testing.assert_allclose(router.score(V1_PROMPTS), expected["scores"], rtol=0, atol=1e-12)
+    assert [d.model for d in router.route_batch(V1_PROMPTS)] == expected["models"]
+    assert 'loader_module: "router_ml"' in (V4 / "MLmodel").read_text()
+
+
 # ------------------------------------------------------------------ format version 2
 
 V2 = ROOT / "tests" / "fixtures" / "artifact-v2"
