@@ -88,8 +88,9 @@ def run_protocol(protocol: str, sizes, seeds: int, data_dir=None, log=print) -> 
                            for f in sub}
                 res = _metric(evaluate_rows(routers, sub, prices)[0], multi)
                 if m == "warm":
-                    res["chosen"] = [{k: r.training["warm_start"][k]
-                                      for k in ("C", "C_ability", "rule")}
+                    res["chosen"] = [{**{k: r.training["warm_start"][k]
+                                         for k in ("C", "C_ability", "rule")},
+                                      "heads": r.training["warm_start"]["choice"]["chosen"]}
                                      for r in routers.values()]
                 runs[m].append(res)
                 log(f"{protocol} {size} seed {seed} {m}: {res['value']:.4f} "

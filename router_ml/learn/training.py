@@ -164,6 +164,28 @@ def _fit_warm(encoder, train: Rows, config: TrainConfig, costs, outcomes, prior)
     return est, training, X, oof, chosen["rule"]
 
 
+def warm_or_scratch(Y, warm, scratch, costs, rule: str = "gain", *, n_boot: int = 100,
+                    seed: int = 0) -> dict:
+    """Which out-of-fold predictions route the rows better, the warm start's or the heads'
+    from scratch (the same rows and folds): ``scratch`` only when it leads by more than one
+    standard error of the difference (a paired bootstrap over the rows), else ``warm``, which
+    stays near the default with few rows. Returns {"chosen", "warm", "scratch", "se"}."""
+    Y = np.asarray(Y, dtype=np.float64)
+    a, b = routing_score(Y, warm, costs, rule), routing_score(Y, scratch, costs, rule)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(Y), len(Y))
+        c = None if costs is None else np.asarray(costs)[idx]
+        d = (routing_score(Y[idx], scratch[idx], c, rule)
+             - routing_score(Y[idx], warm[idx], c, rule))
+        if np.isfinite(d):
+            diffs.append(d)
+    se = float(np.std(diffs)) if len(diffs) > 1 else float("inf")
+    chosen = "scratch" if np.isfinite(b) and (not np.isfinite(a) or b - a > se) else "warm"
+    return {"chosen": chosen, "warm": float(a), "scratch": float(b), "se": se}
+
+
 def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | None = None,
                prior=None) -> Router:
     """Fit a router on ``train`` and calibrate its knob on out-of-fold predictions.
@@ -228,6 +250,18 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
     elif warm:
         estimator, training, X, oof, rule = _fit_warm(encoder, train, config, costs, outcomes,
                                                       prior)
+        # the heads from scratch on the same features and folds: kept when the team's rows
+        # route better without the prior by more than one standard error
+        scratch = spec.estimator.set_params(**choose_heads(config, X, train, costs))
+        oof_scratch = out_of_fold(scratch, X, train, config)
+        choice = warm_or_scratch(train.quality, oof, oof_scratch, costs, rule,
+                                 seed=config.random_state)
+        training["warm_start"]["choice"] = choice
+        logger.info("warm start against heads from scratch: out-of-fold %.4f vs %.4f "
+                    "(difference %+.4f +- %.4f): %s", choice["warm"], choice["scratch"],
+                    choice["scratch"] - choice["warm"], choice["se"], choice["chosen"])
+        if choice["chosen"] == "scratch":
+            estimator, oof = scratch.fit(X, train.quality), oof_scratch
     else:
         X = encoder.fit_transform(train.prompts)
         estimator = spec.estimator.set_params(**choose_heads(config, X, train, costs))
@@ -248,6 +282,8 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
         C = None
     elif warm:
         C = estimator.C
+        if training["warm_start"]["choice"]["chosen"] == "scratch":
+            C = estimator.C if estimator.classifier is None else None
     else:
         C = estimator.C if estimator.classifier is None else None
         estimator.fit(X, train.quality)

@@ -303,3 +303,19 @@ def test_the_learning_curve_compares_the_warm_start_with_the_better_of_the_other
                                      "sizes": {"100": s}}})
     row = "| 100 | 0.580 | 0.520 ± 0.012 | 0.610 ± 0.006 | +0.030 ± 0.006 (zero-shot) | yes |"
     assert row in md
+
+
+def test_the_warm_start_leaves_its_prior_only_for_heads_that_route_clearly_better():
+    from router_ml.learn.training import warm_or_scratch
+
+    rng = np.random.default_rng(0)
+    n = 600
+    strong_needed = rng.random(n) < 0.5
+    Y = np.column_stack([np.ones(n), (~strong_needed).astype(float)])  # strong, weak
+    right = np.column_stack([np.full(n, 0.9), np.where(strong_needed, 0.1, 0.9)])
+    noise = np.column_stack([np.full(n, 0.9), rng.random(n)])
+    choice = warm_or_scratch(Y, noise, right, None, "gain")
+    assert choice["chosen"] == "scratch" and choice["scratch"] - choice["warm"] > choice["se"]
+    assert warm_or_scratch(Y, right, noise, None, "gain")["chosen"] == "warm"
+    # the same predictions: no lead at all, the prior stays
+    assert warm_or_scratch(Y, right, right.copy(), None, "gain")["chosen"] == "warm"
