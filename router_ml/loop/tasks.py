@@ -14,8 +14,9 @@ examples in two ways and names the task that scores highest:
   (the instruction's own words, "translate", "summarise", "poem", weigh more than the topic).
 
 The task with the highest sum (meaning + ``lexical_weight`` x words) is named; its
-similarity is the meaning's cosine, in [-1, 1], and below the task's ``min_similarity`` (else
-the detector's) the task is unknown (None). The embedding is the package's own static one,
+similarity is the plain cosine between the prompt's embedding and the mean of the task's
+examples' (in [-1, 1], the scale semantic routers use: 0.69 at the median of labelled prompts),
+and below the task's ``min_similarity`` (else the detector's) the task is unknown (None). The embedding is the package's own static one,
 the router's own all-MiniLM-L6-v2 distilled to 64 dimensions (model2vec, int8, 1.9 MB; the
 same files as ``models/static-minilm-64``): numpy and tokenizers
 at run time, no torch, no network, well under a millisecond a prompt. docs/tasks.md gives the
@@ -40,9 +41,9 @@ from router_ml.errors import RuleConfigError
 from router_ml.loop._config_file import read_config
 
 # Below this similarity a prompt's task is unknown, unless the task sets its own: about the
-# 1st percentile of labelled prompts' similarity to the default task named (median 0.29;
+# 1st percentile of labelled prompts' similarity to the default task named (median 0.69;
 # docs/tasks.md).
-DEFAULT_MIN_SIMILARITY = 0.1
+DEFAULT_MIN_SIMILARITY = 0.15
 # The share of a matched default task's centroid in a task's centroid, and the weight of the
 # word similarity beside the embedding's (chosen on held-out prompts: docs/tasks.md).
 PRIOR = 0.5
@@ -253,6 +254,8 @@ class TaskDetector:
             cent = self._borrow(cent, encoder)
         self.names_ = names
         self.centroids_ = _unit(cent).astype(np.float32)
+        # the similarity a threshold reads: the plain cosine with the examples' mean
+        self.similarity_centroids_ = _unit(means).astype(np.float32)
         self.thresholds_ = np.array([self.min_similarity if self.tasks[n].min_similarity is None
                                      else self.tasks[n].min_similarity for n in names])
         self._fit_words(texts, owner, len(names))
@@ -316,25 +319,28 @@ class TaskDetector:
                 out[i] = self.word_centroids_[:, ids[seen]] @ w[seen] / np.linalg.norm(w)
         return out
 
-    def _scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(n, n_tasks) scores that rank the tasks (the embedding's cosine plus the weighted
-        word similarity) and the embedding's cosines, columns in ``names_`` order."""
+    def _scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, n_tasks) scores that rank the tasks (the centred embedding's cosine plus the
+        weighted word similarity), the centred cosines and the plain cosines with the examples'
+        mean (the similarity a threshold reads), columns in ``names_`` order."""
         encoder = task_encoder() if self.encoder is None else self.encoder
         X = _unit(np.asarray(encoder.transform(list(texts)), dtype=np.float32))
         cos = _unit(X - self.center_) @ self.centroids_.T
+        sim = X @ self.similarity_centroids_.T
         if not self.lexical_weight:
-            return cos, cos
-        return cos + self.lexical_weight * self._word_scores(texts), cos
+            return cos, cos, sim
+        return cos + self.lexical_weight * self._word_scores(texts), cos, sim
 
     def detect_batch(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
-        """(task, similarity) per text: the best-scoring task and the cosine of the text to
-        it (in [-1, 1]), or None for the task when that is below the task's min_similarity."""
+        """(task, similarity) per text: the best-scoring task and the cosine of the text with
+        its examples' mean (in [-1, 1]), or None for the task when that is below the task's
+        min_similarity."""
         texts = list(texts)
         if not texts:
             return []
-        rank, cos = self._scores(texts)
+        rank, _, sim = self._scores(texts)
         best = rank.argmax(1)
-        sims = cos[np.arange(len(texts)), best]
+        sims = sim[np.arange(len(texts)), best]
         return [(self.names_[b] if s >= self.thresholds_[b] else None, float(s))
                 for b, s in zip(best, sims)]
 
