@@ -31,7 +31,7 @@ from numbers import Real
 import numpy as np
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from router_ml.core.heads import QualityHeads
 from router_ml.learn.difficulty import check_outcomes
@@ -132,11 +132,15 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.C = C
         self.C_ability = C_ability
 
-    def fit(self, X, Y, sample_weight=None):
-        """X: (n, d) features; Y: (n, M) qualities in [0, 1], NaN where missing;
+    def fit(self, X, y, sample_weight=None):
+        """X: (n, d) features; y: (n, M) qualities in [0, 1], NaN where missing;
         sample_weight: (n,) or None. Returns self."""
         self._validate_params()
-        X, Y, fin = check_outcomes(X, Y)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None: give each model's qualities, (n, M) in [0, 1]")
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64)
+        X, Y, fin = check_outcomes(X, y)
         n, m = Y.shape
         d_ = X.shape[1]
         coef = (np.zeros(d_) if self.prior_coef is None
@@ -149,7 +153,7 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
               else np.array(self.abilities, dtype=np.float64))
         if ab.shape != (m, 2):
             raise ValueError(f"abilities must be (a, s) per output, shape ({m}, 2), got {ab.shape}")
-        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        w = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
         d = X @ coef + icpt
         V, B, beta = np.zeros((m, d_)), np.zeros(m), np.ones(m)
         for j in range(m):
@@ -165,7 +169,7 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         # beta (a + s d(x)) + x . v + b, with d linear in x: one logistic head per model
         W = (beta * ab[:, 1])[:, None] * coef + V
         b = beta * (ab[:, 0] + ab[:, 1] * icpt) + B
-        self.n_features_in_, self.n_outputs_ = d_, m
+        self.n_outputs_ = m
         self.heads_ = QualityHeads(["quality"] * m, [W[j:j + 1] for j in range(m)],
                                    [b[j:j + 1] for j in range(m)], [[0, 1]] * m)
         return self
@@ -173,8 +177,8 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """(n, m) expected qualities in [0, 1]."""
         check_is_fitted(self, "heads_")
-        X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-        return self.heads_.decision_function(X)
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False)
+        return self.heads_.decision_function(X.toarray() if hasattr(X, "toarray") else X)
 
     def predict(self, X) -> np.ndarray:
         return self.decision_function(X)
@@ -183,6 +187,8 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = False
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True
         return tags
 
 

@@ -1,5 +1,5 @@
-"""DifficultyEstimator against scikit-learn's estimator checks (parametrize_with_checks), with
-each expected failure and its reason."""
+"""DifficultyEstimator and WarmStartEstimator against scikit-learn's estimator checks
+(parametrize_with_checks), with each expected failure and its reason."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from conftest import unit_targets
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from router_ml.learn.difficulty import DifficultyEstimator
+from router_ml.learn.warm import WarmStartEstimator
 
 # scikit-learn's checks draw regression targets from the real line (standard normal values,
 # class labels 0, 1, 2, ...); qualities must be in [0, 1], so fit refuses them with a
@@ -91,3 +92,51 @@ def test_bad_input_is_a_clear_error_and_valid_input_predicts_as_before():
         est.predict(X[:, :4])
     with pytest.raises(ValueError, match="NaN"):
         est.predict(np.where(X > 2, np.nan, X))
+
+
+# WarmStartEstimator: the same range (its fit reads qualities with the same check_outcomes)
+# and the same decision_function; no cv, so sample weights pass their equivalence checks.
+WARM_FAILURES = {
+    "check_regressors_no_decision_function": OTHER["check_regressors_no_decision_function"],
+}
+
+
+class WarmUnitTargets(WarmStartEstimator):
+    """WarmStartEstimator on targets mapped into [0, 1] (as UnitTargets)."""
+
+    def fit(self, X, y, sample_weight=None):
+        return super().fit(X, unit_targets(y), sample_weight=sample_weight)
+
+
+@parametrize_with_checks([WarmStartEstimator()], expected_failed_checks=lambda e: {
+    **{name: RANGE for name in RANGE_CHECKS}, "check_regressors_train": RANGE,
+    "check_sample_weight_equivalence_on_dense_data": RANGE,
+    "check_sample_weight_equivalence_on_sparse_data": RANGE, **WARM_FAILURES})
+def test_warm_start_sklearn_conformance(estimator, check):
+    check(estimator)
+
+
+@parametrize_with_checks([WarmUnitTargets()], expected_failed_checks=lambda e: {
+    "check_regressors_train": UNIT_FAILURES["check_regressors_train"], **WARM_FAILURES})
+def test_warm_start_sklearn_conformance_on_unit_targets(estimator, check):
+    check(estimator)
+
+
+def test_warm_start_bad_input_is_a_clear_error_and_valid_input_predicts_as_before():
+    X, Y = _data()
+    est = WarmStartEstimator().fit(X, Y)
+    same = clone(est).fit(X, Y, sample_weight=np.ones(len(X)))
+    np.testing.assert_array_equal(est.predict(X), same.predict(X))
+    assert est.n_features_in_ == 5
+    with pytest.raises(ValueError, match="requires y"):
+        WarmStartEstimator().fit(X, None)
+    with pytest.raises(ValueError, match="non-zero"):
+        WarmStartEstimator().fit(X, Y, sample_weight=np.zeros(len(X)))
+    with pytest.raises(ValueError, match="expected \\(80,\\)"):
+        WarmStartEstimator().fit(X, Y, sample_weight=np.ones(len(X) // 2))
+    with pytest.raises(ValueError, match="5 features"):
+        est.predict(X[:, :4])
+    with pytest.raises(ValueError, match="2D array"):
+        est.predict(X[0])
+    with pytest.raises(ValueError, match="NaN"):
+        WarmStartEstimator().fit(np.where(X > 2, np.nan, X), Y)
