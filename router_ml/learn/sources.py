@@ -40,6 +40,7 @@ copied to a cache.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import logging
@@ -511,7 +512,8 @@ SOURCE_ROWS = ("mmlu", "gsm8k", "arena-hard", "dcrouter", "dcrouter/train", "dcr
 @functools.lru_cache(maxsize=None)
 def read_source(name: str, root: Path) -> Rows:
     """:func:`source_rows` in a data folder already resolved (:func:`resolve_data_dir`):
-    read on the first call, the same rows after."""
+    read on the first call, the same rows after (shared: the arrays are read-only; the
+    prompts are not to be changed, :func:`source_rows` gives its caller a copy)."""
     if name not in SOURCE_ROWS:
         raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCE_ROWS)}")
     folder = root / ("routellm-evals" if name in ("mmlu", "gsm8k") else "arena-hard-v1"
@@ -527,8 +529,9 @@ def read_source(name: str, root: Path) -> Rows:
         rows = _dcrouter(name.partition("/")[2] or "all", folder)
     else:
         rows = _alpaca_eval(folder, "pair" if name == "alpaca-eval" else "tiers")
-    for a in (rows.quality, rows.groups, rows.sources):
-        a.flags.writeable = False  # shared by every caller of this process
+    for a in (rows.quality, rows.groups, rows.sources, rows.costs):
+        if a is not None:
+            a.flags.writeable = False  # shared by every caller of this process
     return rows
 
 
@@ -536,8 +539,9 @@ def source_rows(name: str, data_dir=None) -> Rows:
     """A named source as :class:`~router_ml.learn.rows.Rows`, every model it has: the names
     of :func:`load_source`, and ``dcrouter/train`` and ``dcrouter/test`` for the dcrouter
     files apart. Read once per process and data folder; the arrays are read-only (``subset``
-    and ``select`` give copies)."""
-    return read_source(name, resolve_data_dir(data_dir).resolve())
+    and ``select`` give copies), the list of prompts is the caller's own."""
+    rows = read_source(name, resolve_data_dir(data_dir).resolve())
+    return dataclasses.replace(rows, prompts=list(rows.prompts))
 
 
 def load_source(name: str, data_dir=None):

@@ -93,3 +93,18 @@ def data_dir():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_protocols_folds_are_what_they_were(case, data_dir):
     assert folds_fingerprint(_folds(case, data_dir)) == CASES[case]
+
+
+def test_a_source_is_read_once_and_its_callers_cannot_change_it(data_dir):
+    from router_ml.learn.sources import read_source, source_rows
+
+    a, b = source_rows("dcrouter/test", data_dir), source_rows("dcrouter/test", data_dir)
+    assert read_source("dcrouter/test", data_dir.resolve()) is read_source(
+        "dcrouter/test", data_dir.resolve())
+    assert a.prompts == b.prompts and a.prompts is not b.prompts
+    a.prompts.append("changed")
+    assert len(source_rows("dcrouter/test", data_dir)) == len(b)
+    for arr in (a.quality, a.groups, a.sources, a.costs):
+        if arr is not None:
+            with pytest.raises(ValueError):
+                arr[0] = arr[1]
