@@ -125,7 +125,8 @@ def _fit_difficulty(encoder, train: Rows, config: TrainConfig, outcomes):
 def _fit_warm(encoder, train: Rows, config: TrainConfig, costs, outcomes, prior):
     """Fit ``encoder`` and a WarmStartEstimator over the default's prior (``prior``, or one
     fitted on ``outcomes`` minus the rows that match a training row), its strengths chosen on
-    held-out folds; return the estimator, its training record, the training rows' features,
+    held-out folds; return the estimator, its training record, the training rows' features
+    (dense, and as the encoder gives them),
     out-of-fold predictions and the pair score's rule."""
     from router_ml.learn.warm import Prior, choose_warm, prior_outcomes, warm_estimator
 
@@ -134,8 +135,8 @@ def _fit_warm(encoder, train: Rows, config: TrainConfig, costs, outcomes, prior)
         if outcomes is not None:
             outcomes, dropped = prior_outcomes(outcomes, train)
         prior = Prior.fit(outcomes, random_state=config.random_state)
-    X = encoder.fit_transform(train.prompts)
-    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=np.float64)
+    X_raw = encoder.fit_transform(train.prompts)
+    X = X_raw.toarray() if hasattr(X_raw, "toarray") else np.asarray(X_raw, dtype=np.float64)
     est = warm_estimator(prior, train.models, X.shape[1])
     known = [m for m, ab in zip(train.models, est.abilities) if np.isfinite(ab).all()]
     # few rows make a noisy held-out score: repeat the folds (up to 3 times) below 3,000 rows.
@@ -161,7 +162,7 @@ def _fit_warm(encoder, train: Rows, config: TrainConfig, costs, outcomes, prior)
                 "abilities from the prior: %s; from the rows: %s", chosen["C"],
                 chosen["C_ability"], chosen["log_loss"], chosen["score"],
                 ", ".join(known) or "none", ", ".join(from_rows) or "none")
-    return est, training, X, oof, chosen["rule"]
+    return est, training, X, X_raw, oof, chosen["rule"]
 
 
 def warm_or_scratch(Y, warm, scratch, costs, rule: str = "gain", *, n_boot: int = 100,
@@ -248,12 +249,13 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
         estimator, training, X, oof, out_of_source = _fit_difficulty(encoder, train, config,
                                                                      outcomes)
     elif warm:
-        estimator, training, X, oof, rule = _fit_warm(encoder, train, config, costs, outcomes,
-                                                      prior)
-        # the heads from scratch on the same features and folds: kept when the team's rows
-        # route better without the prior by more than one standard error
-        scratch = spec.estimator.set_params(**choose_heads(config, X, train, costs))
-        oof_scratch = out_of_fold(scratch, X, train, config)
+        estimator, training, X, X_raw, oof, rule = _fit_warm(encoder, train, config, costs,
+                                                             outcomes, prior)
+        # the heads from scratch on the same features (as the encoder gives them, exactly as
+        # estimator "heads" takes them) and folds: kept when the team's rows route better
+        # without the prior by more than one standard error
+        scratch = spec.estimator.set_params(**choose_heads(config, X_raw, train, costs))
+        oof_scratch = out_of_fold(scratch, X_raw, train, config)
         choice = warm_or_scratch(train.quality, oof, oof_scratch, costs, rule,
                                  seed=config.random_state)
         training["warm_start"]["choice"] = choice
@@ -261,7 +263,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                     "(difference %+.4f +- %.4f): %s", choice["warm"], choice["scratch"],
                     choice["scratch"] - choice["warm"], choice["se"], choice["chosen"])
         if choice["chosen"] == "scratch":
-            estimator, oof = scratch.fit(X, train.quality), oof_scratch
+            estimator, oof, X = scratch.fit(X_raw, train.quality), oof_scratch, X_raw
     else:
         X = encoder.fit_transform(train.prompts)
         estimator = spec.estimator.set_params(**choose_heads(config, X, train, costs))
