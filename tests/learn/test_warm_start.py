@@ -319,3 +319,24 @@ def test_the_warm_start_leaves_its_prior_only_for_heads_that_route_clearly_bette
     assert warm_or_scratch(Y, right, noise, None, "gain")["chosen"] == "warm"
     # the same predictions: no lead at all, the prior stays
     assert warm_or_scratch(Y, right, right.copy(), None, "gain")["chosen"] == "warm"
+
+
+def test_a_kept_scratch_is_the_router_estimator_heads_fits(monkeypatch):
+    """When the warm start keeps the heads from scratch, they are the very heads (features as
+    the encoder gives them, same choice, same knob) that estimator "heads" fits."""
+    team = _team(300)
+    real = training.warm_or_scratch
+
+    def keep_scratch(*args, **kw):
+        return {**real(*args, **kw), "chosen": "scratch"}
+
+    monkeypatch.setattr(training, "warm_or_scratch", keep_scratch)
+    warm = training.fit_router(team, training.TrainConfig(estimator="warm", extra=(),
+                                                          coverage=None), outcomes=_public())
+    heads = training.fit_router(team, training.TrainConfig(extra=(), coverage=None))
+    assert warm.training["warm_start"]["choice"]["chosen"] == "scratch"
+    probes = ["prove the theorem about item new 1", "say hello to item new 2"]
+    np.testing.assert_allclose(warm.predict_quality(probes), heads.predict_quality(probes),
+                               atol=1e-12)
+    np.testing.assert_allclose(warm.score(probes), heads.score(probes), atol=1e-12)
+    assert warm.threshold == heads.threshold
