@@ -14,13 +14,14 @@ The labelled set is built at run time (nothing of the shared data is copied):
 
 It runs the detector with
 (a) the default task set (router_ml/loop/default_tasks.toml) on every labelled prompt;
-(b) a rules file of 8 tasks of 6 examples each: per draw, 8 of the 11 task types at random,
+(b) a rules file of 8 tasks of 6 examples each: per draw (seeds 0-39 unless ``--first-draw``
+    and ``--draws`` say otherwise), 8 of the 11 task types at random,
     6 prompts of each as the definitions, up to 20 others of each as the test prompts (so the
     definitions are never tested); the mean accuracy over ``--draws`` draws, and the accuracy
     on the test prompts of the public sources alone (the hand-written ones left out).
-For each method of the table (the chosen one, the detector without each of its parts, the
-nearest centroid, the most similar example and a 3-NN vote, all on the router's 64-dimension
-static embedding, which the package ships for detection), it prints accuracy, per-task precision and recall and the confusion matrix of the
+For each method of the table (the chosen one on the package's task embedding, the detector
+without each of its parts, the same on the router's 64-dimension static embedding, the nearest
+centroid, the most similar example and a 3-NN vote), it prints accuracy, per-task precision and recall and the confusion matrix of the
 chosen method, and the time: p50 per single text (``detect``) and per text in batches of 64
 (``detect_batch``), on the labelled prompts, after one pass that warms the tokenizer cache.
 ``--minilm`` adds all-MiniLM-L6-v2 (needs router_ml[embeddings]) as a reference.
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from router_ml.learn.sources import resolve_data_dir
-from router_ml.loop.tasks import TaskDetector, TaskSpec, default_tasks
+from router_ml.loop.tasks import TaskDetector, TaskSpec, default_tasks, task_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 HAND = ROOT / "benchmarks" / "data" / "task_prompts.jsonl"
@@ -125,19 +126,28 @@ class Cached:
         return np.stack([self.seen[t] for t in texts])
 
 
-def methods(static64, minilm=None) -> dict:
-    """{name: build(tasks) -> detector}."""
-    # the package's embedding is the router's static 64-d one (static64 is the same files,
-    # read from models/)
+def methods(static64, minilm=None, weights=()) -> dict:
+    """{name: build(tasks) -> detector}; ``weights``: more weights of the words to compare."""
+    # the package's task embedding (128-d, 4-bit) is the detector's default; static64 is the
+    # router's 64-d embedding (models/static-minilm-64), which it used before
+    task = task_encoder()
     out = {
-        "chosen: static-64, centred centroid + default prior + words": lambda t: TaskDetector(t),
+        "chosen: task embedding, centred centroid + default prior + words": lambda t: TaskDetector(t),
         "without the default prior": lambda t: TaskDetector(t, prior=0),
         "without the words": lambda t: TaskDetector(t, lexical_weight=0),
-        "static-64, centred centroid only": lambda t: TaskDetector(t, prior=0, lexical_weight=0),
+        "words weighed 3 (before)": lambda t: TaskDetector(t, lexical_weight=3),
+        "task embedding, centred centroid only": lambda t: TaskDetector(t, prior=0,
+                                                                        lexical_weight=0),
+        "task embedding, nearest centroid": lambda t: Baseline(t, task, "centroid"),
+        "static-64 (the router's), the chosen method": lambda t: TaskDetector(t, static64),
+        "static-64, words weighed 3 (before)": lambda t: TaskDetector(t, static64,
+                                                                       lexical_weight=3),
         "static-64, nearest centroid": lambda t: Baseline(t, static64, "centroid"),
         "static-64, most similar example": lambda t: Baseline(t, static64, "max"),
         "static-64, 3-NN vote": lambda t: Baseline(t, static64, "knn"),
     }
+    for w in weights:
+        out[f"words weighed {w:g}"] = lambda t, w=w: TaskDetector(t, lexical_weight=w)
     if minilm is not None:
         out["MiniLM (reference), nearest centroid"] = lambda t: Baseline(t, minilm, "centroid")
     return out
@@ -147,13 +157,15 @@ def predict(detector, texts):
     return [t for t, _ in detector.detect_batch(texts)]
 
 
-def draws_8x6(rows, n_draws: int, n_tasks: int = 8, n_examples: int = 6, n_test: int = 20):
-    """Per draw: ({task: TaskSpec} of n_examples prompts each, [(task, prompt)] tests)."""
+def draws_8x6(rows, n_draws: int, n_tasks: int = 8, n_examples: int = 6, n_test: int = 20,
+              first: int = 0):
+    """Per draw (seeds first, first + 1, ...): ({task: TaskSpec} of n_examples prompts each,
+    [(task, prompt)] tests)."""
     by_task = {}
     for task, prompt, _ in rows:
         by_task.setdefault(task, []).append(prompt)
     names = sorted(by_task)
-    for seed in range(n_draws):
+    for seed in range(first, first + n_draws):
         rng = random.Random(seed)
         specs, tests = {}, []
         for t in rng.sample(names, n_tasks):
@@ -239,6 +251,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=None, help="the data folder (default: as "
                    "router-ml finds it)")
     p.add_argument("--draws", type=int, default=40)
+    p.add_argument("--first-draw", type=int, default=0, help="the first draw's seed (the "
+                   "method was chosen on draws 0-39; others check it)")
+    p.add_argument("--weights", default="", help="more weights of the words to compare, "
+                   "comma-separated (e.g. 3,5,10,20)")
     p.add_argument("--n", type=int, default=2000, help="texts timed")
     p.add_argument("--minilm", action="store_true", help="add MiniLM as a reference")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "reports")
@@ -260,12 +276,15 @@ def main(argv=None) -> int:
     labels = list(defaults)
     res = {"command": "python benchmarks/bench_tasks.py"
            + (f" --draws {args.draws}" if args.draws != 40 else "")
+           + (f" --first-draw {args.first_draw}" if args.first_draw else "")
+           + (f" --weights {args.weights}" if args.weights else "")
            + (" --minilm" if args.minilm else ""),
            "n_prompts": len(rows),
            "sources": ", ".join(f"{s} {n}" for s, n in Counter(s for *_, s in rows).items()),
            "methods": {}}
-    draws = list(draws_8x6(rows, args.draws))
-    for name, build in methods(committed_static_encoder(), minilm).items():
+    draws = list(draws_8x6(rows, args.draws, first=args.first_draw))
+    weights = [float(w) for w in args.weights.split(",") if w]
+    for name, build in methods(committed_static_encoder(), minilm, weights).items():
         t0 = time.perf_counter()
         a = scores(truth, predict(build(defaults), texts), labels)
         accs, real = [], []

@@ -15,12 +15,12 @@ examples in two ways and names the task that scores highest:
 
 The task with the highest sum (meaning + ``lexical_weight`` x words) is named; its
 similarity is the plain cosine between the prompt's embedding and the mean of the task's
-examples' (in [-1, 1], the scale semantic routers use: 0.69 at the median of labelled prompts),
-and below the task's ``min_similarity`` (else the detector's) the task is unknown (None). The embedding is the package's own static one,
-the router's own all-MiniLM-L6-v2 distilled to 64 dimensions (model2vec, int8, 1.9 MB; the
-same files as ``models/static-minilm-64``): numpy and tokenizers
-at run time, no torch, no network, well under a millisecond a prompt. docs/tasks.md gives the
-measurements behind each choice (``benchmarks/bench_tasks.py``).
+examples' (in [-1, 1], the scale semantic routers use: 0.68 at the median of labelled prompts),
+and below the task's ``min_similarity`` (else the detector's) the task is unknown (None). The
+embedding is the package's own static one: all-MiniLM-L6-v2 distilled to 128 dimensions
+(model2vec) and packed to 4 bits a value (1.4 MB), twice the router's 64 dimensions in less
+room: numpy and tokenizers at run time, no torch, no network, well under a millisecond a
+prompt. docs/tasks.md gives the measurements behind each choice (``benchmarks/bench_tasks.py``).
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ from router_ml.errors import RuleConfigError
 from router_ml.loop._config_file import read_config
 
 # Below this similarity a prompt's task is unknown, unless the task sets its own: about the
-# 1st percentile of labelled prompts' similarity to the default task named (median 0.69;
+# 1st percentile of labelled prompts' similarity to the default task named (median 0.68;
 # docs/tasks.md).
-DEFAULT_MIN_SIMILARITY = 0.15
+DEFAULT_MIN_SIMILARITY = 0.1
 # The share of a matched default task's centroid in a task's centroid, and the weight of the
 # word similarity beside the embedding's (chosen on held-out prompts: docs/tasks.md).
 PRIOR = 0.5
-LEXICAL_WEIGHT = 3.0
+LEXICAL_WEIGHT = 15.0
 # The word similarity reads the first characters of a prompt: the request is mostly there,
 # and the cost stays bounded whatever the prompt's length.
 _LEXICAL_CHARS = 2000
@@ -74,9 +74,10 @@ TASKS_SCHEMA = {
 }
 
 _ENCODER_DIR = "task_encoder"
-_ENCODER_NAME = "m2v-all-MiniLM-L6-v2-64-int8"
+_ENCODER_NAME = "m2v-all-MiniLM-L6-v2-128-4bit"
+_ENCODER_DIMS, _ENCODER_BITS = 128, 4
 _ENCODER_SHA256 = {
-    "vectors.npy": "8cb660de9192c36cefafb960ce44dd1f02da42d12de407784509e4f1ec5ca75e",
+    "vectors.npz": "a15bac6108cb4d0af11954a8224e70db82431dfe628f6468efa60a88e91fdba1",
     "tokenizer.json": "dd33465341c98889c3338356b6200c8b232b89af5f1b7aa8e6ee1d4d7a699631",
 }
 
@@ -171,6 +172,48 @@ def load_tasks(path) -> dict[str, TaskSpec]:
     return parse_tasks(data["tasks"], str(path)) if "tasks" in data else default_tasks()
 
 
+def pack_vectors(V: np.ndarray, bits: int = _ENCODER_BITS) -> dict:
+    """``V`` (n, d) floats as ``bits``-bit codes per dimension, two to a byte: {"codes" (n,
+    d / 2) uint8, "low" (d,), "step" (d,) float32}; :func:`unpack_vectors` reads them back
+    (each entry within half a step of ``V``'s)."""
+    V = np.asarray(V, dtype=np.float32)
+    if bits > 4 or V.ndim != 2 or V.shape[1] % 2:
+        raise ValueError("pack_vectors packs up to 4 bits a value, two values a byte, of a 2-d "
+                         "array with an even number of columns")
+    low, high = V.min(0), V.max(0)
+    step = np.where(high > low, (high - low) / (2 ** bits - 1), 1.0).astype(np.float32)
+    q = np.rint((V - low) / step).astype(np.uint8)
+    return {"codes": (q[:, 0::2] << 4) | q[:, 1::2], "low": low, "step": step}
+
+
+def unpack_vectors(codes: np.ndarray, low: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The float32 vectors of :func:`pack_vectors`' parts."""
+    q = np.empty((codes.shape[0], 2 * codes.shape[1]), dtype=np.float32)
+    q[:, 0::2], q[:, 1::2] = codes >> 4, codes & 15
+    return low + q * step
+
+
+def build_task_encoder(folder, dims: int = _ENCODER_DIMS, bits: int = _ENCODER_BITS) -> dict:
+    """Distil all-MiniLM-L6-v2 to a ``dims``-dimension static embedding (model2vec, float16;
+    needs torch, about 30 s) and write it to ``folder`` as the package ships it: its vectors
+    packed to ``bits`` bits (``vectors.npz``) and its tokenizer (``tokenizer.json``). Returns
+    {file name: sha256}, for :data:`_ENCODER_SHA256`."""
+    from pathlib import Path
+
+    from router_ml.core.static import StaticEncoder
+
+    enc = StaticEncoder.distill(pca_dims=dims, quantize_to="float16")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **pack_vectors(enc.model.embedding, bits))
+    files = {"vectors.npz": buf.getvalue(),
+             "tokenizer.json": enc.model.tokenizer.to_str().encode("utf-8")}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
 @functools.cache
 def _task_encoder():
     from router_ml.core.static import StaticEncoder
@@ -182,16 +225,17 @@ def _task_encoder():
         if hashlib.sha256(data[name]).hexdigest() != digest:
             raise ValueError(f"router_ml/loop/{_ENCODER_DIR}/{name}: sha256 differs from the "
                              "shipped task embedding's; reinstall router_ml")
-    parts = {"vectors": np.load(io.BytesIO(data["vectors.npy"]), allow_pickle=False),
-             "tokenizer": data["tokenizer.json"].decode("utf-8")}
+    with np.load(io.BytesIO(data["vectors.npz"]), allow_pickle=False) as z:
+        vectors = unpack_vectors(z["codes"], z["low"], z["step"])
+    parts = {"vectors": vectors, "tokenizer": data["tokenizer.json"].decode("utf-8")}
     return StaticEncoder.from_parts({"kind": "static", "name": _ENCODER_NAME, "normalize": True},
                                     parts)
 
 
 def task_encoder():
     """The embedding :class:`TaskDetector` uses by default: all-MiniLM-L6-v2 distilled to a
-    64-dimension static embedding (int8, the router's), shipped in the package and checked by
-    sha256 when first loaded (once per process)."""
+    128-dimension static embedding, packed to 4 bits (:func:`build_task_encoder`), shipped in
+    the package and checked by sha256 when first loaded (once per process)."""
     return _task_encoder()
 
 

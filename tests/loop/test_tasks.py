@@ -88,11 +88,29 @@ def test_default_tasks_has_the_eleven_documented_tasks():
     assert "code" in default_tasks()
 
 
-def test_the_shipped_encoder_is_the_routers_64_dimension_static_embedding():
+def test_the_shipped_encoder_is_a_128_dimension_static_embedding():
     enc = task_encoder()
     X = enc.transform(["Write a Python function", "hello"])
-    assert X.shape == (2, 64)
+    assert X.shape == (2, 128)
     assert np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
+    assert enc.model.embedding.dtype == np.float32
+
+
+def test_packed_vectors_come_back_within_half_a_step():
+    from router_ml.loop.tasks import pack_vectors, unpack_vectors
+
+    V = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    V[:, 3] = 2.5  # a constant column
+    parts = pack_vectors(V)
+    assert parts["codes"].dtype == np.uint8 and parts["codes"].shape == (50, 4)
+    back = unpack_vectors(**parts)
+    assert np.all(np.abs(back - V) <= parts["step"] / 2 + 1e-6)
+    assert np.allclose(back[:, 3], 2.5)
+    assert np.allclose(back.min(0), V.min(0)) and np.allclose(back.max(0), V.max(0), atol=1e-5)
+    with pytest.raises(ValueError, match="even number of columns"):
+        pack_vectors(V[:, :7])
+    with pytest.raises(ValueError, match="up to 4 bits"):
+        pack_vectors(V, bits=8)
 
 
 def test_planted_examples_map_to_their_task_and_unrelated_text_is_unknown():
@@ -228,7 +246,7 @@ def test_the_wheel_ships_the_default_tasks_and_the_task_embedding(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     wheel = tmp_path / "dist" / out.stdout.strip().splitlines()[-1]
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"router_ml/loop/default_tasks.toml", "router_ml/loop/task_encoder/vectors.npy",
+    assert {"router_ml/loop/default_tasks.toml", "router_ml/loop/task_encoder/vectors.npz",
             "router_ml/loop/task_encoder/tokenizer.json"} <= names
 
 
