@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 # significant digits of every number a trained router saves (see fit_router's end)
 SAVED_DIGITS = 8
 
+# the warm start keeps the heads from scratch when their out-of-fold routing leads its own by
+# more than this many standard errors of the difference (0: the better of the two)
+WARM_MARGIN = 0.0
+
 # the configuration's names, where users of router_ml 0.1 import them
 __all__ = ["CLASSIFIER_CHOICES", "C_GRID", "C_GRID_SOURCES", "DEFAULT_ROUTER", "ENCODER_PARTS",
            "ESTIMATORS", "SELECT_BY", "STATIC_DIR", "STATIC_SHA256", "TrainConfig", "build_encoder",
@@ -165,12 +169,13 @@ def _fit_warm(encoder, train: Rows, config: TrainConfig, costs, outcomes, prior)
     return est, training, X, X_raw, oof, chosen["rule"]
 
 
-def warm_or_scratch(Y, warm, scratch, costs, rule: str = "gain", *, n_boot: int = 100,
-                    seed: int = 0) -> dict:
+def warm_or_scratch(Y, warm, scratch, costs, rule: str = "gain", *, margin: float = 0.0,
+                    n_boot: int = 100, seed: int = 0) -> dict:
     """Which out-of-fold predictions route the rows better, the warm start's or the heads'
-    from scratch (the same rows and folds): ``scratch`` only when it leads by more than one
-    standard error of the difference (a paired bootstrap over the rows), else ``warm``, which
-    stays near the default with few rows. Returns {"chosen", "warm", "scratch", "se"}."""
+    from scratch (the same rows and folds): ``scratch`` when it leads by more than ``margin``
+    standard errors of the difference (a paired bootstrap over the rows; 0: whichever routes
+    better, a tie keeps ``warm``), else ``warm``. Returns {"chosen", "warm", "scratch", "se",
+    "margin"}."""
     Y = np.asarray(Y, dtype=np.float64)
     a, b = routing_score(Y, warm, costs, rule), routing_score(Y, scratch, costs, rule)
     rng = np.random.default_rng(seed)
@@ -183,8 +188,10 @@ def warm_or_scratch(Y, warm, scratch, costs, rule: str = "gain", *, n_boot: int 
         if np.isfinite(d):
             diffs.append(d)
     se = float(np.std(diffs)) if len(diffs) > 1 else float("inf")
-    chosen = "scratch" if np.isfinite(b) and (not np.isfinite(a) or b - a > se) else "warm"
-    return {"chosen": chosen, "warm": float(a), "scratch": float(b), "se": se}
+    lead = margin * se if margin else 0.0
+    chosen = "scratch" if np.isfinite(b) and (not np.isfinite(a) or b - a > lead) else "warm"
+    return {"chosen": chosen, "warm": float(a), "scratch": float(b), "se": se,
+            "margin": float(margin)}
 
 
 def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | None = None,
@@ -253,11 +260,11 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                                                              outcomes, prior)
         # the heads from scratch on the same features (as the encoder gives them, exactly as
         # estimator "heads" takes them) and folds: kept when the team's rows route better
-        # without the prior by more than one standard error
+        # without the prior (WARM_MARGIN standard errors)
         scratch = spec.estimator.set_params(**choose_heads(config, X_raw, train, costs))
         oof_scratch = out_of_fold(scratch, X_raw, train, config)
         choice = warm_or_scratch(train.quality, oof, oof_scratch, costs, rule,
-                                 seed=config.random_state)
+                                 margin=WARM_MARGIN, seed=config.random_state)
         training["warm_start"]["choice"] = choice
         logger.info("warm start against heads from scratch: out-of-fold %.4f vs %.4f "
                     "(difference %+.4f +- %.4f): %s", choice["warm"], choice["scratch"],

@@ -305,7 +305,7 @@ def test_the_learning_curve_compares_the_warm_start_with_the_better_of_the_other
     assert row in md
 
 
-def test_the_warm_start_leaves_its_prior_only_for_heads_that_route_clearly_better():
+def test_the_warm_start_keeps_whichever_routes_the_held_out_rows_better():
     from router_ml.learn.training import warm_or_scratch
 
     rng = np.random.default_rng(0)
@@ -319,6 +319,14 @@ def test_the_warm_start_leaves_its_prior_only_for_heads_that_route_clearly_bette
     assert warm_or_scratch(Y, right, noise, None, "gain")["chosen"] == "warm"
     # the same predictions: no lead at all, the prior stays
     assert warm_or_scratch(Y, right, right.copy(), None, "gain")["chosen"] == "warm"
+    # a small lead: the better wins by default; a margin in standard errors keeps the prior
+    slightly = right.copy()
+    flip = np.flatnonzero(strong_needed)[:2]
+    slightly[flip, 1] = 0.95  # the warm start misses 2 rows that need the strong model
+    small = warm_or_scratch(Y, slightly, right, None, "gain")
+    assert 0 < small["scratch"] - small["warm"] < 2 * small["se"]
+    assert small["chosen"] == "scratch" and small["margin"] == 0
+    assert warm_or_scratch(Y, slightly, right, None, "gain", margin=2)["chosen"] == "warm"
 
 
 def test_a_kept_scratch_is_the_router_estimator_heads_fits(monkeypatch):
