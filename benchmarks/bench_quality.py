@@ -79,6 +79,10 @@ HEADS = TrainConfig()  # gain heads on static + surface + length prior (the 0.1 
 CONFIGS = {
     "default": ("default: difficulty from the outcomes of MMLU, GSM8K and arena-hard-v1, "
                 "static + length prior at 0.25", DEFAULT_ROUTER),
+    "default-static256": ("the default's recipe on the static 256-d float16 embedding",
+                          replace(DEFAULT_ROUTER, encoder="static256")),
+    "default-minilm": ("the default's recipe on MiniLM itself (about 20 ms a prompt)",
+                       replace(DEFAULT_ROUTER, encoder="minilm")),
     "previous-default": ("previous default: difficulty from every model's outcomes (+ dcrouter, "
                          "the rated grades), static + length prior chosen (0.5)", PREVIOUS),
     "difficulty": ("difficulty, static, no length prior",
