@@ -10,7 +10,7 @@ import pytest
 
 from router_ml.learn import training
 from router_ml.learn.rows import Rows
-from router_ml.learn.warm import Prior, WarmStartEstimator, choose_warm, warm_estimator
+from router_ml.learn.warm import Prior, WarmStartEstimator, choose_warm
 
 
 def _sigmoid(z):

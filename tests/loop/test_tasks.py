@@ -294,3 +294,26 @@ def test_the_documented_threshold_keeps_real_prompts_of_a_task_named(shared):
     right = sum(t == c for (c, _), (t, _) in zip(tests, found))
     assert unknown <= len(tests) // 10, unknown
     assert right >= len(tests) // 2, right
+
+
+def test_build_task_encoder_writes_what_the_package_loads(tmp_path, monkeypatch):
+    """The builder's files (distillation stubbed with the shipped embedding: distilling needs
+    torch and half a minute) are what the loader reads: the same vectors within half a step,
+    the printed digests those of the files."""
+    import hashlib
+
+    from router_ml.core.static import StaticEncoder
+    from router_ml.loop.tasks import build_task_encoder, unpack_vectors
+
+    shipped = task_encoder()
+    monkeypatch.setattr(StaticEncoder, "distill", classmethod(lambda cls, **kw: shipped))
+    digests = build_task_encoder(tmp_path / "enc")
+    assert sorted(digests) == ["tokenizer.json", "vectors.npz"]
+    for name, digest in digests.items():
+        assert hashlib.sha256((tmp_path / "enc" / name).read_bytes()).hexdigest() == digest
+    with np.load(tmp_path / "enc" / "vectors.npz", allow_pickle=False) as z:
+        assert z["codes"].dtype == np.uint8
+        back = unpack_vectors(z["codes"], z["low"], z["step"])
+        step = z["step"]
+    assert back.shape == shipped.model.embedding.shape
+    assert np.all(np.abs(back - shipped.model.embedding) <= step / 2 + 1e-6)
