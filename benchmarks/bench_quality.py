@@ -81,6 +81,8 @@ CONFIGS = {
                 "static + length prior at 0.25", DEFAULT_ROUTER),
     "default-static256": ("the default's recipe on the static 256-d float16 embedding",
                           replace(DEFAULT_ROUTER, encoder="static256")),
+    "default-rank2": ("the default's recipe + a rank-2 model x prompt term",
+                      replace(DEFAULT_ROUTER, rank=2)),
     "default-minilm": ("the default's recipe on MiniLM itself (about 20 ms a prompt)",
                        replace(DEFAULT_ROUTER, encoder="minilm")),
     "previous-default": ("previous default: difficulty from every model's outcomes (+ dcrouter, "

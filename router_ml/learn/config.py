@@ -96,6 +96,8 @@ class TrainConfig:
     outcomes: with ``difficulty``, the sources whose every model's outcomes it learns from as
     well (:data:`router_ml.learn.protocols.OUTCOME_SOURCES`; a protocol drops the rows that
     match its test questions).
+    rank: with ``difficulty``, the rank of a low-rank model x prompt term beside the shared
+    difficulty (0: none; :class:`~router_ml.learn.difficulty.DifficultyEstimator`'s ``rank``).
 
     Which choices won on which evidence, with the numbers: docs/quality.md.
     """
@@ -124,6 +126,7 @@ class TrainConfig:
     prior_select_by: str = "folds"
     estimator: str = "heads"
     outcomes: tuple = ()
+    rank: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)

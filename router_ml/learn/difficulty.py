@@ -21,6 +21,12 @@ Fitting, in two stages:
    prompt's weight shared among its cells (15 judged models do not make a prompt count 15
    times).
 
+With ``rank`` k > 0, a low-rank model x prompt term follows (stage 3): logit q_m gains
+u_m . (V' x_p), V (d, k) shared, u_m (k,) per model, fitted on the cells against the same
+out-of-fold d and the fixed a, s, c, with an L2 penalty chosen from :data:`RANK_PENALTIES` by
+the log-loss of one held-out fold of prompts. It lets models differ on kinds of prompts beyond
+one difficulty (MIRT's ability vectors), and stays a linear head per model.
+
 Since logit q_m = x . (s_m w) + (a_m + s_m b), each model's quality is a plain logistic head:
 :attr:`heads_` is a :class:`router_ml.core.heads.QualityHeads` (kinds ``quality``) that
 predicts with numpy alone, so a saved router loads without scikit-learn or scipy. ``columns``
@@ -44,6 +50,7 @@ from router_ml.core.heads import QualityHeads
 from router_ml.learn.evaluation import spearman
 
 ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+RANK_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def _sigmoid(z):
@@ -117,10 +124,11 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
     alphas: the ridge penalties to choose from (on standardised features); alpha: a fixed
     one instead. source_weight: ``sqrt`` (default), ``balanced`` or ``none``. cv: folds for
     the out-of-fold difficulty and the penalty search. columns: the indices of Y's columns to
-    predict (None: all).
+    predict (None: all). rank: the low-rank model x prompt term's rank (0: none).
     Fitted: ``coef_`` (d,), ``intercept_`` (d = X coef_ + intercept_, mean 0 and sd 1 on the
     training rows), ``a_``, ``s_`` (one per column of Y), ``c_`` {source: offset},
-    ``alpha_``, ``heads_`` (the ``columns``), ``n_outputs_``, ``sources_``.
+    ``alpha_``, ``heads_`` (the ``columns``), ``n_outputs_``, ``sources_``; with ``rank``:
+    ``U_`` (M, k), ``V_`` (d, k) on the raw features, ``rank_penalty_``.
     """
 
     _parameter_constraints = {
@@ -130,16 +138,18 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "cv": [Interval(Integral, 2, None, closed="left")],
         "columns": [None, "array-like"],
         "random_state": ["random_state"],
+        "rank": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(self, alphas=ALPHAS, alpha=None, source_weight="sqrt", cv=5, columns=None,
-                 random_state=0):
+                 random_state=0, rank=0):
         self.alphas = alphas
         self.alpha = alpha
         self.source_weight = source_weight
         self.cv = cv
         self.columns = columns
         self.random_state = random_state
+        self.rank = rank
 
     def fit(self, X, y, sample_weight=None, source=None):
         """X: (n, d) features; y: (n, M) qualities in [0, 1], NaN where a model has no
@@ -202,6 +212,20 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.columns_ = cols
         W = np.outer(s[cols], self.coef_)
         b = a[cols] + s[cols] * self.intercept_
+        if self.rank:  # stage 3: the low-rank term, on the standardised features
+            q, w = Y[rows, cells], cw / cw.mean()
+            offset = a[cells] + c[src] + s[cells] * d_oof[rows]
+            tr, te = folds[rows] != 0, folds[rows] == 0
+
+            def held_out_loss(lam):
+                U, V = self._fit_rank(Xs, rows[tr], cells[tr], q[tr], w[tr], offset[tr], M, lam)
+                return self._rank_loss(U, V, Xs, rows[te], cells[te], q[te], w[te], offset[te])
+
+            self.rank_penalty_ = min(RANK_PENALTIES, key=held_out_loss)
+            U, V = self._fit_rank(Xs, rows, cells, q, w, offset, M, self.rank_penalty_)
+            self.U_, self.V_ = U, V / scale[:, None]
+            W = W + U[cols] @ self.V_.T
+            b = b - U[cols] @ (mean @ self.V_)
         self.heads_ = QualityHeads(["quality"] * len(cols), [W[j:j + 1] for j in range(len(cols))],
                                    [b[j:j + 1] for j in range(len(cols))], [[0, 1]] * len(cols))
         return self
@@ -251,6 +275,37 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         theta0 = np.r_[np.zeros(M), -np.ones(M), np.zeros(S)]
         t = minimize(f, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 1000}).x
         return t[:M], t[M:2 * M], t[2 * M:]
+
+    def _fit_rank(self, Xs, rows, cells, q, cw, offset, M, lam):
+        """U (M, k), V (d, k) minimising the weighted soft-label logistic loss of offset +
+        U[m] . (V' x) over the cells, + lam (|U|^2 + |V|^2)."""
+        from scipy.optimize import minimize
+
+        k, d = self.rank, Xs.shape[1]
+        W = cw.sum()
+
+        def f(theta):
+            U, V = theta[:M * k].reshape(M, k), theta[M * k:].reshape(d, k)
+            Z = Xs @ V  # (n, k): each prompt once, its cells index into it
+            z = offset + (Z[rows] * U[cells]).sum(1)
+            g = cw * (_sigmoid(z) - q) / W
+            loss = (cw * (np.logaddexp(0, z) - q * z)).sum() / W
+            loss += lam * ((U * U).sum() + (V * V).sum())
+            gU = np.stack([np.bincount(cells, g * Z[rows, j], M) for j in range(k)], 1)
+            gZ = np.zeros((len(Xs), k))
+            np.add.at(gZ, rows, g[:, None] * U[cells])
+            return loss, np.r_[(gU + 2 * lam * U).ravel(), (Xs.T @ gZ + 2 * lam * V).ravel()]
+
+        rng = np.random.default_rng(self.random_state)
+        theta0 = 0.01 * rng.standard_normal(M * k + d * k)
+        t = minimize(f, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
+        return t[:M * k].reshape(M, k), t[M * k:].reshape(d, k)
+
+    @staticmethod
+    def _rank_loss(U, V, Xs, rows, cells, q, cw, offset):
+        """The weighted log-loss of the cells under offset + U[m] . (V' x)."""
+        z = offset + ((Xs @ V)[rows] * U[cells]).sum(1)
+        return float((cw * (np.logaddexp(0, z) - q * z)).sum() / cw.sum())
 
     def difficulty(self, X) -> np.ndarray:
         """(n,) predicted difficulty (mean 0, sd 1 on the training rows; higher = harder)."""

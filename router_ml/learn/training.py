@@ -87,10 +87,12 @@ def _fit_difficulty(encoder, train: Rows, config: TrainConfig, outcomes):
     table, cols = _outcome_table(train, outcomes)
     X_all = encoder.fit_transform(table.prompts)
     X_all = X_all.toarray() if hasattr(X_all, "toarray") else np.asarray(X_all)
-    est = DifficultyEstimator(columns=cols, random_state=config.random_state)
+    est = DifficultyEstimator(columns=cols, random_state=config.random_state,
+                                     rank=config.rank)
     oof = np.empty((len(train), len(cols)))
     for tr, te in make_folds(config).split(X_all):
-        fold = DifficultyEstimator(columns=cols, random_state=config.random_state)
+        fold = DifficultyEstimator(columns=cols, random_state=config.random_state,
+                                     rank=config.rank)
         fold.fit(X_all[tr], table.quality[tr], source=table.sources[tr])
         te = te[te < len(train)]
         oof[te] = fold.predict(X_all[te])
@@ -118,7 +120,7 @@ def _fit_difficulty(encoder, train: Rows, config: TrainConfig, outcomes):
                                  "prior's weight cannot be chosen on left-out sources here; "
                                  "choose it on folds (prior_select_by='folds')")
             fold = DifficultyEstimator(columns=[int(np.searchsorted(have, c)) for c in cols],
-                                       random_state=config.random_state)
+                                       random_state=config.random_state, rank=config.rank)
             fold.fit(X_all[keep], Y[:, have], source=table.sources[keep])
             oos[sources == s] = fold.predict(X_all[:len(train)][sources == s])
         return oos
@@ -229,6 +231,10 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                          "off: turn the prior on (--length-prior) or leave the weight unset")
     if config.estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
+    if config.rank and config.estimator != "difficulty":
+        raise ValueError(f"rank {config.rank!r} is the difficulty estimator's low-rank term; "
+                         f"estimator {config.estimator!r} has none (use estimator='difficulty' "
+                         "or rank=0)")
     spec = build_router(config, train.models, prices)
     encoder = spec.encoder
     pair = len(train.models) == 2

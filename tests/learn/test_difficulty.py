@@ -81,3 +81,32 @@ def test_columns_must_index_the_outcomes():
     X, Y, src, _, _ = _planted(n=100)
     with pytest.raises(ValueError, match="columns must index"):
         DifficultyEstimator(columns=[0, 7]).fit(X, Y, source=src)
+
+
+def test_a_low_rank_term_learns_what_one_difficulty_cannot():
+    """Two models good at one kind of prompt (feature 1 > 0), two at the other: one shared
+    difficulty cannot say so, a rank-1 model x prompt term can; its heads stay linear (numpy
+    alone) and equal the formula on the raw features."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(700, 6)) * [1, 1, 1, 1, 1, 3] + 2.0  # unscaled, off-centre features
+    kind = X[:, 1] - 2.0
+    z = np.array([1.0, 0.5, 0.5, 0.0]) - (X[:, :1] - 2.0) + np.outer(kind, [1.5, 1.5, -1.5, -1.5])
+    Y = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(float)
+    train, test = slice(0, 500), slice(500, None)
+
+    def log_loss(est):
+        P = np.clip(est.predict(X[test]), 1e-9, 1 - 1e-9)
+        return -(Y[test] * np.log(P) + (1 - Y[test]) * np.log(1 - P)).mean()
+
+    flat = DifficultyEstimator().fit(X[train], Y[train])
+    low = DifficultyEstimator(rank=1).fit(X[train], Y[train])
+    assert log_loss(low) < log_loss(flat) - 0.05
+    assert low.rank_penalty_ in (1e-4, 1e-3, 1e-2, 1e-1)
+    assert low.U_.shape == (4, 1) and low.V_.shape == (6, 1)
+    # the two kinds' models load the term with opposite signs
+    assert np.sign(low.U_[0, 0]) == np.sign(low.U_[1, 0]) != np.sign(low.U_[2, 0])
+    zz = (low.a_ + np.outer(low.difficulty(X[test]), low.s_)
+          + (X[test] - X[train].mean(0)) @ low.V_ @ low.U_.T)
+    np.testing.assert_allclose(low.predict(X[test]), 1 / (1 + np.exp(-zz)), atol=1e-8)
+    with pytest.raises(ValueError, match="rank"):
+        DifficultyEstimator(rank=-1).fit(X[train], Y[train])

@@ -112,10 +112,12 @@ def test_other_heads_are_kept_only_when_they_win_by_more_than_their_error(tmp_pa
         assert ("needs scikit-learn to load" in caplog.text) is (kept == "kNN")
 
 
-def test_the_difficulty_estimator_learns_from_other_models_outcomes(tmp_path):
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_difficulty_estimator_learns_from_other_models_outcomes(tmp_path, rank):
     """A pair with few rows and other models' outcomes on other prompts: the difficulty learned
     from every outcome sends the hard kind of prompt to the strong model, the pair's score is
-    1 - q_weak, and the saved router gives the same scores."""
+    1 - q_weak, and the saved router gives the same scores (with a low-rank model x prompt
+    term too)."""
     from router_ml import load_router
     from router_ml.learn.rows import Rows
 
@@ -134,7 +136,7 @@ def test_the_difficulty_estimator_learns_from_other_models_outcomes(tmp_path):
     pair = rows(40, ["big", "small"], "mine", lambda m, hard: 0.9 if m == "big" or not hard else 0.3)
     others = rows(400, ["x", "y", "z"], "public", lambda m, hard: 0.2 if hard else 0.9)
     config = training.TrainConfig(estimator="difficulty", encoder="tfidf", extra=(),
-                                  length_prior=False, coverage=None)
+                                  length_prior=False, coverage=None, rank=rank)
     router = training.fit_router(pair, config, outcomes=others)
     assert router.score_rule == "weak" and router.training["heads"] == "difficulty"
     assert router.training["n_outcomes"] == 440 and router.training["outcome_models"] == 5
@@ -147,6 +149,9 @@ def test_the_difficulty_estimator_learns_from_other_models_outcomes(tmp_path):
     assert again.score_rule == "weak"
     probes = ["prove the theorem about item new 1", "say hello to item new 2"]
     np.testing.assert_allclose(again.score(probes), router.score(probes), atol=1e-12)
+    if rank:
+        with pytest.raises(ValueError, match="rank 1 is the difficulty estimator's"):
+            training.fit_router(pair, training.TrainConfig(encoder="tfidf", extra=(), rank=1))
 
 
 def _same_numbers(a, b, where: str = "manifest"):
