@@ -57,6 +57,11 @@ def _sigmoid(z):
     return np.exp(-np.logaddexp(0.0, -z))
 
 
+def _log_loss(z, q, w) -> float:
+    """The weighted soft-label logistic loss of logits ``z`` against qualities ``q``."""
+    return (w * (np.logaddexp(0, z) - q * z)).sum() / w.sum()
+
+
 def _source_weights(source, how: str) -> np.ndarray:
     """(n,) row weights of mean 1: each source's total weight ~ n_s (none), sqrt(n_s) or 1."""
     _, inv, counts = np.unique(source, return_inverse=True, return_counts=True)
@@ -219,7 +224,8 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
             def held_out_loss(lam):
                 U, V = self._fit_rank(Xs, rows[tr], cells[tr], q[tr], w[tr], offset[tr], M, lam)
-                return self._rank_loss(U, V, Xs, rows[te], cells[te], q[te], w[te], offset[te])
+                z = offset[te] + ((Xs @ V)[rows[te]] * U[cells[te]]).sum(1)
+                return _log_loss(z, q[te], w[te])
 
             self.rank_penalty_ = min(RANK_PENALTIES, key=held_out_loss)
             U, V = self._fit_rank(Xs, rows, cells, q, w, offset, M, self.rank_penalty_)
@@ -266,7 +272,7 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             a, s, c = theta[:M], theta[M:2 * M], theta[2 * M:]
             z = a[cols] + c[src] + s[cols] * d
             g = cw * (_sigmoid(z) - q) / W
-            loss = (cw * (np.logaddexp(0, z) - q * z)).sum() / W
+            loss = _log_loss(z, q, cw)
             loss += 5e-5 * (a @ a + (s + 1) @ (s + 1)) + 1e-3 * (c @ c)
             return loss, np.r_[np.bincount(cols, g, M) + 1e-4 * a,
                                np.bincount(cols, g * d, M) + 1e-4 * (s + 1),
@@ -286,12 +292,12 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
         def f(theta):
             U, V = theta[:M * k].reshape(M, k), theta[M * k:].reshape(d, k)
-            Z = Xs @ V  # (n, k): each prompt once, its cells index into it
-            z = offset + (Z[rows] * U[cells]).sum(1)
+            Zr = (Xs @ V)[rows]  # (cells, k): each prompt once, its cells index into it
+            z = offset + (Zr * U[cells]).sum(1)
             g = cw * (_sigmoid(z) - q) / W
-            loss = (cw * (np.logaddexp(0, z) - q * z)).sum() / W
+            loss = _log_loss(z, q, cw)
             loss += lam * ((U * U).sum() + (V * V).sum())
-            gU = np.stack([np.bincount(cells, g * Z[rows, j], M) for j in range(k)], 1)
+            gU = np.stack([np.bincount(cells, g * Zr[:, j], M) for j in range(k)], 1)
             gZ = np.zeros((len(Xs), k))
             np.add.at(gZ, rows, g[:, None] * U[cells])
             return loss, np.r_[(gU + 2 * lam * U).ravel(), (Xs.T @ gZ + 2 * lam * V).ravel()]
@@ -300,12 +306,6 @@ class DifficultyEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         theta0 = 0.01 * rng.standard_normal(M * k + d * k)
         t = minimize(f, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
         return t[:M * k].reshape(M, k), t[M * k:].reshape(d, k)
-
-    @staticmethod
-    def _rank_loss(U, V, Xs, rows, cells, q, cw, offset):
-        """The weighted log-loss of the cells under offset + U[m] . (V' x)."""
-        z = offset + ((Xs @ V)[rows] * U[cells]).sum(1)
-        return float((cw * (np.logaddexp(0, z) - q * z)).sum() / cw.sum())
 
     def difficulty(self, X) -> np.ndarray:
         """(n,) predicted difficulty (mean 0, sd 1 on the training rows; higher = harder)."""

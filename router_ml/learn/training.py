@@ -5,6 +5,7 @@ search :mod:`router_ml.learn.selection`.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -87,12 +88,12 @@ def _fit_difficulty(encoder, train: Rows, config: TrainConfig, outcomes):
     table, cols = _outcome_table(train, outcomes)
     X_all = encoder.fit_transform(table.prompts)
     X_all = X_all.toarray() if hasattr(X_all, "toarray") else np.asarray(X_all)
-    est = DifficultyEstimator(columns=cols, random_state=config.random_state,
-                                     rank=config.rank)
+    estimator = functools.partial(DifficultyEstimator, random_state=config.random_state,
+                                  rank=config.rank)
+    est = estimator(columns=cols)
     oof = np.empty((len(train), len(cols)))
     for tr, te in make_folds(config).split(X_all):
-        fold = DifficultyEstimator(columns=cols, random_state=config.random_state,
-                                     rank=config.rank)
+        fold = estimator(columns=cols)
         fold.fit(X_all[tr], table.quality[tr], source=table.sources[tr])
         te = te[te < len(train)]
         oof[te] = fold.predict(X_all[te])
@@ -119,8 +120,7 @@ def _fit_difficulty(encoder, train: Rows, config: TrainConfig, outcomes):
                 raise ValueError(f"with {s!r} left out, a candidate model has no outcome: the "
                                  "prior's weight cannot be chosen on left-out sources here; "
                                  "choose it on folds (prior_select_by='folds')")
-            fold = DifficultyEstimator(columns=[int(np.searchsorted(have, c)) for c in cols],
-                                       random_state=config.random_state, rank=config.rank)
+            fold = estimator(columns=[int(np.searchsorted(have, c)) for c in cols])
             fold.fit(X_all[keep], Y[:, have], source=table.sources[keep])
             oos[sources == s] = fold.predict(X_all[:len(train)][sources == s])
         return oos
