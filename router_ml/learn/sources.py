@@ -181,6 +181,11 @@ class RecordsBuilder:
         if not isinstance(prompt, str) or not prompt.strip():
             self.skip("empty or missing prompt")
             return
+        try:  # a JSON escape can decode to a lone surrogate, which no UTF-8 table can hold
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            self.skip("prompt not valid Unicode (a lone surrogate)")
+            return
         self.bad_scores += sum(v is None for v in scores.values())
         valid = {m: v for m, v in scores.items() if v is not None}
         if not valid:

@@ -552,6 +552,21 @@ def test_fuzz_load_table(tmp_path_factory):
     assert outcomes[True] and outcomes[False]  # both paths were exercised
 
 
+@pytest.mark.usefixtures("isolated_datasets_cache")
+def test_a_lone_surrogate_prompt_is_skipped_and_counted(tmp_path, caplog):
+    """JSON can escape a lone surrogate ("\\ud800"), which no UTF-8 table holds: that row is
+    skipped with its reason, the others load; alone, it is a clear error naming the file."""
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps({"prompt": "\ud800", "a": 1}) + "\n"
+                 + json.dumps({"prompt": "fine", "a": 0}) + "\n")
+    with caplog.at_level("INFO"):
+        ds = tables.load_table(p)
+    assert ds["prompt"] == ["fine"]
+    assert "prompt not valid Unicode (a lone surrogate): 1" in caplog.text
+    p.write_text(json.dumps({"prompt": "\ud800", "a": False}) + "\n")
+    assert _load_or_clear_error(p) is None
+
+
 # ------------------------------------------------------------------ real data (small sample)
 
 def test_real_gsm8k_sample(real_gsm8k):
