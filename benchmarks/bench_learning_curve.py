@@ -43,7 +43,7 @@ from router_ml.learn.training import DEFAULT_ROUTER, TrainConfig, fit_router
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "docs" / "reports"
-PROTOCOLS = ("mmlu", "gsm8k", "dcrouter", "alpaca-tiers")
+PROTOCOLS = ("mmlu", "gsm8k", "mixed", "dcrouter", "alpaca-tiers")
 SIZES = ("100", "300", "1000", "3000", "all")
 METHODS = {"heads": ("heads from scratch", TrainConfig(extra=())),
            "warm": ("warm start", TrainConfig(estimator="warm", extra=()))}
@@ -146,7 +146,7 @@ def to_markdown(results: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--protocols", default="mmlu,gsm8k,dcrouter")
+    p.add_argument("--protocols", default="mmlu,gsm8k,mixed,dcrouter")
     p.add_argument("--sizes", default=",".join(SIZES))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--data-dir", type=Path)

@@ -66,14 +66,16 @@ def unit_targets(y):
     return a
 
 
-def planted_router(encoder, classifier=None, seed: int = 0, prompts=None, y=None):
-    """A pair router (``PAIR``) with ``encoder`` fitted on the planted set (or prompts, y)."""
+def planted_router(encoder, classifier=None, seed: int = 0, prompts=None, y=None,
+                   neighbours: int = 0):
+    """A pair router (``PAIR``) with ``encoder`` fitted on the planted set (or prompts, y);
+    logistic heads averaged with ``neighbours`` nearest training rows when given."""
     from router_ml.learn.spec import RouterSpec
     from router_ml.learn.estimator import QualityEstimator
 
     if prompts is None:
         prompts, y = planted_data()
-    estimator = QualityEstimator(classifier=classifier, random_state=seed)
+    estimator = QualityEstimator(classifier=classifier, random_state=seed, neighbours=neighbours)
     return RouterSpec(encoder, estimator, models=PAIR).fit(list(prompts), pair_qualities(y))
 
 
@@ -127,18 +129,20 @@ def make_router(planted_set, minilm_tokenizer_json):
     """make_router(kind, seed=0) -> a pair Router (``PAIR``) fitted on ``planted_set``.
 
     kind: ``"tfidf"`` (TF-IDF + logistic regression, the default router), ``"static"`` (tiny
-    StaticEncoder + logistic regression) or ``"calibrated"`` (TF-IDF + a 2-fold
+    StaticEncoder + logistic regression), ``"neighbours"`` (``"static"`` with the logistic
+    heads averaged with 15 nearest training rows) or ``"calibrated"`` (TF-IDF + a 2-fold
     CalibratedClassifierCV: a classifier that is saved with skops).
     """
     from router_ml.core.encoders import TfidfEncoder
 
     def make(kind: str = "tfidf", seed: int = 0):
         prompts, y = planted_set
-        classifier = None
+        classifier, neighbours = None, 0
         if kind == "tfidf":
             encoder = TfidfEncoder(min_df=1)
-        elif kind == "static":
+        elif kind in ("static", "neighbours"):
             encoder = tiny_static_encoder(minilm_tokenizer_json, seed=seed)
+            neighbours = 15 if kind == "neighbours" else 0
         elif kind == "calibrated":
             from sklearn.calibration import CalibratedClassifierCV
             from sklearn.linear_model import LogisticRegression
@@ -147,7 +151,7 @@ def make_router(planted_set, minilm_tokenizer_json):
             classifier = CalibratedClassifierCV(LogisticRegression(random_state=seed), cv=2)
         else:
             raise ValueError(f"unknown router kind {kind!r}")
-        return planted_router(encoder, classifier, seed, prompts, y)
+        return planted_router(encoder, classifier, seed, prompts, y, neighbours)
 
     return make
 

@@ -74,6 +74,10 @@ def train_parser() -> argparse.ArgumentParser:
                         f"(default: {DEFAULT_ROUTER.encoder} for difficulty, {d.encoder} for "
                         "heads)")
     p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
+    p.add_argument("--neighbours", type=int, default=None, metavar="K",
+                   help="average the logistic heads with the mean label of the K nearest "
+                        "training rows (0: the logistic heads alone; default 100, 0 with "
+                        "TF-IDF)")
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
                    "(default: chosen by cross-validation in the training rows)")
     p.add_argument("--target", choices=TARGETS, default=d.target,
@@ -146,7 +150,7 @@ def config_from_args(args):
                                      else base.prior_weight if length_prior and not args.table
                                      else None),
                        prior_select_by=base.prior_select_by,
-                       classifier=args.classifier, C=args.C,
+                       classifier=args.classifier, C=args.C, neighbours=args.neighbours,
                        target=args.target,
                        min_pgr=None if args.share is not None else args.min_pgr,
                        share=args.share, max_drop=None if lam_target else args.max_drop,

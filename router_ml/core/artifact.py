@@ -3,7 +3,7 @@
 verifies a folder and hands it to the reader of its format version (:data:`READERS`), which
 returns the state a :class:`~router_ml.core.router.Router` is built from.
 
-Layout (format version 4, :data:`FORMAT_VERSION`)::
+Layout (format version 5, :data:`FORMAT_VERSION`)::
 
     manifest.json          format version, versions, encoder spec, estimator type and heads,
                            candidate models and their prices, the knob (threshold or lam) and
@@ -16,7 +16,9 @@ Layout (format version 4, :data:`FORMAT_VERSION`)::
     encoder.<part>.txt     text (e.g. a tokenizer definition)
     estimator.coef.npy     the logistic heads' weights stacked (rows, n_features) and
     estimator.intercept.npy  their intercepts (rows,); the manifest gives each head's kind,
-                           classes and number of rows, or
+                           classes and number of rows, and with neighbours
+    estimator.reference.npy  the training rows' unit features (N, n_features) and
+    estimator.labels.npy   their labels per head (N, heads), or
     estimator.skops        an estimator with other heads (skops)
     MLmodel                the mlflow pyfunc description (see router_ml.core._mlmodel); listed and
                            checked like the others, read only by mlflow
@@ -26,7 +28,8 @@ takes seconds (it imports every scikit-learn estimator), and the files are byte-
 identical fits. Version-1 artifacts (a strong/weak pair, ``classifier.*`` files, the
 threshold at the top level) still load: their reader turns them into the same router.
 Version 2 is version 3 without the prior (tests/fixtures/artifact-v2); version 3 is version 4
-with a pair's score always the gain (tests/fixtures/artifact-v3).
+with a pair's score always the gain (tests/fixtures/artifact-v3); version 4 is version 5
+without neighbours (tests/fixtures/artifact-v4).
 
 Loading checks, before building anything: the format version is known; the manifest has only
 known keys and its own ``manifest_sha256`` (sha256 of its canonical JSON without that key)
@@ -73,15 +76,18 @@ from router_ml.errors import (
 # shipped), add a reader for the new number, add a saved artifact of the new version as a test fixture next to
 # tests/fixtures/artifact-v1, list the new number in SUPPORTED_VERSIONS and its manifest keys
 # in MANIFEST_KEYS, and never make an old loader less strict than the new one.
+# Version 5 adds the heads' neighbours (router_ml.core.heads.Neighbours): the files
+# estimator.reference.npy and estimator.labels.npy and the estimator's "neighbours" ({"k",
+# "weight"}); a version-4 artifact has none (tests/fixtures/artifact-v4).
 # Version 4 adds the manifest's "score": how a pair's score comes from the predicted qualities
 # ("gain" or "weak", router_ml.core.router.pair_score; a version-3 artifact is "gain",
 # tests/fixtures/artifact-v3).
 # Version 3 adds the manifest's "prior" (router_ml.core.prior.LengthPrior, or null); a version-2
 # artifact has none (tests/fixtures/artifact-v2).
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 
 
 MANIFEST = "manifest.json"
@@ -112,6 +118,7 @@ MANIFEST_KEYS = {
 
 MANIFEST_KEYS[3] = MANIFEST_KEYS[2] | {"prior"}
 MANIFEST_KEYS[4] = MANIFEST_KEYS[3] | {"score"}
+MANIFEST_KEYS[5] = MANIFEST_KEYS[4]
 
 
 _MAX_MANIFEST_BYTES = 1 << 20
@@ -266,6 +273,11 @@ def save_router(state, path) -> Path:
             estimator = {"type": "heads", "params": params,
                          "heads": [{"kind": k, "classes": c.tolist(), "rows": len(w)}
                                    for k, c, w in zip(heads.kinds, heads.classes, heads.coefs)]}
+            if heads.neighbours is not None:
+                np.save(tmp / "estimator.reference.npy", heads.neighbours.reference,
+                        allow_pickle=False)
+                np.save(tmp / "estimator.labels.npy", heads.neighbours.labels, allow_pickle=False)
+                estimator["neighbours"] = heads.neighbours.to_dict()
         else:
             import skops.io as sio
 
@@ -412,6 +424,7 @@ _READ = {1: {V1_CLASSIFIER_FILE, "classifier.coef.npy", "classifier.intercept.np
 
 _READ[3] = _READ[2]  # version 3 adds a manifest key, no file
 _READ[4] = _READ[3]  # version 4 adds a manifest key, no file
+_READ[5] = _READ[4] | {"estimator.reference.npy", "estimator.labels.npy"}
 
 
 def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
@@ -448,8 +461,33 @@ def _check_files(folder: Path, files, version: int) -> dict[str, bytes]:
     return out
 
 
-def _heads(spec: dict, contents: dict, folder: Path):
-    """QualityHeads from the stacked arrays and the manifest's per-head layout."""
+def _neighbours(spec: dict, contents: dict, folder: Path):
+    """The heads' Neighbours (version 5), or None when the estimator has none."""
+    from router_ml.core.heads import Neighbours
+
+    names = ("estimator.reference.npy", "estimator.labels.npy")
+    nb = spec.get("neighbours")
+    if nb is None:
+        if any(n in contents for n in names):
+            raise ArtifactIntegrityError(f"{folder}: neighbour files listed for heads without "
+                                         "neighbours")
+        return None
+    if not isinstance(nb, dict) or set(nb) != {"k", "weight"} \
+            or not all(n in contents for n in names):
+        raise ArtifactIntegrityError(f"{folder}: the heads' neighbours are malformed or their "
+                                     "files are not listed")
+    reference, labels = (_load_array(contents[n], folder / n) for n in names)
+    if reference.dtype != np.float32 or labels.dtype != np.float32:
+        raise ArtifactIntegrityError(f"{folder}: the neighbours' arrays must be float32")
+    try:
+        return Neighbours(reference, labels, nb["k"], nb["weight"])
+    except ValueError as e:
+        raise ArtifactIntegrityError(f"{folder}: {e}") from None
+
+
+def _heads(spec: dict, contents: dict, folder: Path, neighbours: bool = False):
+    """QualityHeads from the stacked arrays and the manifest's per-head layout (with
+    ``neighbours``, version 5: and their neighbours, if any)."""
     from router_ml.core.heads import QualityHeads
 
     arrays = {}
@@ -482,8 +520,9 @@ def _heads(spec: dict, contents: dict, folder: Path):
         at += rows
     if at != len(coef) or len(icpt) != len(coef):
         raise ArtifactIntegrityError(f"{folder}: estimator arrays do not match the heads")
+    nb = _neighbours(spec, contents, folder) if neighbours else None
     try:
-        return QualityHeads(kinds, coefs, icpts, classes)
+        return QualityHeads(kinds, coefs, icpts, classes, nb)
     except ValueError as e:
         raise ArtifactIntegrityError(f"{folder}: {e}") from None
 
@@ -608,14 +647,14 @@ class _V1Classifier:
 
 
 def _read_v2(manifest: dict, contents: dict, folder: Path, encoder, common: dict, *,
-             prior=None, score: str = "gain") -> RouterState:
+             prior=None, score: str = "gain", neighbours: bool = False) -> RouterState:
     """Version 2: logistic heads (or a skops estimator), models and prices, the knob, coverage;
     a pair's score is the gain, no length prior."""
     spec = manifest["estimator"]
     if not isinstance(spec, dict) or spec.get("type") not in ("heads", "skops"):
         raise ArtifactIntegrityError(f"{folder}: unknown estimator type "
                                      f"{spec.get('type') if isinstance(spec, dict) else spec!r}")
-    estimator = (_heads(spec, contents, folder) if spec["type"] == "heads"
+    estimator = (_heads(spec, contents, folder, neighbours) if spec["type"] == "heads"
                  else _skops(contents, ESTIMATOR_FILE, folder))
     knob = manifest["knob"]
     if not isinstance(knob, dict) or knob.get("kind") not in ("threshold", "lam"):
@@ -641,7 +680,7 @@ def _read_v2(manifest: dict, contents: dict, folder: Path, encoder, common: dict
 
 
 def _read_v3(manifest: dict, contents: dict, folder: Path, encoder, common: dict, *,
-             score: str = "gain") -> RouterState:
+             score: str = "gain", neighbours: bool = False) -> RouterState:
     """Version 3: version 2 with a pair's length prior (or null)."""
     prior = None
     if manifest.get("prior") is not None:
@@ -653,18 +692,26 @@ def _read_v3(manifest: dict, contents: dict, folder: Path, encoder, common: dict
             prior = LengthPrior.from_dict(manifest["prior"])
         except (ValueError, TypeError, KeyError) as e:
             raise ArtifactIntegrityError(f"{folder}: the prior is malformed: {e}") from None
-    return _read_v2(manifest, contents, folder, encoder, common, prior=prior, score=score)
+    return _read_v2(manifest, contents, folder, encoder, common, prior=prior, score=score,
+                    neighbours=neighbours)
 
 
-def _read_v4(manifest: dict, contents: dict, folder: Path, encoder, common: dict) -> RouterState:
+def _read_v4(manifest: dict, contents: dict, folder: Path, encoder, common: dict, *,
+             neighbours: bool = False) -> RouterState:
     """Version 4: version 3 with how a pair's score comes from its qualities (``score``)."""
     if manifest["score"] not in SCORE_RULES:
         raise ArtifactIntegrityError(f"{folder}: unknown score rule {manifest['score']!r}")
-    return _read_v3(manifest, contents, folder, encoder, common, score=manifest["score"])
+    return _read_v3(manifest, contents, folder, encoder, common, score=manifest["score"],
+                    neighbours=neighbours)
+
+
+def _read_v5(manifest: dict, contents: dict, folder: Path, encoder, common: dict) -> RouterState:
+    """Version 5: version 4 with the heads' neighbours (or none)."""
+    return _read_v4(manifest, contents, folder, encoder, common, neighbours=True)
 
 
 # one reader per format version; a reader never changes once its version has shipped
-READERS = {1: _read_v1, 2: _read_v2, 3: _read_v3, 4: _read_v4}
+READERS = {1: _read_v1, 2: _read_v2, 3: _read_v3, 4: _read_v4, 5: _read_v5}
 
 
 def read_state(path) -> RouterState:

@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from router_ml.core.heads import unit_rows as _normalise
+
 MAX_REFERENCE = 2000
 MAX_CALIBRATION = 1000
-
-
-def _normalise(X) -> np.ndarray:
-    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
-    norm = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norm > 0, norm, 1.0)
 
 
 class Coverage:

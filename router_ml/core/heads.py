@@ -1,8 +1,9 @@
 """Fitted heads as numpy weights, and the knob's decision rule over their predictions.
 
 :class:`QualityHeads` predicts each candidate's quality with numpy alone (the logistic heads of
-:class:`router_ml.learn.estimator.QualityEstimator`, reduced to their weights); :func:`choose`
-picks, per prompt, the model maximising predicted quality - lam * cost.
+:class:`router_ml.learn.estimator.QualityEstimator`, reduced to their weights, and optionally
+:class:`Neighbours`, the labels of the most similar training prompts, averaged with them);
+:func:`choose` picks, per prompt, the model maximising predicted quality - lam * cost.
 """
 
 from __future__ import annotations
@@ -17,6 +18,77 @@ def is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
+def unit_rows(X) -> np.ndarray:
+    """X (dense or sparse) as float32 rows of length 1 (a zero row stays zero)."""
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norm > 0, norm, 1.0)
+
+
+class Neighbours:
+    """Each head's label averaged over the k training prompts most similar to a prompt (cosine
+    similarity of the features; uniform weights), with numpy alone.
+
+    reference: (N, d) the training rows' features as unit rows (float32); labels: (N, m) per
+    row and head, a quality head's quality in [0, 1] or a gain head's sign(q_j - q_ref) in
+    {-1, 0, 1}, NaN where the row has none for that head (its neighbours are then the k most
+    similar rows that have one); k: how many; weight: the neighbours' share of a head's value
+    (the logistic head's is 1 - weight). Prompts are compared in batches of BATCH rows, so
+    scoring many at once holds at most BATCH x N similarities.
+    """
+
+    BATCH = 512
+
+    def __init__(self, reference, labels, k: int, weight: float = 0.5):
+        self.reference = np.ascontiguousarray(reference, dtype=np.float32)
+        self.labels = np.asarray(labels, dtype=np.float32)
+        if self.reference.ndim != 2 or self.labels.ndim != 2 \
+                or len(self.reference) != len(self.labels) or not len(self.reference) \
+                or not np.isfinite(self.reference).all():
+            raise ValueError("Neighbours: reference must be (N, d) finite and labels (N, m), "
+                             f"got {self.reference.shape} and {self.labels.shape}")
+        have = np.isfinite(self.labels)
+        if not have.any(axis=0).all() or (np.abs(self.labels[have]) > 1).any():
+            raise ValueError("Neighbours: every head needs labels, each in [-1, 1] (NaN where "
+                             "a row has none)")
+        if not is_number(k) or int(k) != k or k < 1:
+            raise ValueError(f"Neighbours: k must be a whole number >= 1, got {k!r}")
+        if not is_number(weight) or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"Neighbours: weight must be in [0, 1], got {weight!r}")
+        self.k, self.weight = int(k), float(weight)
+        self._have = None if have.all() else [np.flatnonzero(have[:, j])
+                                              for j in range(have.shape[1])]
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "weight": self.weight}
+
+    def values(self, X) -> np.ndarray:
+        """(n, m) each head's mean label over the prompt's k nearest training rows."""
+        Xn = unit_rows(X)
+        if Xn.shape[1] != self.reference.shape[1]:
+            raise ValueError(f"Neighbours: {Xn.shape[1]} features, the reference has "
+                             f"{self.reference.shape[1]}")
+        out = np.empty((len(Xn), self.labels.shape[1]))
+        for start in range(0, len(Xn), self.BATCH):
+            S = Xn[start:start + self.BATCH] @ self.reference.T
+            rows = slice(start, start + len(S))
+            if self._have is None:
+                out[rows] = self.labels[_nearest(S, self.k)].mean(axis=1)
+                continue
+            for j, have in enumerate(self._have):
+                idx = have[_nearest(S[:, have], self.k)]
+                out[rows, j] = self.labels[idx, j].mean(axis=1)
+        return out
+
+
+def _nearest(S, k: int) -> np.ndarray:
+    """(n, min(k, N)) column indices of each row's largest values of S (n, N)."""
+    k = min(k, S.shape[1])
+    if k == S.shape[1]:
+        return np.broadcast_to(np.arange(k), (len(S), k))
+    return np.argpartition(-S, k - 1, axis=1)[:, :k]
+
+
 class QualityHeads:
     """Fitted logistic heads reduced to their weights, one per candidate model.
 
@@ -25,10 +97,11 @@ class QualityHeads:
     one ``quality`` head). coefs[j]: (1, d) for two classes, (k, d) for k > 2 (and (1, d) of
     zeros for a single class); intercepts[j]: matching (1,) or (k,); classes[j]: int labels.
     The same formulas as scikit-learn's LogisticRegression.predict_proba (sigmoid or
-    softmax), computed with numpy in one matrix product.
+    softmax), computed with numpy in one matrix product. neighbours: None, or
+    :class:`Neighbours` whose mean labels are blended with the heads' values (its ``weight``).
     """
 
-    def __init__(self, kinds, coefs, intercepts, classes):
+    def __init__(self, kinds, coefs, intercepts, classes, neighbours=None):
         self.kinds = list(kinds)
         self.coefs = [np.asarray(c, dtype=np.float64) for c in coefs]
         self.intercepts = [np.asarray(b, dtype=np.float64).ravel() for b in intercepts]
@@ -40,6 +113,11 @@ class QualityHeads:
         self._w = np.ascontiguousarray(np.vstack(self.coefs).T)
         self._b = np.concatenate(self.intercepts)
         self._rows = np.cumsum([0] + [len(c) for c in self.coefs])
+        if neighbours is not None and (neighbours.labels.shape[1] != len(self.kinds)
+                                       or neighbours.reference.shape[1] != self._w.shape[0]):
+            raise ValueError("QualityHeads: the neighbours' labels or features do not match "
+                             "the heads")
+        self.neighbours = neighbours
 
     @property
     def n_features(self) -> int:
@@ -59,6 +137,9 @@ class QualityHeads:
             else:
                 e = np.exp(zj - zj.max(axis=1, keepdims=True))
                 out[:, j] = (e @ cl) / e.sum(axis=1)
+        if self.neighbours is not None:
+            w = self.neighbours.weight
+            out = (1.0 - w) * out + w * self.neighbours.values(X)
         return out
 
     @staticmethod
@@ -78,7 +159,7 @@ class QualityHeads:
         """These heads with weights and intercepts rounded to ``digits`` significant digits."""
         return QualityHeads(self.kinds, [round_significant(c, digits) for c in self.coefs],
                             [round_significant(b, digits) for b in self.intercepts],
-                            self.classes)
+                            self.classes, self.neighbours)
 
 
 def round_significant(x, digits: int):

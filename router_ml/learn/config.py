@@ -49,6 +49,11 @@ class TrainConfig:
     folds best), ``logreg``
     (C chosen per head from ``C_GRID`` by cross-validation, or fixed by ``C``), ``knn`` (k
     neighbours), ``mlp`` or ``hgb`` (histogram gradient boosting; dense features only).
+    neighbours: logistic heads are averaged, half and half, with the mean label of this many
+    nearest training rows (:class:`router_ml.core.heads.Neighbours`, numpy alone; 0: the
+    logistic heads alone; None: 100 with dense features, 0 with a TF-IDF part). It applies to
+    the heads (estimator ``heads``, and the heads from scratch the warm start compares itself
+    with).
     target: ``gain`` (the first model is the reference: for a pair, the strong one) or
     ``quality`` (see :mod:`router_ml.learn.estimator`).
     extra: sources whose rows of the same models are added to the training rows (rows that
@@ -127,6 +132,7 @@ class TrainConfig:
     estimator: str = "heads"
     outcomes: tuple = ()
     rank: int = 0
+    neighbours: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -235,8 +241,22 @@ def build_estimator(config: TrainConfig, C: float | None = None):
 
     if config.target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {config.target!r}")
-    return QualityEstimator(target=config.target, C=C or config.C or 1.0,
-                            classifier=build_classifier(config), random_state=config.random_state)
+    classifier = build_classifier(config)
+    return QualityEstimator(target=config.target, C=C or config.C or 1.0, classifier=classifier,
+                            random_state=config.random_state,
+                            neighbours=0 if classifier is not None else neighbours_of(config))
+
+
+# how many nearest training rows the logistic heads are averaged with by default
+NEIGHBOURS = 100
+
+
+def neighbours_of(config: TrainConfig) -> int:
+    """The logistic heads' neighbours: ``config.neighbours``, or by default NEIGHBOURS with
+    dense features and 0 with a TF-IDF part (its training rows would be kept dense)."""
+    if config.neighbours is not None:
+        return config.neighbours
+    return 0 if "tfidf" in config.encoder.split("+") else NEIGHBOURS
 
 
 def build_classifier(config: TrainConfig):

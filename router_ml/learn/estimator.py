@@ -22,6 +22,13 @@ Each head is a logistic regression (inverse regularisation ``C``; training choos
 the routing quality of out-of-fold predictions, see :func:`router_ml.learn.training.fit_router`),
 or a clone of ``classifier`` when given (any scikit-learn classifier with ``predict_proba``). A fitted logistic estimator hands its weights to
 :class:`router_ml.core.heads.QualityHeads` (``heads_``), which predicts with numpy alone.
+With ``neighbours=k`` each logistic head's value is averaged, half and half, with the mean
+label of the k training rows nearest the prompt (cosine similarity of the features;
+:class:`router_ml.core.heads.Neighbours`, numpy alone): the logistic heads learn the global
+directions, the neighbours what is local to a kind of prompt (one source of a team's mixed
+traffic). The neighbours' labels are the heads' own (a gain head's sign(q_m - q_ref), a
+quality head's quality), unweighted; they keep at most ``MAX_NEIGHBOUR_ROWS`` training rows (a
+random sample beyond that).
 """
 
 from __future__ import annotations
@@ -33,7 +40,11 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from router_ml.core.heads import QualityHeads
+from router_ml.core.heads import Neighbours, QualityHeads, unit_rows
+
+# the training rows the neighbours keep at most (a router holds them: 20,000 rows of 80
+# features are 6.4 MB, and one prompt's similarities to them take well under a millisecond)
+MAX_NEIGHBOUR_ROWS = 20_000
 
 
 class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -55,16 +66,18 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "classifier": [None, HasMethods(["fit", "predict_proba"])],
         "random_state": ["random_state"],
+        "neighbours": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(self, target="gain", reference=0, C=1.0, max_iter=3000, classifier=None,
-                 random_state=0):
+                 random_state=0, neighbours=0):
         self.target = target
         self.reference = reference
         self.C = C
         self.max_iter = max_iter
         self.classifier = classifier
         self.random_state = random_state
+        self.neighbours = neighbours
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y, sample_weight=None):
@@ -76,6 +89,14 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
                              "y is None")
         X, Y = self._check_xy(X, y)
         n, m = Y.shape
+        if self.neighbours and self.classifier is not None:
+            raise ValueError(f"neighbours={self.neighbours} averages logistic heads with the "
+                             "nearest training rows; with classifier "
+                             f"{type(self.classifier).__name__} set neighbours=0")
+        if self.neighbours and hasattr(X, "toarray"):
+            raise ValueError(f"neighbours={self.neighbours} needs dense features (the training "
+                             "rows are kept); TF-IDF gives sparse ones: set neighbours=0 or "
+                             "choose a dense encoder (static, stats, surface)")
         finite = np.isfinite(Y)
         if ((Y[finite] < 0) | (Y[finite] > 1)).any():
             raise ValueError("qualities must be in [0, 1] (NaN where a model has no outcome); "
@@ -107,8 +128,23 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_outputs_ = m
         # iterations of each head's solver (1 for a constant or a non-iterative head)
         self.n_iter_ = np.array([int(np.max(getattr(e, "n_iter_", 1))) for e in self.estimators_])
+        self.neighbours_ = self._neighbours(X, Y) if self.neighbours else None
         self.heads_ = self._numpy_heads()
         return self
+
+    def _neighbours(self, X, Y) -> Neighbours:
+        """Each row's label per head (the heads' own targets), at most MAX_NEIGHBOUR_ROWS rows."""
+        labels = Y.copy()
+        if self.target == "gain":
+            ref = self.reference
+            for j in range(Y.shape[1]):
+                if j != ref:
+                    labels[:, j] = np.sign(Y[:, j] - Y[:, ref])  # NaN where either is missing
+        keep = np.arange(len(Y))
+        if len(keep) > MAX_NEIGHBOUR_ROWS:
+            rng = np.random.default_rng(self.random_state)
+            keep = np.sort(rng.choice(len(Y), MAX_NEIGHBOUR_ROWS, replace=False))
+        return Neighbours(unit_rows(X[keep]), labels[keep], self.neighbours)
 
     def _check_xy(self, X, y):
         X = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32),
@@ -181,7 +217,7 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             coefs.append(np.asarray(coef, dtype=np.float64))
             intercepts.append(np.asarray(icpt, dtype=np.float64))
             classes.append(np.asarray(cl, dtype=np.int64))
-        return QualityHeads(self.kinds_, coefs, intercepts, classes)
+        return QualityHeads(self.kinds_, coefs, intercepts, classes, self.neighbours_)
 
     # ------------------------------------------------------------------ predicting
     def decision_function(self, X) -> np.ndarray:

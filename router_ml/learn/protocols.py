@@ -13,6 +13,8 @@ Pair protocols (strong gpt-4-1106-preview, weak Mixtral-8x7B-Instruct-v0.1):
   q_weak = p, p = P(Mixtral better)).
 - ``loso-mmlu``, ``loso-gsm8k``, ``loso-arena-hard``: train on every row of the other two of
   {mmlu, gsm8k, arena-hard}, test on every row of the named one.
+- ``mixed``: 5 folds by fold(prompt) on the rows of GSM8K, arena-hard-v1 and alpaca-eval
+  together: one team's mixed traffic (maths word problems, hard chat, everyday instructions).
 
 Multi-model protocols (:data:`MULTI_PROTOCOLS`; prices from :func:`protocol_prices`):
 
@@ -55,7 +57,7 @@ logger = logging.getLogger(__name__)
 STRONG_MODEL = "gpt-4-1106-preview"
 WEAK_MODEL = "Mixtral-8x7B-Instruct-v0.1"
 PAIR_PROTOCOLS = ("mmlu", "mmlu-subjects", "gsm8k", "mmlu-to-gsm8k", "arena-hard", "alpaca-eval",
-                  "loso-mmlu", "loso-gsm8k", "loso-arena-hard")
+                  "loso-mmlu", "loso-gsm8k", "loso-arena-hard", "mixed")
 MULTI_PROTOCOLS = ("dcrouter", "alpaca-tiers")
 CHAT_PROTOCOLS = ("arena-rated", "arena-battles")
 PROTOCOLS = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS
@@ -63,6 +65,7 @@ PROTOCOLS = PAIR_PROTOCOLS + MULTI_PROTOCOLS + CHAT_PROTOCOLS
 # is left out: its judge is the strong model, and as difficulty it ranks chat prompts worse)
 OUTCOME_SOURCES = ("mmlu", "gsm8k", "arena-hard", "dcrouter", "arena-rated")
 _LOSO = ("mmlu", "gsm8k", "arena-hard")
+_MIXED = ("gsm8k", "arena-hard", "alpaca-eval")
 N_FOLDS = 5
 
 
@@ -188,6 +191,9 @@ def protocol_folds(
     elif name == "mmlu-subjects":
         rows = _pair_rows("mmlu", data_dir, strong, weak)
         splits = _kfold(rows, rows.groups)
+    elif name == "mixed":
+        rows = concat([_pair_rows(s, data_dir, strong, weak) for s in _MIXED])
+        splits = _kfold(rows, rows.prompts)
     else:  # gsm8k, arena-hard, alpaca-eval: 5 folds by prompt
         rows = _pair_rows(name, data_dir, strong, weak)
         splits = _kfold(rows, rows.prompts)

@@ -58,7 +58,7 @@ def choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
         smallest = min(len(tr) for w in ways
                        for tr, _ in splits[w][0].split(X, groups=splits[w][1].get("groups")))
         knn = TrainConfig(classifier="knn", k=max(1, min(config.k, smallest)))
-        grid.append({"classifier": [build_classifier(knn)]})
+        grid.append({"classifier": [build_classifier(knn)], "neighbours": [0]})
     if sum(len(v) for g in grid for v in g.values()) < 2:
         return {}
     scores, errors = [], []  # per way: each candidate's mean held-out score, its standard error

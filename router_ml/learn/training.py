@@ -315,6 +315,7 @@ def fit_router(train: Rows, config: TrainConfig, prices=None, outcomes: Rows | N
                       else heads_name(estimator.classifier)),
             "sources": sorted(set(train.sources) | (set(outcomes.sources) if (difficulty or warm)
                                                     and outcomes is not None else set())),
+            "neighbours": getattr(estimator, "neighbours", 0),
             "cv_apgr" if pair else "cv_aiq": None if not np.isfinite(cv_quality) else cv_quality,
             "cv_signal": signal}
     length_prior = None

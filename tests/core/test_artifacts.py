@@ -43,10 +43,11 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-@pytest.fixture(params=["tfidf", "static", "calibrated"])
+@pytest.fixture(params=["tfidf", "static", "neighbours", "calibrated"])
 def saved(request, make_router, tmp_path):
     """(router, folder) of a fitted router saved to tmp_path / "r": logistic regression as
-    arrays (tfidf, static) or a classifier in skops format (calibrated)."""
+    arrays (tfidf, static; with its nearest training rows: neighbours) or a classifier in
+    skops format (calibrated)."""
     router = make_router(request.param)
     router.calibrate(PROBES[:2], share=0.5)
     router.save(tmp_path / "r")
@@ -892,7 +893,7 @@ def test_version_3_fixture_loads_with_the_scores_version_3_gave(tmp_path):
     assert [d.model for d in router.route_batch(V1_PROMPTS)] == expected["models"]
     router.save(tmp_path / "again")
     again = load_router(tmp_path / "again")
-    assert again.manifest["format_version"] == artifact.FORMAT_VERSION == 4
+    assert again.manifest["format_version"] == artifact.FORMAT_VERSION == 5
     assert again.manifest["score"] == "gain"
     np.testing.assert_array_equal(again.score(V1_PROMPTS), router.score(V1_PROMPTS))
 
@@ -930,6 +931,61 @@ def test_version_4_fixture_loads_with_the_scores_it_was_saved_with():
     np.testing.assert_allclose(router.score(V1_PROMPTS), expected["scores"], rtol=0, atol=1e-12)
     assert [d.model for d in router.route_batch(V1_PROMPTS)] == expected["models"]
     assert 'loader_module: "router_ml"' in (V4 / "MLmodel").read_text()
+
+
+# ------------------------------------------------------------------ format version 5
+
+def test_neighbours_load_with_numpy_alone_and_give_the_same_scores(make_router, tmp_path):
+    """Heads with their nearest training rows (version 5) save as two float32 arrays and load
+    without scikit-learn, scoring exactly as the router that was saved."""
+    router = make_router("neighbours")
+    heads = router.state.heads
+    assert heads.neighbours is not None and heads.neighbours.k == 15
+    router.save(tmp_path / "r")
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert m["format_version"] == 5 and m["estimator"]["neighbours"] == {"k": 15, "weight": 0.5}
+    assert {"estimator.reference.npy", "estimator.labels.npy"} <= set(m["files"])
+    code = textwrap.dedent(f"""
+        import sys
+        from router_ml import load_router
+        r = load_router({str(tmp_path / "r")!r})
+        print(repr(r.score({PROBES[:3]!r}).tolist()))
+        assert not any(k == "sklearn" or k.startswith("sklearn.") for k in sys.modules), "sklearn"
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert eval(out.stdout.strip()) == router.score(PROBES[:3]).tolist()
+
+
+def test_neighbours_that_do_not_fit_are_refused(make_router, tmp_path):
+    folder = tmp_path / "r"
+    make_router("neighbours").save(folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    k_bad = lambda x: x["estimator"]["neighbours"].__setitem__("k", 0)  # noqa: E731
+    extra_key = lambda x: x["estimator"]["neighbours"].__setitem__("code", "x")  # noqa: E731
+    for edit, match in ((k_bad, "k must be a whole number"), (extra_key, "malformed"),
+                        (lambda x: x["estimator"].pop("neighbours"), "without neighbours")):
+        (folder / "manifest.json").write_text(json.dumps(m))
+        rewrite_manifest(folder, edit)
+        with pytest.raises(ArtifactIntegrityError, match=match):
+            load_router(folder)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    labels = np.load(folder / "estimator.labels.npy")
+    for bad, match in ((labels[:-1], "reference must be"), (labels * 3, "in \\[-1, 1\\]"),
+                       (labels.astype(np.float64), "float32")):
+        np.save(folder / "estimator.labels.npy", bad, allow_pickle=False)
+        reseal_file(folder, "estimator.labels.npy")
+        with pytest.raises(ArtifactIntegrityError, match=match):
+            load_router(folder)
+
+
+def test_a_version_4_manifest_with_neighbour_files_is_refused(make_router, tmp_path):
+    """Version 4 knew no neighbours: its reader refuses their files rather than ignore them."""
+    folder = tmp_path / "r"
+    make_router("neighbours").save(folder)
+    rewrite_manifest(folder, lambda m: m.__setitem__("format_version", 4))
+    with pytest.raises(ArtifactIntegrityError, match="does not read: estimator.labels.npy"):
+        load_router(folder)
 
 
 # ------------------------------------------------------------------ format version 2

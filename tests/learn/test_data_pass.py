@@ -54,6 +54,7 @@ CASES = {
     "loso-mmlu": "73de52dd8c4e3ed3",
     "loso-gsm8k": "1f646df8deda021b",
     "loso-arena-hard": "1471a9c3d28b0028",
+    "mixed": "963168544e9ac054",
     "dcrouter": "4c6b9feafa4e4229",
     "alpaca-tiers": "02b5e9764a2f12fa",
     "arena-rated": "c6b7181921de5c1c",

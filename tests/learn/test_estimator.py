@@ -190,3 +190,84 @@ def test_bad_targets_and_weights_are_clear_errors():
         QualityEstimator().fit(X, Y, sample_weight=-np.ones(40))
     with pytest.raises(ValueError, match="target"):
         QualityEstimator(target="strong_better").fit(X, Y)
+
+
+# ------------------------------------------------------------------ neighbours
+
+def _cosine_nearest(X, R, k):
+    """Brute force: indices of the k rows of R with the highest cosine similarity to each row."""
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Rn = R / np.linalg.norm(R, axis=1, keepdims=True)
+    return np.argsort(-(Xn @ Rn.T), axis=1, kind="stable")[:, :k]
+
+
+def test_neighbours_average_each_head_with_scikit_learns_nearest_neighbours():
+    """A gain head's neighbour value is scikit-learn's uniform cosine kNN on sign(q_m - q_ref),
+    a quality head's the mean quality; each head's value is half logistic, half that."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(300, 8)), (rng.random((300, 2)) < 0.5).astype(float)
+    Xt = rng.normal(size=(40, 8))
+    plain = QualityEstimator().fit(X, Y).heads_.head_values(Xt)
+    mixed = QualityEstimator(neighbours=20).fit(X, Y).heads_.head_values(Xt)
+    sign = np.sign(Y[:, 1] - Y[:, 0]).astype(int)
+    knn = KNeighborsClassifier(20, metric="cosine").fit(X, sign)
+    np.testing.assert_allclose(mixed[:, 1], 0.5 * plain[:, 1]
+                               + 0.5 * knn.predict_proba(Xt) @ knn.classes_, atol=1e-6)
+    near = _cosine_nearest(Xt, X, 20)
+    np.testing.assert_allclose(mixed[:, 0], 0.5 * plain[:, 0] + 0.5 * Y[near, 0].mean(axis=1),
+                               atol=1e-6)
+
+
+def test_neighbours_of_a_head_are_the_rows_that_have_its_label(monkeypatch):
+    """With missing outcomes each head averages its k nearest rows that have a label, and
+    scoring in batches gives what scoring one prompt at a time gives."""
+    from router_ml.core.heads import Neighbours
+
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(200, 6)), rng.random((200, 3))
+    Y[rng.random((200, 3)) < 0.3] = np.nan
+    Y[np.isnan(Y).all(axis=1), 0] = 0.5
+    est = QualityEstimator(target="quality", neighbours=10).fit(X, Y)
+    Xt = rng.normal(size=(25, 6))
+    nb = est.heads_.neighbours
+    got = nb.values(Xt)
+    for j in range(3):
+        have = np.flatnonzero(np.isfinite(Y[:, j]))
+        near = have[_cosine_nearest(Xt, X[have], 10)]
+        np.testing.assert_allclose(got[:, j], Y[near, j].mean(axis=1), atol=1e-6)
+    monkeypatch.setattr(Neighbours, "BATCH", 4)
+    np.testing.assert_allclose(nb.values(Xt), got, rtol=0, atol=0)
+    np.testing.assert_allclose(np.vstack([nb.values(x[None]) for x in Xt]), got, atol=0)
+
+
+def test_neighbours_keep_at_most_max_rows_and_refuse_what_they_cannot_do(monkeypatch):
+    import scipy.sparse as sp
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from router_ml.learn import estimator as module
+
+    rng = np.random.default_rng(2)
+    X, Y = rng.normal(size=(120, 5)), (rng.random((120, 2)) < 0.5).astype(float)
+    monkeypatch.setattr(module, "MAX_NEIGHBOUR_ROWS", 50)
+    est = QualityEstimator(neighbours=500).fit(X, Y)
+    assert est.heads_.neighbours.reference.shape == (50, 5)
+    # more neighbours than rows: every row, the same mean for every prompt
+    v = est.heads_.neighbours.values(rng.normal(size=(3, 5)))
+    assert np.ptp(v, axis=0).max() == 0
+    with pytest.raises(ValueError, match="with classifier KNeighborsClassifier set neighbours=0"):
+        QualityEstimator(neighbours=5, classifier=KNeighborsClassifier(3)).fit(X, Y)
+    with pytest.raises(ValueError, match="needs dense features"):
+        QualityEstimator(neighbours=5).fit(sp.csr_matrix(X), Y)
+    with pytest.raises(ValueError, match="neighbours"):
+        QualityEstimator(neighbours=-1).fit(X, Y)
+
+
+def test_the_configs_neighbours_default_to_100_with_dense_features_and_none_with_tfidf():
+    from router_ml.learn.config import NEIGHBOURS, TrainConfig, build_estimator
+
+    assert build_estimator(TrainConfig()).neighbours == NEIGHBOURS == 100
+    assert build_estimator(TrainConfig(encoder="tfidf+surface")).neighbours == 0
+    assert build_estimator(TrainConfig(neighbours=7)).neighbours == 7
+    assert build_estimator(TrainConfig(classifier="knn")).neighbours == 0

@@ -56,7 +56,7 @@ def test_extra_sources_drop_test_questions(shared):
     assert all(f.dropped == 0 for f in folds)
     assert all("arena-hard" in set(f.train.sources) for f in folds)
     assert set(PROTOCOLS) == {"mmlu", "mmlu-subjects", "gsm8k", "mmlu-to-gsm8k", "arena-hard",
-                              "alpaca-eval", "loso-mmlu", "loso-gsm8k", "loso-arena-hard",
+                              "alpaca-eval", "loso-mmlu", "loso-gsm8k", "loso-arena-hard", "mixed",
                               "dcrouter", "alpaca-tiers", "arena-rated", "arena-battles"}
 
 
