@@ -41,6 +41,10 @@ PROFILES = {
     "minilm": TrainConfig(encoder="minilm+surface"),
     # the default with kNN heads: the training rows are kept and searched per prompt
     "knn": TrainConfig(classifier="knn"),
+    # heads from scratch (--table --no-prior-router): logistic heads and their 100 nearest
+    # training rows (numpy), and the logistic heads alone
+    "heads": TrainConfig(),
+    "heads-logistic": TrainConfig(neighbours=0),
 }
 
 # Peak RSS from /proc (VmHWM): getrusage's maxrss survives exec and would count the parent.

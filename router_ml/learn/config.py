@@ -51,7 +51,7 @@ class TrainConfig:
     neighbours), ``mlp`` or ``hgb`` (histogram gradient boosting; dense features only).
     neighbours: logistic heads are averaged, half and half, with the mean label of this many
     nearest training rows (:class:`router_ml.core.heads.Neighbours`, numpy alone; 0: the
-    logistic heads alone; None: 100 with dense features, 0 with a TF-IDF part). It applies to
+    logistic heads alone; None: 100 for a pair with dense features, else 0). It applies to
     the heads (estimator ``heads``, and the heads from scratch the warm start compares itself
     with).
     target: ``gain`` (the first model is the reference: for a pair, the strong one) or
@@ -236,7 +236,7 @@ def build_encoder(spec: str):
     return FeatureUnion([(n, makers[n]()) for n in names])
 
 
-def build_estimator(config: TrainConfig, C: float | None = None):
+def build_estimator(config: TrainConfig, C: float | None = None, n_models: int = 2):
     from router_ml.learn.estimator import QualityEstimator
 
     if config.target not in TARGETS:
@@ -244,19 +244,22 @@ def build_estimator(config: TrainConfig, C: float | None = None):
     classifier = build_classifier(config)
     return QualityEstimator(target=config.target, C=C or config.C or 1.0, classifier=classifier,
                             random_state=config.random_state,
-                            neighbours=0 if classifier is not None else neighbours_of(config))
+                            neighbours=(0 if classifier is not None
+                                        else neighbours_of(config, n_models)))
 
 
 # how many nearest training rows the logistic heads are averaged with by default
 NEIGHBOURS = 100
 
 
-def neighbours_of(config: TrainConfig) -> int:
-    """The logistic heads' neighbours: ``config.neighbours``, or by default NEIGHBOURS with
-    dense features and 0 with a TF-IDF part (its training rows would be kept dense)."""
+def neighbours_of(config: TrainConfig, n_models: int = 2) -> int:
+    """The logistic heads' neighbours: ``config.neighbours``, or by default NEIGHBOURS for a
+    pair with dense features; 0 with a TF-IDF part (its training rows would be kept dense) or
+    more than two models (where ``auto`` weighs logistic against kNN heads instead: dcrouter's
+    AIQ fell from 0.596 to 0.564 with the neighbours, docs/quality.md)."""
     if config.neighbours is not None:
         return config.neighbours
-    return 0 if "tfidf" in config.encoder.split("+") else NEIGHBOURS
+    return 0 if "tfidf" in config.encoder.split("+") or n_models > 2 else NEIGHBOURS
 
 
 def build_classifier(config: TrainConfig):
@@ -287,7 +290,7 @@ def build_router(config: TrainConfig, models, prices=None):
     """An unfitted router (a :class:`~router_ml.learn.spec.RouterSpec`) for a configuration."""
     from router_ml.learn.spec import RouterSpec
 
-    return RouterSpec(build_encoder(config.encoder), build_estimator(config),
+    return RouterSpec(build_encoder(config.encoder), build_estimator(config, n_models=len(models)),
                       models=list(models), prices=prices)
 
 

@@ -264,10 +264,12 @@ def test_neighbours_keep_at_most_max_rows_and_refuse_what_they_cannot_do(monkeyp
         QualityEstimator(neighbours=-1).fit(X, Y)
 
 
-def test_the_configs_neighbours_default_to_100_with_dense_features_and_none_with_tfidf():
-    from router_ml.learn.config import NEIGHBOURS, TrainConfig, build_estimator
+def test_the_configs_neighbours_default_to_100_for_a_pair_with_dense_features():
+    from router_ml.learn.config import NEIGHBOURS, TrainConfig, build_estimator, build_router
 
     assert build_estimator(TrainConfig()).neighbours == NEIGHBOURS == 100
     assert build_estimator(TrainConfig(encoder="tfidf+surface")).neighbours == 0
-    assert build_estimator(TrainConfig(neighbours=7)).neighbours == 7
+    assert build_estimator(TrainConfig(), n_models=3).neighbours == 0
+    assert build_estimator(TrainConfig(neighbours=7), n_models=3).neighbours == 7
     assert build_estimator(TrainConfig(classifier="knn")).neighbours == 0
+    assert build_router(TrainConfig(), ["a", "b", "c"]).estimator.neighbours == 0
