@@ -134,7 +134,9 @@ CONFIGS = {
                                    "outcomes, length prior's weight chosen on left-out sources",
                                    replace(PREVIOUS, prior_select_by="sources",
                                            outcomes=_NO_DC_ALPACA)),
-    "heads": ("gain heads, static + surface + length prior (router_ml 0.1's default)", HEADS),
+    "heads": ("gain heads + 100 nearest rows (a pair), static + surface + length prior", HEADS),
+    "heads-logistic": ("gain heads alone (router_ml 0.1's default), static + surface + length "
+                       "prior", replace(HEADS, neighbours=0)),
     "heads-static": ("gain heads, static + length prior", TrainConfig(encoder="static")),
     "no-prior": ("gain heads without the length prior", TrainConfig(length_prior=False)),
     "minilm-no-prior": ("gain heads, MiniLM + surface, no length prior",

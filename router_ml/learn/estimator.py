@@ -47,6 +47,20 @@ from router_ml.core.heads import Neighbours, QualityHeads, unit_rows
 MAX_NEIGHBOUR_ROWS = 20_000
 
 
+def fit_neighbours(X, labels, k: int, random_state=0) -> Neighbours:
+    """:class:`Neighbours` over the rows of X (dense) with their labels (n, m), keeping at
+    most MAX_NEIGHBOUR_ROWS of them (a random sample beyond that)."""
+    if hasattr(X, "toarray"):
+        raise ValueError(f"neighbours={k} needs dense features (the training rows are kept); "
+                         "TF-IDF gives sparse ones: set neighbours=0 or choose a dense encoder "
+                         "(static, stats, surface)")
+    keep = np.arange(len(labels))
+    if len(keep) > MAX_NEIGHBOUR_ROWS:
+        rng = np.random.default_rng(random_state)
+        keep = np.sort(rng.choice(len(labels), MAX_NEIGHBOUR_ROWS, replace=False))
+    return Neighbours(unit_rows(X[keep]), labels[keep], k)
+
+
 class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Expected quality of each candidate model from numeric features.
 
@@ -94,9 +108,7 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
                              "nearest training rows; with classifier "
                              f"{type(self.classifier).__name__} set neighbours=0")
         if self.neighbours and hasattr(X, "toarray"):
-            raise ValueError(f"neighbours={self.neighbours} needs dense features (the training "
-                             "rows are kept); TF-IDF gives sparse ones: set neighbours=0 or "
-                             "choose a dense encoder (static, stats, surface)")
+            fit_neighbours(X, y, self.neighbours)  # the error, before any head is fitted
         finite = np.isfinite(Y)
         if ((Y[finite] < 0) | (Y[finite] > 1)).any():
             raise ValueError("qualities must be in [0, 1] (NaN where a model has no outcome); "
@@ -140,11 +152,7 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             for j in range(Y.shape[1]):
                 if j != ref:
                     labels[:, j] = np.sign(Y[:, j] - Y[:, ref])  # NaN where either is missing
-        keep = np.arange(len(Y))
-        if len(keep) > MAX_NEIGHBOUR_ROWS:
-            rng = np.random.default_rng(self.random_state)
-            keep = np.sort(rng.choice(len(Y), MAX_NEIGHBOUR_ROWS, replace=False))
-        return Neighbours(unit_rows(X[keep]), labels[keep], self.neighbours)
+        return fit_neighbours(X, labels, self.neighbours, self.random_state)
 
     def _check_xy(self, X, y):
         X = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32),

@@ -28,6 +28,7 @@ from router_ml.learn.config import (  # noqa: F401 (re-exported, see __all__)
     build_estimator,
     build_router,
     committed_static_encoder,
+    neighbours_of,
     static_encoder,
 )
 from router_ml.learn.rows import Rows
@@ -155,7 +156,10 @@ def _fit_warm(encoder, train: Rows, config: TrainConfig, costs, outcomes, prior)
                          random_state=config.random_state, lengths=lengths, rules=("gain",),
                          length_weights=(None if config.prior_weight is None
                                          else (config.prior_weight,)))
-    est.set_params(C=chosen["C"], C_ability=chosen["C_ability"])
+    # the strengths are chosen on the corrected heads' own log-loss; the neighbours (as the
+    # heads from scratch have them) join after, before the comparison with those heads
+    est.set_params(C=chosen["C"], C_ability=chosen["C_ability"],
+                   neighbours=neighbours_of(config, len(train.models)))
     oof = out_of_fold(est, X, train, config)
     est.fit(X, train.quality)
     from_rows = [m for m in train.models if m not in known]

@@ -26,7 +26,7 @@ loaded with numpy alone; the artifact format does not change.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
@@ -35,6 +35,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from router_ml.core.heads import QualityHeads
 from router_ml.learn.difficulty import check_outcomes
+from router_ml.learn.estimator import fit_neighbours
 
 # inverse penalty strengths of the residual heads: 0 is the prior alone, 1 the team's own
 # heads with a light penalty
@@ -110,7 +111,9 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
     prior_coef: (d,) the prior's difficulty weights over X's columns, prior_intercept: its
     intercept (None, None: no prior, d = 0); abilities: (m, 2) the prior's (a, s) per output,
     NaN for a model it never met (None: none met); C: inverse L2 strength of the residual
-    weights (0: the prior alone).
+    weights (0: the prior alone); neighbours: 0, or k: each corrected head averaged, half and
+    half, with the mean quality of the k nearest training rows, as the heads from scratch
+    (:class:`router_ml.learn.estimator.QualityEstimator`'s ``neighbours``).
     Fitted: ``heads_`` (numpy heads), ``abilities_`` (m, 2) the (a, s) used,
     ``prior_scale_`` (m,) beta, ``residual_coef_`` (m, d), ``residual_intercept_`` (m,),
     ``n_outputs_``.
@@ -122,15 +125,17 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "abilities": [None, "array-like"],
         "C": [Interval(Real, 0, None, closed="left")],
         "C_ability": [Interval(Real, 0, None, closed="left")],
+        "neighbours": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(self, prior_coef=None, prior_intercept=None, abilities=None, C=0.1,
-                 C_ability=1.0):
+                 C_ability=1.0, neighbours=0):
         self.prior_coef = prior_coef
         self.prior_intercept = prior_intercept
         self.abilities = abilities
         self.C = C
         self.C_ability = C_ability
+        self.neighbours = neighbours
 
     def fit(self, X, y, sample_weight=None):
         """X: (n, d) features; y: (n, M) qualities in [0, 1], NaN where missing;
@@ -141,6 +146,7 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
                              "is None: give each model's qualities, (n, M) in [0, 1]")
         X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64)
         X, Y, fin = check_outcomes(X, y)
+        nb = fit_neighbours(X, Y, self.neighbours) if self.neighbours else None
         n, m = Y.shape
         d_ = X.shape[1]
         coef = (np.zeros(d_) if self.prior_coef is None
@@ -171,7 +177,7 @@ class WarmStartEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         b = beta * (ab[:, 0] + ab[:, 1] * icpt) + B
         self.n_outputs_ = m
         self.heads_ = QualityHeads(["quality"] * m, [W[j:j + 1] for j in range(m)],
-                                   [b[j:j + 1] for j in range(m)], [[0, 1]] * m)
+                                   [b[j:j + 1] for j in range(m)], [[0, 1]] * m, nb)
         return self
 
     def decision_function(self, X) -> np.ndarray:
@@ -248,12 +254,13 @@ def prior_outcomes(outcomes, train):
     return outcomes.subset(keep), int((~keep).sum())
 
 
-def warm_estimator(prior: Prior, models, n_features: int, C: float = 0.1) -> WarmStartEstimator:
+def warm_estimator(prior: Prior, models, n_features: int, C: float = 0.1,
+                   neighbours: int = 0) -> WarmStartEstimator:
     """An unfitted WarmStartEstimator for ``models`` over ``n_features`` features whose first
     are the prior's."""
     return WarmStartEstimator(prior_coef=prior.difficulty_weights(n_features),
                               prior_intercept=prior.intercept,
-                              abilities=prior.abilities_of(models), C=C)
+                              abilities=prior.abilities_of(models), C=C, neighbours=neighbours)
 
 
 def choose_warm(estimator: WarmStartEstimator, X, Y, costs, *, folds: int = 3,
@@ -275,7 +282,6 @@ def choose_warm(estimator: WarmStartEstimator, X, Y, costs, *, folds: int = 3,
     from sklearn.model_selection import KFold, ParameterGrid
     from threadpoolctl import threadpool_limits
 
-    from router_ml.core.metrics import apgr
     from router_ml.core.router import pair_score
     from router_ml.learn.selection import routing_score
 

@@ -76,6 +76,17 @@ def test_the_shrinkage_is_chosen_on_held_out_folds():
     assert np.corrcoef(V[:, 0] - V[:, 1], (_prior_quality(X) @ [1, -1]))[0, 1] > 0.9
 
 
+def test_the_corrected_heads_are_averaged_with_their_nearest_rows_qualities():
+    X, Y, _ = _team_rows(400)
+    X_new = _team_rows(30, seed=5)[0]
+    plain = _estimator(C=0.1).fit(X, Y).heads_.head_values(X_new)
+    mixed = _estimator(C=0.1, neighbours=25).fit(X, Y).heads_.head_values(X_new)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Tn = X_new / np.linalg.norm(X_new, axis=1, keepdims=True)
+    near = np.argsort(-(Tn @ Xn.T), axis=1, kind="stable")[:, :25]
+    np.testing.assert_allclose(mixed, 0.5 * plain + 0.5 * Y[near].mean(axis=1), atol=1e-6)
+
+
 def test_a_model_unknown_to_the_prior_gets_its_ability_from_the_rows():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(4000, 4))
@@ -160,6 +171,8 @@ def test_the_warm_router_saves_as_numpy_heads_and_reloads_with_the_same_scores(t
     router = training.fit_router(_team(), config, outcomes=_public())
     info = router.training
     assert info["heads"] == "warm-start"
+    # a pair: the corrected heads take the nearest training rows as the heads from scratch do
+    assert info["neighbours"] == 100 and router.state.heads.neighbours.k == 100
     assert info["warm_start"]["models_from_prior"] == ["big"]
     assert info["warm_start"]["models_from_rows"] == ["small"]
     probes = ["prove the theorem about item new 1", "say hello to item new 2"]
