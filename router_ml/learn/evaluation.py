@@ -306,7 +306,8 @@ def spearman(a, b) -> float:
     rank); 0 where undefined (a constant input)."""
     from scipy.stats import rankdata
 
-    c = np.corrcoef(rankdata(a), rankdata(b))[0, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant input: NaN, then 0
+        c = np.corrcoef(rankdata(a), rankdata(b))[0, 1]
     return float(c) if np.isfinite(c) else 0.0
 
 

@@ -436,3 +436,18 @@ def test_breakpoints_are_exact(case, us):
         assert s.cost[k] == pytest.approx(costs[rows, ch].mean(), abs=1e-12)
         assert s.quality[k] == pytest.approx(q_true[rows, ch].mean(), abs=1e-12)
         np.testing.assert_allclose(s.choice_share[k], np.bincount(ch, minlength=m) / len(ch))
+
+
+def test_spearman_is_scipys_and_zero_without_a_warning_for_a_constant_input():
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    from router_ml.learn.evaluation import spearman
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50), rng.integers(0, 5, 50)
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert spearman(np.ones(10), a[:10]) == 0.0
