@@ -76,8 +76,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", choices=CLASSIFIER_CHOICES, default=d.classifier)
     p.add_argument("--neighbours", type=int, default=None, metavar="K",
                    help="average the logistic heads with the mean label of the K nearest "
-                        "training rows (0: the logistic heads alone; default 100, 0 with "
-                        "TF-IDF)")
+                        "training rows (0: the logistic heads alone; default 100 for a pair, "
+                        "0 with TF-IDF or more than two models)")
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation of logreg "
                    "(default: chosen by cross-validation in the training rows)")
     p.add_argument("--target", choices=TARGETS, default=d.target,

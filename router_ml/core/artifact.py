@@ -485,9 +485,8 @@ def _neighbours(spec: dict, contents: dict, folder: Path):
         raise ArtifactIntegrityError(f"{folder}: {e}") from None
 
 
-def _heads(spec: dict, contents: dict, folder: Path, neighbours: bool = False):
-    """QualityHeads from the stacked arrays and the manifest's per-head layout (with
-    ``neighbours``, version 5: and their neighbours, if any)."""
+def _heads(spec: dict, contents: dict, folder: Path):
+    """QualityHeads from the stacked arrays and the manifest's per-head layout."""
     from router_ml.core.heads import QualityHeads
 
     arrays = {}
@@ -520,9 +519,8 @@ def _heads(spec: dict, contents: dict, folder: Path, neighbours: bool = False):
         at += rows
     if at != len(coef) or len(icpt) != len(coef):
         raise ArtifactIntegrityError(f"{folder}: estimator arrays do not match the heads")
-    nb = _neighbours(spec, contents, folder) if neighbours else None
     try:
-        return QualityHeads(kinds, coefs, icpts, classes, nb)
+        return QualityHeads(kinds, coefs, icpts, classes)
     except ValueError as e:
         raise ArtifactIntegrityError(f"{folder}: {e}") from None
 
@@ -647,14 +645,14 @@ class _V1Classifier:
 
 
 def _read_v2(manifest: dict, contents: dict, folder: Path, encoder, common: dict, *,
-             prior=None, score: str = "gain", neighbours: bool = False) -> RouterState:
+             prior=None, score: str = "gain") -> RouterState:
     """Version 2: logistic heads (or a skops estimator), models and prices, the knob, coverage;
     a pair's score is the gain, no length prior."""
     spec = manifest["estimator"]
     if not isinstance(spec, dict) or spec.get("type") not in ("heads", "skops"):
         raise ArtifactIntegrityError(f"{folder}: unknown estimator type "
                                      f"{spec.get('type') if isinstance(spec, dict) else spec!r}")
-    estimator = (_heads(spec, contents, folder, neighbours) if spec["type"] == "heads"
+    estimator = (_heads(spec, contents, folder) if spec["type"] == "heads"
                  else _skops(contents, ESTIMATOR_FILE, folder))
     knob = manifest["knob"]
     if not isinstance(knob, dict) or knob.get("kind") not in ("threshold", "lam"):
@@ -680,7 +678,7 @@ def _read_v2(manifest: dict, contents: dict, folder: Path, encoder, common: dict
 
 
 def _read_v3(manifest: dict, contents: dict, folder: Path, encoder, common: dict, *,
-             score: str = "gain", neighbours: bool = False) -> RouterState:
+             score: str = "gain") -> RouterState:
     """Version 3: version 2 with a pair's length prior (or null)."""
     prior = None
     if manifest.get("prior") is not None:
@@ -692,22 +690,32 @@ def _read_v3(manifest: dict, contents: dict, folder: Path, encoder, common: dict
             prior = LengthPrior.from_dict(manifest["prior"])
         except (ValueError, TypeError, KeyError) as e:
             raise ArtifactIntegrityError(f"{folder}: the prior is malformed: {e}") from None
-    return _read_v2(manifest, contents, folder, encoder, common, prior=prior, score=score,
-                    neighbours=neighbours)
+    return _read_v2(manifest, contents, folder, encoder, common, prior=prior, score=score)
 
 
-def _read_v4(manifest: dict, contents: dict, folder: Path, encoder, common: dict, *,
-             neighbours: bool = False) -> RouterState:
+def _read_v4(manifest: dict, contents: dict, folder: Path, encoder, common: dict) -> RouterState:
     """Version 4: version 3 with how a pair's score comes from its qualities (``score``)."""
     if manifest["score"] not in SCORE_RULES:
         raise ArtifactIntegrityError(f"{folder}: unknown score rule {manifest['score']!r}")
-    return _read_v3(manifest, contents, folder, encoder, common, score=manifest["score"],
-                    neighbours=neighbours)
+    return _read_v3(manifest, contents, folder, encoder, common, score=manifest["score"])
 
 
 def _read_v5(manifest: dict, contents: dict, folder: Path, encoder, common: dict) -> RouterState:
     """Version 5: version 4 with the heads' neighbours (or none)."""
-    return _read_v4(manifest, contents, folder, encoder, common, neighbours=True)
+    from router_ml.core.heads import QualityHeads
+
+    state = _read_v4(manifest, contents, folder, encoder, common)
+    nb = _neighbours(manifest["estimator"], contents, folder)
+    if nb is None:
+        return state
+    h = state.estimator
+    if not isinstance(h, QualityHeads):
+        raise ArtifactIntegrityError(f"{folder}: neighbours belong to logistic heads")
+    try:
+        return state.replace(estimator=QualityHeads(h.kinds, h.coefs, h.intercepts, h.classes,
+                                                    nb))
+    except ValueError as e:
+        raise ArtifactIntegrityError(f"{folder}: {e}") from None
 
 
 # one reader per format version; a reader never changes once its version has shipped

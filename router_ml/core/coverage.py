@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from router_ml.core.heads import unit_rows as _normalise
+from router_ml.core.heads import unit_rows
 
 MAX_REFERENCE = 2000
 MAX_CALIBRATION = 1000
@@ -46,14 +46,14 @@ class Coverage:
         order = np.random.default_rng(random_state).permutation(n)
         n_cal = min(MAX_CALIBRATION, n // 4)
         cal, ref = order[:n_cal], order[n_cal:n_cal + MAX_REFERENCE]
-        reference = _normalise(X[np.sort(ref)])
-        sims = (_normalise(X[cal]) @ reference.T).max(axis=1)
+        reference = unit_rows(X[np.sort(ref)])
+        sims = (unit_rows(X[cal]) @ reference.T).max(axis=1)
         tau = float(np.quantile(sims, 1 - level, method="lower"))
         return cls(reference, tau, level, n_cal)
 
     def similarity(self, X) -> np.ndarray:
         """(n,) highest cosine similarity of each row of X to the reference rows."""
-        return (_normalise(X) @ self.reference.T).max(axis=1).astype(np.float64)
+        return (unit_rows(X) @ self.reference.T).max(axis=1).astype(np.float64)
 
     def covered(self, X) -> np.ndarray:
         """(n,) bool: similarity >= tau."""

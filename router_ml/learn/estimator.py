@@ -107,8 +107,6 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise ValueError(f"neighbours={self.neighbours} averages logistic heads with the "
                              "nearest training rows; with classifier "
                              f"{type(self.classifier).__name__} set neighbours=0")
-        if self.neighbours and hasattr(X, "toarray"):
-            fit_neighbours(X, y, self.neighbours)  # the error, before any head is fitted
         finite = np.isfinite(Y)
         if ((Y[finite] < 0) | (Y[finite] > 1)).any():
             raise ValueError("qualities must be in [0, 1] (NaN where a model has no outcome); "
@@ -124,6 +122,8 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise ValueError(f"sample_weight must be {n} finite non-negative numbers")
         if not w.any():
             raise ValueError("sample_weight must hold at least one non-zero weight; all are zero")
+        # before the heads: a feature matrix the neighbours cannot keep is refused at once
+        self.neighbours_ = self._neighbours(X, Y) if self.neighbours else None
         ref = self.reference if self.target == "gain" else None
         self.estimators_, kinds = [], []
         for j in range(m):
@@ -140,7 +140,6 @@ class QualityEstimator(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_outputs_ = m
         # iterations of each head's solver (1 for a constant or a non-iterative head)
         self.n_iter_ = np.array([int(np.max(getattr(e, "n_iter_", 1))) for e in self.estimators_])
-        self.neighbours_ = self._neighbours(X, Y) if self.neighbours else None
         self.heads_ = self._numpy_heads()
         return self
 

@@ -68,7 +68,8 @@ def choose_heads(config: TrainConfig, X, train: Rows, costs) -> dict:
             scorer = scorer.set_score_request(costs=True)
         for way in ways:
             cv, meta = splits[way]
-            search = GridSearchCV(build_estimator(config, n_models=len(train.models)), grid, scoring=scorer, cv=cv,
+            search = GridSearchCV(build_estimator(config, n_models=len(train.models)), grid,
+                                  scoring=scorer, cv=cv,
                                   n_jobs=config.n_jobs, refit=False, error_score="raise")
             search.fit(X, train.quality, **meta, **({} if costs is None else {"costs": costs}))
             scores.append(search.cv_results_["mean_test_score"])

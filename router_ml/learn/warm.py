@@ -20,7 +20,7 @@ team's rows against the prior's d, inside each fit, so held-out folds stay held 
 
 Since d(x) is linear in the features, the sum is a plain logistic head: :attr:`heads_` is a
 :class:`router_ml.core.heads.QualityHeads` (kinds ``quality``), saved as the usual arrays and
-loaded with numpy alone; the artifact format does not change.
+loaded with numpy alone, as the heads from scratch are.
 """
 
 from __future__ import annotations
