@@ -2,7 +2,7 @@
 (its prior alone), heads from scratch and the warm start, trained on 100, 300, 1,000, 3,000
 and all of a protocol's training rows, scored on the same test rows.
 
-    python benchmarks/bench_learning_curve.py [--protocols mmlu,gsm8k,dcrouter] [--seeds 3]
+    python benchmarks/bench_learning_curve.py [--protocols mmlu,gsm8k,mixed,dcrouter] [--seeds 3] [--neighbours K]
 
 The own-logs protocols stand for a team's logs: their training rows (a random subset of the
 size, drawn per seed and fold; "all" varies only the folds' seed) train heads from scratch
@@ -55,7 +55,8 @@ def _metric(report: dict, multi: bool) -> dict:
     return {"value": report["apgr"]}
 
 
-def run_protocol(protocol: str, sizes, seeds: int, data_dir=None, log=print) -> dict:
+def run_protocol(protocol: str, sizes, seeds: int, data_dir=None, log=print,
+                 neighbours: int | None = None) -> dict:
     folds = with_outcomes(protocol_folds(protocol, data_dir), DEFAULT_ROUTER.outcomes, data_dir)
     multi = protocol in MULTI_PROTOCOLS
     prices = protocol_prices(protocol, data_dir) if multi else None
@@ -83,7 +84,7 @@ def run_protocol(protocol: str, sizes, seeds: int, data_dir=None, log=print) -> 
                 sub.append(replace(f, train=f.train.subset(idx)))
             for m, (_, config) in METHODS.items():
                 t = time.perf_counter()
-                config = replace(config, random_state=seed)
+                config = replace(config, random_state=seed, neighbours=neighbours)
                 routers = {f.k: fit_router(f.train, config, prices, outcomes=f.outcomes)
                            for f in sub}
                 res = _metric(evaluate_rows(routers, sub, prices)[0], multi)
@@ -150,6 +151,9 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default=",".join(SIZES))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--data-dir", type=Path)
+    p.add_argument("--neighbours", type=int, default=None, metavar="K",
+                   help="the heads' and the warm start's neighbours (default: the training "
+                        "default; 0: the logistic heads alone)")
     p.add_argument("--out", type=Path, default=REPORTS)
     p.add_argument("--render", action="store_true",
                    help="only write the markdown again from the JSON report")
@@ -171,7 +175,7 @@ def main(argv=None) -> int:
         (args.out / "learning_curve.md").write_text(to_markdown(results) + "\n")
         return 0
     for x in protocols:
-        results[x] = run_protocol(x, sizes, args.seeds, args.data_dir,
+        results[x] = run_protocol(x, sizes, args.seeds, args.data_dir, neighbours=args.neighbours,
                                   log=lambda s: print(s, flush=True))
         args.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
